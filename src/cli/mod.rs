@@ -1,0 +1,87 @@
+//! The command line: `serve` and `migrate` run the service; the other commands are the
+//! service's client and its administration.
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::serve::Server;
+
+/// litejobs: the ModelArts Lite Server job API, self-hosted.
+#[derive(Debug, Parser)]
+#[command(name = "litejobs", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (SQLite file by default; PostgreSQL with a postgres:// URL).
+    Serve(Box<ServeConfig>),
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        /// Database: a SQLite file path or `sqlite:` URL, or a `postgres://` URL.
+        #[arg(long, env = "LITEJOBS_DATABASE_URL", default_value = "litejobs.db")]
+        database_url: String,
+    },
+}
+
+/// Sets up logging on stderr; `RUST_LOG` overrides the level.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        token.cancel();
+    });
+}
+
+/// Runs a parsed command line; answers the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(config) => {
+            init_logging(config.log_format == "json");
+            let server = Server::bind(*config).await?;
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone());
+            server.run(shutdown).await?;
+            Ok(0)
+        }
+        Command::Migrate { database_url } => {
+            init_logging(false);
+            let store = crate::store::open(&database_url).await?;
+            crate::iam::ensure_builtin_policies(store.as_ref()).await?;
+            tracing::info!(backend = store.backend(), "database is migrated");
+            Ok(0)
+        }
+    }
+}

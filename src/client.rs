@@ -1,0 +1,313 @@
+//! The API client of the CLI, the benchmark and the tests: signs every request with the
+//! shared `SDK-HMAC-SHA256` code (or sends a token) exactly as the vendor's SDK does.
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+
+use crate::sign::{self, Credentials};
+use crate::wire::{
+    DeleteJobsRequest, ErrorBody, JobCreateRequest, JobDetail, JobListItem, Page, TemplateDetail,
+    TemplateListItem,
+};
+
+/// How the client proves who it is.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    AkSk(Credentials),
+    Token(String),
+}
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{status} {error_code}: {error_msg} (request id {request_id})")]
+    Api {
+        status: u16,
+        error_code: String,
+        error_msg: String,
+        request_id: String,
+    },
+    #[error("cannot reach the service: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("unexpected answer ({status}): {detail}")]
+    Decode { status: u16, detail: String },
+    #[error("bad endpoint: {0}")]
+    Endpoint(String),
+}
+
+/// A raw answer: status, headers and body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl RawResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn into_result<T: DeserializeOwned>(self) -> Result<T, ClientError> {
+        if self.status >= 400 {
+            let request_id = self
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            return Err(match serde_json::from_slice::<ErrorBody>(&self.body) {
+                Ok(e) => ClientError::Api {
+                    status: self.status,
+                    error_code: e.error_code,
+                    error_msg: e.error_msg,
+                    request_id,
+                },
+                Err(_) => ClientError::Api {
+                    status: self.status,
+                    error_code: self.status.to_string(),
+                    error_msg: String::from_utf8_lossy(&self.body).into_owned(),
+                    request_id,
+                },
+            });
+        }
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode {
+            status: self.status,
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// A client of one project on one endpoint.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    host: String,
+    project_id: String,
+    auth: ClientAuth,
+    user_agent: String,
+}
+
+impl Client {
+    /// `endpoint` is `http://host:port` (a trailing `/` is ignored).
+    pub fn new(endpoint: &str, project_id: &str, auth: ClientAuth) -> Result<Self, ClientError> {
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&endpoint).map_err(|e| ClientError::Endpoint(e.to_string()))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => return Err(ClientError::Endpoint(format!("{endpoint} has no host"))),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            http,
+            endpoint,
+            host,
+            project_id: project_id.to_string(),
+            auth,
+            user_agent: format!("litejobs/{}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+
+    /// The same client acting in another project.
+    pub fn for_project(&self, project_id: &str) -> Self {
+        Self {
+            project_id: project_id.to_string(),
+            ..self.clone()
+        }
+    }
+
+    pub fn project_id(&self) -> &str {
+        &self.project_id
+    }
+
+    /// The API path of the client's project followed by `rest` (which starts with `/`).
+    pub fn project_path(&self, rest: &str) -> String {
+        format!("/v1/{}{rest}", sign::encode(self.project_id.as_bytes()))
+    }
+
+    /// Sends a request to `path` (already percent-encoded) with `query` pairs and an optional
+    /// JSON body, signed; answers whatever came back.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<RawResponse, ClientError> {
+        let query = sign::query_string(query);
+        let body = body.unwrap_or_default();
+        let content_type = if method == Method::GET {
+            "application/json"
+        } else {
+            "application/json;charset=utf-8"
+        };
+        let mut headers: Vec<(String, String)> = vec![
+            ("Host".into(), self.host.clone()),
+            ("Content-Type".into(), content_type.into()),
+            ("User-Agent".into(), self.user_agent.clone()),
+            ("X-Project-Id".into(), self.project_id.clone()),
+        ];
+        for (n, v) in extra_headers {
+            headers.push((n.to_string(), v.to_string()));
+        }
+        match &self.auth {
+            ClientAuth::AkSk(creds) => {
+                let authorization = sign::sign(
+                    method.as_str(),
+                    path,
+                    &query,
+                    &mut headers,
+                    &body,
+                    creds,
+                    chrono::Utc::now(),
+                );
+                headers.push(("Authorization".into(), authorization));
+            }
+            ClientAuth::Token(token) => headers.push(("X-Auth-Token".into(), token.clone())),
+        }
+        let url = if query.is_empty() {
+            format!("{}{path}", self.endpoint)
+        } else {
+            format!("{}{path}?{query}", self.endpoint)
+        };
+        let mut request = self.http.request(method, &url);
+        for (n, v) in &headers {
+            request = request.header(n.as_str(), v.as_str());
+        }
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        let response = request.send().await?;
+        Ok(RawResponse {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await?,
+        })
+    }
+
+    fn json_body<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(value).map_err(|e| ClientError::Decode {
+            status: 0,
+            detail: e.to_string(),
+        })
+    }
+
+    /// `GET …/dev-servers/jobs` with the given query pairs (filters and paging).
+    pub async fn list_jobs(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Page<JobListItem>, ClientError> {
+        let path = self.project_path("/dev-servers/jobs");
+        self.send(Method::GET, &path, query, None, &[])
+            .await?
+            .into_result()
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<JobDetail, ClientError> {
+        let path = self.project_path(&format!("/dev-servers/jobs/{}", sign::encode(id.as_bytes())));
+        self.send(Method::GET, &path, &[], None, &[])
+            .await?
+            .into_result()
+    }
+
+    pub async fn create_job(
+        &self,
+        request: &JobCreateRequest,
+        client_token: Option<&str>,
+    ) -> Result<JobDetail, ClientError> {
+        let path = self.project_path("/dev-servers/jobs");
+        let headers: Vec<(&str, &str)> = client_token
+            .map(|t| vec![("X-Client-Token", t)])
+            .unwrap_or_default();
+        self.send(
+            Method::POST,
+            &path,
+            &[],
+            Some(Self::json_body(request)?),
+            &headers,
+        )
+        .await?
+        .into_result()
+    }
+
+    pub async fn delete_jobs(&self, ids: &[String]) -> Result<Page<JobListItem>, ClientError> {
+        let path = self.project_path("/dev-servers/jobs");
+        let body = Self::json_body(&DeleteJobsRequest {
+            job_ids: ids.to_vec(),
+        })?;
+        self.send(Method::DELETE, &path, &[], Some(body), &[])
+            .await?
+            .into_result()
+    }
+
+    pub async fn list_templates(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Page<TemplateListItem>, ClientError> {
+        let path = self.project_path("/dev-servers/jobs/templates");
+        self.send(Method::GET, &path, query, None, &[])
+            .await?
+            .into_result()
+    }
+
+    pub async fn get_template(&self, id: &str) -> Result<TemplateDetail, ClientError> {
+        let path = self.project_path(&format!(
+            "/dev-servers/jobs/templates/{}",
+            sign::encode(id.as_bytes())
+        ));
+        self.send(Method::GET, &path, &[], None, &[])
+            .await?
+            .into_result()
+    }
+}
+
+/// Asks `POST /v3/auth/tokens` for a token of `user` scoped to `project` (id or name).
+pub async fn issue_token(
+    endpoint: &str,
+    user: &str,
+    password: &str,
+    project: &str,
+) -> Result<String, ClientError> {
+    let body = serde_json::json!({
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": user, "password": password, "domain": {"name": user}}}
+            },
+            "scope": {"project": {"id": project}}
+        }
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/v3/auth/tokens", endpoint.trim_end_matches('/')))
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let token = response
+        .headers()
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await?;
+    match token {
+        Some(t) if status == 201 => Ok(t),
+        _ => Err(RawResponse {
+            status: status.max(400),
+            headers,
+            body: bytes,
+        }
+        .into_result::<serde_json::Value>()
+        .err()
+        .unwrap_or(ClientError::Decode {
+            status,
+            detail: "no X-Subject-Token in the answer".into(),
+        })),
+    }
+}

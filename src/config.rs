@@ -1,0 +1,99 @@
+//! Configuration of `litejobs serve`: flags, each also settable by an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|e| e.to_string())
+}
+
+fn parse_outcome(raw: &str) -> Result<(String, String), String> {
+    let (server, outcome) = raw
+        .split_once('=')
+        .ok_or_else(|| "expected SERVER=SUCCESS or SERVER=FAILED".to_string())?;
+    let outcome = outcome.to_ascii_uppercase();
+    if outcome != "SUCCESS" && outcome != "FAILED" {
+        return Err("the outcome is SUCCESS or FAILED".into());
+    }
+    Ok((server.to_string(), outcome))
+}
+
+/// `litejobs serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "LITEJOBS_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Database: a SQLite file path or `sqlite:` URL, or a `postgres://` URL.
+    #[arg(long, env = "LITEJOBS_DATABASE_URL", default_value = "litejobs.db")]
+    pub database_url: String,
+
+    /// Largest page of the job list, and its size when the client asks for none.
+    #[arg(long, env = "LITEJOBS_MAX_PAGE_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_page_size: u64,
+
+    /// How long deleted jobs stay listed before they are purged (e.g. `30d`, `12h`).
+    #[arg(long, env = "LITEJOBS_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// Requests per second allowed to one access key or user; 0 turns the limit off.
+    #[arg(long, env = "LITEJOBS_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+
+    /// Requests one access key may send in a burst above the rate.
+    #[arg(long, env = "LITEJOBS_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
+
+    /// Directory of extra job templates (`*.json`), added to the built-in ones.
+    #[arg(long, env = "LITEJOBS_TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
+
+    /// Where the first start writes the administrator's credentials (mode 0600).
+    #[arg(long, env = "LITEJOBS_ADMIN_CREDENTIALS", default_value = "litejobs-admin.json")]
+    pub admin_credentials: PathBuf,
+
+    /// Run a simulated fleet whose tasks finish by themselves, for testing cloud code.
+    #[arg(long, env = "LITEJOBS_SIMULATE")]
+    pub simulate: bool,
+
+    /// Simulated servers registered in every project.
+    #[arg(long, env = "LITEJOBS_SIMULATE_SERVERS", default_value_t = 4)]
+    pub simulate_servers: u32,
+
+    /// Time a simulated task takes (e.g. `3s`, `500ms`).
+    #[arg(long, env = "LITEJOBS_SIMULATE_DELAY", default_value = "3s", value_parser = parse_duration)]
+    pub simulate_delay: Duration,
+
+    /// Chance (0.0 to 1.0) that a simulated task fails.
+    #[arg(long, env = "LITEJOBS_SIMULATE_FAILURE_RATE", default_value_t = 0.0)]
+    pub simulate_failure_rate: f64,
+
+    /// Fixed outcome of one simulated server, e.g. `sim-server-02=FAILED`; repeatable.
+    #[arg(long = "simulate-outcome", value_parser = parse_outcome)]
+    pub simulate_outcomes: Vec<(String, String)>,
+
+    /// Interval of the retention purge.
+    #[arg(long, env = "LITEJOBS_PURGE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub purge_interval: Duration,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LITEJOBS_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl ServeConfig {
+    /// The settings `serve` uses with no flags (and no environment).
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        <Wrapper as clap::Parser>::parse_from(["litejobs"]).config
+    }
+}

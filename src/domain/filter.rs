@@ -1,0 +1,269 @@
+//! The job list's filters and paging, validated from the raw query.
+
+use super::ids::{bounded, simple_name};
+use super::{Invalid, JobStatus};
+
+/// Filters of the job list; each applies only when set, and they combine with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// Exact job id.
+    pub id: Option<String>,
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+    /// Exact type.
+    pub job_type: Option<String>,
+    pub status: Option<JobStatus>,
+    pub visible: Option<bool>,
+}
+
+/// Column the list is ordered by; ties are broken by id in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    CreateAt,
+    UpdateAt,
+    Name,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortDir {
+    Asc,
+    Desc,
+}
+
+impl SortDir {
+    pub fn reverse(self) -> Self {
+        match self {
+            Self::Asc => Self::Desc,
+            Self::Desc => Self::Asc,
+        }
+    }
+}
+
+/// Which page of the list to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// `None`: the whole list up to the maximum page size, as the SDK expects.
+    pub limit: Option<u64>,
+    pub offset: u64,
+    pub sort_key: SortKey,
+    pub sort_dir: SortDir,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self {
+            limit: None,
+            offset: 0,
+            sort_key: SortKey::CreateAt,
+            sort_dir: SortDir::Desc,
+        }
+    }
+}
+
+impl PageRequest {
+    /// Rows to fetch: the limit, or the maximum page size.
+    pub fn effective_limit(&self, max_page_size: u64) -> u64 {
+        self.limit.unwrap_or(max_page_size)
+    }
+
+    /// The page wrapper's numbers for `total` matching rows.
+    pub fn numbers(&self, total: u64, max_page_size: u64) -> PageNumbers {
+        match self.limit {
+            Some(limit) => PageNumbers {
+                current: self.offset / limit + 1,
+                pages: total.div_ceil(limit),
+                size: limit,
+            },
+            None if self.offset == 0 => {
+                let size = total.min(max_page_size);
+                PageNumbers {
+                    current: 1,
+                    pages: if size == 0 { 0 } else { total.div_ceil(size) },
+                    size,
+                }
+            }
+            None => PageNumbers {
+                current: self.offset / max_page_size + 1,
+                pages: total.div_ceil(max_page_size),
+                size: max_page_size,
+            },
+        }
+    }
+}
+
+/// `current`, `pages` and `size` of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageNumbers {
+    pub current: u64,
+    pub pages: u64,
+    pub size: u64,
+}
+
+/// The job list's validated query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListJobsQuery {
+    pub filter: JobFilter,
+    pub page: PageRequest,
+}
+
+fn parse_bool(field: &str, raw: &str) -> Result<bool, Invalid> {
+    if raw.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if raw.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(Invalid(format!("{field} must be true or false")))
+    }
+}
+
+fn parse_u64(field: &str, raw: &str) -> Result<u64, Invalid> {
+    raw.parse::<u64>()
+        .map_err(|_| Invalid(format!("{field} must be a non-negative integer")))
+}
+
+impl ListJobsQuery {
+    /// Validates the decoded query pairs. Unknown parameters are ignored; a parameter given
+    /// twice, or given with an empty value, is an error.
+    pub fn parse(pairs: &[(String, String)], max_page_size: u64) -> Result<Self, Invalid> {
+        let mut q = Self::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in pairs {
+            let known = [
+                "id", "name", "type", "status", "visible", "limit", "offset", "sort_key",
+                "sort_dir",
+            ];
+            let Some(key) = known.iter().find(|k| **k == key) else {
+                continue;
+            };
+            if seen.contains(key) {
+                return Err(Invalid(format!("{key} is given more than once")));
+            }
+            seen.push(key);
+            if value.is_empty() {
+                return Err(Invalid(format!("{key} must not be empty")));
+            }
+            match *key {
+                "id" => {
+                    bounded("id", value)?;
+                    q.filter.id = Some(value.clone());
+                }
+                "name" => {
+                    bounded("name", value)?;
+                    q.filter.name = Some(value.clone());
+                }
+                "type" => {
+                    simple_name("type", value)?;
+                    q.filter.job_type = Some(value.clone());
+                }
+                "status" => q.filter.status = Some(JobStatus::parse(value)?),
+                "visible" => q.filter.visible = Some(parse_bool("visible", value)?),
+                "limit" => {
+                    let limit = parse_u64("limit", value)?;
+                    if !(1..=max_page_size).contains(&limit) {
+                        return Err(Invalid(format!(
+                            "limit must be between 1 and {max_page_size}"
+                        )));
+                    }
+                    q.page.limit = Some(limit);
+                }
+                "offset" => {
+                    q.page.offset = parse_u64("offset", value)?;
+                    if q.page.offset > i64::MAX as u64 {
+                        return Err(Invalid::new("offset is too large"));
+                    }
+                }
+                "sort_key" => {
+                    q.page.sort_key = match value.as_str() {
+                        "create_at" => SortKey::CreateAt,
+                        "update_at" => SortKey::UpdateAt,
+                        "name" => SortKey::Name,
+                        _ => {
+                            return Err(Invalid::new(
+                                "sort_key must be one of create_at, update_at, name",
+                            ))
+                        }
+                    }
+                }
+                _ => {
+                    q.page.sort_dir = match value.as_str() {
+                        "asc" => SortDir::Asc,
+                        "desc" => SortDir::Desc,
+                        _ => return Err(Invalid::new("sort_dir must be asc or desc")),
+                    }
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(raw: &[(&str, &str)]) -> Vec<(String, String)> {
+        raw.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_every_filter() {
+        let q = ListJobsQuery::parse(
+            &pairs(&[
+                ("id", "a"),
+                ("name", "My Job"),
+                ("type", "COMMON"),
+                ("status", "FINISHED"),
+                ("visible", "FALSE"),
+                ("other", ""),
+            ]),
+            1000,
+        )
+        .expect("valid");
+        assert_eq!(q.filter.id.as_deref(), Some("a"));
+        assert_eq!(q.filter.name.as_deref(), Some("My Job"));
+        assert_eq!(q.filter.status, Some(JobStatus::Finished));
+        assert_eq!(q.filter.visible, Some(false));
+        assert_eq!(q.page, PageRequest::default());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for bad in [
+            ("status", "finished"),
+            ("status", ""),
+            ("visible", "yes"),
+            ("type", "a b"),
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("offset", "-1"),
+            ("sort_key", "id"),
+            ("sort_dir", "up"),
+        ] {
+            assert!(
+                ListJobsQuery::parse(&pairs(&[bad]), 1000).is_err(),
+                "{bad:?} must be rejected"
+            );
+        }
+        assert!(ListJobsQuery::parse(&pairs(&[("id", "a"), ("id", "b")]), 1000).is_err());
+    }
+
+    #[test]
+    fn page_numbers_follow_the_design() {
+        let whole = PageRequest::default();
+        let n = whole.numbers(2, 1000);
+        assert_eq!((n.current, n.pages, n.size), (1, 1, 2));
+        let n = whole.numbers(0, 1000);
+        assert_eq!((n.current, n.pages, n.size), (1, 0, 0));
+        let n = whole.numbers(2500, 1000);
+        assert_eq!((n.current, n.pages, n.size), (1, 3, 1000));
+        let paged = PageRequest {
+            limit: Some(10),
+            offset: 25,
+            ..PageRequest::default()
+        };
+        let n = paged.numbers(31, 1000);
+        assert_eq!((n.current, n.pages, n.size), (3, 4, 10));
+    }
+}

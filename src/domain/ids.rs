@@ -1,0 +1,90 @@
+//! Validated identifiers.
+
+use std::fmt;
+
+use super::Invalid;
+
+/// A project id: 1 to 64 letters, digits or hyphens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(Invalid::new(
+                "project_id must be 1 to 64 letters, digits or hyphens",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// True for `^[-_.a-zA-Z0-9]{1,64}$`, the pattern of job names, descriptions and types.
+pub fn is_simple_name(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks a field against [`is_simple_name`], naming the field in the error.
+pub fn simple_name(field: &str, value: &str) -> Result<(), Invalid> {
+    if is_simple_name(value) {
+        Ok(())
+    } else {
+        Err(Invalid(format!(
+            "{field} must match ^[-_.a-zA-Z0-9]{{1,64}}$"
+        )))
+    }
+}
+
+/// Checks a free-form identifier given by a client: 1 to 64 characters.
+pub fn bounded(field: &str, value: &str) -> Result<(), Invalid> {
+    let n = value.chars().count();
+    if (1..=64).contains(&n) {
+        Ok(())
+    } else {
+        Err(Invalid(format!("{field} must be 1 to 64 characters")))
+    }
+}
+
+/// A new random id (UUIDv4, lower-case, hyphenated).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_ids_are_letters_digits_and_hyphens() {
+        assert!(ProjectId::parse("0a1b-C").is_ok());
+        assert!(ProjectId::parse("").is_err());
+        assert!(ProjectId::parse(&"a".repeat(65)).is_err());
+        assert!(ProjectId::parse("a_b").is_err());
+        assert!(ProjectId::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn simple_names_follow_the_contract_pattern() {
+        assert!(is_simple_name("job-a_1.2"));
+        assert!(!is_simple_name("job a"));
+        assert!(!is_simple_name(""));
+        assert!(!is_simple_name(&"x".repeat(65)));
+        assert!(!is_simple_name("jöb"));
+    }
+}

@@ -1,0 +1,28 @@
+//! Pure domain logic: validated identifiers, the job and task state vocabulary, list filters
+//! and permissions. Nothing here does I/O.
+
+pub mod filter;
+pub mod ids;
+pub mod job;
+pub mod permission;
+
+pub use filter::{JobFilter, PageRequest, SortDir, SortKey};
+pub use ids::ProjectId;
+pub use job::{JobStatus, TaskStatus};
+pub use permission::Action;
+
+/// A client's mistake in a path, query or body value; becomes a 400 `ModelArts.0107`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// Current time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

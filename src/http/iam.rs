@@ -1,0 +1,187 @@
+//! `POST /v3/auth/tokens` and `DELETE /v3/auth/tokens`: project-scoped tokens in the shape
+//! of the cloud's IAM password authentication, answered in `X-Subject-Token`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use rand::RngCore;
+use serde::Deserialize;
+
+use super::auth::{read_body, token_hash};
+use super::error::{parse_json, ApiError};
+use super::AppState;
+use crate::domain::now_ms;
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    auth: AuthBody,
+}
+
+#[derive(Deserialize)]
+struct AuthBody {
+    identity: Identity,
+    scope: Option<Scope>,
+}
+
+#[derive(Deserialize)]
+struct Identity {
+    methods: Vec<String>,
+    password: Option<PasswordIdentity>,
+}
+
+#[derive(Deserialize)]
+struct PasswordIdentity {
+    user: PasswordUser,
+}
+
+#[derive(Deserialize)]
+struct PasswordUser {
+    name: Option<String>,
+    id: Option<String>,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct Scope {
+    project: Option<ScopeProject>,
+}
+
+#[derive(Deserialize)]
+struct ScopeProject {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// Issues a token for a user's password, scoped to one project the user holds a grant in.
+pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(body).await?;
+    let req: TokenRequest = parse_json(&body)?;
+    let auth = req.auth;
+    if !auth.identity.methods.iter().any(|m| m == "password") {
+        return Err(ApiError::Invalid(
+            "auth.identity.methods must include \"password\"".into(),
+        ));
+    }
+    let password = auth
+        .identity
+        .password
+        .ok_or_else(|| ApiError::Invalid("auth.identity.password is required".into()))?;
+    let user_ref = password
+        .user
+        .id
+        .or(password.user.name)
+        .ok_or_else(|| ApiError::Invalid("auth.identity.password.user needs a name or id".into()))?;
+    let scope = auth
+        .scope
+        .and_then(|s| s.project)
+        .and_then(|p| p.id.or(p.name))
+        .ok_or_else(|| {
+            ApiError::Invalid("auth.scope.project with an id or a name is required".into())
+        })?;
+
+    let authn = &state.authenticator;
+    let limit_key = format!("password:{user_ref}");
+    if authn.locked(&limit_key) {
+        return Err(ApiError::Unauthenticated);
+    }
+    let user = state.store.find_user(&user_ref).await?;
+    let verified = match user.as_ref().and_then(|u| u.password_hash.clone()) {
+        Some(hash) => {
+            let pw = password.user.password.clone();
+            tokio::task::spawn_blocking(move || crate::iam::verify_password(&pw, &hash))
+                .await
+                .map_err(ApiError::internal)?
+        }
+        None => false,
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        authn.record_failure(&limit_key);
+        return Err(ApiError::Unauthenticated);
+    };
+    authn.succeeded(&limit_key);
+    let project = state.store.find_project(&scope).await?;
+    let granted = match &project {
+        Some(p) => state.store.project_actions(&user.id, &p.id).await?.is_some(),
+        None => false,
+    };
+    let Some(project) = project.filter(|_| granted) else {
+        return Err(ApiError::Forbidden(format!(
+            "The user has no access to project {scope}."
+        )));
+    };
+
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = format!(
+        "MIIlj{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let issued = now_ms();
+    let expires = issued + state.config.token_ttl.as_millis() as i64;
+    state
+        .store
+        .insert_token(&token_hash(&token), &user.id, &project.id, issued, expires)
+        .await?;
+    let policies: Vec<serde_json::Value> = state
+        .store
+        .list_grants(&user.id)
+        .await?
+        .into_iter()
+        .filter(|(p, _)| *p == project.id)
+        .map(|(_, policy)| serde_json::json!({ "name": policy }))
+        .collect();
+    let body = serde_json::json!({
+        "token": {
+            "methods": ["password"],
+            "issued_at": iso(issued),
+            "expires_at": iso(expires),
+            "user": { "id": user.id, "name": user.name },
+            "project": { "id": project.id, "name": project.name },
+            "roles": policies,
+        }
+    });
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    let value = HeaderValue::from_str(&token).map_err(ApiError::internal)?;
+    response.headers_mut().insert("x-subject-token", value);
+    Ok(response)
+}
+
+/// Revokes the token in `X-Subject-Token`; the caller proves it holds it by sending it as
+/// `X-Auth-Token` too.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(auth), Some(subject)) = (header("x-auth-token"), header("x-subject-token")) else {
+        return Err(ApiError::Unauthenticated);
+    };
+    if auth != subject {
+        return Err(ApiError::Forbidden(
+            "A token can only be revoked by presenting it.".into(),
+        ));
+    }
+    let hash = token_hash(subject);
+    if state.store.find_token(&hash, now_ms()).await?.is_none() {
+        state.authenticator.record_failure(&hash);
+        return Err(ApiError::Unauthenticated);
+    }
+    state.store.revoke_token(&hash, now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,182 @@
+//! Handlers of the job API: list, create, show and delete Lite Server jobs.
+
+use std::collections::HashSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+
+use super::auth::Caller;
+use super::error::{parse_json, ApiError};
+use super::AppState;
+use crate::domain::filter::ListJobsQuery;
+use crate::domain::ids::{bounded, new_id, simple_name};
+use crate::domain::{now_ms, Action, Invalid};
+use crate::store::{IdempotencyKey, NewJob};
+use crate::wire::{DeleteJobsRequest, JobCreateRequest, JobDetail, JobListItem, Page};
+
+/// Most servers one job may target, and most items one job may carry.
+pub const MAX_SERVERS_PER_JOB: usize = 1000;
+pub const MAX_ITEMS_PER_JOB: usize = 100;
+/// Most job ids one delete may name.
+pub const MAX_IDS_PER_DELETE: usize = 1000;
+
+/// Decodes a query string into pairs (`+` is a space, as in any form encoding).
+pub(super) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `GET /v1/{project_id}/dev-servers/jobs`: the project's jobs, newest first, filtered by
+/// `id`, `name`, `type`, `status` and `visible`, with an exact total.
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<JobListItem>>, ApiError> {
+    caller.require(Action::ListJobs)?;
+    let max = state.config.max_page_size;
+    let query = ListJobsQuery::parse(&query_pairs(raw.as_deref()), max)?;
+    let (data, total) = state.store.list_jobs(&caller.project, &query, max).await?;
+    let numbers = query.page.numbers(total, max);
+    Ok(Json(Page {
+        current: numbers.current,
+        pages: numbers.pages,
+        size: numbers.size,
+        total,
+        data,
+    }))
+}
+
+fn validate_create(req: &JobCreateRequest) -> Result<(), Invalid> {
+    simple_name("name", &req.name)?;
+    if let Some(d) = &req.description {
+        simple_name("description", d)?;
+    }
+    simple_name("type", &req.job_type)?;
+    if req.server_ids.is_empty() || req.server_ids.len() > MAX_SERVERS_PER_JOB {
+        return Err(Invalid(format!(
+            "server_ids must name 1 to {MAX_SERVERS_PER_JOB} servers"
+        )));
+    }
+    let mut seen = HashSet::new();
+    for id in &req.server_ids {
+        bounded("server_ids[]", id)?;
+        if !seen.insert(id) {
+            return Err(Invalid(format!("server_ids names {id} more than once")));
+        }
+    }
+    if req.items.is_empty() || req.items.len() > MAX_ITEMS_PER_JOB {
+        return Err(Invalid(format!(
+            "items must hold 1 to {MAX_ITEMS_PER_JOB} items"
+        )));
+    }
+    for item in &req.items {
+        simple_name("items[].type", &item.item_type)?;
+        for key in item.spec.iter().flat_map(|s| s.keys()) {
+            bounded("items[].spec key", key)?;
+        }
+    }
+    Ok(())
+}
+
+fn client_token(headers: &HeaderMap) -> Result<Option<String>, Invalid> {
+    let Some(raw) = headers.get("x-client-token") else {
+        return Ok(None);
+    };
+    let token = raw
+        .to_str()
+        .ok()
+        .filter(|t| (1..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| Invalid::new("X-Client-Token must be 1 to 64 printable ASCII characters"))?;
+    Ok(Some(token.to_string()))
+}
+
+/// `POST /v1/{project_id}/dev-servers/jobs`: creates a job with one task per server.
+/// With `X-Client-Token`, repeating the same request answers the same job for 24 hours.
+pub async fn create_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<JobDetail>, ApiError> {
+    caller.require(Action::CreateJob)?;
+    let req: JobCreateRequest = parse_json(&body)?;
+    validate_create(&req)?;
+    let template = state.templates.by_type(&req.job_type).ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "type {} names no job template; see GET .../dev-servers/jobs/templates",
+            req.job_type
+        ))
+    })?;
+    let now = now_ms();
+    let idempotency = client_token(&headers)?.map(|token| IdempotencyKey {
+        token,
+        // Hash of the parsed request, so formatting differences do not count as another body.
+        body_hash: crate::sign::sha256_hex(&serde_json::to_vec(&req).unwrap_or_default()),
+        not_before_ms: now - state.config.idempotency_window.as_millis() as i64,
+    });
+    let job = NewJob {
+        id: new_id(),
+        name: req.name,
+        description: req.description,
+        job_type: req.job_type,
+        template_id: Some(template.id.clone()),
+        user_name: caller.user_name.clone(),
+        visible: req.visible.unwrap_or(true),
+        is_reboot: req.is_reboot.unwrap_or(false),
+        items: req.items,
+        server_ids: req.server_ids,
+        now_ms: now,
+    };
+    let detail = state
+        .store
+        .create_job(&caller.project, job, idempotency)
+        .await?;
+    Ok(Json(detail))
+}
+
+/// `GET /v1/{project_id}/dev-servers/jobs/{id}`: one job with its items and tasks.
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<JobDetail>, ApiError> {
+    caller.require(Action::GetJob)?;
+    bounded("id", &id)?;
+    state
+        .store
+        .get_job(&caller.project, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("The job {id} does not exist.")))
+}
+
+/// `DELETE /v1/{project_id}/dev-servers/jobs` with `{"job_ids": [...]}`: soft-deletes the
+/// jobs, cancelling their running tasks, and answers them (now `DELETED`).
+pub async fn delete_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Page<JobListItem>>, ApiError> {
+    caller.require(Action::DeleteJobs)?;
+    let req: DeleteJobsRequest = parse_json(&body)?;
+    if req.job_ids.is_empty() || req.job_ids.len() > MAX_IDS_PER_DELETE {
+        return Err(ApiError::Invalid(format!(
+            "job_ids must name 1 to {MAX_IDS_PER_DELETE} jobs"
+        )));
+    }
+    for id in &req.job_ids {
+        bounded("job_ids[]", id)?;
+    }
+    let mut ids = req.job_ids;
+    ids.sort();
+    ids.dedup();
+    let deleted = state
+        .store
+        .delete_jobs(&caller.project, &ids, now_ms())
+        .await?;
+    Ok(Json(Page::whole(deleted)))
+}

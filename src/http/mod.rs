@@ -1,0 +1,170 @@
+//! The HTTP API: routes, shared state and the layers every request passes through.
+//!
+//! Handlers are thin: extract, authorise, call the store, map. Layers, outermost first:
+//! request id (and access log), URI size limit, panic catcher; then, on project-scoped
+//! routes, authentication.
+
+pub mod auth;
+pub mod error;
+mod iam;
+mod jobs;
+mod templates;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use self::auth::{AuthConfig, Authenticator};
+use self::error::{ApiError, REQUEST_ID};
+use crate::store::Store;
+use crate::templates::TemplateCatalog;
+
+/// Longest request URI accepted.
+pub const MAX_URI_BYTES: usize = 32 * 1024;
+
+/// Settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest page the list answers, and the page size when the client asks for none.
+    pub max_page_size: u64,
+    /// How long an `X-Client-Token` keeps answering the same job.
+    pub idempotency_window: std::time::Duration,
+    /// How long a token from `POST /v3/auth/tokens` is valid.
+    pub token_ttl: std::time::Duration,
+    pub auth: AuthConfig,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_page_size: 1000,
+            idempotency_window: std::time::Duration::from_secs(24 * 3600),
+            token_ttl: std::time::Duration::from_secs(24 * 3600),
+            auth: AuthConfig {
+                rate_limit_per_sec: 1000,
+                rate_burst: 2000,
+            },
+        }
+    }
+}
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub templates: Arc<TemplateCatalog>,
+    pub config: Arc<ApiConfig>,
+    pub authenticator: Arc<Authenticator>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, templates: TemplateCatalog, config: ApiConfig) -> Self {
+        Self {
+            authenticator: Arc::new(Authenticator::new(&config.auth)),
+            store,
+            templates: Arc::new(templates),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let project_api = Router::new()
+        .route(
+            "/v1/{project_id}/dev-servers/jobs",
+            get(jobs::list_jobs)
+                .post(jobs::create_job)
+                .delete(jobs::delete_jobs),
+        )
+        .route("/v1/{project_id}/dev-servers/jobs/{id}", get(jobs::get_job))
+        .route(
+            "/v1/{project_id}/dev-servers/jobs/templates",
+            get(templates::list_templates),
+        )
+        .route(
+            "/v1/{project_id}/dev-servers/jobs/templates/{id}",
+            get(templates::get_template),
+        )
+        .route(
+            "/v1/{project_id}/dev-servers/jobs/services/{id}",
+            get(templates::get_service),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+
+    Router::new()
+        .merge(project_api)
+        .route(
+            "/v3/auth/tokens",
+            post(iam::issue_token).delete(iam::revoke_token),
+        )
+        .route("/health", get(health))
+        .fallback(no_such_api)
+        .method_not_allowed_fallback(no_such_api)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn no_such_api() -> ApiError {
+    ApiError::NoSuchApi
+}
+
+fn on_panic(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = cause
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
+}
+
+/// Liveness and readiness: answers 200 when the database answers.
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok", "backend": state.store.backend()}))
+            .into_response(),
+        Err(e) => ApiError::Unavailable(e.into()).into_response(),
+    }
+}
+
+/// Gives every request an id (answered in `X-Request-Id`, and in error bodies), refuses
+/// oversized URIs, and logs one line per request.
+async fn request_context(request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let uri_len = request.uri().to_string().len();
+    let mut response = REQUEST_ID
+        .scope(id.clone(), async move {
+            if uri_len > MAX_URI_BYTES {
+                ApiError::UriTooLong.into_response()
+            } else {
+                next.run(request).await
+            }
+        })
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::warn!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
+    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_client_error() {
+        tracing::info!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
+    } else {
+        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
+    }
+    response
+}

@@ -1,0 +1,74 @@
+//! Handlers of the job template API, and of job services.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::jobs::query_pairs;
+use super::AppState;
+use crate::domain::ids::{bounded, simple_name};
+use crate::domain::{Action, Invalid};
+use crate::wire::{Page, TemplateDetail, TemplateListItem};
+
+/// `GET /v1/{project_id}/dev-servers/jobs/templates`, filtered by `id`, `name` and `type`.
+pub async fn list_templates(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<TemplateListItem>>, ApiError> {
+    caller.require(Action::ListTemplates)?;
+    let (mut id, mut name, mut ty) = (None, None, None);
+    for (key, value) in query_pairs(raw.as_deref()) {
+        let slot = match key.as_str() {
+            "id" => &mut id,
+            "name" => &mut name,
+            "type" => &mut ty,
+            _ => continue,
+        };
+        if value.is_empty() {
+            return Err(Invalid(format!("{key} must not be empty")).into());
+        }
+        if slot.replace(value).is_some() {
+            return Err(Invalid(format!("{key} is given more than once")).into());
+        }
+    }
+    if let Some(v) = &id {
+        bounded("id", v)?;
+    }
+    if let Some(v) = &name {
+        bounded("name", v)?;
+    }
+    if let Some(v) = &ty {
+        simple_name("type", v)?;
+    }
+    let items = state
+        .templates
+        .filter(id.as_deref(), name.as_deref(), ty.as_deref());
+    Ok(Json(Page::whole(items)))
+}
+
+/// `GET /v1/{project_id}/dev-servers/jobs/templates/{id}`.
+pub async fn get_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<TemplateDetail>, ApiError> {
+    caller.require(Action::GetTemplate)?;
+    state
+        .templates
+        .by_id(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("The template {id} does not exist.")))
+}
+
+/// `GET /v1/{project_id}/dev-servers/jobs/services/{id}`. No built-in template deploys
+/// services, so no service exists and every id is unknown.
+pub async fn get_service(
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Action::GetJob)?;
+    Err(ApiError::NotFound(format!("The service {id} does not exist.")))
+}

@@ -1,0 +1,272 @@
+//! Identity operations shared by the server's start-up, the token API and the admin
+//! commands: users with hashed passwords, access keys, projects, policies and grants.
+
+use anyhow::{bail, Context};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+
+use crate::domain::now_ms;
+use crate::domain::permission::{valid_pattern, BUILTIN_POLICIES};
+use crate::store::{AccessKeyRecord, PolicyRecord, ProjectRecord, Store, StoreError, UserRecord};
+
+/// Name of the built-in policy that grants everything.
+pub const FULL_ACCESS: &str = "ModelArts FullAccess";
+/// Name of the built-in read-only policy.
+pub const READ_ONLY: &str = "ModelArts ReadOnlyAccess";
+
+fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rngs::OsRng;
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// A new access key id: 20 upper-case letters and digits, as the cloud's.
+pub fn new_access_key() -> String {
+    random_string(20, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+}
+
+/// A new secret key: 40 letters and digits.
+pub fn new_secret_key() -> String {
+    rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+/// A new project id: 32 lower-case hex digits, as the cloud's.
+pub fn new_project_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A new random password for generated accounts.
+pub fn new_password() -> String {
+    random_string(24, b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+}
+
+/// Argon2id hash of a password in PHC string form.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
+}
+
+/// True when `password` matches the stored hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Makes sure the built-in policies exist with their current actions.
+pub async fn ensure_builtin_policies(store: &dyn Store) -> anyhow::Result<()> {
+    for (name, actions) in BUILTIN_POLICIES {
+        store
+            .upsert_policy(&PolicyRecord {
+                name: name.to_string(),
+                actions: actions.iter().map(|a| a.to_string()).collect(),
+                builtin: true,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates a project; a random id when none is given.
+pub async fn create_project(
+    store: &dyn Store,
+    name: &str,
+    id: Option<&str>,
+) -> anyhow::Result<ProjectRecord> {
+    let id = id.map_or_else(new_project_id, str::to_string);
+    crate::domain::ProjectId::parse(&id)?;
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 64,
+        "a project name is 1 to 64 characters"
+    );
+    let project = ProjectRecord {
+        id,
+        name: name.to_string(),
+        create_at: now_ms(),
+    };
+    store.create_project(&project).await?;
+    Ok(project)
+}
+
+/// Creates a user, with a password hash when a password is given.
+pub async fn create_user(
+    store: &dyn Store,
+    name: &str,
+    password: Option<&str>,
+) -> anyhow::Result<UserRecord> {
+    anyhow::ensure!(
+        crate::domain::ids::is_simple_name(name),
+        "a user name must match ^[-_.a-zA-Z0-9]{{1,64}}$"
+    );
+    let user = UserRecord {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        name: name.to_string(),
+        password_hash: password.map(hash_password).transpose()?,
+        create_at: now_ms(),
+    };
+    store.create_user(&user).await?;
+    Ok(user)
+}
+
+/// Creates an access key for a user; a random pair unless one is given.
+pub async fn create_access_key(
+    store: &dyn Store,
+    user: &UserRecord,
+    description: &str,
+    fixed: Option<(&str, &str)>,
+) -> anyhow::Result<AccessKeyRecord> {
+    let (ak, sk) = fixed.map_or_else(
+        || (new_access_key(), new_secret_key()),
+        |(a, s)| (a.to_string(), s.to_string()),
+    );
+    anyhow::ensure!(
+        !ak.is_empty() && ak.len() <= 64 && ak.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "an access key is 1 to 64 letters or digits"
+    );
+    anyhow::ensure!(sk.len() >= 16, "a secret key has at least 16 characters");
+    let key = AccessKeyRecord {
+        access_key: ak,
+        secret_key: sk,
+        user_id: user.id.clone(),
+        user_name: user.name.clone(),
+        description: description.to_string(),
+        create_at: now_ms(),
+    };
+    store.create_access_key(&key).await?;
+    Ok(key)
+}
+
+/// Creates or replaces a custom policy.
+pub async fn put_policy(store: &dyn Store, name: &str, actions: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(!name.is_empty() && name.len() <= 64, "a policy name is 1 to 64 characters");
+    if BUILTIN_POLICIES.iter().any(|(n, _)| *n == name) {
+        bail!("{name} is a built-in policy and cannot be changed");
+    }
+    for a in actions {
+        anyhow::ensure!(valid_pattern(a), "{a} is not a valid action pattern");
+    }
+    store
+        .upsert_policy(&PolicyRecord {
+            name: name.to_string(),
+            actions: actions.to_vec(),
+            builtin: false,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Credentials the first start writes for the administrator; also the CLI's profile format.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Profile {
+    pub endpoint: String,
+    pub project_id: String,
+    pub access_key: String,
+    pub secret_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// What `bootstrap_admin` did.
+pub enum Bootstrap {
+    /// Users already existed; nothing was created.
+    Existing,
+    /// An administrator was created with this profile.
+    Created(Profile),
+}
+
+/// On a database without users, creates the administrator `admin` with a key, a `default`
+/// project and full access to it.
+pub async fn bootstrap_admin(store: &dyn Store, endpoint: &str) -> anyhow::Result<Bootstrap> {
+    ensure_builtin_policies(store).await?;
+    if !store.list_users().await?.is_empty() {
+        return Ok(Bootstrap::Existing);
+    }
+    let password = new_password();
+    let user = match create_user(store, "admin", Some(&password)).await {
+        Ok(user) => user,
+        // Another replica created it first.
+        Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Conflict(_))) => {
+            return Ok(Bootstrap::Existing)
+        }
+        Err(e) => return Err(e),
+    };
+    let project = match store.find_project("default").await? {
+        Some(p) => p,
+        None => create_project(store, "default", None).await?,
+    };
+    store.grant(&user.id, &project.id, FULL_ACCESS).await?;
+    let key = create_access_key(store, &user, "created at first start", None)
+        .await
+        .context("cannot create the administrator's access key")?;
+    Ok(Bootstrap::Created(Profile {
+        endpoint: endpoint.to_string(),
+        project_id: project.id,
+        access_key: key.access_key,
+        secret_key: key.secret_key,
+        user_name: Some(user.name),
+        password: Some(password),
+    }))
+}
+
+/// Writes a profile to a file only its owner can read.
+pub fn write_profile(path: &std::path::Path, profile: &Profile) -> anyhow::Result<()> {
+    use std::io::Write;
+    let json = serde_json::to_vec_pretty(profile)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(&json)?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let hash = hash_password("s3cret").expect("hashes");
+        assert!(verify_password("s3cret", &hash));
+        assert!(!verify_password("other", &hash));
+        assert!(!verify_password("s3cret", "not a hash"));
+    }
+
+    #[test]
+    fn generated_keys_have_the_cloud_shape() {
+        let ak = new_access_key();
+        assert_eq!(ak.len(), 20);
+        assert!(ak.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert_eq!(new_secret_key().len(), 40);
+        assert_eq!(new_project_id().len(), 32);
+    }
+}

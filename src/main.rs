@@ -1,0 +1,17 @@
+//! The `litejobs` binary: parses the command line and hands it to [`litejobs::cli`].
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = litejobs::cli::Cli::parse();
+    match litejobs::cli::run(cli).await {
+        Ok(0) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("litejobs: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Start-up of `litejobs serve`: open and migrate the store, create the first administrator,
+//! bind, run the API and the background loops, and drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::http::auth::AuthConfig;
+use crate::http::{self, ApiConfig, AppState};
+use crate::iam::{self, Bootstrap, Profile};
+use crate::store::{self, Store};
+use crate::templates::TemplateCatalog;
+use crate::worker::{self, SimulationConfig};
+
+/// Fixed credentials of `serve --simulate` on a loopback address, so examples can be pasted.
+pub mod demo {
+    pub const PROJECT_ID: &str = "5f3c9e2a7d104b6c8e1f0a2b3c4d5e6f";
+    pub const PROJECT_NAME: &str = "demo";
+    pub const USER: &str = "demo";
+    pub const PASSWORD: &str = "demo-password";
+    pub const ACCESS_KEY: &str = "LITEJOBSDEMOACCESSKY";
+    pub const SECRET_KEY: &str = "LiteJobsDemoSecretKey0000000000000000000";
+}
+
+/// A server that has bound its address and is ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    config: ServeConfig,
+}
+
+async fn ensure_demo_account(store: &dyn Store) -> anyhow::Result<()> {
+    if store.find_project(demo::PROJECT_ID).await?.is_none() {
+        iam::create_project(store, demo::PROJECT_NAME, Some(demo::PROJECT_ID)).await?;
+    }
+    let user = match store.find_user(demo::USER).await? {
+        Some(u) => u,
+        None => iam::create_user(store, demo::USER, Some(demo::PASSWORD)).await?,
+    };
+    store
+        .grant(&user.id, demo::PROJECT_ID, iam::FULL_ACCESS)
+        .await?;
+    if store.find_access_key(demo::ACCESS_KEY).await?.is_none() {
+        iam::create_access_key(
+            store,
+            &user,
+            "demo key of serve --simulate",
+            Some((demo::ACCESS_KEY, demo::SECRET_KEY)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn simulation(config: &ServeConfig) -> SimulationConfig {
+    SimulationConfig {
+        servers: config.simulate_servers,
+        delay: config.simulate_delay,
+        failure_rate: config.simulate_failure_rate,
+        outcomes: config.simulate_outcomes.iter().cloned().collect(),
+    }
+}
+
+impl Server {
+    /// Opens the store, prepares accounts and binds `config.addr`.
+    pub async fn bind(config: ServeConfig) -> anyhow::Result<Self> {
+        let store = store::open(&config.database_url)
+            .await
+            .with_context(|| "cannot open the database")?;
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.addr))?;
+        let addr = listener.local_addr()?;
+        let endpoint = format!("http://{addr}");
+        match iam::bootstrap_admin(store.as_ref(), &endpoint).await? {
+            Bootstrap::Created(profile) => {
+                iam::write_profile(&config.admin_credentials, &profile)?;
+                tracing::info!(
+                    path = %config.admin_credentials.display(),
+                    user = "admin",
+                    project_id = profile.project_id,
+                    "created the administrator; its credentials are in this file (mode 0600)"
+                );
+            }
+            Bootstrap::Existing => {}
+        }
+        if config.simulate {
+            if addr.ip().is_loopback() {
+                ensure_demo_account(store.as_ref()).await?;
+                tracing::info!(
+                    project_id = demo::PROJECT_ID,
+                    access_key = demo::ACCESS_KEY,
+                    user = demo::USER,
+                    "simulate: demo account ready (see README for its secret and password)"
+                );
+            } else {
+                tracing::warn!("simulate: not on a loopback address, so no demo account");
+            }
+            worker::sync_simulated_fleet(store.as_ref(), &simulation(&config)).await?;
+        }
+        let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
+        let api = ApiConfig {
+            max_page_size: config.max_page_size,
+            auth: AuthConfig {
+                rate_limit_per_sec: config.rate_limit,
+                rate_burst: config.rate_burst,
+            },
+            ..ApiConfig::default()
+        };
+        Ok(Self {
+            listener,
+            state: AppState::new(store, templates, api),
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.store.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let store = self.state.store.clone();
+        let mut workers = tokio::task::JoinSet::new();
+        if self.config.simulate {
+            workers.spawn(worker::run_simulation(
+                store.clone(),
+                simulation(&self.config),
+                shutdown.clone(),
+            ));
+        }
+        workers.spawn(worker::run_retention(
+            store.clone(),
+            self.config.retention,
+            self.state.config.idempotency_window,
+            self.config.purge_interval,
+            shutdown.clone(),
+        ));
+        let addr = self.listener.local_addr()?;
+        tracing::info!(
+            %addr,
+            backend = store.backend(),
+            "litejobs listening on http://{addr}"
+        );
+        let app = http::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("server failed")?;
+        shutdown.cancel();
+        while workers.join_next().await.is_some() {}
+        tracing::info!("litejobs stopped");
+        Ok(())
+    }
+}
+
+/// The admin profile the first start wrote, if readable.
+pub fn read_profile(path: &std::path::Path) -> anyhow::Result<Profile> {
+    let raw = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&raw).with_context(|| format!("{} is not a profile", path.display()))
+}

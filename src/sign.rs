@@ -1,0 +1,321 @@
+//! `SDK-HMAC-SHA256` request signing, the scheme of the vendor's SDKs.
+//!
+//! One implementation serves the server (verification), the CLI and the agent (signing), so
+//! both sides can never drift apart. The canonical request is built exactly as the official
+//! SDK builds it: see the wire contract, section 6.
+
+use hmac::{Hmac, Mac};
+use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The `Authorization` scheme this module signs and verifies.
+pub const ALGORITHM: &str = "SDK-HMAC-SHA256";
+/// Format of the `X-Sdk-Date` header, always UTC.
+pub const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+/// Name of the date header.
+pub const DATE_HEADER: &str = "x-sdk-date";
+/// Hex SHA-256 of the empty string, the payload hash of a request without a body.
+pub const EMPTY_BODY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// RFC 3986 unreserved characters stay, everything else is `%XX` (upper-case hex).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes `bytes` the way the SDK encodes path segments and query parts.
+pub fn encode(bytes: &[u8]) -> String {
+    percent_encode(bytes, UNRESERVED).to_string()
+}
+
+/// The canonical URI: the path decoded, split on `/`, each segment re-encoded, ending in `/`.
+pub fn canonical_uri(raw_path: &str) -> String {
+    let decoded: Vec<u8> = percent_decode_str(raw_path).collect();
+    let mut out = decoded
+        .split(|b| *b == b'/')
+        .map(encode)
+        .collect::<Vec<_>>()
+        .join("/");
+    if !out.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// The canonical query string, rebuilt from a raw query: pairs decoded (a `+` stays a `+`),
+/// sorted by key then value, re-encoded and joined with `&`.
+pub fn canonical_query(raw_query: &str) -> String {
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                percent_decode_str(k).collect(),
+                percent_decode_str(v).collect(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Builds the query string a client sends for `pairs`; it is its own canonical form.
+pub fn query_string<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
+    let raw = pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                encode(k.as_ref().as_bytes()),
+                encode(v.as_ref().as_bytes())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    canonical_query(&raw)
+}
+
+/// Hex SHA-256 of a payload.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What a canonical request is built from. Header values are looked up by lower-case name.
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    /// The path exactly as sent (percent-encoded, no query).
+    pub path: &'a str,
+    /// The raw query without `?`, `""` when there is none.
+    pub query: &'a str,
+    /// Headers as `(name, value)`; names are compared case-insensitively.
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+impl RequestParts<'_> {
+    fn header(&self, lower_name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(lower_name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The canonical request over the given signed headers (lower-case, sorted).
+pub fn canonical_request(parts: &RequestParts<'_>, signed_headers: &[String]) -> String {
+    let mut headers = String::new();
+    for name in signed_headers {
+        headers.push_str(name);
+        headers.push(':');
+        headers.push_str(parts.header(name).unwrap_or("").trim());
+        headers.push('\n');
+    }
+    let payload = match parts.header("x-sdk-content-sha256") {
+        Some(v) if !parts.body.is_empty() => v.to_string(),
+        _ => sha256_hex(parts.body),
+    };
+    format!(
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        parts.method.to_ascii_uppercase(),
+        canonical_uri(parts.path),
+        canonical_query(parts.query),
+        headers,
+        signed_headers.join(";"),
+        payload
+    )
+}
+
+/// The string to sign for a canonical request made at `sdk_date` (`X-Sdk-Date` value).
+pub fn string_to_sign(sdk_date: &str, canonical_request: &str) -> String {
+    format!(
+        "{ALGORITHM}\n{sdk_date}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    )
+}
+
+fn mac(secret: &[u8], message: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Lower-case hex HMAC-SHA256 signature of a string to sign.
+pub fn signature(secret_key: &str, string_to_sign: &str) -> String {
+    hex::encode(mac(secret_key.as_bytes(), string_to_sign.as_bytes()))
+}
+
+/// A parsed `Authorization: SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub access_key: String,
+    pub signed_headers: Vec<String>,
+    pub signature: String,
+}
+
+impl Authorization {
+    /// Parses the header with the exact grammar the SDK produces; `None` for anything else,
+    /// including other algorithms.
+    pub fn parse(value: &str) -> Option<Self> {
+        let rest = value.strip_prefix(ALGORITHM)?.strip_prefix(' ')?;
+        let mut parts = rest.split(", ");
+        let access_key = parts.next()?.strip_prefix("Access=")?;
+        let signed = parts.next()?.strip_prefix("SignedHeaders=")?;
+        let signature = parts.next()?.strip_prefix("Signature=")?;
+        if parts.next().is_some() || access_key.is_empty() || signed.is_empty() {
+            return None;
+        }
+        let signed_headers: Vec<String> = signed.split(';').map(str::to_string).collect();
+        let well_formed = signed_headers.iter().all(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+        if !well_formed || signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return None;
+        }
+        Some(Self {
+            access_key: access_key.to_string(),
+            signed_headers,
+            signature: signature.to_ascii_lowercase(),
+        })
+    }
+
+    /// Renders the header value.
+    pub fn render(&self) -> String {
+        format!(
+            "{ALGORITHM} Access={}, SignedHeaders={}, Signature={}",
+            self.access_key,
+            self.signed_headers.join(";"),
+            self.signature
+        )
+    }
+}
+
+/// Checks `auth` against the request with the caller's secret key, in constant time.
+/// Returns false when the signature does not match or a signed header is missing.
+pub fn verify(parts: &RequestParts<'_>, auth: &Authorization, secret_key: &str) -> bool {
+    let Some(date) = parts.header(DATE_HEADER) else {
+        return false;
+    };
+    let all_present = auth
+        .signed_headers
+        .iter()
+        .all(|h| parts.header(h).is_some());
+    let canonical = canonical_request(parts, &auth.signed_headers);
+    let expected = signature(secret_key, &string_to_sign(date.trim(), &canonical));
+    let matches: bool = expected.as_bytes().ct_eq(auth.signature.as_bytes()).into();
+    matches && all_present
+}
+
+/// An access key and its secret, as a client holds them.
+#[derive(Clone)]
+pub struct Credentials {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Signs a request on the client side: adds `X-Sdk-Date` (unless present) and returns the
+/// `Authorization` value over every header present (names without `_`), as the SDK does.
+/// `headers` must already hold `Host` and the other headers to be signed.
+pub fn sign(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &mut Vec<(String, String)>,
+    body: &[u8],
+    credentials: &Credentials,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(DATE_HEADER))
+    {
+        headers.push(("X-Sdk-Date".into(), now.format(DATE_FORMAT).to_string()));
+    }
+    let mut signed: Vec<String> = headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .filter(|n| !n.contains('_') && n != "authorization")
+        .collect();
+    signed.sort();
+    signed.dedup();
+    let parts = RequestParts {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    };
+    let date = parts.header(DATE_HEADER).unwrap_or_default().to_string();
+    let canonical = canonical_request(&parts, &signed);
+    Authorization {
+        access_key: credentials.access_key.clone(),
+        signature: signature(
+            &credentials.secret_key,
+            &string_to_sign(&date, &canonical),
+        ),
+        signed_headers: signed,
+    }
+    .render()
+}
+
+/// Parses an `X-Sdk-Date` value.
+pub fn parse_sdk_date(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::NaiveDateTime::parse_from_str(value.trim(), DATE_FORMAT)
+        .ok()
+        .map(|d| d.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_uri_appends_slash_and_reencodes() {
+        assert_eq!(canonical_uri("/v1/p/dev-servers/jobs"), "/v1/p/dev-servers/jobs/");
+        assert_eq!(canonical_uri("/a%20b/c%2Fd/"), "/a%20b/c/d/");
+        assert_eq!(canonical_uri("/x~y*"), "/x~y%2A/");
+    }
+
+    #[test]
+    fn canonical_query_sorts_and_keeps_plus() {
+        assert_eq!(canonical_query("b=2&a=x+y&a=1"), "a=1&a=x%2By&b=2");
+        assert_eq!(canonical_query(""), "");
+        assert_eq!(
+            query_string(&[("name", "my job ü/+&=~*"), ("id", "x")]),
+            "id=x&name=my%20job%20%C3%BC%2F%2B%26%3D~%2A"
+        );
+    }
+
+    #[test]
+    fn authorization_parses_only_the_exact_grammar() {
+        let sig = "a".repeat(64);
+        let ok = format!("SDK-HMAC-SHA256 Access=AK, SignedHeaders=host;x-sdk-date, Signature={sig}");
+        let parsed = Authorization::parse(&ok).expect("parses");
+        assert_eq!(parsed.access_key, "AK");
+        assert_eq!(parsed.render(), ok);
+        assert!(Authorization::parse(&ok.replace(", ", ",")).is_none());
+        assert!(Authorization::parse(&ok.replace("SDK-HMAC-SHA256", "SDK-HMAC-SM3")).is_none());
+        assert!(Authorization::parse("SDK-HMAC-SHA256 Access=AK, SignedHeaders=host, Signature=zz").is_none());
+    }
+}

@@ -1,0 +1,278 @@
+//! Persistence: one [`Store`] interface, implemented on SQLite (the zero-configuration default)
+//! and on PostgreSQL (shared by any number of replicas).
+//!
+//! Every job method takes the project first, and every query is scoped to it when built, so
+//! no caller can read or change another project's rows. Both backends run the same SQL text
+//! (see `sql.rs`); only connection set-up, migrations and a few dialect fragments differ.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::domain::filter::ListJobsQuery;
+use crate::domain::{ProjectId, TaskStatus};
+use crate::wire::{JobDetail, JobItem, JobListItem, Server};
+
+/// Failures of the store. Only `Database` and `Corrupt` are the service's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown servers in this project: {}", .0.join(", "))]
+    UnknownServers(Vec<String>),
+    #[error("the X-Client-Token was already used with another request body")]
+    IdempotencyConflict,
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A validated job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub job_type: String,
+    pub template_id: Option<String>,
+    pub user_name: String,
+    pub visible: bool,
+    pub is_reboot: bool,
+    pub items: Vec<JobItem>,
+    pub server_ids: Vec<String>,
+    pub now_ms: i64,
+}
+
+/// An `X-Client-Token` and the hash of the body it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub token: String,
+    pub body_hash: String,
+    /// Keys older than this (epoch ms) are expired and may be reused.
+    pub not_before_ms: i64,
+}
+
+/// A simulated task whose delay has passed, ready to be finished.
+#[derive(Debug, Clone)]
+pub struct DueTask {
+    pub project_id: ProjectId,
+    pub task_id: String,
+    pub server_id: String,
+    /// `SUCCESS`, `FAILED` or `RANDOM`.
+    pub outcome: String,
+}
+
+/// A task leased to a node agent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct LeasedTask {
+    pub task_id: String,
+    pub job_id: String,
+    pub job_type: String,
+    pub items: Vec<JobItem>,
+    pub lease_until: i64,
+}
+
+/// A Lite Server to register or update.
+#[derive(Debug, Clone)]
+pub struct NewServer {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub sim_outcome: Option<String>,
+    pub cloud_server: std::collections::BTreeMap<String, String>,
+    pub now_ms: i64,
+}
+
+/// An access key as stored.
+#[derive(Debug, Clone)]
+pub struct AccessKeyRecord {
+    pub access_key: String,
+    pub secret_key: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub description: String,
+    pub create_at: i64,
+}
+
+/// A user as stored.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub create_at: i64,
+}
+
+/// A project as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectRecord {
+    pub id: String,
+    pub name: String,
+    pub create_at: i64,
+}
+
+/// A policy: a name and its action patterns.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyRecord {
+    pub name: String,
+    pub actions: Vec<String>,
+    pub builtin: bool,
+}
+
+/// A valid, unexpired, unrevoked token.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub user_id: String,
+    pub user_name: String,
+    pub project_id: String,
+    pub expires_at: i64,
+}
+
+/// Jobs, tasks and servers of projects.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// One page of the list and the exact number of matching jobs.
+    async fn list_jobs(
+        &self,
+        project: &ProjectId,
+        query: &ListJobsQuery,
+        max_page_size: u64,
+    ) -> StoreResult<(Vec<JobListItem>, u64)>;
+
+    /// Creates a job with one task per server, all in one transaction. With an idempotency
+    /// key already used with the same body, answers that earlier job instead.
+    async fn create_job(
+        &self,
+        project: &ProjectId,
+        job: NewJob,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<JobDetail>;
+
+    async fn get_job(&self, project: &ProjectId, id: &str) -> StoreResult<Option<JobDetail>>;
+
+    /// Soft-deletes the project's jobs among `ids`, cancelling their running tasks, and
+    /// answers every one of them (now `DELETED`). Ids that are unknown here are ignored.
+    async fn delete_jobs(
+        &self,
+        project: &ProjectId,
+        ids: &[String],
+        now_ms: i64,
+    ) -> StoreResult<Vec<JobListItem>>;
+
+    /// Ends a running task; the job finishes when its last task does. False when the task
+    /// was not running (already ended, cancelled, or unknown).
+    async fn complete_task(
+        &self,
+        project: &ProjectId,
+        task_id: &str,
+        status: TaskStatus,
+        message: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Running tasks of simulated servers created before `created_before_ms`.
+    async fn due_simulated_tasks(
+        &self,
+        created_before_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<DueTask>>;
+
+    /// Leases up to `limit` running tasks of one server to `owner` until `lease_until`:
+    /// tasks never leased, or whose lease ran out.
+    async fn lease_tasks(
+        &self,
+        project: &ProjectId,
+        server_id: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<LeasedTask>>;
+
+    /// Removes jobs deleted before `deleted_before_ms`, and expired idempotency keys and
+    /// tokens. Answers the number of jobs removed.
+    async fn purge(&self, deleted_before_ms: i64, keys_before_ms: i64) -> StoreResult<u64>;
+
+    async fn upsert_server(&self, project: &ProjectId, server: NewServer) -> StoreResult<()>;
+    async fn list_servers(&self, project: &ProjectId) -> StoreResult<Vec<Server>>;
+    async fn delete_server(&self, project: &ProjectId, id: &str) -> StoreResult<bool>;
+    async fn touch_server(&self, project: &ProjectId, id: &str, now_ms: i64) -> StoreResult<bool>;
+}
+
+/// Users, keys, projects, policies and tokens.
+#[async_trait]
+pub trait IamStore: Send + Sync {
+    async fn create_project(&self, project: &ProjectRecord) -> StoreResult<()>;
+    async fn list_projects(&self) -> StoreResult<Vec<ProjectRecord>>;
+    /// Finds a project by id or by name.
+    async fn find_project(&self, id_or_name: &str) -> StoreResult<Option<ProjectRecord>>;
+
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn find_user(&self, id_or_name: &str) -> StoreResult<Option<UserRecord>>;
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()>;
+    async fn delete_user(&self, user_id: &str) -> StoreResult<bool>;
+
+    async fn create_access_key(&self, key: &AccessKeyRecord) -> StoreResult<()>;
+    async fn find_access_key(&self, access_key: &str) -> StoreResult<Option<AccessKeyRecord>>;
+    async fn list_access_keys(&self, user_id: &str) -> StoreResult<Vec<AccessKeyRecord>>;
+    async fn delete_access_key(&self, access_key: &str) -> StoreResult<bool>;
+
+    async fn upsert_policy(&self, policy: &PolicyRecord) -> StoreResult<()>;
+    async fn list_policies(&self) -> StoreResult<Vec<PolicyRecord>>;
+    async fn delete_policy(&self, name: &str) -> StoreResult<bool>;
+
+    async fn grant(&self, user_id: &str, project_id: &str, policy: &str) -> StoreResult<()>;
+    async fn revoke(&self, user_id: &str, project_id: &str, policy: &str) -> StoreResult<bool>;
+    /// `(project_id, policy_name)` pairs granted to a user.
+    async fn list_grants(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// The action patterns a user holds in a project; `None` when the user has no grant there.
+    async fn project_actions(
+        &self,
+        user_id: &str,
+        project_id: &str,
+    ) -> StoreResult<Option<Vec<String>>>;
+
+    async fn insert_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        project_id: &str,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    async fn find_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>>;
+    async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Revokes every token of a user; answers how many.
+    async fn revoke_user_tokens(&self, user_id: &str, now_ms: i64) -> StoreResult<u64>;
+}
+
+/// Everything the service keeps.
+#[async_trait]
+pub trait Store: JobStore + IamStore {
+    /// Short name of the backend, for logs and the benchmark.
+    fn backend(&self) -> &'static str;
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Opens the store a database URL names (`sqlite:…` or a path, `postgres://…`) and migrates it.
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    }
+}

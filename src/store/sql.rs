@@ -1,0 +1,1128 @@
+//! The SQL both backends share, written once and instantiated per backend by [`sql_store!`].
+//!
+//! SQLite accepts PostgreSQL's `$N` placeholders and both speak the same SQL for everything
+//! here; the few differences come from the backend's [`Dialect`].
+
+use std::collections::BTreeMap;
+
+use crate::domain::filter::{JobFilter, SortDir, SortKey};
+use crate::wire::JobItem;
+
+use super::{StoreError, StoreResult};
+
+/// What differs between the backends' SQL.
+pub(super) trait Dialect {
+    /// Function answering the 1-based position of a substring (`instr`, `strpos`).
+    const POSITION_FN: &'static str;
+    /// Statement run first in a read transaction so that a count and a page agree.
+    const READ_SNAPSHOT: Option<&'static str>;
+}
+
+/// Columns of a job list item, in the order [`list_item`] reads them.
+pub(super) const LIST_COLUMNS: &str =
+    "id, name, user_name, description, type, status, abnormal_count, create_at, update_at";
+
+pub(super) fn order_column(key: SortKey) -> &'static str {
+    match key {
+        SortKey::CreateAt => "create_at",
+        SortKey::UpdateAt => "update_at",
+        SortKey::Name => "name",
+    }
+}
+
+pub(super) fn order_dir(dir: SortDir) -> &'static str {
+    match dir {
+        SortDir::Asc => "ASC",
+        SortDir::Desc => "DESC",
+    }
+}
+
+/// True when the filter needs the jobs themselves counted (not the per-key counters).
+pub(super) fn needs_row_count(filter: &JobFilter) -> bool {
+    filter.id.is_some() || filter.name.is_some()
+}
+
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, raw: &str) -> StoreResult<T> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) type CloudServer = BTreeMap<String, String>;
+pub(super) type Items = Vec<JobItem>;
+
+/// Maps a unique-key violation to [`StoreError::Conflict`].
+pub(super) fn conflict_as(what: &str, e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_string())
+        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::NotFound(format!("what {what} refers to"))
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+/// Builds a job list item from a row holding [`LIST_COLUMNS`].
+macro_rules! list_item {
+    ($row:expr) => {{
+        use sqlx::Row;
+        let row = $row;
+        $crate::wire::JobListItem {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+            user_name: row.try_get(2)?,
+            description: row.try_get(3)?,
+            job_type: row.try_get(4)?,
+            status: row.try_get(5)?,
+            abnormal_count: row.try_get(6)?,
+            create_at: row.try_get(7)?,
+            update_at: row.try_get(8)?,
+        }
+    }};
+}
+pub(super) use list_item;
+
+/// Appends the filter's predicates (after `WHERE project_id = …`).
+macro_rules! push_filter {
+    ($qb:expr, $filter:expr, $position_fn:expr) => {{
+        let qb = $qb;
+        let filter: &$crate::domain::JobFilter = $filter;
+        if let Some(id) = &filter.id {
+            qb.push(" AND id = ").push_bind(id.clone());
+        }
+        if let Some(status) = filter.status {
+            qb.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(t) = &filter.job_type {
+            qb.push(" AND type = ").push_bind(t.clone());
+        }
+        if let Some(v) = filter.visible {
+            qb.push(" AND visible = ").push_bind(v);
+        }
+        if let Some(name) = &filter.name {
+            qb.push(" AND ")
+                .push($position_fn)
+                .push("(lower(name), lower(")
+                .push_bind(name.clone())
+                .push(")) > 0");
+        }
+    }};
+}
+pub(super) use push_filter;
+
+/// Implements [`super::JobStore`] and [`super::IamStore`] for a store struct with `read` and
+/// `write` pools of one sqlx database.
+macro_rules! sql_store {
+    ($store:ty, $db:ty) => {
+        use async_trait::async_trait;
+        use sqlx::{QueryBuilder, Row};
+
+        use crate::domain::filter::ListJobsQuery;
+        use crate::domain::{JobStatus, ProjectId, TaskStatus};
+        use crate::store::sql::{
+            conflict_as, list_item, needs_row_count, order_column, order_dir, parse_json,
+            push_filter, to_json, CloudServer, Dialect, Items, LIST_COLUMNS,
+        };
+        use crate::store::{
+            AccessKeyRecord, DueTask, IamStore, IdempotencyKey, JobStore, LeasedTask, NewJob,
+            NewServer, PolicyRecord, ProjectRecord, StoreError, StoreResult, TokenRecord,
+            UserRecord,
+        };
+        use crate::wire::{JobDetail, JobListItem, Server, Task};
+
+        const JOB_COLUMNS: &str = "id, name, user_name, description, type, status, \
+            abnormal_count, create_at, update_at, template_id, visible, is_reboot, items";
+        const TASK_COLUMNS: &str =
+            "id, server_id, server_name, status, cloud_server, message, create_at, update_at";
+
+        impl $store {
+            async fn count_jobs(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                project: &ProjectId,
+                filter: &crate::domain::JobFilter,
+            ) -> StoreResult<u64> {
+                let total: i64 = if needs_row_count(filter) {
+                    let mut qb =
+                        QueryBuilder::<$db>::new("SELECT COUNT(*) FROM jobs WHERE project_id = ");
+                    qb.push_bind(project.as_str());
+                    push_filter!(&mut qb, filter, <$store as Dialect>::POSITION_FN);
+                    qb.build().fetch_one(&mut *conn).await?.try_get(0)?
+                } else {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_counts \
+                         WHERE project_id = ",
+                    );
+                    qb.push_bind(project.as_str());
+                    push_filter!(&mut qb, filter, <$store as Dialect>::POSITION_FN);
+                    qb.build().fetch_one(&mut *conn).await?.try_get(0)?
+                };
+                Ok(u64::try_from(total).unwrap_or(0))
+            }
+
+            async fn read_job(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                project: &ProjectId,
+                id: &str,
+            ) -> StoreResult<Option<JobDetail>> {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = $1 AND id = $2"
+                );
+                let Some(row) = sqlx::query(&sql)
+                    .bind(project.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let base = list_item!(&row);
+                let items_json: String = row.try_get(12)?;
+                let sql = format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND job_id = $2 \
+                     ORDER BY position"
+                );
+                let task_rows = sqlx::query(&sql)
+                    .bind(project.as_str())
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut tasks = Vec::with_capacity(task_rows.len());
+                for t in task_rows {
+                    let cloud: String = t.try_get(4)?;
+                    tasks.push(Task {
+                        id: t.try_get(0)?,
+                        server_id: t.try_get(1)?,
+                        server_name: t.try_get(2)?,
+                        status: t.try_get(3)?,
+                        cloud_server: parse_json::<CloudServer>("task cloud_server", &cloud)?,
+                        message: t.try_get(5)?,
+                        create_at: t.try_get::<i64, _>(6)?.to_string(),
+                        update_at: t.try_get::<i64, _>(7)?.to_string(),
+                    });
+                }
+                Ok(Some(JobDetail {
+                    id: base.id,
+                    name: base.name,
+                    user_name: base.user_name,
+                    description: base.description,
+                    job_type: base.job_type,
+                    status: base.status,
+                    abnormal_count: base.abnormal_count,
+                    create_at: base.create_at,
+                    update_at: base.update_at,
+                    template_id: row.try_get(9)?,
+                    visible: row.try_get(10)?,
+                    is_reboot: row.try_get(11)?,
+                    items: parse_json::<Items>("job items", &items_json)?,
+                    tasks,
+                }))
+            }
+
+            /// One attempt at creating a job; `Ok(None)` when a concurrent request took the
+            /// same idempotency key first, so the caller tries again.
+            async fn try_create_job(
+                &self,
+                project: &ProjectId,
+                job: &NewJob,
+                idempotency: Option<&IdempotencyKey>,
+            ) -> StoreResult<Option<JobDetail>> {
+                let mut tx = self.write.begin().await?;
+                if let Some(key) = idempotency {
+                    let found = sqlx::query(
+                        "SELECT body_hash, job_id, create_at FROM idempotency_keys \
+                         WHERE project_id = $1 AND token = $2",
+                    )
+                    .bind(project.as_str())
+                    .bind(&key.token)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(row) = found {
+                        let hash: String = row.try_get(0)?;
+                        let job_id: String = row.try_get(1)?;
+                        let created: i64 = row.try_get(2)?;
+                        if created >= key.not_before_ms {
+                            if hash != key.body_hash {
+                                return Err(StoreError::IdempotencyConflict);
+                            }
+                            let earlier = Self::read_job(&mut *tx, project, &job_id).await?;
+                            return earlier.map(Some).ok_or_else(|| {
+                                StoreError::Corrupt(format!(
+                                    "idempotency key refers to missing job {job_id}"
+                                ))
+                            });
+                        }
+                        sqlx::query(
+                            "DELETE FROM idempotency_keys WHERE project_id = $1 AND token = $2",
+                        )
+                        .bind(project.as_str())
+                        .bind(&key.token)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+
+                let mut qb = QueryBuilder::<$db>::new(
+                    "SELECT id, name, kind, cloud_server FROM servers WHERE project_id = ",
+                );
+                qb.push_bind(project.as_str()).push(" AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in &job.server_ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+                let rows = qb.build().fetch_all(&mut *tx).await?;
+                let mut servers = std::collections::HashMap::new();
+                for row in rows {
+                    let id: String = row.try_get(0)?;
+                    let name: String = row.try_get(1)?;
+                    let kind: String = row.try_get(2)?;
+                    let cloud: String = row.try_get(3)?;
+                    servers.insert(id, (name, kind == "simulated", cloud));
+                }
+                let missing: Vec<String> = job
+                    .server_ids
+                    .iter()
+                    .filter(|id| !servers.contains_key(*id))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(StoreError::UnknownServers(missing));
+                }
+
+                let items_json = to_json(&job.items)?;
+                sqlx::query(
+                    "INSERT INTO jobs (project_id, id, name, user_name, description, type, \
+                     template_id, status, visible, is_reboot, abnormal_count, pending_tasks, \
+                     items, create_at, update_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $13)",
+                )
+                .bind(project.as_str())
+                .bind(&job.id)
+                .bind(&job.name)
+                .bind(&job.user_name)
+                .bind(&job.description)
+                .bind(&job.job_type)
+                .bind(&job.template_id)
+                .bind(JobStatus::Processing.as_str())
+                .bind(job.visible)
+                .bind(job.is_reboot)
+                .bind(job.server_ids.len() as i64)
+                .bind(&items_json)
+                .bind(job.now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_as("job id", e))?;
+
+                let mut tasks = Vec::with_capacity(job.server_ids.len());
+                let mut qb = QueryBuilder::<$db>::new(
+                    "INSERT INTO tasks (id, project_id, job_id, position, server_id, \
+                     server_name, simulated, status, message, cloud_server, create_at, update_at) ",
+                );
+                qb.push_values(job.server_ids.iter().enumerate(), |mut b, (i, sid)| {
+                    let (name, simulated, cloud) = &servers[sid];
+                    let task_id = crate::domain::ids::new_id();
+                    b.push_bind(task_id.clone())
+                        .push_bind(project.as_str().to_string())
+                        .push_bind(job.id.clone())
+                        .push_bind(i as i64)
+                        .push_bind(sid.clone())
+                        .push_bind(name.clone())
+                        .push_bind(*simulated)
+                        .push_bind(TaskStatus::Processing.as_str())
+                        .push_bind("")
+                        .push_bind(cloud.clone())
+                        .push_bind(job.now_ms)
+                        .push_bind(job.now_ms);
+                    tasks.push((task_id, sid.clone(), name.clone(), cloud.clone()));
+                });
+                qb.build().execute(&mut *tx).await?;
+
+                if let Some(key) = idempotency {
+                    let inserted = sqlx::query(
+                        "INSERT INTO idempotency_keys (project_id, token, body_hash, job_id, \
+                         create_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(project.as_str())
+                    .bind(&key.token)
+                    .bind(&key.body_hash)
+                    .bind(&job.id)
+                    .bind(job.now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 0 {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                }
+                tx.commit().await?;
+
+                let mut out_tasks = Vec::with_capacity(tasks.len());
+                for (id, server_id, server_name, cloud) in tasks {
+                    out_tasks.push(Task {
+                        id,
+                        server_id,
+                        server_name,
+                        status: TaskStatus::Processing.as_str().to_string(),
+                        cloud_server: parse_json::<CloudServer>("server cloud_server", &cloud)?,
+                        message: String::new(),
+                        create_at: job.now_ms.to_string(),
+                        update_at: job.now_ms.to_string(),
+                    });
+                }
+                Ok(Some(JobDetail {
+                    id: job.id.clone(),
+                    name: job.name.clone(),
+                    user_name: job.user_name.clone(),
+                    description: job.description.clone(),
+                    job_type: job.job_type.clone(),
+                    status: JobStatus::Processing.as_str().to_string(),
+                    template_id: job.template_id.clone(),
+                    abnormal_count: 0,
+                    create_at: job.now_ms,
+                    update_at: job.now_ms,
+                    visible: job.visible,
+                    is_reboot: job.is_reboot,
+                    items: job.items.clone(),
+                    tasks: out_tasks,
+                }))
+            }
+        }
+
+        #[async_trait]
+        impl JobStore for $store {
+            async fn list_jobs(
+                &self,
+                project: &ProjectId,
+                query: &ListJobsQuery,
+                max_page_size: u64,
+            ) -> StoreResult<(Vec<JobListItem>, u64)> {
+                let mut tx = self.read.begin().await?;
+                if let Some(sql) = <$store as Dialect>::READ_SNAPSHOT {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                let total = Self::count_jobs(&mut *tx, project, &query.filter).await?;
+                let limit = query.page.effective_limit(max_page_size);
+                let offset = query.page.offset;
+                if offset >= total || limit == 0 {
+                    tx.commit().await?;
+                    return Ok((Vec::new(), total));
+                }
+                // A page in the far half is read from the other end: the database then skips
+                // fewer rows. Exact totals make the two readings identical.
+                let end = offset.saturating_add(limit).min(total);
+                let (dir, skip, take, reversed) = if offset > total / 2 {
+                    (query.page.sort_dir.reverse(), total - end, end - offset, true)
+                } else {
+                    (query.page.sort_dir, offset, end - offset, false)
+                };
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
+                ));
+                qb.push_bind(project.as_str());
+                push_filter!(&mut qb, &query.filter, <$store as Dialect>::POSITION_FN);
+                let (col, d) = (order_column(query.page.sort_key), order_dir(dir));
+                qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
+                qb.push_bind(take as i64).push(" OFFSET ").push_bind(skip as i64);
+                let rows = qb.build().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let mut items = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    items.push(list_item!(row));
+                }
+                if reversed {
+                    items.reverse();
+                }
+                Ok((items, total))
+            }
+
+            async fn create_job(
+                &self,
+                project: &ProjectId,
+                job: NewJob,
+                idempotency: Option<IdempotencyKey>,
+            ) -> StoreResult<JobDetail> {
+                for _ in 0..3 {
+                    if let Some(done) =
+                        self.try_create_job(project, &job, idempotency.as_ref()).await?
+                    {
+                        return Ok(done);
+                    }
+                }
+                Err(StoreError::Corrupt(
+                    "idempotency key kept changing hands".to_string(),
+                ))
+            }
+
+            async fn get_job(
+                &self,
+                project: &ProjectId,
+                id: &str,
+            ) -> StoreResult<Option<JobDetail>> {
+                let mut conn = self.read.acquire().await?;
+                Self::read_job(&mut *conn, project, id).await
+            }
+
+            async fn delete_jobs(
+                &self,
+                project: &ProjectId,
+                ids: &[String],
+                now_ms: i64,
+            ) -> StoreResult<Vec<JobListItem>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.write.begin().await?;
+                let mut qb = QueryBuilder::<$db>::new("UPDATE jobs SET status = ");
+                qb.push_bind(JobStatus::Deleted.as_str())
+                    .push(", deleted_at = ")
+                    .push_bind(now_ms)
+                    .push(", update_at = ")
+                    .push_bind(now_ms)
+                    .push(", pending_tasks = 0 WHERE project_id = ")
+                    .push_bind(project.as_str())
+                    .push(" AND status <> ")
+                    .push_bind(JobStatus::Deleted.as_str())
+                    .push(" AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+
+                let mut qb = QueryBuilder::<$db>::new("UPDATE tasks SET status = ");
+                qb.push_bind(TaskStatus::Skipped.as_str())
+                    .push(", message = ")
+                    .push_bind("cancelled: the job was deleted")
+                    .push(", update_at = ")
+                    .push_bind(now_ms)
+                    .push(", lease_owner = NULL, lease_until = NULL WHERE project_id = ")
+                    .push_bind(project.as_str())
+                    .push(" AND status = ")
+                    .push_bind(TaskStatus::Processing.as_str())
+                    .push(" AND job_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
+                ));
+                qb.push_bind(project.as_str()).push(" AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(") ORDER BY create_at DESC, id DESC");
+                let rows = qb.build().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let mut items = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    items.push(list_item!(row));
+                }
+                Ok(items)
+            }
+
+            async fn complete_task(
+                &self,
+                project: &ProjectId,
+                task_id: &str,
+                status: TaskStatus,
+                message: &str,
+                now_ms: i64,
+            ) -> StoreResult<bool> {
+                if !status.is_terminal() {
+                    return Ok(false);
+                }
+                let mut tx = self.write.begin().await?;
+                let job_id: Option<String> = sqlx::query(
+                    "UPDATE tasks SET status = $1, message = $2, \
+                     update_at = CASE WHEN update_at > $3 THEN update_at ELSE $3 END, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE project_id = $4 AND id = $5 AND status = 'PROCESSING' \
+                     RETURNING job_id",
+                )
+                .bind(status.as_str())
+                .bind(message)
+                .bind(now_ms)
+                .bind(project.as_str())
+                .bind(task_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+                let Some(job_id) = job_id else {
+                    return Ok(false);
+                };
+                let failed: i64 = i64::from(status == TaskStatus::Failed);
+                sqlx::query(
+                    "UPDATE jobs SET pending_tasks = pending_tasks - 1, \
+                     abnormal_count = abnormal_count + $1, \
+                     status = CASE WHEN status = 'PROCESSING' AND pending_tasks <= 1 \
+                              THEN 'FINISHED' ELSE status END, \
+                     update_at = CASE WHEN update_at > $2 THEN update_at ELSE $2 END \
+                     WHERE project_id = $3 AND id = $4 AND status <> 'DELETED'",
+                )
+                .bind(failed)
+                .bind(now_ms)
+                .bind(project.as_str())
+                .bind(&job_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn due_simulated_tasks(
+                &self,
+                created_before_ms: i64,
+                limit: i64,
+            ) -> StoreResult<Vec<DueTask>> {
+                let rows = sqlx::query(
+                    "SELECT t.project_id, t.id, t.server_id, COALESCE(s.sim_outcome, 'SUCCESS') \
+                     FROM tasks t LEFT JOIN servers s \
+                       ON s.project_id = t.project_id AND s.id = t.server_id \
+                     WHERE t.status = 'PROCESSING' AND t.simulated = TRUE AND t.create_at < $1 \
+                     ORDER BY t.create_at LIMIT $2",
+                )
+                .bind(created_before_ms)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let project: String = row.try_get(0)?;
+                    out.push(DueTask {
+                        project_id: ProjectId::parse(&project)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        task_id: row.try_get(1)?,
+                        server_id: row.try_get(2)?,
+                        outcome: row.try_get(3)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn lease_tasks(
+                &self,
+                project: &ProjectId,
+                server_id: &str,
+                owner: &str,
+                now_ms: i64,
+                lease_until: i64,
+                limit: i64,
+            ) -> StoreResult<Vec<LeasedTask>> {
+                let mut tx = self.write.begin().await?;
+                let rows = sqlx::query(
+                    "UPDATE tasks SET lease_owner = $1, lease_until = $2 \
+                     WHERE project_id = $3 AND server_id = $4 AND status = 'PROCESSING' \
+                       AND (lease_until IS NULL OR lease_until < $5) \
+                       AND id IN (SELECT id FROM tasks WHERE project_id = $3 AND server_id = $4 \
+                                  AND status = 'PROCESSING' \
+                                  AND (lease_until IS NULL OR lease_until < $5) \
+                                  ORDER BY create_at LIMIT $6) \
+                     RETURNING id, job_id",
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(project.as_str())
+                .bind(server_id)
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let task_id: String = row.try_get(0)?;
+                    let job_id: String = row.try_get(1)?;
+                    let job = sqlx::query(
+                        "SELECT type, items FROM jobs WHERE project_id = $1 AND id = $2",
+                    )
+                    .bind(project.as_str())
+                    .bind(&job_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let items: String = job.try_get(1)?;
+                    out.push(LeasedTask {
+                        task_id,
+                        job_id,
+                        job_type: job.try_get(0)?,
+                        items: parse_json::<Items>("job items", &items)?,
+                        lease_until,
+                    });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn purge(&self, deleted_before_ms: i64, keys_before_ms: i64) -> StoreResult<u64> {
+                let mut tx = self.write.begin().await?;
+                sqlx::query(
+                    "DELETE FROM tasks WHERE (project_id, job_id) IN \
+                     (SELECT project_id, id FROM jobs WHERE deleted_at < $1)",
+                )
+                .bind(deleted_before_ms)
+                .execute(&mut *tx)
+                .await?;
+                let jobs = sqlx::query("DELETE FROM jobs WHERE deleted_at < $1")
+                    .bind(deleted_before_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM idempotency_keys WHERE create_at < $1")
+                    .bind(keys_before_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM tokens WHERE expires_at < $1")
+                    .bind(keys_before_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(jobs)
+            }
+
+            async fn upsert_server(&self, project: &ProjectId, s: NewServer) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO servers (project_id, id, name, kind, sim_outcome, cloud_server, \
+                     create_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (project_id, id) DO UPDATE SET name = excluded.name, \
+                     kind = excluded.kind, sim_outcome = excluded.sim_outcome, \
+                     cloud_server = excluded.cloud_server",
+                )
+                .bind(project.as_str())
+                .bind(&s.id)
+                .bind(&s.name)
+                .bind(&s.kind)
+                .bind(&s.sim_outcome)
+                .bind(to_json(&s.cloud_server)?)
+                .bind(s.now_ms)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_servers(&self, project: &ProjectId) -> StoreResult<Vec<Server>> {
+                let rows = sqlx::query(
+                    "SELECT id, name, kind, cloud_server, create_at, last_seen_at FROM servers \
+                     WHERE project_id = $1 ORDER BY id",
+                )
+                .bind(project.as_str())
+                .fetch_all(&self.read)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let cloud: String = row.try_get(3)?;
+                    out.push(Server {
+                        id: row.try_get(0)?,
+                        name: row.try_get(1)?,
+                        kind: row.try_get(2)?,
+                        cloud_server: parse_json::<CloudServer>("server cloud_server", &cloud)?,
+                        create_at: row.try_get(4)?,
+                        last_seen_at: row.try_get(5)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn delete_server(&self, project: &ProjectId, id: &str) -> StoreResult<bool> {
+                let n = sqlx::query("DELETE FROM servers WHERE project_id = $1 AND id = $2")
+                    .bind(project.as_str())
+                    .bind(id)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn touch_server(
+                &self,
+                project: &ProjectId,
+                id: &str,
+                now_ms: i64,
+            ) -> StoreResult<bool> {
+                let n = sqlx::query(
+                    "UPDATE servers SET last_seen_at = $1 WHERE project_id = $2 AND id = $3",
+                )
+                .bind(now_ms)
+                .bind(project.as_str())
+                .bind(id)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                Ok(n > 0)
+            }
+        }
+
+        #[async_trait]
+        impl IamStore for $store {
+            async fn create_project(&self, p: &ProjectRecord) -> StoreResult<()> {
+                sqlx::query("INSERT INTO projects (id, name, create_at) VALUES ($1, $2, $3)")
+                    .bind(&p.id)
+                    .bind(&p.name)
+                    .bind(p.create_at)
+                    .execute(&self.write)
+                    .await
+                    .map_err(|e| conflict_as("project", e))?;
+                Ok(())
+            }
+
+            async fn list_projects(&self) -> StoreResult<Vec<ProjectRecord>> {
+                let rows = sqlx::query("SELECT id, name, create_at FROM projects ORDER BY name")
+                    .fetch_all(&self.read)
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(ProjectRecord {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        create_at: r.try_get(2)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn find_project(&self, id_or_name: &str) -> StoreResult<Option<ProjectRecord>> {
+                let row = sqlx::query(
+                    "SELECT id, name, create_at FROM projects WHERE id = $1 OR name = $1 \
+                     ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1",
+                )
+                .bind(id_or_name)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(|r| {
+                    Ok(ProjectRecord {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        create_at: r.try_get(2)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn create_user(&self, u: &UserRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, name, password_hash, create_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&u.id)
+                .bind(&u.name)
+                .bind(&u.password_hash)
+                .bind(u.create_at)
+                .execute(&self.write)
+                .await
+                .map_err(|e| conflict_as("user", e))?;
+                Ok(())
+            }
+
+            async fn find_user(&self, id_or_name: &str) -> StoreResult<Option<UserRecord>> {
+                let row = sqlx::query(
+                    "SELECT id, name, password_hash, create_at FROM users \
+                     WHERE id = $1 OR name = $1 \
+                     ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1",
+                )
+                .bind(id_or_name)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(|r| {
+                    Ok(UserRecord {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        password_hash: r.try_get(2)?,
+                        create_at: r.try_get(3)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+                let rows = sqlx::query(
+                    "SELECT id, name, password_hash, create_at FROM users ORDER BY name",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(UserRecord {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        password_hash: r.try_get(2)?,
+                        create_at: r.try_get(3)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn set_password(&self, user_id: &str, hash: &str) -> StoreResult<()> {
+                let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(hash)
+                    .bind(user_id)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("user {user_id}")));
+                }
+                Ok(())
+            }
+
+            async fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
+                let n = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn create_access_key(&self, k: &AccessKeyRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO access_keys (access_key, user_id, secret_key, description, \
+                     create_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&k.access_key)
+                .bind(&k.user_id)
+                .bind(&k.secret_key)
+                .bind(&k.description)
+                .bind(k.create_at)
+                .execute(&self.write)
+                .await
+                .map_err(|e| conflict_as("access key", e))?;
+                Ok(())
+            }
+
+            async fn find_access_key(&self, ak: &str) -> StoreResult<Option<AccessKeyRecord>> {
+                let row = sqlx::query(
+                    "SELECT k.access_key, k.secret_key, k.user_id, u.name, k.description, \
+                     k.create_at FROM access_keys k JOIN users u ON u.id = k.user_id \
+                     WHERE k.access_key = $1",
+                )
+                .bind(ak)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(|r| {
+                    Ok(AccessKeyRecord {
+                        access_key: r.try_get(0)?,
+                        secret_key: r.try_get(1)?,
+                        user_id: r.try_get(2)?,
+                        user_name: r.try_get(3)?,
+                        description: r.try_get(4)?,
+                        create_at: r.try_get(5)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn list_access_keys(&self, user_id: &str) -> StoreResult<Vec<AccessKeyRecord>> {
+                let rows = sqlx::query(
+                    "SELECT k.access_key, k.secret_key, k.user_id, u.name, k.description, \
+                     k.create_at FROM access_keys k JOIN users u ON u.id = k.user_id \
+                     WHERE k.user_id = $1 ORDER BY k.create_at",
+                )
+                .bind(user_id)
+                .fetch_all(&self.read)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(AccessKeyRecord {
+                        access_key: r.try_get(0)?,
+                        secret_key: r.try_get(1)?,
+                        user_id: r.try_get(2)?,
+                        user_name: r.try_get(3)?,
+                        description: r.try_get(4)?,
+                        create_at: r.try_get(5)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn delete_access_key(&self, ak: &str) -> StoreResult<bool> {
+                let n = sqlx::query("DELETE FROM access_keys WHERE access_key = $1")
+                    .bind(ak)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn upsert_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO policies (name, actions, builtin) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET actions = excluded.actions, \
+                     builtin = excluded.builtin",
+                )
+                .bind(&p.name)
+                .bind(to_json(&p.actions)?)
+                .bind(p.builtin)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_policies(&self) -> StoreResult<Vec<PolicyRecord>> {
+                let rows = sqlx::query("SELECT name, actions, builtin FROM policies ORDER BY name")
+                    .fetch_all(&self.read)
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let actions: String = r.try_get(1)?;
+                    out.push(PolicyRecord {
+                        name: r.try_get(0)?,
+                        actions: parse_json("policy actions", &actions)?,
+                        builtin: r.try_get(2)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn delete_policy(&self, name: &str) -> StoreResult<bool> {
+                let n = sqlx::query("DELETE FROM policies WHERE name = $1 AND builtin = FALSE")
+                    .bind(name)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn grant(&self, user_id: &str, project_id: &str, policy: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO grants (user_id, project_id, policy_name) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(user_id)
+                .bind(project_id)
+                .bind(policy)
+                .execute(&self.write)
+                .await
+                .map_err(|e| conflict_as("grant", e))?;
+                Ok(())
+            }
+
+            async fn revoke(&self, user_id: &str, project_id: &str, policy: &str) -> StoreResult<bool> {
+                let n = sqlx::query(
+                    "DELETE FROM grants WHERE user_id = $1 AND project_id = $2 AND policy_name = $3",
+                )
+                .bind(user_id)
+                .bind(project_id)
+                .bind(policy)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn list_grants(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
+                let rows = sqlx::query(
+                    "SELECT project_id, policy_name FROM grants WHERE user_id = $1 \
+                     ORDER BY project_id, policy_name",
+                )
+                .bind(user_id)
+                .fetch_all(&self.read)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push((r.try_get(0)?, r.try_get(1)?));
+                }
+                Ok(out)
+            }
+
+            async fn project_actions(
+                &self,
+                user_id: &str,
+                project_id: &str,
+            ) -> StoreResult<Option<Vec<String>>> {
+                let rows = sqlx::query(
+                    "SELECT p.actions FROM grants g JOIN policies p ON p.name = g.policy_name \
+                     WHERE g.user_id = $1 AND g.project_id = $2",
+                )
+                .bind(user_id)
+                .bind(project_id)
+                .fetch_all(&self.read)
+                .await?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                let mut actions = Vec::new();
+                for r in rows {
+                    let raw: String = r.try_get(0)?;
+                    actions.extend(parse_json::<Vec<String>>("policy actions", &raw)?);
+                }
+                Ok(Some(actions))
+            }
+
+            async fn insert_token(
+                &self,
+                token_hash: &str,
+                user_id: &str,
+                project_id: &str,
+                issued_at: i64,
+                expires_at: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO tokens (token_hash, user_id, project_id, issued_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(token_hash)
+                .bind(user_id)
+                .bind(project_id)
+                .bind(issued_at)
+                .bind(expires_at)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>> {
+                let row = sqlx::query(
+                    "SELECT t.user_id, u.name, t.project_id, t.expires_at FROM tokens t \
+                     JOIN users u ON u.id = t.user_id \
+                     WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now_ms)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(|r| {
+                    Ok(TokenRecord {
+                        user_id: r.try_get(0)?,
+                        user_name: r.try_get(1)?,
+                        project_id: r.try_get(2)?,
+                        expires_at: r.try_get(3)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<bool> {
+                let n = sqlx::query(
+                    "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+                )
+                .bind(now_ms)
+                .bind(token_hash)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn revoke_user_tokens(&self, user_id: &str, now_ms: i64) -> StoreResult<u64> {
+                let n = sqlx::query(
+                    "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now_ms)
+                .bind(user_id)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                Ok(n)
+            }
+        }
+    };
+}
+pub(super) use sql_store;

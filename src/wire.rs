@@ -1,0 +1,178 @@
+//! Wire types of the Lite Server job API, shared by the server, the CLI and the tests.
+//!
+//! Field names, JSON types and omissions follow the wire contract: job times are epoch
+//! milliseconds as JSON integers, task times are decimal strings, `description` is omitted
+//! when a job has none.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The page wrapper of every list answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Page<T> {
+    pub current: u64,
+    pub data: Vec<T>,
+    pub pages: u64,
+    pub size: u64,
+    pub total: u64,
+}
+
+impl<T> Page<T> {
+    /// A page that holds every item of a small, complete result.
+    pub fn whole(data: Vec<T>) -> Self {
+        let total = data.len() as u64;
+        Self {
+            current: 1,
+            pages: u64::from(total > 0),
+            size: total,
+            total,
+            data,
+        }
+    }
+}
+
+/// One job in a list (`DevServerJobListResponse`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobListItem {
+    pub id: String,
+    pub name: String,
+    pub user_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub status: String,
+    pub abnormal_count: i64,
+    pub create_at: i64,
+    pub update_at: i64,
+}
+
+/// A job with its items and tasks (create and get answers).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobDetail {
+    pub id: String,
+    pub name: String,
+    pub user_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub status: String,
+    pub template_id: Option<String>,
+    pub abnormal_count: i64,
+    pub create_at: i64,
+    pub update_at: i64,
+    pub visible: bool,
+    pub is_reboot: bool,
+    pub items: Vec<JobItem>,
+    pub tasks: Vec<Task>,
+}
+
+/// One item of a job: what to run on each server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobItem {
+    #[serde(rename = "type")]
+    pub item_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<BTreeMap<String, String>>,
+}
+
+/// A job's task on one server (`DevServerTaskResponse`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Task {
+    pub id: String,
+    pub server_id: String,
+    pub server_name: String,
+    pub status: String,
+    pub cloud_server: BTreeMap<String, String>,
+    pub message: String,
+    /// Epoch milliseconds as a decimal string, as the SDK models it.
+    pub create_at: String,
+    pub update_at: String,
+}
+
+/// Body of `POST .../dev-servers/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobCreateRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub server_ids: Vec<String>,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_reboot: Option<bool>,
+    pub items: Vec<JobItem>,
+    /// Extension: jobs submitted with `false` are hidden from `visible=true` lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible: Option<bool>,
+}
+
+/// Body of `DELETE .../dev-servers/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeleteJobsRequest {
+    pub job_ids: Vec<String>,
+}
+
+/// One template in a list (`DevServerTemplateListResponse`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TemplateListItem {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub template_type: String,
+    pub flavor_type: String,
+    pub params: Vec<TemplateParam>,
+}
+
+/// A template in full (`GetDevServerJobTemplateResponse`); every scalar is a string.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TemplateDetail {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub cmd: String,
+    pub swr_path: String,
+    pub resources: String,
+    pub volumes: String,
+    pub volumes_mount: String,
+    pub flavor_type: String,
+    pub timeout: String,
+    pub check_interval: String,
+    #[serde(rename = "type")]
+    pub template_type: String,
+    pub status: String,
+    pub params: Vec<TemplateParam>,
+}
+
+/// A template parameter; `visible` is the string `"true"` or `"false"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TemplateParam {
+    pub name: String,
+    pub description: String,
+    pub value: String,
+    pub visible: String,
+    pub regex: String,
+}
+
+/// The error body of every failed request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error_code: String,
+    pub error_msg: String,
+    pub request_id: String,
+}
+
+/// A Lite Server of a project, as the admin commands and the agent see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    /// `agent` (a real node with `litejobs agent`) or `simulated`.
+    pub kind: String,
+    pub cloud_server: BTreeMap<String, String>,
+    pub create_at: i64,
+    pub last_seen_at: Option<i64>,
+}

@@ -1,0 +1,146 @@
+//! Background work of a server: the simulated fleet that finishes tasks, and retention.
+//!
+//! Every replica runs these loops; the store's guarded updates make running them twice
+//! harmless (a task ends once, a purge deletes once).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{now_ms, ProjectId, TaskStatus};
+use crate::store::{NewServer, Store};
+
+/// How the simulated fleet behaves.
+#[derive(Debug, Clone)]
+pub struct SimulationConfig {
+    /// Servers registered in every project: `sim-server-01` … `sim-server-NN`.
+    pub servers: u32,
+    /// Time from a task's creation to its end.
+    pub delay: Duration,
+    /// Chance that a task of a server without a fixed outcome fails.
+    pub failure_rate: f64,
+    /// Fixed outcomes by server id: `SUCCESS` or `FAILED`.
+    pub outcomes: BTreeMap<String, String>,
+}
+
+impl SimulationConfig {
+    /// Id (and name) of the `n`th simulated server, from 1.
+    pub fn server_id(n: u32) -> String {
+        format!("sim-server-{n:02}")
+    }
+}
+
+/// Registers the simulated servers in every project.
+pub async fn sync_simulated_fleet(store: &dyn Store, config: &SimulationConfig) -> anyhow::Result<()> {
+    let now = now_ms();
+    for project in store.list_projects().await? {
+        let project_id = ProjectId::parse(&project.id)?;
+        for n in 1..=config.servers {
+            let id = SimulationConfig::server_id(n);
+            let outcome = config
+                .outcomes
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| "RANDOM".to_string());
+            let cloud_server = BTreeMap::from([
+                ("id".to_string(), format!("bms-{}-{id}", &project.id[..8.min(project.id.len())])),
+                ("type".to_string(), "BMS".to_string()),
+                ("flavor".to_string(), "simulated.ascend.8xlarge".to_string()),
+                ("simulated".to_string(), "true".to_string()),
+            ]);
+            store
+                .upsert_server(
+                    &project_id,
+                    NewServer {
+                        id: id.clone(),
+                        name: id,
+                        kind: "simulated".to_string(),
+                        sim_outcome: Some(outcome),
+                        cloud_server,
+                        now_ms: now,
+                    },
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends the simulated tasks whose delay has passed. Answers how many it ended.
+pub async fn finish_due_tasks(store: &dyn Store, config: &SimulationConfig) -> anyhow::Result<usize> {
+    let due_before = now_ms() - config.delay.as_millis() as i64;
+    let due = store.due_simulated_tasks(due_before, 500).await?;
+    let mut ended = 0;
+    for task in due {
+        let failed = match task.outcome.as_str() {
+            "FAILED" => true,
+            "SUCCESS" => false,
+            _ => rand::thread_rng().gen_bool(config.failure_rate.clamp(0.0, 1.0)),
+        };
+        let (status, message) = if failed {
+            (TaskStatus::Failed, format!("simulated failure on {}", task.server_id))
+        } else {
+            (TaskStatus::Success, format!("simulated success on {}", task.server_id))
+        };
+        if store
+            .complete_task(&task.project_id, &task.task_id, status, &message, now_ms())
+            .await?
+        {
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
+/// Runs the simulated fleet until `shutdown`.
+pub async fn run_simulation(
+    store: Arc<dyn Store>,
+    config: SimulationConfig,
+    shutdown: CancellationToken,
+) {
+    let tick = (config.delay / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let mut last_sync = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if last_sync.elapsed() > Duration::from_secs(10) {
+            last_sync = tokio::time::Instant::now();
+            if let Err(e) = sync_simulated_fleet(store.as_ref(), &config).await {
+                tracing::warn!(error = ?e, "cannot register the simulated fleet");
+            }
+        }
+        if let Err(e) = finish_due_tasks(store.as_ref(), &config).await {
+            tracing::warn!(error = ?e, "cannot finish simulated tasks");
+        }
+    }
+}
+
+/// Purges deleted jobs past `retention`, and expired idempotency keys and tokens, every
+/// `every` until `shutdown`.
+pub async fn run_retention(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    idempotency_window: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = now_ms();
+        let deleted_before = now - retention.as_millis() as i64;
+        let keys_before = now - idempotency_window.as_millis() as i64;
+        match store.purge(deleted_before, keys_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "purged deleted jobs past retention"),
+            Err(e) => tracing::warn!(error = ?e, "retention purge failed"),
+        }
+    }
+}
