@@ -1,0 +1,95 @@
+//! The error policy over HTTP: codes, statuses and `X-Request-Id` for every failure.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("x-request-id header");
+    assert_eq!(
+        response.headers()["content-type"].to_str().ok(),
+        Some("application/json")
+    );
+    let body: serde_json::Value = response.json().await.expect("json body");
+    assert_eq!(body["error_code"], code, "{body}");
+    assert!(body["error_msg"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(body["request_id"].as_str(), Some(request_id.as_str()));
+    body
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_no_such_api() {
+    let app = TestApp::sqlite().await;
+    assert_error(app.raw(Method::GET, "/nothing/here").await, 404, "APIG.0101").await;
+    assert_error(app.raw(Method::GET, "/v1/p/dev-servers/other").await, 404, "APIG.0101").await;
+    assert_error(app.raw(Method::PUT, "/health").await, 404, "APIG.0101").await;
+    let r = app
+        .admin_send(Method::PUT, "/dev-servers/jobs", &[], None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error_code"], "APIG.0101");
+}
+
+#[tokio::test]
+async fn unsigned_requests_are_refused_alike() {
+    let app = TestApp::sqlite().await;
+    let path = format!("/v1/{}/dev-servers/jobs", app.project_id);
+    let a = assert_error(app.raw(Method::GET, &path).await, 401, "APIG.0301").await;
+    let b = reqwest::Client::new()
+        .get(format!("{}{path}", app.endpoint))
+        .header("Authorization", "SDK-HMAC-SHA256 Access=NOPE, SignedHeaders=host;x-sdk-date, Signature=00")
+        .send()
+        .await
+        .expect("sent");
+    let b = assert_error(b, 401, "APIG.0301").await;
+    assert_eq!(a["error_msg"], b["error_msg"]);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_uris_are_refused() {
+    let app = TestApp::sqlite().await;
+    let path = app.admin.project_path("/dev-servers/jobs");
+    let big = vec![b' '; 12 * 1024 * 1024 + 1];
+    let r = app
+        .admin
+        .send(Method::POST, &path, &[], Some(big), &[])
+        .await
+        .expect("sent");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error_code"], "APIG.0201");
+    let long = "a".repeat(33 * 1024);
+    let r = app
+        .raw(Method::GET, &format!("/v1/{}/dev-servers/jobs?name={long}", app.project_id))
+        .await;
+    assert_error(r, 414, "APIG.0201").await;
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 0);
+}
+
+#[tokio::test]
+async fn health_answers_and_every_response_has_a_request_id() {
+    let app = TestApp::sqlite().await;
+    let r = app.raw(Method::GET, "/health").await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body, json!({"status": "ok", "backend": "sqlite"}));
+    let ok = app.admin_send(Method::GET, "/dev-servers/jobs", &[], None).await;
+    assert!(ok.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn malformed_project_ids_are_invalid() {
+    let app = TestApp::sqlite().await;
+    let other = app.admin.for_project("bad_project");
+    let path = other.project_path("/dev-servers/jobs");
+    let r = other.send(Method::GET, &path, &[], None, &[]).await.expect("sent");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error_code"], "ModelArts.0107");
+}

@@ -1,0 +1,8 @@
+//! The API test binary: every test starts the real server on a random loopback port and
+//! talks HTTP to it, on SQLite and on PostgreSQL.
+
+#[allow(dead_code)]
+mod helpers;
+
+mod errors;
+mod jobs;
