@@ -14,3 +14,4 @@ pub mod serve;
 pub mod worker;
 pub mod client;
 pub mod cli;
+pub mod bench;

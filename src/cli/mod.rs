@@ -25,6 +25,8 @@ pub enum Command {
         #[arg(long, env = "LITEJOBS_DATABASE_URL", default_value = "litejobs.db")]
         database_url: String,
     },
+    /// Fill a database with a realistic data set and measure the API against it.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Sets up logging on stderr; `RUST_LOG` overrides the level.
@@ -83,5 +85,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             tracing::info!(backend = store.backend(), "database is migrated");
             Ok(0)
         }
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }

@@ -4,5 +4,9 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod auth;
+mod cli;
+mod crash;
 mod errors;
 mod jobs;
+mod replicas;
