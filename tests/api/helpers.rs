@@ -196,7 +196,35 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if self.database_url.starts_with("postgres") {
+            drop_pg_database(&self.database_url);
+        }
     }
+}
+
+/// Drops a test database (closing its connections), from any context.
+pub fn drop_pg_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if !name.starts_with("litejobs_test_") {
+        return;
+    }
+    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let admin = pg_admin_url();
+    // A thread of its own: this may run inside an async test's runtime.
+    let _ = std::thread::spawn(move || {
+        use sqlx::Connection;
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(&sql).execute(&mut conn).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// A create request for a `COMMON` job running `echo hi`.
