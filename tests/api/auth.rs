@@ -1,1 +1,530 @@
-//! (tests of this area are added here)
+//! Authentication, permissions and isolation over HTTP: signatures, tokens, project
+//! boundaries on every endpoint, read-only users, rate limits and lock-outs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use litejobs::client::{issue_token, Client, ClientAuth, ClientError};
+use litejobs::domain::ProjectId;
+use litejobs::iam;
+use litejobs::sign::{self, Credentials};
+use litejobs::store::NewServer;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::helpers::{job_request, Backend, TestApp};
+
+/// A user with one policy in a project, and a signing client for it.
+async fn user_with_policy(app: &TestApp, name: &str, project: &str, policy: &str) -> Client {
+    let store = app.store.as_ref();
+    let user = iam::create_user(store, name, Some("pw-of-the-user"))
+        .await
+        .expect("user");
+    store.grant(&user.id, project, policy).await.expect("grant");
+    let key = iam::create_access_key(store, &user, "test", None)
+        .await
+        .expect("key");
+    Client::new(
+        &app.endpoint,
+        project,
+        ClientAuth::AkSk(Credentials {
+            access_key: key.access_key,
+            secret_key: key.secret_key,
+        }),
+    )
+    .expect("client")
+}
+
+async fn second_project(app: &TestApp) -> String {
+    let project = iam::create_project(app.store.as_ref(), "second", None)
+        .await
+        .expect("project");
+    for id in ["sim-server-01", "sim-server-02"] {
+        app.store
+            .upsert_server(
+                &ProjectId::parse(&project.id).expect("id"),
+                NewServer {
+                    id: id.to_string(),
+                    name: id.to_string(),
+                    kind: "simulated".into(),
+                    sim_outcome: Some("SUCCESS".into()),
+                    cloud_server: BTreeMap::new(),
+                    now_ms: litejobs::domain::now_ms(),
+                },
+            )
+            .await
+            .expect("server");
+    }
+    project.id
+}
+
+fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Api {
+            status,
+            error_code,
+            request_id,
+            ..
+        }) => {
+            assert!(!request_id.is_empty(), "errors carry a request id");
+            (status, error_code)
+        }
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn projects_are_isolated_on_every_endpoint(app: TestApp) {
+    let b = second_project(&app).await;
+    let bob = user_with_policy(&app, "bob", &b, iam::FULL_ACCESS).await;
+    let a_job = app.create_job("in-a", &["sim-server-01"]).await;
+    let a_other = app.create_job("also-in-a", &["sim-server-01"]).await;
+    let b_job = bob
+        .create_job(&job_request("in-b", &["sim-server-01"]), None)
+        .await
+        .expect("bob creates in b");
+
+    // Each sees exactly its own project, totals included.
+    let a_list = app.admin.list_jobs(&[]).await.expect("a");
+    assert_eq!(a_list.total, 2);
+    assert!(a_list.data.iter().all(|j| j.id != b_job.id));
+    let b_list = bob.list_jobs(&[]).await.expect("b");
+    assert_eq!((b_list.total, b_list.data.len()), (1, 1));
+    assert_eq!(b_list.data[0].id, b_job.id);
+    let by_id = bob
+        .list_jobs(&[("id", a_job.id.clone())])
+        .await
+        .expect("filter");
+    assert_eq!(by_id.total, 0);
+    let by_status = bob
+        .list_jobs(&[("status", "PROCESSING".into())])
+        .await
+        .expect("status");
+    assert!(by_status.total <= 1);
+
+    // Another project's job ids are unknown here.
+    assert_eq!(
+        api_error(bob.get_job(&a_job.id).await),
+        (404, "ModelArts.0102".into())
+    );
+    let deleted = bob.delete_jobs(&[a_job.id.clone()]).await.expect("delete");
+    assert_eq!(deleted.total, 0);
+    assert_ne!(
+        app.admin.get_job(&a_job.id).await.expect("a job").status,
+        "DELETED"
+    );
+
+    // A project without a grant is forbidden for every endpoint.
+    let bob_in_a = bob.for_project(&app.project_id);
+    let admin_in_b = app.admin.for_project(&b);
+    for client in [&bob_in_a, &admin_in_b] {
+        let forbidden = (403, "ModelArts.0105".to_string());
+        assert_eq!(api_error(client.list_jobs(&[]).await), forbidden);
+        assert_eq!(api_error(client.get_job(&a_job.id).await), forbidden);
+        assert_eq!(api_error(client.get_job(&b_job.id).await), forbidden);
+        assert_eq!(
+            api_error(
+                client
+                    .create_job(&job_request("x", &["sim-server-01"]), None)
+                    .await
+            ),
+            forbidden
+        );
+        assert_eq!(
+            api_error(
+                client
+                    .delete_jobs(&[a_job.id.clone(), b_job.id.clone()])
+                    .await
+            ),
+            forbidden
+        );
+        assert_eq!(api_error(client.list_templates(&[]).await), forbidden);
+        assert_eq!(
+            api_error(
+                client
+                    .get_template("6f1d0c5e-4a1b-4c55-9a0e-000000000001")
+                    .await
+            ),
+            forbidden
+        );
+    }
+    // Nothing changed anywhere.
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("a").total, 2);
+    assert_eq!(bob.list_jobs(&[]).await.expect("b").total, 1);
+    assert_eq!(
+        app.admin.get_job(&a_other.id).await.expect("a").name,
+        "also-in-a"
+    );
+}
+
+async fn project_header_must_match_the_path(app: TestApp) {
+    let b = second_project(&app).await;
+    let admin_b = app.admin.for_project(&b);
+    // Path names the admin's project, X-Project-Id names another.
+    let path = app.admin.project_path("/dev-servers/jobs");
+    let r = admin_b
+        .send(Method::GET, &path, &[], None, &[])
+        .await
+        .expect("sent");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error_code"], "ModelArts.0105");
+}
+
+async fn read_only_users_list_and_get_but_not_change(app: TestApp) {
+    let carol = user_with_policy(&app, "carol", &app.project_id, iam::READ_ONLY).await;
+    let job = app.create_job("seen", &["sim-server-01"]).await;
+    assert_eq!(carol.list_jobs(&[]).await.expect("list").total, 1);
+    assert_eq!(carol.get_job(&job.id).await.expect("get").id, job.id);
+    assert!(carol.list_templates(&[]).await.expect("templates").total >= 5);
+    let forbidden = (403, "ModelArts.0105".to_string());
+    assert_eq!(
+        api_error(
+            carol
+                .create_job(&job_request("nope", &["sim-server-01"]), None)
+                .await
+        ),
+        forbidden
+    );
+    assert_eq!(
+        api_error(carol.delete_jobs(&[job.id.clone()]).await),
+        forbidden
+    );
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 1);
+    assert_ne!(
+        app.admin.get_job(&job.id).await.expect("job").status,
+        "DELETED"
+    );
+}
+
+async fn custom_policies_grant_exactly_their_actions(app: TestApp) {
+    iam::put_policy(
+        app.store.as_ref(),
+        "creators",
+        &[
+            "modelarts:devserverJob:create".to_string(),
+            "modelarts:devserverJob:get".to_string(),
+        ],
+    )
+    .await
+    .expect("policy");
+    let dave = user_with_policy(&app, "dave", &app.project_id, "creators").await;
+    let job = dave
+        .create_job(&job_request("made", &["sim-server-01"]), None)
+        .await
+        .expect("create");
+    assert_eq!(job.user_name, "dave");
+    assert_eq!(dave.get_job(&job.id).await.expect("get").user_name, "dave");
+    assert_eq!(
+        api_error(dave.list_jobs(&[]).await),
+        (403, "ModelArts.0105".into())
+    );
+}
+
+async fn tokens_authenticate_are_scoped_and_revocable(app: TestApp) {
+    let profile =
+        litejobs::serve::read_profile(&app.dir.path().join("admin.json")).expect("profile");
+    let password = profile.password.expect("admin password");
+    let token = issue_token(&app.endpoint, "admin", &password, &app.project_id)
+        .await
+        .expect("token");
+    let with_token = Client::new(
+        &app.endpoint,
+        &app.project_id,
+        ClientAuth::Token(token.clone()),
+    )
+    .expect("client");
+    app.create_job("t", &["sim-server-01"]).await;
+    assert_eq!(with_token.list_jobs(&[]).await.expect("list").total, 1);
+    // Scoped: the same token on another project's path is refused.
+    let b = second_project(&app).await;
+    assert_eq!(
+        api_error(with_token.for_project(&b).list_jobs(&[]).await),
+        (403, "ModelArts.0105".into())
+    );
+    // Wrong password, unknown user, no grant in the scope.
+    let wrong = issue_token(&app.endpoint, "admin", "wrong", &app.project_id).await;
+    assert_eq!(api_error(wrong), (401, "APIG.0301".into()));
+    let unknown = issue_token(&app.endpoint, "nobody", "x", &app.project_id).await;
+    assert_eq!(api_error(unknown), (401, "APIG.0301".into()));
+    let no_grant = issue_token(&app.endpoint, "admin", &password, &b).await;
+    assert_eq!(api_error(no_grant), (403, "ModelArts.0105".into()));
+    // The answer has the IAM shape.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v3/auth/tokens", app.endpoint))
+        .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin", "password": password, "domain": {"name": "admin"}}}}, "scope": {"project": {"name": "default"}}}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status().as_u16(), 201);
+    assert!(r.headers().contains_key("x-subject-token"));
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["token"]["project"]["id"], app.project_id.as_str());
+    assert_eq!(body["token"]["user"]["name"], "admin");
+    assert!(body["token"]["expires_at"].is_string());
+    // Malformed requests.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v3/auth/tokens", app.endpoint))
+        .json(&json!({"auth": {}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status().as_u16(), 400);
+    // Revocation.
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v3/auth/tokens", app.endpoint))
+        .header("X-Auth-Token", &token)
+        .header("X-Subject-Token", &token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(
+        api_error(with_token.list_jobs(&[]).await),
+        (401, "APIG.0301".into())
+    );
+}
+
+async fn deleted_keys_stop_working(app: TestApp) {
+    let erin = user_with_policy(&app, "erin", &app.project_id, iam::FULL_ACCESS).await;
+    assert!(erin.list_jobs(&[]).await.is_ok());
+    let keys = app
+        .store
+        .find_user("erin")
+        .await
+        .expect("find")
+        .expect("erin");
+    for key in app.store.list_access_keys(&keys.id).await.expect("keys") {
+        app.store
+            .delete_access_key(&key.access_key)
+            .await
+            .expect("delete");
+    }
+    assert_eq!(
+        api_error(erin.list_jobs(&[]).await),
+        (401, "APIG.0301".into())
+    );
+}
+
+/// Sends a list request signed at `date` with the admin's key, optionally tampering.
+async fn signed_list(
+    app: &TestApp,
+    date: chrono::DateTime<chrono::Utc>,
+    secret: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let path = app.admin.project_path("/dev-servers/jobs");
+    let host = app.addr.to_string();
+    let mut headers = vec![
+        ("Host".to_string(), host),
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Project-Id".to_string(), app.project_id.clone()),
+    ];
+    for (n, v) in extra {
+        headers.push((n.to_string(), v.to_string()));
+    }
+    let creds = Credentials {
+        access_key: app.credentials.access_key.clone(),
+        secret_key: secret.to_string(),
+    };
+    let authorization = sign::sign("GET", &path, "", &mut headers, b"", &creds, date);
+    let mut request = reqwest::Client::new().get(format!("{}{path}", app.endpoint));
+    for (n, v) in &headers {
+        request = request.header(n.as_str(), v.as_str());
+    }
+    request
+        .header("Authorization", authorization)
+        .send()
+        .await
+        .expect("sent")
+}
+
+#[tokio::test]
+async fn signatures_must_be_fresh_complete_and_correct() {
+    let app = TestApp::sqlite().await;
+    let secret = app.credentials.secret_key.clone();
+    let now = chrono::Utc::now();
+    assert_eq!(
+        signed_list(&app, now, &secret, &[]).await.status().as_u16(),
+        200
+    );
+    assert_eq!(
+        signed_list(&app, now - chrono::TimeDelta::minutes(14), &secret, &[])
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    for (label, response) in [
+        (
+            "stale",
+            signed_list(&app, now - chrono::TimeDelta::minutes(20), &secret, &[]).await,
+        ),
+        (
+            "future",
+            signed_list(&app, now + chrono::TimeDelta::minutes(20), &secret, &[]).await,
+        ),
+        (
+            "wrong secret",
+            signed_list(&app, now, "not-the-secret-key-000", &[]).await,
+        ),
+        (
+            "temporary credentials",
+            signed_list(&app, now, &secret, &[("X-Security-Token", "tok")]).await,
+        ),
+    ] {
+        assert_eq!(response.status().as_u16(), 401, "{label}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["error_code"], "APIG.0301", "{label}");
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_body_is_refused_and_changes_nothing() {
+    let app = TestApp::sqlite().await;
+    let path = app.admin.project_path("/dev-servers/jobs");
+    let body = serde_json::to_vec(&job_request("signed", &["sim-server-01"])).expect("json");
+    let mut headers = vec![
+        ("Host".to_string(), app.addr.to_string()),
+        (
+            "Content-Type".to_string(),
+            "application/json;charset=utf-8".to_string(),
+        ),
+    ];
+    let authorization = sign::sign(
+        "POST",
+        &path,
+        "",
+        &mut headers,
+        &body,
+        &app.credentials,
+        chrono::Utc::now(),
+    );
+    let tampered = String::from_utf8(body)
+        .expect("utf8")
+        .replace("signed", "forged");
+    let mut request = reqwest::Client::new().post(format!("{}{path}", app.endpoint));
+    for (n, v) in &headers {
+        request = request.header(n.as_str(), v.as_str());
+    }
+    let r = request
+        .header("Authorization", authorization)
+        .body(tampered)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 0);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_a_key_and_unknown_keys_look_the_same() {
+    let app = TestApp::sqlite().await;
+    let secret = app.credentials.secret_key.clone();
+    let now = chrono::Utc::now();
+    let mut messages = Vec::new();
+    for _ in 0..5 {
+        let r = signed_list(&app, now, "wrong-secret-key-000000", &[]).await;
+        assert_eq!(r.status().as_u16(), 401);
+        let body: serde_json::Value = r.json().await.expect("json");
+        messages.push(body["error_msg"].clone());
+    }
+    // Locked: even the right secret is refused now.
+    let r = signed_list(&app, now, &secret, &[]).await;
+    assert_eq!(r.status().as_u16(), 401);
+    // An unknown key gets the very same answer.
+    let stranger = Client::new(
+        &app.endpoint,
+        &app.project_id,
+        ClientAuth::AkSk(Credentials {
+            access_key: "UNKNOWNACCESSKEY0000".into(),
+            secret_key: "whatever-secret-0000".into(),
+        }),
+    )
+    .expect("client");
+    let path = stranger.project_path("/dev-servers/jobs");
+    let r = stranger
+        .send(Method::GET, &path, &[], None, &[])
+        .await
+        .expect("sent");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error_msg"], messages[0]);
+    assert!(messages.iter().all(|m| *m == messages[0]));
+    // Other keys are unaffected.
+    let frank = user_with_policy(&app, "frank", &app.project_id, iam::FULL_ACCESS).await;
+    assert!(frank.list_jobs(&[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after_per_key() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.rate_limit = 2;
+        c.rate_burst = 3;
+    })
+    .await
+    .expect("app");
+    let mut throttled = None;
+    for _ in 0..10 {
+        let r = app
+            .admin_send(Method::GET, "/dev-servers/jobs", &[], None)
+            .await;
+        if r.status == 429 {
+            throttled = Some(r);
+            break;
+        }
+    }
+    let r = throttled.expect("throttled within 10 quick requests");
+    assert_eq!(r.json()["error_code"], "APIG.0308");
+    let retry: u64 = r.headers["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!(retry >= 1);
+    // Another key has its own budget.
+    let grace = user_with_policy(&app, "grace", &app.project_id, iam::FULL_ACCESS).await;
+    assert!(grace.list_jobs(&[]).await.is_ok());
+    // And the budget refills.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.admin_send(Method::GET, "/dev-servers/jobs", &[], None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn tokens_work_on_any_server_sharing_the_database() {
+    let first = TestApp::sqlite().await;
+    let profile =
+        litejobs::serve::read_profile(&first.dir.path().join("admin.json")).expect("profile");
+    let token = issue_token(
+        &first.endpoint,
+        "admin",
+        profile.password.as_deref().unwrap_or(""),
+        &first.project_id,
+    )
+    .await
+    .expect("token");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = crate::helpers::test_config(dir.path(), &first.database_url);
+    config.admin_credentials = first.dir.path().join("admin.json");
+    let second = TestApp::start(dir, config).await;
+    let client = Client::new(
+        &second.endpoint,
+        &second.project_id,
+        ClientAuth::Token(token),
+    )
+    .expect("client");
+    first.create_job("shared", &["sim-server-01"]).await;
+    assert_eq!(client.list_jobs(&[]).await.expect("list").total, 1);
+}
+
+backend_tests!(
+    projects_are_isolated_on_every_endpoint,
+    project_header_must_match_the_path,
+    read_only_users_list_and_get_but_not_change,
+    custom_policies_grant_exactly_their_actions,
+    tokens_authenticate_are_scoped_and_revocable,
+    deleted_keys_stop_working,
+);
