@@ -36,7 +36,9 @@ pub async fn fresh_pg_database() -> Option<String> {
         Ok(c) => c,
         Err(e) => {
             if std::env::var_os("LITEJOBS_REQUIRE_PG").is_some() {
-                panic!("PostgreSQL is required (LITEJOBS_REQUIRE_PG) but unreachable at {admin}: {e}");
+                panic!(
+                    "PostgreSQL is required (LITEJOBS_REQUIRE_PG) but unreachable at {admin}: {e}"
+                );
             }
             eprintln!("SKIPPED: PostgreSQL unreachable at {admin} ({e}); set LITEJOBS_TEST_PG_URL");
             return None;
@@ -84,11 +86,16 @@ impl TestApp {
     }
 
     pub async fn sqlite() -> Self {
-        Self::spawn(Backend::Sqlite).await.expect("sqlite is always available")
+        Self::spawn(Backend::Sqlite)
+            .await
+            .expect("sqlite is always available")
     }
 
     /// A server on `backend` with settings adjusted by `adjust`.
-    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> Option<Self> {
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("litejobs.db").display()),
@@ -153,7 +160,13 @@ impl TestApp {
         let query: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, v.to_string())).collect();
         let path = self.admin.project_path(rest);
         self.admin
-            .send(method, &path, &query, body.map(|b| b.to_string().into_bytes()), &[])
+            .send(
+                method,
+                &path,
+                &query,
+                body.map(|b| b.to_string().into_bytes()),
+                &[],
+            )
             .await
             .expect("request reaches the server")
     }
@@ -215,7 +228,10 @@ pub fn drop_pg_database(url: &str) {
     // A thread of its own: this may run inside an async test's runtime.
     let _ = std::thread::spawn(move || {
         use sqlx::Connection;
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         rt.block_on(async move {
@@ -273,4 +289,71 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+/// The real `litejobs serve` binary as a child process.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub endpoint: String,
+}
+
+impl ServerProcess {
+    /// Starts `litejobs serve` on a free loopback port with `args` added, and waits for its
+    /// "listening" log line.
+    pub async fn start(dir: &std::path::Path, database_url: &str, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+            .current_dir(dir)
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--rate-limit",
+                "0",
+            ])
+            .args(["--database-url", database_url])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("server process starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read log") {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let Some(addr) = entry["fields"]["addr"].as_str() {
+                    if entry["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("litejobs listening"))
+                    {
+                        return addr.parse::<std::net::SocketAddr>().expect("addr");
+                    }
+                }
+            }
+            panic!("server exited before listening");
+        })
+        .await
+        .expect("server listens within a minute");
+        // Keep draining the log so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            addr,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends SIGKILL: no chance to finish anything.
+    pub async fn kill_hard(mut self) {
+        self.child.kill().await.expect("kill");
+    }
 }
