@@ -107,7 +107,10 @@ async fn projects_are_isolated_on_every_endpoint(app: TestApp) {
         api_error(bob.get_job(&a_job.id).await),
         (404, "ModelArts.0102".into())
     );
-    let deleted = bob.delete_jobs(&[a_job.id.clone()]).await.expect("delete");
+    let deleted = bob
+        .delete_jobs(std::slice::from_ref(&a_job.id))
+        .await
+        .expect("delete");
     assert_eq!(deleted.total, 0);
     assert_ne!(
         app.admin.get_job(&a_job.id).await.expect("a job").status,
@@ -186,7 +189,7 @@ async fn read_only_users_list_and_get_but_not_change(app: TestApp) {
         forbidden
     );
     assert_eq!(
-        api_error(carol.delete_jobs(&[job.id.clone()]).await),
+        api_error(carol.delete_jobs(std::slice::from_ref(&job.id)).await),
         forbidden
     );
     assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 1);

@@ -50,7 +50,7 @@ async fn seed(app: &TestApp) -> [String; 4] {
     app.wait_for_status(&a.id, "FINISHED", WAIT).await;
     app.wait_for_status(&b.id, "FINISHED", WAIT).await;
     app.admin
-        .delete_jobs(&[d.id.clone()])
+        .delete_jobs(std::slice::from_ref(&d.id))
         .await
         .expect("deleted");
     [a.id, b.id, c.id, d.id]
@@ -78,13 +78,24 @@ async fn list_answers_raw_json_of_the_contract(app: TestApp) {
     );
     assert!(response.headers.contains_key("x-request-id"));
     let body = response.json();
-    let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
+    let keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, ["current", "data", "pages", "size", "total"]);
     for k in ["current", "pages", "size", "total"] {
         assert!(body[k].is_u64(), "{k} must be an integer: {body}");
     }
-    assert_eq!((body["current"].as_u64(), body["pages"].as_u64()), (Some(1), Some(1)));
-    assert_eq!((body["size"].as_u64(), body["total"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(
+        (body["current"].as_u64(), body["pages"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (body["size"].as_u64(), body["total"].as_u64()),
+        (Some(4), Some(4))
+    );
     let data = body["data"].as_array().expect("array");
     for job in data {
         for k in ["create_at", "update_at", "abnormal_count"] {
@@ -95,10 +106,16 @@ async fn list_answers_raw_json_of_the_contract(app: TestApp) {
             assert!(job[k].is_string(), "{k} must be a string: {job}");
         }
     }
-    let with = data.iter().find(|j| j["id"] == a.as_str()).expect("a listed");
+    let with = data
+        .iter()
+        .find(|j| j["id"] == a.as_str())
+        .expect("a listed");
     assert_eq!(with["description"], "POC");
     assert_eq!(with["user_name"], "admin");
-    let without = data.iter().find(|j| j["id"] == b.as_str()).expect("b listed");
+    let without = data
+        .iter()
+        .find(|j| j["id"] == b.as_str())
+        .expect("b listed");
     assert!(
         without.get("description").is_none(),
         "description must be omitted when absent: {without}"
@@ -106,7 +123,12 @@ async fn list_answers_raw_json_of_the_contract(app: TestApp) {
     // Newest first, ties by id.
     let order: Vec<(i64, String)> = data
         .iter()
-        .map(|j| (j["create_at"].as_i64().unwrap_or(0), j["id"].as_str().unwrap_or("").to_string()))
+        .map(|j| {
+            (
+                j["create_at"].as_i64().unwrap_or(0),
+                j["id"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     let mut sorted = order.clone();
     sorted.sort_by(|x, y| y.cmp(x));
@@ -114,14 +136,20 @@ async fn list_answers_raw_json_of_the_contract(app: TestApp) {
 }
 
 async fn two_jobs_reproduce_the_seed_example_page(app: TestApp) {
-    app.create_job("software-upgrade-792a", &["sim-server-01"]).await;
+    app.create_job("software-upgrade-792a", &["sim-server-01"])
+        .await;
     app.create_job("diagnosis-81ef", &["sim-server-02"]).await;
     let body = app
         .admin_send(Method::GET, "/dev-servers/jobs", &[], None)
         .await
         .json();
     assert_eq!(
-        (&body["current"], &body["pages"], &body["size"], &body["total"]),
+        (
+            &body["current"],
+            &body["pages"],
+            &body["size"],
+            &body["total"]
+        ),
         (&json!(1), &json!(1), &json!(2), &json!(2))
     );
     assert_eq!(body["data"].as_array().map(Vec::len), Some(2));
@@ -129,7 +157,8 @@ async fn two_jobs_reproduce_the_seed_example_page(app: TestApp) {
 
 async fn list_filters_alone_and_combined(app: TestApp) {
     let [a, b, c, d] = seed(&app).await;
-    let cases: Vec<(Vec<(&str, &str)>, HashSet<String>)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, HashSet<String>);
+    let cases: Vec<Case> = vec![
         (vec![("id", a.as_str())], set(&[&a])),
         (vec![("id", "no-such-job")], set(&[])),
         (vec![("name", "COMMON")], set(&[&a, &c])),
@@ -142,9 +171,23 @@ async fn list_filters_alone_and_combined(app: TestApp) {
         (vec![("visible", "false")], set(&[&b])),
         (vec![("visible", "TRUE")], set(&[&a, &c, &d])),
         (vec![("type", "COMMON"), ("status", "FINISHED")], set(&[&a])),
-        (vec![("type", "LOG_COLLECT"), ("status", "FINISHED"), ("visible", "false")], set(&[&b])),
+        (
+            vec![
+                ("type", "LOG_COLLECT"),
+                ("status", "FINISHED"),
+                ("visible", "false"),
+            ],
+            set(&[&b]),
+        ),
         (vec![("type", "LOG_COLLECT"), ("visible", "true")], set(&[])),
-        (vec![("name", "a"), ("status", "DELETED"), ("type", "ASCEND_DIAGNOSIS")], set(&[&d])),
+        (
+            vec![
+                ("name", "a"),
+                ("status", "DELETED"),
+                ("type", "ASCEND_DIAGNOSIS"),
+            ],
+            set(&[&d]),
+        ),
         (vec![("id", c.as_str()), ("status", "FINISHED")], set(&[])),
         (vec![("unknown", "x")], set(&[&a, &b, &c, &d])),
     ];
@@ -161,11 +204,18 @@ async fn list_filters_alone_and_combined(app: TestApp) {
 async fn paging_edges(app: TestApp) {
     // Empty.
     let empty = app.admin.list_jobs(&[]).await.expect("list");
-    assert_eq!((empty.current, empty.pages, empty.size, empty.total), (1, 0, 0, 0));
+    assert_eq!(
+        (empty.current, empty.pages, empty.size, empty.total),
+        (1, 0, 0, 0)
+    );
     assert!(empty.data.is_empty());
     let mut ids = Vec::new();
     for i in 0..7 {
-        ids.push(app.create_job(&format!("job-{i}"), &["sim-server-01"]).await.id);
+        ids.push(
+            app.create_job(&format!("job-{i}"), &["sim-server-01"])
+                .await
+                .id,
+        );
     }
     let all = list_ids(&app, &[]).await;
     assert_eq!(all.len(), 7);
@@ -176,9 +226,16 @@ async fn paging_edges(app: TestApp) {
     };
     // Exactly one page.
     let p = page("7", "0").await;
-    assert_eq!((p.current, p.pages, p.size, p.total, p.data.len()), (1, 1, 7, 7, 7));
+    assert_eq!(
+        (p.current, p.pages, p.size, p.total, p.data.len()),
+        (1, 1, 7, 7, 7)
+    );
     // Pages of 3: the last is partial, and together they are the whole list in order.
-    let (p1, p2, p3) = (page("3", "0").await, page("3", "3").await, page("3", "6").await);
+    let (p1, p2, p3) = (
+        page("3", "0").await,
+        page("3", "3").await,
+        page("3", "6").await,
+    );
     assert_eq!((p1.current, p1.pages, p1.size), (1, 3, 3));
     assert_eq!((p2.current, p3.current, p3.data.len()), (2, 3, 1));
     let joined: Vec<String> = [p1.data, p2.data, p3.data]
@@ -206,7 +263,11 @@ async fn paging_edges(app: TestApp) {
     let mut expected = ids.clone();
     expected.sort_by_key(|id| ids.iter().position(|x| x == id));
     assert_eq!(by_name, expected);
-    let by_name_desc = list_ids(&app, &[("sort_key", "name"), ("sort_dir", "desc"), ("limit", "2")]).await;
+    let by_name_desc = list_ids(
+        &app,
+        &[("sort_key", "name"), ("sort_dir", "desc"), ("limit", "2")],
+    )
+    .await;
     assert_eq!(by_name_desc, vec![ids[6].clone(), ids[5].clone()]);
 }
 
@@ -216,10 +277,14 @@ async fn small_max_page_size_splits_the_default_page(app: TestApp) {
         .await
         .expect("app");
     for i in 0..5 {
-        app.create_job(&format!("job-{i}"), &["sim-server-01"]).await;
+        app.create_job(&format!("job-{i}"), &["sim-server-01"])
+            .await;
     }
     let p = app.admin.list_jobs(&[]).await.expect("list");
-    assert_eq!((p.current, p.pages, p.size, p.total, p.data.len()), (1, 3, 2, 5, 2));
+    assert_eq!(
+        (p.current, p.pages, p.size, p.total, p.data.len()),
+        (1, 3, 2, 5, 2)
+    );
 }
 
 async fn list_rejects_invalid_filters(app: TestApp) {
@@ -240,7 +305,9 @@ async fn list_rejects_invalid_filters(app: TestApp) {
         vec![("sort_dir", "sideways")],
         vec![("status", "FINISHED"), ("status", "DELETED")],
     ] {
-        let r = app.admin_send(Method::GET, "/dev-servers/jobs", &query, None).await;
+        let r = app
+            .admin_send(Method::GET, "/dev-servers/jobs", &query, None)
+            .await;
         assert_eq!(r.status, 400, "{query:?}");
         let body = r.json();
         assert_eq!(body["error_code"], "ModelArts.0107", "{query:?}");
@@ -260,7 +327,10 @@ async fn simulated_jobs_finish_and_count_failures(app: TestApp) {
     .await
     .expect("app");
     let job = app
-        .create_job("mixed", &["sim-server-01", "sim-server-02", "sim-server-03"])
+        .create_job(
+            "mixed",
+            &["sim-server-01", "sim-server-02", "sim-server-03"],
+        )
         .await;
     assert_eq!(job.status, "PROCESSING");
     assert_eq!(job.tasks.len(), 3);
@@ -288,16 +358,28 @@ async fn a_failure_rate_of_one_fails_every_task(app: TestApp) {
     })
     .await
     .expect("app");
-    let job = app.create_job("doomed", &["sim-server-01", "sim-server-04"]).await;
+    let job = app
+        .create_job("doomed", &["sim-server-01", "sim-server-04"])
+        .await;
     let done = app.wait_for_status(&job.id, "FINISHED", WAIT).await;
     assert_eq!(done.abnormal_count, 2);
-    assert!(done.tasks.iter().all(|t| t.status == "FAILED" && !t.message.is_empty()));
+    assert!(done
+        .tasks
+        .iter()
+        .all(|t| t.status == "FAILED" && !t.message.is_empty()));
 }
 
 async fn job_detail_raw_json(app: TestApp) {
-    let job = app.create_job("detail", &["sim-server-01", "sim-server-02"]).await;
+    let job = app
+        .create_job("detail", &["sim-server-01", "sim-server-02"])
+        .await;
     let r = app
-        .admin_send(Method::GET, &format!("/dev-servers/jobs/{}", job.id), &[], None)
+        .admin_send(
+            Method::GET,
+            &format!("/dev-servers/jobs/{}", job.id),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(r.status, 200);
     let body = r.json();
@@ -305,12 +387,20 @@ async fn job_detail_raw_json(app: TestApp) {
     assert_eq!(body["type"], "COMMON");
     assert!(body["create_at"].is_i64() && body["update_at"].is_i64());
     assert!(body["template_id"].is_string());
-    assert_eq!(body["items"], json!([{"type": "COMMON", "spec": {"cmd": "echo hi"}}]));
+    assert_eq!(
+        body["items"],
+        json!([{"type": "COMMON", "spec": {"cmd": "echo hi"}}])
+    );
     let tasks = body["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 2);
     for t in tasks {
-        assert!(t["create_at"].is_string() && t["update_at"].is_string(), "{t}");
-        assert!(t["create_at"].as_str().is_some_and(|s| s.parse::<i64>().is_ok()));
+        assert!(
+            t["create_at"].is_string() && t["update_at"].is_string(),
+            "{t}"
+        );
+        assert!(t["create_at"]
+            .as_str()
+            .is_some_and(|s| s.parse::<i64>().is_ok()));
         assert!(t["cloud_server"].is_object());
         assert!(t["server_name"].is_string());
     }
@@ -335,10 +425,22 @@ async fn delete_is_soft_cancels_tasks_and_ignores_unknown_ids(app: TestApp) {
         .await;
     assert_eq!(r.status, 200);
     let body = r.json();
-    assert_eq!((&body["total"], &body["size"], &body["current"], &body["pages"]), (&json!(1), &json!(1), &json!(1), &json!(1)));
+    assert_eq!(
+        (
+            &body["total"],
+            &body["size"],
+            &body["current"],
+            &body["pages"]
+        ),
+        (&json!(1), &json!(1), &json!(1), &json!(1))
+    );
     assert_eq!(body["data"][0]["id"], running.id.as_str());
     assert_eq!(body["data"][0]["status"], "DELETED");
-    let detail = app.admin.get_job(&running.id).await.expect("still readable");
+    let detail = app
+        .admin
+        .get_job(&running.id)
+        .await
+        .expect("still readable");
     assert_eq!(detail.status, "DELETED");
     assert_eq!(detail.tasks[0].status, "SKIPPED");
     assert!(detail.tasks[0].message.contains("deleted"));
@@ -351,7 +453,11 @@ async fn delete_is_soft_cancels_tasks_and_ignores_unknown_ids(app: TestApp) {
         "PROCESSING"
     );
     // Deleting again answers the job again and changes nothing.
-    let again = app.admin.delete_jobs(&[running.id.clone()]).await.expect("again");
+    let again = app
+        .admin
+        .delete_jobs(std::slice::from_ref(&running.id))
+        .await
+        .expect("again");
     assert_eq!(again.data.len(), 1);
     let all = app.admin.list_jobs(&[]).await.expect("list");
     assert_eq!(all.total, 2);
@@ -433,10 +539,22 @@ async fn create_validates_and_creates_nothing_on_error(app: TestApp) {
 
 async fn idempotent_create_answers_the_same_job(app: TestApp) {
     let req = job_request("once", &["sim-server-01"]);
-    let first = app.admin.create_job(&req, Some("token-1")).await.expect("first");
-    let second = app.admin.create_job(&req, Some("token-1")).await.expect("second");
+    let first = app
+        .admin
+        .create_job(&req, Some("token-1"))
+        .await
+        .expect("first");
+    let second = app
+        .admin
+        .create_job(&req, Some("token-1"))
+        .await
+        .expect("second");
     assert_eq!(first.id, second.id);
-    let other = app.admin.create_job(&req, Some("token-2")).await.expect("other token");
+    let other = app
+        .admin
+        .create_job(&req, Some("token-2"))
+        .await
+        .expect("other token");
     assert_ne!(first.id, other.id);
     let mut changed = req.clone();
     changed.name = "twice".to_string();
@@ -446,7 +564,9 @@ async fn idempotent_create_answers_the_same_job(app: TestApp) {
         .await
         .expect_err("conflict");
     match err {
-        litejobs::client::ClientError::Api { status, error_code, .. } => {
+        litejobs::client::ClientError::Api {
+            status, error_code, ..
+        } => {
             assert_eq!((status, error_code.as_str()), (409, "ModelArts.0103"));
         }
         e => panic!("unexpected {e}"),
@@ -455,7 +575,13 @@ async fn idempotent_create_answers_the_same_job(app: TestApp) {
     let body = serde_json::to_vec(&req).expect("json");
     let bad = app
         .admin
-        .send(Method::POST, &path, &[], Some(body), &[("X-Client-Token", "")])
+        .send(
+            Method::POST,
+            &path,
+            &[],
+            Some(body),
+            &[("X-Client-Token", "")],
+        )
         .await
         .expect("sent");
     assert_eq!(bad.status, 400);
@@ -465,7 +591,11 @@ async fn idempotent_create_answers_the_same_job(app: TestApp) {
 async fn totals_stay_exact_through_the_lifecycle(app: TestApp) {
     let mut ids = Vec::new();
     for i in 0..6 {
-        ids.push(app.create_job(&format!("t-{i}"), &["sim-server-01"]).await.id);
+        ids.push(
+            app.create_job(&format!("t-{i}"), &["sim-server-01"])
+                .await
+                .id,
+        );
     }
     for id in &ids {
         app.wait_for_status(id, "FINISHED", WAIT).await;
@@ -498,7 +628,10 @@ async fn retention_purges_deleted_jobs(app: TestApp) {
     .expect("app");
     let gone = app.create_job("gone", &["sim-server-01"]).await;
     let kept = app.create_job("kept", &["sim-server-01"]).await;
-    app.admin.delete_jobs(&[gone.id.clone()]).await.expect("delete");
+    app.admin
+        .delete_jobs(std::slice::from_ref(&gone.id))
+        .await
+        .expect("delete");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let page = app.admin.list_jobs(&[]).await.expect("list");
@@ -506,11 +639,19 @@ async fn retention_purges_deleted_jobs(app: TestApp) {
             assert_eq!(page.data[0].id, kept.id);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "deleted job never purged");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deleted job never purged"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let r = app
-        .admin_send(Method::GET, &format!("/dev-servers/jobs/{}", gone.id), &[], None)
+        .admin_send(
+            Method::GET,
+            &format!("/dev-servers/jobs/{}", gone.id),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(r.status, 404);
 }
