@@ -94,7 +94,8 @@ impl Client {
     /// `endpoint` is `http://host:port` (a trailing `/` is ignored).
     pub fn new(endpoint: &str, project_id: &str, auth: ClientAuth) -> Result<Self, ClientError> {
         let endpoint = endpoint.trim_end_matches('/').to_string();
-        let url = reqwest::Url::parse(&endpoint).map_err(|e| ClientError::Endpoint(e.to_string()))?;
+        let url =
+            reqwest::Url::parse(&endpoint).map_err(|e| ClientError::Endpoint(e.to_string()))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
@@ -210,7 +211,10 @@ impl Client {
     }
 
     pub async fn get_job(&self, id: &str) -> Result<JobDetail, ClientError> {
-        let path = self.project_path(&format!("/dev-servers/jobs/{}", sign::encode(id.as_bytes())));
+        let path = self.project_path(&format!(
+            "/dev-servers/jobs/{}",
+            sign::encode(id.as_bytes())
+        ));
         self.send(Method::GET, &path, &[], None, &[])
             .await?
             .into_result()

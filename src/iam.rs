@@ -44,7 +44,10 @@ pub fn new_project_id() -> String {
 
 /// A new random password for generated accounts.
 pub fn new_password() -> String {
-    random_string(24, b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+    random_string(
+        24,
+        b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789",
+    )
 }
 
 /// Argon2id hash of a password in PHC string form.
@@ -152,7 +155,10 @@ pub async fn create_access_key(
 
 /// Creates or replaces a custom policy.
 pub async fn put_policy(store: &dyn Store, name: &str, actions: &[String]) -> anyhow::Result<()> {
-    anyhow::ensure!(!name.is_empty() && name.len() <= 64, "a policy name is 1 to 64 characters");
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 64,
+        "a policy name is 1 to 64 characters"
+    );
     if BUILTIN_POLICIES.iter().any(|(n, _)| *n == name) {
         bail!("{name} is a built-in policy and cannot be changed");
     }
@@ -201,7 +207,12 @@ pub async fn bootstrap_admin(store: &dyn Store, endpoint: &str) -> anyhow::Resul
     let user = match create_user(store, "admin", Some(&password)).await {
         Ok(user) => user,
         // Another replica created it first.
-        Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Conflict(_))) => {
+        Err(e)
+            if matches!(
+                e.downcast_ref::<StoreError>(),
+                Some(StoreError::Conflict(_))
+            ) =>
+        {
             return Ok(Bootstrap::Existing)
         }
         Err(e) => return Err(e),
@@ -265,7 +276,9 @@ mod tests {
     fn generated_keys_have_the_cloud_shape() {
         let ak = new_access_key();
         assert_eq!(ak.len(), 20);
-        assert!(ak.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert!(ak
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
         assert_eq!(new_secret_key().len(), 40);
         assert_eq!(new_project_id().len(), 32);
     }

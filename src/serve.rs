@@ -164,7 +164,7 @@ impl Server {
 
 /// The admin profile the first start wrote, if readable.
 pub fn read_profile(path: &std::path::Path) -> anyhow::Result<Profile> {
-    let raw = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let raw =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&raw).with_context(|| format!("{} is not a profile", path.display()))
 }

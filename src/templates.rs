@@ -10,7 +10,10 @@ use crate::wire::{TemplateDetail, TemplateListItem};
 
 const BUILTIN: [(&str, &str); 5] = [
     ("common.json", include_str!("../templates/common.json")),
-    ("log_collect.json", include_str!("../templates/log_collect.json")),
+    (
+        "log_collect.json",
+        include_str!("../templates/log_collect.json"),
+    ),
     (
         "device_log_collect.json",
         include_str!("../templates/device_log_collect.json"),
@@ -38,7 +41,10 @@ fn parse(origin: &str, raw: &str) -> anyhow::Result<TemplateDetail> {
         is_simple_name(&t.template_type),
         "template {origin}: type must match ^[-_.a-zA-Z0-9]{{1,64}}$"
     );
-    anyhow::ensure!(!t.id.is_empty() && t.id.len() <= 64, "template {origin}: bad id");
+    anyhow::ensure!(
+        !t.id.is_empty() && t.id.len() <= 64,
+        "template {origin}: bad id"
+    );
     Ok(t)
 }
 
@@ -119,7 +125,11 @@ mod tests {
     fn builtin_templates_load_with_unique_ids_and_types() {
         let catalog = TemplateCatalog::load(None).expect("built-ins parse");
         let mut ids: Vec<_> = catalog.all().iter().map(|t| t.id.clone()).collect();
-        let mut types: Vec<_> = catalog.all().iter().map(|t| t.template_type.clone()).collect();
+        let mut types: Vec<_> = catalog
+            .all()
+            .iter()
+            .map(|t| t.template_type.clone())
+            .collect();
         ids.sort();
         ids.dedup();
         types.sort();

@@ -34,7 +34,10 @@ impl SimulationConfig {
 }
 
 /// Registers the simulated servers in every project.
-pub async fn sync_simulated_fleet(store: &dyn Store, config: &SimulationConfig) -> anyhow::Result<()> {
+pub async fn sync_simulated_fleet(
+    store: &dyn Store,
+    config: &SimulationConfig,
+) -> anyhow::Result<()> {
     let now = now_ms();
     for project in store.list_projects().await? {
         let project_id = ProjectId::parse(&project.id)?;
@@ -46,7 +49,10 @@ pub async fn sync_simulated_fleet(store: &dyn Store, config: &SimulationConfig) 
                 .cloned()
                 .unwrap_or_else(|| "RANDOM".to_string());
             let cloud_server = BTreeMap::from([
-                ("id".to_string(), format!("bms-{}-{id}", &project.id[..8.min(project.id.len())])),
+                (
+                    "id".to_string(),
+                    format!("bms-{}-{id}", &project.id[..8.min(project.id.len())]),
+                ),
                 ("type".to_string(), "BMS".to_string()),
                 ("flavor".to_string(), "simulated.ascend.8xlarge".to_string()),
                 ("simulated".to_string(), "true".to_string()),
@@ -70,7 +76,10 @@ pub async fn sync_simulated_fleet(store: &dyn Store, config: &SimulationConfig) 
 }
 
 /// Ends the simulated tasks whose delay has passed. Answers how many it ended.
-pub async fn finish_due_tasks(store: &dyn Store, config: &SimulationConfig) -> anyhow::Result<usize> {
+pub async fn finish_due_tasks(
+    store: &dyn Store,
+    config: &SimulationConfig,
+) -> anyhow::Result<usize> {
     let due_before = now_ms() - config.delay.as_millis() as i64;
     let due = store.due_simulated_tasks(due_before, 500).await?;
     let mut ended = 0;
@@ -81,9 +90,15 @@ pub async fn finish_due_tasks(store: &dyn Store, config: &SimulationConfig) -> a
             _ => rand::thread_rng().gen_bool(config.failure_rate.clamp(0.0, 1.0)),
         };
         let (status, message) = if failed {
-            (TaskStatus::Failed, format!("simulated failure on {}", task.server_id))
+            (
+                TaskStatus::Failed,
+                format!("simulated failure on {}", task.server_id),
+            )
         } else {
-            (TaskStatus::Success, format!("simulated success on {}", task.server_id))
+            (
+                TaskStatus::Success,
+                format!("simulated success on {}", task.server_id),
+            )
         };
         if store
             .complete_task(&task.project_id, &task.task_id, status, &message, now_ms())

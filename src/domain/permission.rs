@@ -30,7 +30,10 @@ impl Action {
 /// Built-in policies: `(name, action patterns)`.
 pub const BUILTIN_POLICIES: [(&str, &[&str]); 2] = [
     ("ModelArts FullAccess", &["modelarts:*"]),
-    ("ModelArts ReadOnlyAccess", &["modelarts:*:list", "modelarts:*:get"]),
+    (
+        "ModelArts ReadOnlyAccess",
+        &["modelarts:*:list", "modelarts:*:get"],
+    ),
 ];
 
 /// True when `pattern` (with `*` wildcards) matches `action`.
@@ -75,15 +78,27 @@ mod tests {
 
     #[test]
     fn wildcards_match_actions() {
-        assert!(pattern_matches("modelarts:*", "modelarts:devserverJob:list"));
+        assert!(pattern_matches(
+            "modelarts:*",
+            "modelarts:devserverJob:list"
+        ));
         assert!(pattern_matches("*", "modelarts:devserverJob:list"));
-        assert!(pattern_matches("modelarts:*:list", "modelarts:devserverJob:list"));
-        assert!(!pattern_matches("modelarts:*:list", "modelarts:devserverJob:create"));
+        assert!(pattern_matches(
+            "modelarts:*:list",
+            "modelarts:devserverJob:list"
+        ));
+        assert!(!pattern_matches(
+            "modelarts:*:list",
+            "modelarts:devserverJob:create"
+        ));
         assert!(pattern_matches(
             "modelarts:devserverJob:get",
             "modelarts:devserverJob:get"
         ));
-        assert!(!pattern_matches("modelarts:devserverJob:get", "modelarts:devserverJob:getx"));
+        assert!(!pattern_matches(
+            "modelarts:devserverJob:get",
+            "modelarts:devserverJob:getx"
+        ));
         assert!(!pattern_matches("a*a", "a"));
     }
 

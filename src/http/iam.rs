@@ -76,11 +76,9 @@ pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Re
         .identity
         .password
         .ok_or_else(|| ApiError::Invalid("auth.identity.password is required".into()))?;
-    let user_ref = password
-        .user
-        .id
-        .or(password.user.name)
-        .ok_or_else(|| ApiError::Invalid("auth.identity.password.user needs a name or id".into()))?;
+    let user_ref = password.user.id.or(password.user.name).ok_or_else(|| {
+        ApiError::Invalid("auth.identity.password.user needs a name or id".into())
+    })?;
     let scope = auth
         .scope
         .and_then(|s| s.project)
@@ -111,7 +109,11 @@ pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Re
     authn.succeeded(&limit_key);
     let project = state.store.find_project(&scope).await?;
     let granted = match &project {
-        Some(p) => state.store.project_actions(&user.id, &p.id).await?.is_some(),
+        Some(p) => state
+            .store
+            .project_actions(&user.id, &p.id)
+            .await?
+            .is_some(),
         None => false,
     };
     let Some(project) = project.filter(|_| granted) else {

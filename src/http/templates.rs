@@ -70,5 +70,7 @@ pub async fn get_service(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Action::GetJob)?;
-    Err(ApiError::NotFound(format!("The service {id} does not exist.")))
+    Err(ApiError::NotFound(format!(
+        "The service {id} does not exist."
+    )))
 }
