@@ -1,5 +1,13 @@
 //! The command line: `serve` and `migrate` run the service; the other commands are the
 //! service's client and its administration.
+//!
+//! Client commands (`jobs`, `templates`) live in `jobs.rs` with their connection settings in
+//! `connect.rs`; admin commands (`iam`, `servers`) in `admin.rs`; printing in `output.rs`.
+
+pub mod admin;
+pub mod connect;
+pub mod jobs;
+pub mod output;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +35,14 @@ pub enum Command {
     },
     /// Fill a database with a realistic data set and measure the API against it.
     Bench(crate::bench::BenchArgs),
+    /// Jobs of a project: list, get, create, delete, wait (signed API calls).
+    Jobs(jobs::JobsArgs),
+    /// Job templates: list, get (signed API calls).
+    Templates(jobs::TemplatesArgs),
+    /// Users, access keys, projects, policies, grants and tokens (on the database).
+    Iam(admin::IamArgs),
+    /// Lite Servers registered in a project (on the database).
+    Servers(admin::ServersArgs),
 }
 
 /// Sets up logging on stderr; `RUST_LOG` overrides the level.
@@ -86,5 +102,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Jobs(args) => Ok(report(jobs::run_jobs(args).await)),
+        Command::Templates(args) => Ok(report(jobs::run_templates(args).await)),
+        Command::Iam(args) => Ok(report(admin::run_iam(args).await)),
+        Command::Servers(args) => Ok(report(admin::run_servers(args).await)),
+    }
+}
+
+/// Exit code of a client or admin command: 0, or 1 after printing `error: …` on stderr.
+fn report(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", output::describe(&e));
+            1
+        }
     }
 }

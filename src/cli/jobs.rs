@@ -1,0 +1,556 @@
+//! Client commands `jobs …` and `templates …`: signed calls to the job API through
+//! [`Client`], printed as tables or as the API's own JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+
+use super::connect::ConnectArgs;
+use super::output::{self, Format, OutputArgs, Table};
+use crate::client::{Client, ClientError, RawResponse};
+use crate::sign;
+use crate::wire::{
+    DeleteJobsRequest, ErrorBody, JobCreateRequest, JobDetail, JobItem, JobListItem, Page,
+    TemplateDetail, TemplateListItem,
+};
+
+/// `litejobs jobs …`
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List the project's jobs, newest first.
+    List(ListJobsArgs),
+    /// Show one job with its items and tasks.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// Create a job that runs on one or more Lite Servers.
+    Create(Box<CreateJobArgs>),
+    /// Delete jobs (they stay listed as DELETED until retention purges them).
+    Delete {
+        /// Job ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Wait until a job is FINISHED or DELETED, then show it.
+    Wait {
+        /// Job id.
+        id: String,
+        /// Give up (exit 1) after this long, e.g. 90s, 5m.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Filters and paging of `jobs list`.
+#[derive(Debug, Args)]
+pub struct ListJobsArgs {
+    /// Only the job with this id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Jobs whose name contains this (case-insensitive).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Jobs of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub job_type: Option<String>,
+    /// PROCESSING, FINISHED or DELETED.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only visible (true) or hidden (false) jobs.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    pub visible: Option<bool>,
+    /// Page size.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Jobs to skip.
+    #[arg(long)]
+    pub offset: Option<u64>,
+    /// create_at, update_at or name.
+    #[arg(long, value_name = "KEY")]
+    pub sort_key: Option<String>,
+    /// asc or desc.
+    #[arg(long, value_parser = ["asc", "desc"])]
+    pub sort_dir: Option<String>,
+}
+
+/// What `jobs create` submits: flags, or a whole request body from a file.
+#[derive(Debug, Args)]
+pub struct CreateJobArgs {
+    /// Job name (letters, digits, `-`, `_`, `.`).
+    #[arg(long, required_unless_present = "body")]
+    pub name: Option<String>,
+    /// Job type, i.e. the template it runs (e.g. COMMON).
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "body")]
+    pub job_type: Option<String>,
+    /// Lite Server to run on; repeat for several.
+    #[arg(long = "server", value_name = "ID", required_unless_present = "body")]
+    pub servers: Vec<String>,
+    /// Item type (default: the job type).
+    #[arg(long = "item", value_name = "TYPE")]
+    pub item_type: Option<String>,
+    /// Item parameter, e.g. --spec cmd='echo hi'; repeatable.
+    #[arg(long = "spec", value_name = "KEY=VALUE", value_parser = parse_spec)]
+    pub spec: Vec<(String, String)>,
+    /// Job description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Restart the servers after a failure.
+    #[arg(long)]
+    pub reboot: bool,
+    /// Hide the job from visible=true lists.
+    #[arg(long)]
+    pub hidden: bool,
+    /// Idempotency token: the same token and request give back the same job.
+    #[arg(long, value_name = "TOKEN")]
+    pub client_token: Option<String>,
+    /// A JobCreateRequest as JSON (`-` for standard input) instead of the flags above.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["name", "job_type", "servers", "item_type", "spec", "description", "reboot", "hidden"]
+    )]
+    pub body: Option<PathBuf>,
+}
+
+/// `litejobs templates …`
+#[derive(Debug, Args)]
+pub struct TemplatesArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(subcommand)]
+    pub command: TemplatesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// List the job templates.
+    List {
+        /// Only the template with this id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Templates whose name matches this.
+        #[arg(long)]
+        name: Option<String>,
+        /// Templates of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        template_type: Option<String>,
+    },
+    /// Show one template with its parameters.
+    Get {
+        /// Template id.
+        id: String,
+    },
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|e| e.to_string())
+}
+
+fn parse_spec(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE".to_string()),
+    }
+}
+
+/// A successful answer: the raw body (printed as is for `--output json`) and its value.
+struct Answer<T> {
+    raw: bytes::Bytes,
+    value: T,
+}
+
+/// The API error a failed answer carries.
+fn api_error(response: &RawResponse) -> ClientError {
+    let request_id = response
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    match serde_json::from_slice::<ErrorBody>(&response.body) {
+        Ok(e) => ClientError::Api {
+            status: response.status,
+            error_code: e.error_code,
+            error_msg: e.error_msg,
+            request_id,
+        },
+        Err(_) => ClientError::Api {
+            status: response.status,
+            error_code: response.status.to_string(),
+            error_msg: output::clean(&String::from_utf8_lossy(&response.body)),
+            request_id,
+        },
+    }
+}
+
+/// Sends one signed request to `rest` under the project's path.
+async fn call<T: DeserializeOwned>(
+    client: &Client,
+    method: Method,
+    rest: &str,
+    query: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Result<Answer<T>, ClientError> {
+    let path = client.project_path(rest);
+    let response = client.send(method, &path, query, body, headers).await?;
+    if response.status >= 400 {
+        return Err(api_error(&response));
+    }
+    let value = serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
+        status: response.status,
+        detail: e.to_string(),
+    })?;
+    Ok(Answer {
+        raw: response.body,
+        value,
+    })
+}
+
+fn job_path(id: &str) -> String {
+    format!("/dev-servers/jobs/{}", sign::encode(id.as_bytes()))
+}
+
+fn print_answer<T>(
+    format: Format,
+    answer: &Answer<T>,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => output::print(&format!("{}\n", output::pretty_json(&answer.raw))),
+        Format::Table => output::print(&table(&answer.value)),
+    }
+}
+
+fn job_list_table(page: &Page<JobListItem>) -> String {
+    let mut table = Table::new([
+        "ID", "NAME", "TYPE", "STATUS", "ABNORMAL", "USER", "CREATED",
+    ]);
+    for job in &page.data {
+        table.row([
+            job.id.clone(),
+            job.name.clone(),
+            job.job_type.clone(),
+            job.status.clone(),
+            job.abnormal_count.to_string(),
+            job.user_name.clone(),
+            output::time(job.create_at),
+        ]);
+    }
+    let mut out = if table.is_empty() {
+        "no jobs\n".to_string()
+    } else {
+        table.render()
+    };
+    if page.total > page.data.len() as u64 {
+        out.push_str(&format!(
+            "({} of {} jobs, page {} of {})\n",
+            page.data.len(),
+            page.total,
+            page.current,
+            page.pages
+        ));
+    }
+    out
+}
+
+fn job_detail_table(job: &JobDetail) -> String {
+    let mut out = output::fields(&[
+        ("ID", job.id.clone()),
+        ("Name", job.name.clone()),
+        ("Type", job.job_type.clone()),
+        ("Status", job.status.clone()),
+        ("Abnormal", job.abnormal_count.to_string()),
+        ("User", job.user_name.clone()),
+        ("Description", output::or_dash(job.description.as_deref())),
+        ("Template", output::or_dash(job.template_id.as_deref())),
+        ("Visible", job.visible.to_string()),
+        ("Reboot", job.is_reboot.to_string()),
+        ("Created", output::time(job.create_at)),
+        ("Updated", output::time(job.update_at)),
+    ]);
+    let mut items = Table::new(["ITEM TYPE", "SPEC"]);
+    for item in &job.items {
+        let spec = item
+            .spec
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        items.row([item.item_type.clone(), spec]);
+    }
+    out.push('\n');
+    out.push_str(&items.render());
+    let mut tasks = Table::new(["TASK", "SERVER", "STATUS", "UPDATED", "MESSAGE"]);
+    for task in &job.tasks {
+        let server = if task.server_name.is_empty() || task.server_name == task.server_id {
+            task.server_id.clone()
+        } else {
+            format!("{} ({})", task.server_id, task.server_name)
+        };
+        tasks.row([
+            task.id.clone(),
+            server,
+            task.status.clone(),
+            output::time_text(&task.update_at),
+            output::truncate(&output::clean(&task.message), 80),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&tasks.render());
+    out
+}
+
+fn list_query(args: &ListJobsArgs) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    let mut put = |key: &'static str, value: Option<String>| {
+        if let Some(v) = value {
+            query.push((key, v));
+        }
+    };
+    put("id", args.id.clone());
+    put("name", args.name.clone());
+    put("type", args.job_type.clone());
+    put("status", args.status.clone());
+    put("visible", args.visible.map(|v| v.to_string()));
+    put("limit", args.limit.map(|v| v.to_string()));
+    put("offset", args.offset.map(|v| v.to_string()));
+    put("sort_key", args.sort_key.clone());
+    put("sort_dir", args.sort_dir.clone());
+    query
+}
+
+fn read_body(path: &std::path::Path) -> anyhow::Result<JobCreateRequest> {
+    let raw = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the request from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    serde_json::from_str(&raw)
+        .with_context(|| format!("{} is not a JobCreateRequest", path.display()))
+}
+
+fn create_request(args: &CreateJobArgs) -> anyhow::Result<JobCreateRequest> {
+    if let Some(path) = &args.body {
+        return read_body(path);
+    }
+    let (Some(name), Some(job_type)) = (args.name.clone(), args.job_type.clone()) else {
+        bail!("--name and --type are required (or a request in --body FILE)");
+    };
+    if args.servers.is_empty() {
+        bail!("name at least one --server (or give a request in --body FILE)");
+    }
+    let spec: BTreeMap<String, String> = args.spec.iter().cloned().collect();
+    Ok(JobCreateRequest {
+        name,
+        description: args.description.clone(),
+        server_ids: args.servers.clone(),
+        items: vec![JobItem {
+            item_type: args.item_type.clone().unwrap_or_else(|| job_type.clone()),
+            spec: (!spec.is_empty()).then_some(spec),
+        }],
+        job_type,
+        is_reboot: args.reboot.then_some(true),
+        visible: args.hidden.then_some(false),
+    })
+}
+
+/// Polls a job until it is FINISHED or DELETED, at most `timeout`.
+async fn wait_for_job(
+    client: &Client,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<Answer<JobDetail>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let answer: Answer<JobDetail> =
+            call(client, Method::GET, &job_path(id), &[], None, &[]).await?;
+        if matches!(answer.value.status.as_str(), "FINISHED" | "DELETED") {
+            return Ok(answer);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            bail!(
+                "job {id} is still {} after {}",
+                answer.value.status,
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Runs a `jobs` command.
+pub async fn run_jobs(args: JobsArgs) -> anyhow::Result<()> {
+    let client = args.connect.client()?;
+    let format = args.output.output;
+    match args.command {
+        JobsCommand::List(list) => {
+            let answer: Answer<Page<JobListItem>> = call(
+                &client,
+                Method::GET,
+                "/dev-servers/jobs",
+                &list_query(&list),
+                None,
+                &[],
+            )
+            .await?;
+            print_answer(format, &answer, job_list_table)?;
+        }
+        JobsCommand::Get { id } => {
+            let answer: Answer<JobDetail> =
+                call(&client, Method::GET, &job_path(&id), &[], None, &[]).await?;
+            print_answer(format, &answer, job_detail_table)?;
+        }
+        JobsCommand::Create(create) => {
+            let request = create_request(&create)?;
+            let body = serde_json::to_vec(&request)?;
+            let headers: Vec<(&str, &str)> = create
+                .client_token
+                .as_deref()
+                .map(|t| vec![("X-Client-Token", t)])
+                .unwrap_or_default();
+            let answer: Answer<JobDetail> = call(
+                &client,
+                Method::POST,
+                "/dev-servers/jobs",
+                &[],
+                Some(body),
+                &headers,
+            )
+            .await?;
+            print_answer(format, &answer, job_detail_table)?;
+        }
+        JobsCommand::Delete { ids } => {
+            let body = serde_json::to_vec(&DeleteJobsRequest { job_ids: ids })?;
+            let answer: Answer<Page<JobListItem>> = call(
+                &client,
+                Method::DELETE,
+                "/dev-servers/jobs",
+                &[],
+                Some(body),
+                &[],
+            )
+            .await?;
+            print_answer(format, &answer, job_list_table)?;
+        }
+        JobsCommand::Wait { id, timeout } => {
+            let answer = wait_for_job(&client, &id, timeout).await?;
+            print_answer(format, &answer, job_detail_table)?;
+        }
+    }
+    Ok(())
+}
+
+fn template_list_table(page: &Page<TemplateListItem>) -> String {
+    let mut table = Table::new(["ID", "NAME", "TYPE", "FLAVOR", "DESCRIPTION"]);
+    for t in &page.data {
+        table.row([
+            t.id.clone(),
+            t.name.clone(),
+            t.template_type.clone(),
+            t.flavor_type.clone(),
+            output::truncate(&t.description, 60),
+        ]);
+    }
+    if table.is_empty() {
+        "no templates\n".to_string()
+    } else {
+        table.render()
+    }
+}
+
+fn template_detail_table(t: &TemplateDetail) -> String {
+    let mut out = output::fields(&[
+        ("ID", t.id.clone()),
+        ("Name", t.name.clone()),
+        ("Type", t.template_type.clone()),
+        ("Status", t.status.clone()),
+        ("Flavor", t.flavor_type.clone()),
+        ("Description", output::or_dash(Some(&t.description))),
+        ("Command", output::or_dash(Some(&t.cmd))),
+        ("Image", output::or_dash(Some(&t.swr_path))),
+        ("Resources", output::or_dash(Some(&t.resources))),
+        ("Volumes", output::or_dash(Some(&t.volumes))),
+        ("Mounts", output::or_dash(Some(&t.volumes_mount))),
+        ("Timeout", output::or_dash(Some(&t.timeout))),
+        ("Check every", output::or_dash(Some(&t.check_interval))),
+    ]);
+    let mut params = Table::new(["PARAM", "VALUE", "VISIBLE", "REGEX", "DESCRIPTION"]);
+    for p in &t.params {
+        params.row([
+            p.name.clone(),
+            p.value.clone(),
+            p.visible.clone(),
+            p.regex.clone(),
+            output::truncate(&p.description, 60),
+        ]);
+    }
+    if !params.is_empty() {
+        out.push('\n');
+        out.push_str(&params.render());
+    }
+    out
+}
+
+/// Runs a `templates` command.
+pub async fn run_templates(args: TemplatesArgs) -> anyhow::Result<()> {
+    let client = args.connect.client()?;
+    let format = args.output.output;
+    match args.command {
+        TemplatesCommand::List {
+            id,
+            name,
+            template_type,
+        } => {
+            let query: Vec<(&str, String)> = [("id", id), ("name", name), ("type", template_type)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            let answer: Answer<Page<TemplateListItem>> = call(
+                &client,
+                Method::GET,
+                "/dev-servers/jobs/templates",
+                &query,
+                None,
+                &[],
+            )
+            .await?;
+            print_answer(format, &answer, template_list_table)?;
+        }
+        TemplatesCommand::Get { id } => {
+            let path = format!(
+                "/dev-servers/jobs/templates/{}",
+                sign::encode(id.as_bytes())
+            );
+            let answer: Answer<TemplateDetail> =
+                call(&client, Method::GET, &path, &[], None, &[]).await?;
+            print_answer(format, &answer, template_detail_table)?;
+        }
+    }
+    Ok(())
+}
