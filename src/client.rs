@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 
 use crate::sign::{self, Credentials};
 use crate::wire::{
-    DeleteJobsRequest, ErrorBody, JobCreateRequest, JobDetail, JobListItem, Page, TemplateDetail,
-    TemplateListItem,
+    AgentLease, AgentRegistration, AgentResult, DeleteJobsRequest, ErrorBody, JobCreateRequest,
+    JobDetail, JobListItem, Page, TemplateDetail, TemplateListItem,
 };
 
 /// How the client proves who it is.
@@ -47,6 +47,14 @@ impl RawResponse {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Success without a body, or the API error.
+    fn into_empty(self) -> Result<(), ClientError> {
+        if self.status < 400 {
+            return Ok(());
+        }
+        self.into_result::<serde_json::Value>().map(|_| ())
     }
 
     fn into_result<T: DeserializeOwned>(self) -> Result<T, ClientError> {
@@ -258,6 +266,57 @@ impl Client {
         self.send(Method::GET, &path, query, None, &[])
             .await?
             .into_result()
+    }
+
+    /// Registers (or updates) a node agent's server.
+    pub async fn register_server(
+        &self,
+        server_id: &str,
+        registration: &AgentRegistration,
+    ) -> Result<(), ClientError> {
+        let path = self.project_path(&format!(
+            "/agent/servers/{}",
+            sign::encode(server_id.as_bytes())
+        ));
+        let body = Self::json_body(registration)?;
+        self.send(Method::PUT, &path, &[], Some(body), &[])
+            .await?
+            .into_empty()
+    }
+
+    /// Leases up to `max` of the server's tasks, waiting up to `wait_secs` for some.
+    pub async fn lease_tasks(
+        &self,
+        server_id: &str,
+        wait_secs: u64,
+        max: u32,
+    ) -> Result<AgentLease, ClientError> {
+        let path = self.project_path(&format!(
+            "/agent/servers/{}/lease",
+            sign::encode(server_id.as_bytes())
+        ));
+        let query = [("max", max.to_string()), ("wait", wait_secs.to_string())];
+        self.send(Method::POST, &path, &query, None, &[])
+            .await?
+            .into_result()
+    }
+
+    /// Reports a leased task's result.
+    pub async fn report_result(
+        &self,
+        server_id: &str,
+        task_id: &str,
+        result: &AgentResult,
+    ) -> Result<(), ClientError> {
+        let path = self.project_path(&format!(
+            "/agent/servers/{}/tasks/{}/result",
+            sign::encode(server_id.as_bytes()),
+            sign::encode(task_id.as_bytes())
+        ));
+        let body = Self::json_body(result)?;
+        self.send(Method::POST, &path, &[], Some(body), &[])
+            .await?
+            .into_empty()
     }
 
     pub async fn get_template(&self, id: &str) -> Result<TemplateDetail, ClientError> {

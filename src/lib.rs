@@ -15,3 +15,4 @@ pub mod worker;
 pub mod client;
 pub mod cli;
 pub mod bench;
+pub mod agent;

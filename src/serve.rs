@@ -150,7 +150,9 @@ impl Server {
             backend = store.backend(),
             "litejobs listening on http://{addr}"
         );
-        let app = http::router(self.state);
+        let mut state = self.state;
+        state.shutdown = shutdown.clone();
+        let app = http::router(state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await

@@ -176,3 +176,43 @@ pub struct Server {
     pub create_at: i64,
     pub last_seen_at: Option<i64>,
 }
+
+/// Body of an agent's `PUT …/agent/servers/{server_id}`: the server it runs on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentRegistration {
+    pub name: String,
+    #[serde(default)]
+    pub cloud_server: BTreeMap<String, String>,
+}
+
+/// A task handed to a node agent, with what it needs to run it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentTask {
+    pub task_id: String,
+    pub job_id: String,
+    pub job_type: String,
+    /// The template's command line; `${name}` refers to a parameter, passed in the
+    /// environment.
+    pub command: String,
+    /// Template parameters with their defaults, overridden by each item's spec.
+    pub params: BTreeMap<String, String>,
+    pub items: Vec<JobItem>,
+    pub timeout_secs: u64,
+    /// The lease ends then (epoch ms); unreported tasks are leased again afterwards.
+    pub lease_until: i64,
+}
+
+/// Answer of an agent's lease request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentLease {
+    pub tasks: Vec<AgentTask>,
+}
+
+/// Body of an agent's report of a finished task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentResult {
+    /// `SUCCESS` or `FAILED`.
+    pub status: String,
+    #[serde(default)]
+    pub message: String,
+}

@@ -12,6 +12,8 @@ pub enum Action {
     DeleteJobs,
     ListTemplates,
     GetTemplate,
+    /// A node agent registers its server, leases the server's tasks and reports results.
+    RunAgent,
 }
 
 impl Action {
@@ -23,6 +25,7 @@ impl Action {
             Self::DeleteJobs => "modelarts:devserverJob:delete",
             Self::ListTemplates => "modelarts:devserverJobTemplate:list",
             Self::GetTemplate => "modelarts:devserverJobTemplate:get",
+            Self::RunAgent => "modelarts:devserverAgent:run",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! request id (and access log), URI size limit, panic catcher; then, on project-scoped
 //! routes, authentication.
 
+mod agent;
 pub mod auth;
 pub mod error;
 mod iam;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub templates: Arc<TemplateCatalog>,
     pub config: Arc<ApiConfig>,
     pub authenticator: Arc<Authenticator>,
+    /// Cancelled when the server shuts down, so long polls end at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             store,
             templates: Arc::new(templates),
             config: Arc::new(config),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -95,6 +99,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/{project_id}/dev-servers/jobs/services/{id}",
             get(templates::get_service),
+        )
+        .route(
+            "/v1/{project_id}/agent/servers/{server_id}",
+            axum::routing::put(agent::register_server),
+        )
+        .route(
+            "/v1/{project_id}/agent/servers/{server_id}/lease",
+            post(agent::lease_tasks),
+        )
+        .route(
+            "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/result",
+            post(agent::report_result),
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

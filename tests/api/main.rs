@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod agent;
 mod auth;
 mod cli;
 mod crash;

@@ -1,0 +1,249 @@
+//! The node agent end to end: it registers its server, runs the tasks of real jobs with a
+//! shell, and the jobs finish with the commands' outcomes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use litejobs::agent::{self, AgentConfig};
+use litejobs::wire::{AgentResult, JobCreateRequest, JobItem};
+use reqwest::Method;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::TestApp;
+
+fn shell_job(name: &str, servers: &[&str], cmd: &str) -> JobCreateRequest {
+    JobCreateRequest {
+        name: name.into(),
+        description: None,
+        server_ids: servers.iter().map(|s| s.to_string()).collect(),
+        job_type: "COMMON".into(),
+        is_reboot: None,
+        items: vec![JobItem {
+            item_type: "COMMON".into(),
+            spec: Some(BTreeMap::from([("cmd".to_string(), cmd.to_string())])),
+        }],
+        visible: None,
+    }
+}
+
+fn start_agent(
+    app: &TestApp,
+    server_id: &str,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let config = AgentConfig {
+        server_id: server_id.into(),
+        name: format!("{server_id}-host"),
+        concurrency: 2,
+        poll_wait_secs: 1,
+    };
+    tokio::spawn(agent::run(app.admin.clone(), config, stop.clone()))
+}
+
+async fn wait_registered(app: &TestApp, ids: &[&str]) {
+    let project = litejobs::domain::ProjectId::parse(&app.project_id).expect("project");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let servers = app.store.list_servers(&project).await.expect("servers");
+        if ids
+            .iter()
+            .all(|id| servers.iter().any(|s| s.id == *id && s.kind == "agent"))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agents never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_run_commands_and_report_outcomes() {
+    let app = TestApp::sqlite().await;
+    let stop = CancellationToken::new();
+    let a = start_agent(&app, "node-1", &stop);
+    let b = start_agent(&app, "node-2", &stop);
+    wait_registered(&app, &["node-1", "node-2"]).await;
+
+    let ok = app
+        .admin
+        .create_job(
+            &shell_job(
+                "greet",
+                &["node-1", "node-2"],
+                "echo hello-from-agent; echo $((6*7))",
+            ),
+            None,
+        )
+        .await
+        .expect("create");
+    let done = app
+        .wait_for_status(&ok.id, "FINISHED", Duration::from_secs(20))
+        .await;
+    assert_eq!(done.abnormal_count, 0);
+    for task in &done.tasks {
+        assert_eq!(task.status, "SUCCESS", "{task:?}");
+        assert!(
+            task.message.contains("hello-from-agent") && task.message.contains("42"),
+            "{task:?}"
+        );
+    }
+    assert_eq!(
+        done.tasks
+            .iter()
+            .find(|t| t.server_id == "node-1")
+            .map(|t| t.server_name.as_str()),
+        Some("node-1-host")
+    );
+
+    let bad = app
+        .admin
+        .create_job(
+            &shell_job("fail", &["node-1"], "echo oops >&2; exit 3"),
+            None,
+        )
+        .await
+        .expect("create");
+    let done = app
+        .wait_for_status(&bad.id, "FINISHED", Duration::from_secs(20))
+        .await;
+    assert_eq!(done.abnormal_count, 1);
+    assert_eq!(done.tasks[0].status, "FAILED");
+    assert!(
+        done.tasks[0].message.contains("oops"),
+        "{:?}",
+        done.tasks[0]
+    );
+
+    stop.cancel();
+    a.await.expect("agent a").expect("agent a ran");
+    b.await.expect("agent b").expect("agent b ran");
+}
+
+#[tokio::test]
+async fn results_must_be_for_running_tasks_and_terminal() {
+    let app = TestApp::sqlite().await;
+    let r = app
+        .admin_send(Method::POST, "/agent/servers/node-9/lease", &[], None)
+        .await;
+    assert_eq!(r.status, 404, "unregistered servers lease nothing");
+    let r = app
+        .admin_send(
+            Method::PUT,
+            "/agent/servers/node-9",
+            &[],
+            Some(serde_json::json!({"name": "n9"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let job = app
+        .admin
+        .create_job(&shell_job("x", &["node-9"], "true"), None)
+        .await
+        .expect("create");
+    let lease = app.admin.lease_tasks("node-9", 0, 4).await.expect("lease");
+    assert_eq!(lease.tasks.len(), 1);
+    assert_eq!(lease.tasks[0].job_id, job.id);
+    // Leased tasks are not handed out twice.
+    assert!(app
+        .admin
+        .lease_tasks("node-9", 0, 4)
+        .await
+        .expect("lease")
+        .tasks
+        .is_empty());
+    let task_id = lease.tasks[0].task_id.clone();
+    let bad = app
+        .admin
+        .report_result(
+            "node-9",
+            &task_id,
+            &AgentResult {
+                status: "PROCESSING".into(),
+                message: String::new(),
+            },
+        )
+        .await;
+    assert!(matches!(
+        bad,
+        Err(litejobs::client::ClientError::Api { status: 400, .. })
+    ));
+    app.admin
+        .report_result(
+            "node-9",
+            &task_id,
+            &AgentResult {
+                status: "SUCCESS".into(),
+                message: "done".into(),
+            },
+        )
+        .await
+        .expect("reported");
+    let again = app
+        .admin
+        .report_result(
+            "node-9",
+            &task_id,
+            &AgentResult {
+                status: "FAILED".into(),
+                message: String::new(),
+            },
+        )
+        .await;
+    assert!(matches!(
+        again,
+        Err(litejobs::client::ClientError::Api { status: 409, .. })
+    ));
+    let detail = app.admin.get_job(&job.id).await.expect("job");
+    assert_eq!(
+        (detail.status.as_str(), detail.abnormal_count),
+        ("FINISHED", 0)
+    );
+}
+
+#[tokio::test]
+async fn the_agent_executes_items_in_order_and_stops_at_a_failure() {
+    let task = litejobs::wire::AgentTask {
+        task_id: "t".into(),
+        job_id: "j".into(),
+        job_type: "COMMON".into(),
+        command: "/bin/sh -c \"${cmd}\"".into(),
+        params: BTreeMap::from([("cmd".to_string(), "echo default".to_string())]),
+        items: vec![
+            JobItem {
+                item_type: "COMMON".into(),
+                spec: None,
+            },
+            JobItem {
+                item_type: "COMMON".into(),
+                spec: Some(BTreeMap::from([("cmd".to_string(), "exit 1".to_string())])),
+            },
+            JobItem {
+                item_type: "COMMON".into(),
+                spec: Some(BTreeMap::from([(
+                    "cmd".to_string(),
+                    "echo never".to_string(),
+                )])),
+            },
+        ],
+        timeout_secs: 10,
+        lease_until: 0,
+    };
+    let result = agent::execute(&task).await;
+    assert_eq!(result.status, "FAILED");
+    assert!(result.message.contains("default"));
+    assert!(!result.message.contains("never"));
+    let slow = litejobs::wire::AgentTask {
+        items: vec![JobItem {
+            item_type: "COMMON".into(),
+            spec: Some(BTreeMap::from([("cmd".to_string(), "sleep 5".to_string())])),
+        }],
+        timeout_secs: 1,
+        ..task
+    };
+    let result = agent::execute(&slow).await;
+    assert_eq!(result.status, "FAILED");
+    assert!(result.message.contains("timed out"));
+}
