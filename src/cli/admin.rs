@@ -16,6 +16,7 @@ use crate::store::{self, NewServer, ProjectRecord, Store, UserRecord};
 
 /// `--database-url`, accepted after any admin subcommand.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Database")]
 pub struct DatabaseArgs {
     /// Database: a SQLite file path or `sqlite:` URL, or a `postgres://` URL.
     #[arg(

@@ -15,6 +15,7 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 
 /// Where to find the service and how to prove who the caller is.
 #[derive(Clone, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnectArgs {
     /// Profile file (the JSON `serve` writes for the administrator). Default:
     /// ~/.litejobs/profile.json if it exists, else ./litejobs-admin.json if it exists.

@@ -19,6 +19,7 @@ pub enum Format {
 
 /// `--output table|json`, accepted after any subcommand.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Output form: a readable table, or JSON for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
@@ -73,7 +74,7 @@ impl Table {
                 }
                 text.push_str(cell);
                 if i + 1 < columns {
-                    text.extend(std::iter::repeat(' ').take(widths[i] - width(cell)));
+                    text.extend(std::iter::repeat_n(' ', widths[i] - width(cell)));
                 }
             }
             out.push_str(text.trim_end());
@@ -150,7 +151,7 @@ pub fn pretty_json(raw: &[u8]) -> String {
     let mut chars = text.chars().peekable();
     let newline = |out: &mut String, depth: usize| {
         out.push('\n');
-        out.extend(std::iter::repeat("  ").take(depth));
+        out.extend(std::iter::repeat_n("  ", depth));
     };
     while let Some(c) = chars.next() {
         if in_string {

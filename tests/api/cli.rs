@@ -1,1 +1,971 @@
-//! (tests of this area are added here)
+//! The `litejobs` binary's client and admin commands, run as a separate process against a
+//! real server: what they print (tables and JSON), their exit codes, and their effects.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts success and answers stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts success and answers stdout as JSON.
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    /// Asserts failure with exit code 1 and answers stderr.
+    fn failed(&self) -> &str {
+        assert_eq!(self.code, 1, "expected exit code 1: {self:#?}");
+        &self.stderr
+    }
+}
+
+/// The binary with a clean environment: no `LITEJOBS_*` from outside, a home and working
+/// directory without profiles, and the app's database and endpoint.
+fn litejobs(app: &TestApp) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LITEJOBS_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(app.dir.path())
+        .env("HOME", app.dir.path())
+        .env("LITEJOBS_DATABASE_URL", &app.database_url)
+        .env("LITEJOBS_ENDPOINT", &app.endpoint)
+        .env("LITEJOBS_PROJECT_ID", &app.project_id)
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(mut cmd: tokio::process::Command, args: &[&str]) -> Run {
+    let out = cmd.args(args).output().await.expect("the binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a command signed with the given key.
+async fn with_key(app: &TestApp, ak: &str, sk: &str, args: &[&str]) -> Run {
+    let mut cmd = litejobs(app);
+    cmd.env("LITEJOBS_ACCESS_KEY", ak)
+        .env("LITEJOBS_SECRET_KEY", sk);
+    run(cmd, args).await
+}
+
+/// Runs a command as the administrator (admin commands ignore the key).
+async fn admin(app: &TestApp, args: &[&str]) -> Run {
+    with_key(
+        app,
+        &app.credentials.access_key,
+        &app.credentials.secret_key,
+        args,
+    )
+    .await
+}
+
+/// The value after `label` on a `label  value` line of a key/value block.
+fn field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(label)
+                .filter(|rest| rest.starts_with(' '))
+                .map(str::trim)
+        })
+        .unwrap_or_else(|| panic!("no {label} line in:\n{text}"))
+}
+
+/// The table row that starts with `first_cell`, split into cells.
+fn row<'a>(table: &'a str, first_cell: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .find(|cells| cells.first() == Some(&first_cell))
+        .unwrap_or_else(|| panic!("no row {first_cell} in:\n{table}"))
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = page["data"]
+        .as_array()
+        .expect("data is an array")
+        .iter()
+        .map(|j| j["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_create_list_get_wait_delete_in_table_and_json() {
+    let app = TestApp::sqlite().await;
+
+    let created = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "cli-job-1",
+            "--type",
+            "COMMON",
+            "--server",
+            "sim-server-01",
+            "--spec",
+            "cmd=echo hi",
+            "--description",
+            "from-cli",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let id1 = created["id"].as_str().expect("id").to_string();
+    assert_eq!(created["name"], "cli-job-1");
+    assert_eq!(created["status"], "PROCESSING");
+    assert_eq!(created["description"], "from-cli");
+    assert_eq!(created["items"][0]["type"], "COMMON");
+    assert_eq!(created["items"][0]["spec"]["cmd"], "echo hi");
+    assert_eq!(created["tasks"][0]["server_id"], "sim-server-01");
+
+    let table = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "cli-job-2",
+            "--type",
+            "COMMON",
+            "--server",
+            "sim-server-01",
+            "--server",
+            "sim-server-02",
+            "--spec",
+            "cmd=true",
+        ],
+    )
+    .await;
+    let text = table.ok();
+    let id2 = field(text, "ID").to_string();
+    assert_eq!(field(text, "Name"), "cli-job-2");
+    assert_eq!(field(text, "Status"), "PROCESSING");
+    assert_eq!(row(text, "COMMON"), ["COMMON", "cmd=true"]);
+    assert!(text.contains("sim-server-02"), "{text}");
+    let stored = app.admin.get_job(&id2).await.expect("job exists");
+    assert_eq!(stored.tasks.len(), 2);
+
+    let list = admin(&app, &["jobs", "list"]).await;
+    let text = list.ok();
+    assert!(text.starts_with("ID "), "{text}");
+    assert_eq!(row(text, &id1)[1..4], ["cli-job-1", "COMMON", "PROCESSING"]);
+    assert_eq!(row(text, &id2)[1..4], ["cli-job-2", "COMMON", "PROCESSING"]);
+
+    let page = admin(&app, &["jobs", "list", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(page["total"], 2);
+    let mut expected = vec![id1.clone(), id2.clone()];
+    expected.sort();
+    assert_eq!(ids(&page), expected);
+
+    let filtered = admin(&app, &["jobs", "list", "--name", "JOB-1", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(ids(&filtered), [id1.as_str()]);
+    let paged = admin(
+        &app,
+        &[
+            "jobs",
+            "list",
+            "--limit",
+            "1",
+            "--sort-key",
+            "name",
+            "--sort-dir",
+            "asc",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(ids(&paged), [id1.as_str()]);
+    assert_eq!(
+        (paged["size"].as_u64(), paged["pages"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let get = admin(&app, &["jobs", "get", &id1]).await;
+    let text = get.ok();
+    assert_eq!(field(text, "ID"), id1);
+    assert_eq!(field(text, "Name"), "cli-job-1");
+    assert_eq!(field(text, "Description"), "from-cli");
+    assert_eq!(row(text, "COMMON"), ["COMMON", "cmd=echo hi"]);
+    let detail = admin(&app, &["jobs", "get", &id1, "-o", "json"])
+        .await
+        .json();
+    assert_eq!(detail["id"], id1.as_str());
+    assert_eq!(detail["tasks"].as_array().map(Vec::len), Some(1));
+
+    let finished = admin(
+        &app,
+        &["jobs", "wait", &id1, "--timeout", "20s", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(finished["status"], "FINISHED");
+    assert_eq!(finished["tasks"][0]["status"], "SUCCESS");
+
+    let deleted = admin(&app, &["jobs", "delete", &id1, &id2, "-o", "json"])
+        .await
+        .json();
+    assert_eq!(ids(&deleted), expected);
+    assert!(deleted["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .all(|j| j["status"] == "DELETED"));
+    assert_eq!(
+        app.admin
+            .get_job(&id2)
+            .await
+            .expect("still readable")
+            .status,
+        "DELETED"
+    );
+    let listed = admin(&app, &["jobs", "list", "--status", "DELETED"]).await;
+    let text = listed.ok();
+    assert_eq!(row(text, &id1)[3], "DELETED");
+    assert_eq!(row(text, &id2)[3], "DELETED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_from_a_body_file_hidden_and_idempotent() {
+    let app = TestApp::sqlite().await;
+    let body = app.dir.path().join("job.json");
+    std::fs::write(
+        &body,
+        r#"{"name": "from-file", "server_ids": ["sim-server-03"], "type": "COMMON",
+            "items": [{"type": "COMMON", "spec": {"cmd": "uptime"}}]}"#,
+    )
+    .expect("write body");
+    let body = body.to_string_lossy().into_owned();
+    let first = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--body",
+            &body,
+            "--client-token",
+            "tok-1",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(first["name"], "from-file");
+    assert_eq!(first["items"][0]["spec"]["cmd"], "uptime");
+    let again = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--body",
+            &body,
+            "--client-token",
+            "tok-1",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(again["id"], first["id"]);
+
+    let hidden = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "hidden-one",
+            "--type",
+            "COMMON",
+            "--item",
+            "COMMON",
+            "--server",
+            "sim-server-01",
+            "--hidden",
+            "--reboot",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(hidden["visible"], false);
+    assert_eq!(hidden["is_reboot"], true);
+    let invisible = admin(&app, &["jobs", "list", "--visible", "false", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(
+        ids(&invisible),
+        [hidden["id"].as_str().expect("id").to_string()]
+    );
+    let visible = admin(&app, &["jobs", "list", "--visible", "true", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(
+        ids(&visible),
+        [first["id"].as_str().expect("id").to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_list_and_get_in_table_and_json() {
+    let app = TestApp::sqlite().await;
+
+    let page = admin(&app, &["templates", "list", "-o", "json"])
+        .await
+        .json();
+    let templates = page["data"].as_array().expect("data");
+    let common = templates
+        .iter()
+        .find(|t| t["type"] == "COMMON")
+        .expect("a COMMON template");
+    let id = common["id"].as_str().expect("id");
+    let name = common["name"].as_str().expect("name");
+    assert_eq!(page["total"].as_u64(), Some(templates.len() as u64));
+
+    let list = admin(&app, &["templates", "list"]).await;
+    assert_eq!(row(list.ok(), id)[1..3], [name, "COMMON"]);
+
+    let only = admin(
+        &app,
+        &["templates", "list", "--type", "LOG_COLLECT", "-o", "json"],
+    )
+    .await
+    .json();
+    let data = only["data"].as_array().expect("data");
+    assert!(!data.is_empty());
+    assert!(data.iter().all(|t| t["type"] == "LOG_COLLECT"), "{only}");
+
+    let get = admin(&app, &["templates", "get", id]).await;
+    let text = get.ok();
+    assert_eq!(field(text, "ID"), id);
+    assert_eq!(field(text, "Name"), name);
+    assert_eq!(field(text, "Type"), "COMMON");
+    assert_eq!(field(text, "Status"), "ACTIVE");
+    assert_eq!(row(text, "cmd")[0], "cmd");
+    let detail = admin(&app, &["templates", "get", id, "-o", "json"])
+        .await
+        .json();
+    assert_eq!(detail["id"], id);
+    assert_eq!(detail["type"], "COMMON");
+    assert!(detail["timeout"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_print_status_code_and_request_id_and_exit_1() {
+    let app = TestApp::sqlite().await;
+
+    let missing = admin(
+        &app,
+        &["jobs", "get", "00000000-0000-4000-8000-000000000000"],
+    )
+    .await;
+    let stderr = missing.failed();
+    assert!(
+        stderr.starts_with("error: 404 ModelArts.0102: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(request id "), "{stderr}");
+    assert!(missing.stdout.is_empty());
+
+    let bad = admin(&app, &["jobs", "list", "--status", "DONE"]).await;
+    assert!(
+        bad.failed().starts_with("error: 400 ModelArts.0107: "),
+        "{bad:?}"
+    );
+
+    let unknown_server = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "x",
+            "--type",
+            "COMMON",
+            "--server",
+            "no-such-server",
+        ],
+    )
+    .await;
+    let stderr = unknown_server.failed();
+    assert!(
+        stderr.starts_with("error: 400 ModelArts.0107: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no-such-server"), "{stderr}");
+
+    let template = admin(&app, &["templates", "get", "no-such-template"]).await;
+    assert!(
+        template.failed().starts_with("error: 404 ModelArts.0102: "),
+        "{template:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2_and_connection_problems_exit_1() {
+    let app = TestApp::sqlite().await;
+
+    let no_name = admin(
+        &app,
+        &["jobs", "create", "--type", "COMMON", "--server", "s"],
+    )
+    .await;
+    assert_eq!(no_name.code, 2, "{no_name:?}");
+    let bad_bool = admin(&app, &["jobs", "list", "--visible", "maybe"]).await;
+    assert_eq!(bad_bool.code, 2, "{bad_bool:?}");
+    let bad_outcome = admin(
+        &app,
+        &[
+            "servers",
+            "add",
+            "--project",
+            "default",
+            "s1",
+            "--outcome",
+            "FAILED",
+        ],
+    )
+    .await;
+    assert_eq!(
+        bad_outcome.code, 2,
+        "--outcome needs --simulated: {bad_outcome:?}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let refused = admin(&app, &["jobs", "list", "--endpoint", &endpoint]).await;
+    let stderr = refused.failed();
+    assert!(
+        stderr.starts_with(&format!("error: cannot reach {endpoint}")),
+        "{stderr}"
+    );
+
+    let mut cmd = litejobs(&app);
+    cmd.env_remove("LITEJOBS_PROJECT_ID");
+    let no_project = run(cmd, &["jobs", "list"]).await;
+    assert!(no_project.failed().contains("no project"), "{no_project:?}");
+
+    let no_credentials = run(litejobs(&app), &["jobs", "list"]).await;
+    assert!(
+        no_credentials.failed().contains("no credentials"),
+        "{no_credentials:?}"
+    );
+
+    let wrong_secret = with_key(
+        &app,
+        &app.credentials.access_key,
+        "WrongSecretKey000000000000",
+        &["jobs", "list"],
+    )
+    .await;
+    let stderr = wrong_secret.failed();
+    assert!(stderr.starts_with("error: 401 APIG.0301: "), "{stderr}");
+    assert!(!stderr.contains("WrongSecretKey"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused() {
+    let app = TestApp::sqlite().await;
+
+    let user = admin(&app, &["iam", "user", "create", "reader", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(user["name"], "reader");
+    assert!(
+        user["password"].as_str().is_some_and(|p| p.len() >= 16),
+        "{user}"
+    );
+    admin(
+        &app,
+        &[
+            "iam",
+            "grant",
+            "reader",
+            "default",
+            "ModelArts ReadOnlyAccess",
+        ],
+    )
+    .await
+    .ok();
+    let grants = admin(&app, &["iam", "grants", "reader", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(
+        grants,
+        serde_json::json!([{"project_id": app.project_id, "project_name": "default",
+                            "policy": "ModelArts ReadOnlyAccess"}])
+    );
+
+    let key = admin(
+        &app,
+        &[
+            "iam",
+            "key",
+            "create",
+            "reader",
+            "--description",
+            "ci",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let ak = key["access_key"].as_str().expect("access_key").to_string();
+    let sk = key["secret_key"].as_str().expect("secret_key").to_string();
+    assert_eq!(key["user_name"], "reader");
+    let keys = admin(&app, &["iam", "key", "list", "reader"]).await;
+    assert_eq!(row(keys.ok(), &ak)[1], "ci");
+    assert!(!keys.stdout.contains(&sk), "key list must not show secrets");
+    let keys_json = admin(&app, &["iam", "key", "list", "reader", "-o", "json"]).await;
+    assert!(
+        !keys_json.ok().contains(&sk),
+        "key list must not show secrets"
+    );
+
+    let job = app.create_job("seen-by-reader", &["sim-server-01"]).await;
+    let page = with_key(&app, &ak, &sk, &["jobs", "list", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(ids(&page), [job.id.as_str()]);
+    let denied = with_key(
+        &app,
+        &ak,
+        &sk,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "nope",
+            "--type",
+            "COMMON",
+            "--server",
+            "sim-server-01",
+        ],
+    )
+    .await;
+    assert!(
+        denied.failed().starts_with("error: 403 ModelArts.0105: "),
+        "{denied:?}"
+    );
+
+    let server = admin(
+        &app,
+        &[
+            "servers",
+            "add",
+            "--project",
+            "default",
+            "node-a",
+            "--name",
+            "Node A",
+            "--simulated",
+            "--outcome",
+            "SUCCESS",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(server["id"], "node-a");
+    assert_eq!(server["kind"], "simulated");
+    let servers = admin(&app, &["servers", "list", "--project", &app.project_id]).await;
+    assert_eq!(row(servers.ok(), "node-a")[1..3], ["Node A", "simulated"]);
+    let on_node = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "on-node-a",
+            "--type",
+            "COMMON",
+            "--server",
+            "node-a",
+            "--spec",
+            "cmd=true",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(on_node["tasks"][0]["server_id"], "node-a");
+    let id = on_node["id"].as_str().expect("id");
+    let done = admin(
+        &app,
+        &["jobs", "wait", id, "--timeout", "20s", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(done["status"], "FINISHED");
+    assert_eq!(done["abnormal_count"], 0);
+    assert_eq!(done["tasks"][0]["status"], "SUCCESS");
+
+    admin(&app, &["iam", "key", "delete", &ak]).await.ok();
+    let refused = with_key(&app, &ak, &sk, &["jobs", "list"]).await;
+    assert!(
+        refused.failed().starts_with("error: 401 APIG.0301: "),
+        "{refused:?}"
+    );
+    let again = admin(&app, &["iam", "key", "delete", &ak]).await;
+    assert!(again.failed().contains("unknown access key"), "{again:?}");
+
+    admin(
+        &app,
+        &["servers", "remove", "--project", "default", "node-a"],
+    )
+    .await
+    .ok();
+    let gone = admin(
+        &app,
+        &["servers", "list", "--project", "default", "-o", "json"],
+    )
+    .await
+    .json();
+    assert!(
+        gone.as_array()
+            .expect("array")
+            .iter()
+            .all(|s| s["id"] != "node-a"),
+        "{gone}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_profile_connects_to_its_project() {
+    let app = TestApp::sqlite().await;
+
+    let project = admin(&app, &["iam", "project", "create", "team-x", "-o", "json"])
+        .await
+        .json();
+    let project_id = project["id"].as_str().expect("id").to_string();
+    let projects = admin(&app, &["iam", "project", "list"]).await;
+    assert_eq!(row(projects.ok(), &project_id)[1], "team-x");
+    admin(
+        &app,
+        &[
+            "iam",
+            "user",
+            "create",
+            "carol",
+            "--password",
+            "carol-pw-123",
+        ],
+    )
+    .await
+    .ok();
+    admin(
+        &app,
+        &["iam", "grant", "carol", "team-x", "ModelArts FullAccess"],
+    )
+    .await
+    .ok();
+    admin(
+        &app,
+        &[
+            "servers",
+            "add",
+            "--project",
+            "team-x",
+            "srv-1",
+            "--simulated",
+        ],
+    )
+    .await
+    .ok();
+
+    let home_profile = app.dir.path().join(".litejobs").join("profile.json");
+    std::fs::create_dir_all(home_profile.parent().expect("parent")).expect("mkdir");
+    let out = home_profile.to_string_lossy().into_owned();
+    let wrote = admin(
+        &app,
+        &[
+            "iam",
+            "profile",
+            "carol",
+            "team-x",
+            "--endpoint",
+            &app.endpoint,
+            "--out",
+            &out,
+        ],
+    )
+    .await;
+    wrote.ok();
+    assert!(wrote.stderr.is_empty(), "{wrote:?}");
+    assert_mode_600(&home_profile);
+    let profile: litejobs::iam::Profile =
+        serde_json::from_str(&std::fs::read_to_string(&home_profile).expect("read"))
+            .expect("profile");
+    assert_eq!(profile.project_id, project_id);
+    assert_eq!(profile.endpoint, app.endpoint);
+    assert_eq!(profile.user_name.as_deref(), Some("carol"));
+    assert!(!wrote.stdout.contains(&profile.secret_key));
+
+    // No endpoint, project or key in the environment: the profile in ~/.litejobs is used.
+    let mut cmd = litejobs(&app);
+    cmd.env_remove("LITEJOBS_ENDPOINT")
+        .env_remove("LITEJOBS_PROJECT_ID");
+    let created = run(
+        cmd,
+        &[
+            "jobs", "create", "--name", "carols", "--type", "COMMON", "--server", "srv-1", "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(created["user_name"], "carol");
+    let team_x = litejobs::domain::ProjectId::parse(&project_id).expect("project id");
+    let stored = app
+        .store
+        .get_job(&team_x, created["id"].as_str().expect("id"))
+        .await
+        .expect("store answers");
+    assert_eq!(stored.map(|j| j.name).as_deref(), Some("carols"));
+    let default_jobs = admin(&app, &["jobs", "list", "-o", "json"]).await.json();
+    assert_eq!(
+        default_jobs["total"], 0,
+        "the job is in team-x, not in default"
+    );
+
+    // An explicit --profile wins over the environment's project.
+    let moved = app.dir.path().join("carol.json");
+    std::fs::rename(&home_profile, &moved).expect("move");
+    let mut cmd = litejobs(&app);
+    cmd.env_remove("LITEJOBS_PROJECT_ID");
+    let listed = run(
+        cmd,
+        &[
+            "jobs",
+            "list",
+            "--profile",
+            &moved.to_string_lossy(),
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        ids(&listed),
+        [created["id"].as_str().expect("id").to_string()]
+    );
+}
+
+#[cfg(unix)]
+fn assert_mode_600(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+}
+
+#[cfg(not(unix))]
+fn assert_mode_600(_path: &Path) {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_work_until_the_users_tokens_are_revoked() {
+    let app = TestApp::sqlite().await;
+    admin(
+        &app,
+        &["iam", "user", "create", "dave", "--password", "dave-pw-123"],
+    )
+    .await
+    .ok();
+    admin(
+        &app,
+        &[
+            "iam",
+            "grant",
+            "dave",
+            &app.project_id,
+            "ModelArts FullAccess",
+        ],
+    )
+    .await
+    .ok();
+    let token =
+        litejobs::client::issue_token(&app.endpoint, "dave", "dave-pw-123", &app.project_id)
+            .await
+            .expect("token issued");
+
+    let mut cmd = litejobs(&app);
+    cmd.env("LITEJOBS_TOKEN", &token);
+    run(cmd, &["jobs", "list"]).await.ok();
+
+    let revoked = admin(&app, &["iam", "token", "revoke-user", "dave", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(revoked["revoked"], 1);
+    let refused = run(litejobs(&app), &["jobs", "list", "--token", &token]).await;
+    assert!(
+        refused.failed().starts_with("error: 401 APIG.0301: "),
+        "{refused:?}"
+    );
+
+    admin(
+        &app,
+        &[
+            "iam",
+            "user",
+            "set-password",
+            "dave",
+            "--password",
+            "new-pw-456",
+        ],
+    )
+    .await
+    .ok();
+    let fresh =
+        litejobs::client::issue_token(&app.endpoint, "dave", "new-pw-456", &app.project_id).await;
+    assert!(fresh.is_ok(), "{fresh:?}");
+    let old =
+        litejobs::client::issue_token(&app.endpoint, "dave", "dave-pw-123", &app.project_id).await;
+    assert!(old.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_refuse_unknown_users_projects_and_policies() {
+    let app = TestApp::sqlite().await;
+
+    let user = admin(
+        &app,
+        &["iam", "grant", "nobody", "default", "ModelArts FullAccess"],
+    )
+    .await;
+    assert_eq!(user.failed().trim(), "error: unknown user nobody");
+    let project = admin(
+        &app,
+        &["iam", "grant", "admin", "nowhere", "ModelArts FullAccess"],
+    )
+    .await;
+    assert_eq!(project.failed().trim(), "error: unknown project nowhere");
+    let policy = admin(
+        &app,
+        &["iam", "grant", "admin", "default", "No Such Policy"],
+    )
+    .await;
+    assert!(
+        policy
+            .failed()
+            .starts_with("error: unknown policy No Such Policy"),
+        "{policy:?}"
+    );
+    let servers = admin(&app, &["servers", "list", "--project", "nowhere"]).await;
+    assert_eq!(servers.failed().trim(), "error: unknown project nowhere");
+    let builtin = admin(&app, &["iam", "policy", "delete", "ModelArts FullAccess"]).await;
+    assert!(builtin.failed().contains("built-in"), "{builtin:?}");
+    let duplicate = admin(&app, &["iam", "user", "create", "admin", "--password", "x"]).await;
+    assert!(
+        duplicate.failed().contains("already exists"),
+        "{duplicate:?}"
+    );
+
+    admin(
+        &app,
+        &[
+            "iam",
+            "policy",
+            "put",
+            "listers",
+            "--action",
+            "modelarts:*:list",
+        ],
+    )
+    .await
+    .ok();
+    let policies = admin(&app, &["iam", "policy", "list", "-o", "json"])
+        .await
+        .json();
+    let listers = policies
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["name"] == "listers")
+        .expect("listers policy");
+    assert_eq!(listers["actions"], serde_json::json!(["modelarts:*:list"]));
+    admin(&app, &["iam", "grant", "admin", "default", "listers"])
+        .await
+        .ok();
+    admin(&app, &["iam", "revoke", "admin", "default", "listers"])
+        .await
+        .ok();
+    let twice = admin(&app, &["iam", "revoke", "admin", "default", "listers"]).await;
+    assert!(twice.failed().contains("holds no listers"), "{twice:?}");
+    admin(&app, &["iam", "policy", "delete", "listers"])
+        .await
+        .ok();
+
+    admin(
+        &app,
+        &["iam", "user", "create", "erin", "--password", "erin-pw-123"],
+    )
+    .await
+    .ok();
+    let users = admin(&app, &["iam", "user", "list"]).await;
+    let names: Vec<&str> = users
+        .ok()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(
+        names.contains(&"admin") && names.contains(&"erin"),
+        "{users:?}"
+    );
+    admin(&app, &["iam", "user", "delete", "erin"]).await.ok();
+    let gone = admin(&app, &["iam", "user", "list", "-o", "json"])
+        .await
+        .json();
+    assert!(gone
+        .as_array()
+        .expect("array")
+        .iter()
+        .all(|u| u["name"] != "erin"));
+}
