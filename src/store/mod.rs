@@ -35,6 +35,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    /// The transaction a write was committed in, together with others, failed.
+    #[error("the write's transaction failed: {0}")]
+    Batch(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{PgPool, QueryBuilder};
 
-use super::sql::sql_store;
+use super::sql::{like_substring, lower_pattern, sql_store};
+use crate::domain::JobFilter;
 
 /// Jobs and identities in PostgreSQL; any number of servers may share it.
 #[derive(Clone)]
@@ -15,9 +16,18 @@ pub struct PgStore {
 }
 
 impl super::sql::Dialect for PgStore {
-    const POSITION_FN: &'static str = "strpos";
-    const READ_SNAPSHOT: Option<&'static str> =
-        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    type Db = sqlx::Postgres;
+    const BEGIN_READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+    fn jobs_source(_: &JobFilter) -> &'static str {
+        "jobs"
+    }
+
+    /// `lower(name) LIKE '%…%'`, which the `jobs_name_trgm` trigram index serves.
+    fn push_name_filter(qb: &mut QueryBuilder<'_, sqlx::Postgres>, pattern: &str) {
+        qb.push(" AND lower(name) LIKE ")
+            .push_bind(like_substring(&lower_pattern(pattern)));
+    }
 }
 
 impl PgStore {
@@ -35,6 +45,18 @@ impl PgStore {
             write: pool,
         })
     }
+
+    /// Creates a job: in a transaction of its own, which PostgreSQL commits together with
+    /// concurrent ones.
+    async fn submit_create(
+        &self,
+        project: &crate::domain::ProjectId,
+        job: super::NewJob,
+        idempotency: Option<super::IdempotencyKey>,
+    ) -> super::StoreResult<crate::wire::JobDetail> {
+        self.create_job_alone(project, &job, idempotency.as_ref())
+            .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -49,4 +71,7 @@ impl super::Store for PgStore {
     }
 }
 
-sql_store!(PgStore, sqlx::Postgres);
+/// The shared SQL, in a module of its own so that its imports stay there.
+mod queries {
+    super::sql_store!(super::PgStore, sqlx::Postgres);
+}

@@ -12,10 +12,67 @@ use super::{StoreError, StoreResult};
 
 /// What differs between the backends' SQL.
 pub(super) trait Dialect {
-    /// Function answering the 1-based position of a substring (`instr`, `strpos`).
-    const POSITION_FN: &'static str;
-    /// Statement run first in a read transaction so that a count and a page agree.
-    const READ_SNAPSHOT: Option<&'static str>;
+    type Db: sqlx::Database;
+    /// Statement opening a read transaction in which a count and a page agree.
+    const BEGIN_READ: &'static str;
+    /// The jobs table as the list reads it under `filter` (a hint may steer the planner).
+    fn jobs_source(filter: &JobFilter) -> &'static str;
+    /// Appends ` AND <name matches pattern>`: a case-insensitive substring match.
+    fn push_name_filter(qb: &mut sqlx::QueryBuilder<'_, Self::Db>, pattern: &str);
+}
+
+/// Job names only hold `[-_.a-zA-Z0-9]` (see [`crate::domain::ids::is_simple_name`]), so a
+/// case-insensitive match is a match of ASCII-lower-cased text on both backends. Characters
+/// outside ASCII are left as they are, and then match nothing.
+pub(super) fn lower_pattern(pattern: &str) -> String {
+    pattern.to_ascii_lowercase()
+}
+
+/// A `LIKE` pattern matching `text` anywhere (`\` escapes `%`, `_` and itself).
+pub(super) fn like_substring(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// True when a transaction failed only because of concurrent ones (serialization failure or
+/// deadlock), so running it again is right.
+pub(super) fn is_transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or failed transiently five times.
+pub(super) async fn retry_transient<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match attempt().await {
+            Err(e) if is_transient(&e) && tries < 5 => {
+                tries += 1;
+                let jitter = rand::random::<u64>() % 5;
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    u64::from(tries) * 2 + jitter,
+                ))
+                .await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Columns of a job list item, in the order [`list_item`] reads them.
@@ -88,7 +145,7 @@ pub(super) use list_item;
 
 /// Appends the filter's predicates (after `WHERE project_id = …`).
 macro_rules! push_filter {
-    ($qb:expr, $filter:expr, $position_fn:expr) => {{
+    ($qb:expr, $filter:expr, $store:ty) => {{
         let qb = $qb;
         let filter: &$crate::domain::JobFilter = $filter;
         if let Some(id) = &filter.id {
@@ -104,11 +161,7 @@ macro_rules! push_filter {
             qb.push(" AND visible = ").push_bind(v);
         }
         if let Some(name) = &filter.name {
-            qb.push(" AND ")
-                .push($position_fn)
-                .push("(lower(name), lower(")
-                .push_bind(name.clone())
-                .push(")) > 0");
+            <$store as $crate::store::sql::Dialect>::push_name_filter(qb, name);
         }
     }};
 }
@@ -125,7 +178,7 @@ macro_rules! sql_store {
         use crate::domain::{JobStatus, ProjectId, TaskStatus};
         use crate::store::sql::{
             conflict_as, list_item, needs_row_count, order_column, order_dir, parse_json,
-            push_filter, to_json, CloudServer, Dialect, Items, LIST_COLUMNS,
+            push_filter, retry_transient, to_json, CloudServer, Dialect, Items, LIST_COLUMNS,
         };
         use crate::store::{
             AccessKeyRecord, DueTask, IamStore, IdempotencyKey, JobStore, LeasedTask, NewJob,
@@ -146,10 +199,12 @@ macro_rules! sql_store {
                 filter: &crate::domain::JobFilter,
             ) -> StoreResult<u64> {
                 let total: i64 = if needs_row_count(filter) {
-                    let mut qb =
-                        QueryBuilder::<$db>::new("SELECT COUNT(*) FROM jobs WHERE project_id = ");
+                    let mut qb = QueryBuilder::<$db>::new(format!(
+                        "SELECT COUNT(*) FROM {} WHERE project_id = ",
+                        <$store as Dialect>::jobs_source(filter)
+                    ));
                     qb.push_bind(project.as_str());
-                    push_filter!(&mut qb, filter, <$store as Dialect>::POSITION_FN);
+                    push_filter!(&mut qb, filter, $store);
                     qb.build().fetch_one(&mut *conn).await?.try_get(0)?
                 } else {
                     let mut qb = QueryBuilder::<$db>::new(
@@ -157,7 +212,7 @@ macro_rules! sql_store {
                          WHERE project_id = ",
                     );
                     qb.push_bind(project.as_str());
-                    push_filter!(&mut qb, filter, <$store as Dialect>::POSITION_FN);
+                    push_filter!(&mut qb, filter, $store);
                     qb.build().fetch_one(&mut *conn).await?.try_get(0)?
                 };
                 Ok(u64::try_from(total).unwrap_or(0))
@@ -222,15 +277,16 @@ macro_rules! sql_store {
                 }))
             }
 
-            /// One attempt at creating a job; `Ok(None)` when a concurrent request took the
-            /// same idempotency key first, so the caller tries again.
-            async fn try_create_job(
-                &self,
+            /// Creates a job with its tasks (and records its idempotency key) inside the
+            /// caller's transaction, which the caller commits or rolls back. With a key used
+            /// before with the same body, answers that earlier job; `Ok(None)` when a
+            /// concurrent transaction took the same key first, so the caller tries again.
+            pub(crate) async fn insert_job(
+                conn: &mut <$db as sqlx::Database>::Connection,
                 project: &ProjectId,
                 job: &NewJob,
                 idempotency: Option<&IdempotencyKey>,
             ) -> StoreResult<Option<JobDetail>> {
-                let mut tx = self.write.begin().await?;
                 if let Some(key) = idempotency {
                     let found = sqlx::query(
                         "SELECT body_hash, job_id, create_at FROM idempotency_keys \
@@ -238,7 +294,7 @@ macro_rules! sql_store {
                     )
                     .bind(project.as_str())
                     .bind(&key.token)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut *conn)
                     .await?;
                     if let Some(row) = found {
                         let hash: String = row.try_get(0)?;
@@ -248,7 +304,7 @@ macro_rules! sql_store {
                             if hash != key.body_hash {
                                 return Err(StoreError::IdempotencyConflict);
                             }
-                            let earlier = Self::read_job(&mut *tx, project, &job_id).await?;
+                            let earlier = Self::read_job(&mut *conn, project, &job_id).await?;
                             return earlier.map(Some).ok_or_else(|| {
                                 StoreError::Corrupt(format!(
                                     "idempotency key refers to missing job {job_id}"
@@ -260,7 +316,7 @@ macro_rules! sql_store {
                         )
                         .bind(project.as_str())
                         .bind(&key.token)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                     }
                 }
@@ -274,7 +330,7 @@ macro_rules! sql_store {
                     sep.push_bind(id.clone());
                 }
                 qb.push(")");
-                let rows = qb.build().fetch_all(&mut *tx).await?;
+                let rows = qb.build().fetch_all(&mut *conn).await?;
                 let mut servers = std::collections::HashMap::new();
                 for row in rows {
                     let id: String = row.try_get(0)?;
@@ -313,7 +369,7 @@ macro_rules! sql_store {
                 .bind(job.server_ids.len() as i64)
                 .bind(&items_json)
                 .bind(job.now_ms)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(|e| conflict_as("job id", e))?;
 
@@ -339,7 +395,7 @@ macro_rules! sql_store {
                         .push_bind(job.now_ms);
                     tasks.push((task_id, sid.clone(), name.clone(), cloud.clone()));
                 });
-                qb.build().execute(&mut *tx).await?;
+                qb.build().execute(&mut *conn).await?;
 
                 if let Some(key) = idempotency {
                     let inserted = sqlx::query(
@@ -351,15 +407,13 @@ macro_rules! sql_store {
                     .bind(&key.body_hash)
                     .bind(&job.id)
                     .bind(job.now_ms)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?
                     .rows_affected();
                     if inserted == 0 {
-                        tx.rollback().await?;
                         return Ok(None);
                     }
                 }
-                tx.commit().await?;
 
                 let mut out_tasks = Vec::with_capacity(tasks.len());
                 for (id, server_id, server_name, cloud) in tasks {
@@ -391,6 +445,37 @@ macro_rules! sql_store {
                     tasks: out_tasks,
                 }))
             }
+
+            /// Creates a job in a transaction of its own; tries again when a concurrent
+            /// request took the same idempotency key first or the transaction failed
+            /// transiently. (SQLite creates through its group-commit writer instead.)
+            #[allow(dead_code)]
+            pub(crate) async fn create_job_alone(
+                &self,
+                project: &ProjectId,
+                job: &NewJob,
+                idempotency: Option<&IdempotencyKey>,
+            ) -> StoreResult<JobDetail> {
+                for _ in 0..3 {
+                    let done = retry_transient(|| async {
+                        let mut tx = self.write.begin().await?;
+                        let done = Self::insert_job(&mut *tx, project, job, idempotency).await?;
+                        if done.is_some() {
+                            tx.commit().await?;
+                        } else {
+                            tx.rollback().await?;
+                        }
+                        Ok(done)
+                    })
+                    .await?;
+                    if let Some(done) = done {
+                        return Ok(done);
+                    }
+                }
+                Err(StoreError::Corrupt(
+                    "idempotency key kept changing hands".to_string(),
+                ))
+            }
         }
 
         #[async_trait]
@@ -401,10 +486,7 @@ macro_rules! sql_store {
                 query: &ListJobsQuery,
                 max_page_size: u64,
             ) -> StoreResult<(Vec<JobListItem>, u64)> {
-                let mut tx = self.read.begin().await?;
-                if let Some(sql) = <$store as Dialect>::READ_SNAPSHOT {
-                    sqlx::query(sql).execute(&mut *tx).await?;
-                }
+                let mut tx = self.read.begin_with(<$store as Dialect>::BEGIN_READ).await?;
                 let total = Self::count_jobs(&mut *tx, project, &query.filter).await?;
                 let limit = query.page.effective_limit(max_page_size);
                 let offset = query.page.offset;
@@ -421,10 +503,11 @@ macro_rules! sql_store {
                     (query.page.sort_dir, offset, end - offset, false)
                 };
                 let mut qb = QueryBuilder::<$db>::new(format!(
-                    "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
+                    "SELECT {LIST_COLUMNS} FROM {} WHERE project_id = ",
+                    <$store as Dialect>::jobs_source(&query.filter)
                 ));
                 qb.push_bind(project.as_str());
-                push_filter!(&mut qb, &query.filter, <$store as Dialect>::POSITION_FN);
+                push_filter!(&mut qb, &query.filter, $store);
                 let (col, d) = (order_column(query.page.sort_key), order_dir(dir));
                 qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
                 qb.push_bind(take as i64).push(" OFFSET ").push_bind(skip as i64);
@@ -446,16 +529,7 @@ macro_rules! sql_store {
                 job: NewJob,
                 idempotency: Option<IdempotencyKey>,
             ) -> StoreResult<JobDetail> {
-                for _ in 0..3 {
-                    if let Some(done) =
-                        self.try_create_job(project, &job, idempotency.as_ref()).await?
-                    {
-                        return Ok(done);
-                    }
-                }
-                Err(StoreError::Corrupt(
-                    "idempotency key kept changing hands".to_string(),
-                ))
+                self.submit_create(project, job, idempotency).await
             }
 
             async fn get_job(
@@ -476,59 +550,62 @@ macro_rules! sql_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut tx = self.write.begin().await?;
-                let mut qb = QueryBuilder::<$db>::new("UPDATE jobs SET status = ");
-                qb.push_bind(JobStatus::Deleted.as_str())
-                    .push(", deleted_at = ")
-                    .push_bind(now_ms)
-                    .push(", update_at = ")
-                    .push_bind(now_ms)
-                    .push(", pending_tasks = 0 WHERE project_id = ")
-                    .push_bind(project.as_str())
-                    .push(" AND status <> ")
-                    .push_bind(JobStatus::Deleted.as_str())
-                    .push(" AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in ids {
-                    sep.push_bind(id.clone());
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
+                retry_transient(|| async {
+                    let mut tx = self.write.begin().await?;
+                    let mut qb = QueryBuilder::<$db>::new("UPDATE jobs SET status = ");
+                    qb.push_bind(JobStatus::Deleted.as_str())
+                        .push(", deleted_at = ")
+                        .push_bind(now_ms)
+                        .push(", update_at = ")
+                        .push_bind(now_ms)
+                        .push(", pending_tasks = 0 WHERE project_id = ")
+                        .push_bind(project.as_str())
+                        .push(" AND status <> ")
+                        .push_bind(JobStatus::Deleted.as_str())
+                        .push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in ids {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
 
-                let mut qb = QueryBuilder::<$db>::new("UPDATE tasks SET status = ");
-                qb.push_bind(TaskStatus::Skipped.as_str())
-                    .push(", message = ")
-                    .push_bind("cancelled: the job was deleted")
-                    .push(", update_at = ")
-                    .push_bind(now_ms)
-                    .push(", lease_owner = NULL, lease_until = NULL WHERE project_id = ")
-                    .push_bind(project.as_str())
-                    .push(" AND status = ")
-                    .push_bind(TaskStatus::Processing.as_str())
-                    .push(" AND job_id IN (");
-                let mut sep = qb.separated(", ");
-                for id in ids {
-                    sep.push_bind(id.clone());
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
+                    let mut qb = QueryBuilder::<$db>::new("UPDATE tasks SET status = ");
+                    qb.push_bind(TaskStatus::Skipped.as_str())
+                        .push(", message = ")
+                        .push_bind("cancelled: the job was deleted")
+                        .push(", update_at = ")
+                        .push_bind(now_ms)
+                        .push(", lease_owner = NULL, lease_until = NULL WHERE project_id = ")
+                        .push_bind(project.as_str())
+                        .push(" AND status = ")
+                        .push_bind(TaskStatus::Processing.as_str())
+                        .push(" AND job_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in ids {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
 
-                let mut qb = QueryBuilder::<$db>::new(format!(
-                    "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
-                ));
-                qb.push_bind(project.as_str()).push(" AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in ids {
-                    sep.push_bind(id.clone());
-                }
-                qb.push(") ORDER BY create_at DESC, id DESC");
-                let rows = qb.build().fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                let mut items = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    items.push(list_item!(row));
-                }
-                Ok(items)
+                    let mut qb = QueryBuilder::<$db>::new(format!(
+                        "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
+                    ));
+                    qb.push_bind(project.as_str()).push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in ids {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(") ORDER BY create_at DESC, id DESC");
+                    let rows = qb.build().fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    let mut items = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        items.push(list_item!(row));
+                    }
+                    Ok(items)
+                })
+                .await
             }
 
             async fn complete_task(
@@ -542,43 +619,46 @@ macro_rules! sql_store {
                 if !status.is_terminal() {
                     return Ok(false);
                 }
-                let mut tx = self.write.begin().await?;
-                let job_id: Option<String> = sqlx::query(
-                    "UPDATE tasks SET status = $1, message = $2, \
-                     update_at = CASE WHEN update_at > $3 THEN update_at ELSE $3 END, \
-                     lease_owner = NULL, lease_until = NULL \
-                     WHERE project_id = $4 AND id = $5 AND status = 'PROCESSING' \
-                     RETURNING job_id",
-                )
-                .bind(status.as_str())
-                .bind(message)
-                .bind(now_ms)
-                .bind(project.as_str())
-                .bind(task_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-                let Some(job_id) = job_id else {
-                    return Ok(false);
-                };
-                let failed: i64 = i64::from(status == TaskStatus::Failed);
-                sqlx::query(
-                    "UPDATE jobs SET pending_tasks = pending_tasks - 1, \
-                     abnormal_count = abnormal_count + $1, \
-                     status = CASE WHEN status = 'PROCESSING' AND pending_tasks <= 1 \
-                              THEN 'FINISHED' ELSE status END, \
-                     update_at = CASE WHEN update_at > $2 THEN update_at ELSE $2 END \
-                     WHERE project_id = $3 AND id = $4 AND status <> 'DELETED'",
-                )
-                .bind(failed)
-                .bind(now_ms)
-                .bind(project.as_str())
-                .bind(&job_id)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(true)
+                retry_transient(|| async {
+                    let mut tx = self.write.begin().await?;
+                    let job_id: Option<String> = sqlx::query(
+                        "UPDATE tasks SET status = $1, message = $2, \
+                         update_at = CASE WHEN update_at > $3 THEN update_at ELSE $3 END, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE project_id = $4 AND id = $5 AND status = 'PROCESSING' \
+                         RETURNING job_id",
+                    )
+                    .bind(status.as_str())
+                    .bind(message)
+                    .bind(now_ms)
+                    .bind(project.as_str())
+                    .bind(task_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+                    let Some(job_id) = job_id else {
+                        return Ok(false);
+                    };
+                    let failed: i64 = i64::from(status == TaskStatus::Failed);
+                    sqlx::query(
+                        "UPDATE jobs SET pending_tasks = pending_tasks - 1, \
+                         abnormal_count = abnormal_count + $1, \
+                         status = CASE WHEN status = 'PROCESSING' AND pending_tasks <= 1 \
+                                  THEN 'FINISHED' ELSE status END, \
+                         update_at = CASE WHEN update_at > $2 THEN update_at ELSE $2 END \
+                         WHERE project_id = $3 AND id = $4 AND status <> 'DELETED'",
+                    )
+                    .bind(failed)
+                    .bind(now_ms)
+                    .bind(project.as_str())
+                    .bind(&job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(true)
+                })
+                .await
             }
 
             async fn due_simulated_tasks(
@@ -620,47 +700,50 @@ macro_rules! sql_store {
                 lease_until: i64,
                 limit: i64,
             ) -> StoreResult<Vec<LeasedTask>> {
-                let mut tx = self.write.begin().await?;
-                let rows = sqlx::query(
-                    "UPDATE tasks SET lease_owner = $1, lease_until = $2 \
-                     WHERE project_id = $3 AND server_id = $4 AND status = 'PROCESSING' \
-                       AND (lease_until IS NULL OR lease_until < $5) \
-                       AND id IN (SELECT id FROM tasks WHERE project_id = $3 AND server_id = $4 \
-                                  AND status = 'PROCESSING' \
-                                  AND (lease_until IS NULL OR lease_until < $5) \
-                                  ORDER BY create_at LIMIT $6) \
-                     RETURNING id, job_id",
-                )
-                .bind(owner)
-                .bind(lease_until)
-                .bind(project.as_str())
-                .bind(server_id)
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let task_id: String = row.try_get(0)?;
-                    let job_id: String = row.try_get(1)?;
-                    let job = sqlx::query(
-                        "SELECT type, items FROM jobs WHERE project_id = $1 AND id = $2",
+                retry_transient(|| async {
+                    let mut tx = self.write.begin().await?;
+                    let rows = sqlx::query(
+                        "UPDATE tasks SET lease_owner = $1, lease_until = $2 \
+                         WHERE project_id = $3 AND server_id = $4 AND status = 'PROCESSING' \
+                           AND (lease_until IS NULL OR lease_until < $5) \
+                           AND id IN (SELECT id FROM tasks WHERE project_id = $3 AND server_id = $4 \
+                                      AND status = 'PROCESSING' \
+                                      AND (lease_until IS NULL OR lease_until < $5) \
+                                      ORDER BY create_at LIMIT $6) \
+                         RETURNING id, job_id",
                     )
+                    .bind(owner)
+                    .bind(lease_until)
                     .bind(project.as_str())
-                    .bind(&job_id)
-                    .fetch_one(&mut *tx)
+                    .bind(server_id)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
                     .await?;
-                    let items: String = job.try_get(1)?;
-                    out.push(LeasedTask {
-                        task_id,
-                        job_id,
-                        job_type: job.try_get(0)?,
-                        items: parse_json::<Items>("job items", &items)?,
-                        lease_until,
-                    });
-                }
-                tx.commit().await?;
-                Ok(out)
+                    let mut out = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        let task_id: String = row.try_get(0)?;
+                        let job_id: String = row.try_get(1)?;
+                        let job = sqlx::query(
+                            "SELECT type, items FROM jobs WHERE project_id = $1 AND id = $2",
+                        )
+                        .bind(project.as_str())
+                        .bind(&job_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        let items: String = job.try_get(1)?;
+                        out.push(LeasedTask {
+                            task_id,
+                            job_id,
+                            job_type: job.try_get(0)?,
+                            items: parse_json::<Items>("job items", &items)?,
+                            lease_until,
+                        });
+                    }
+                    tx.commit().await?;
+                    Ok(out)
+                })
+                .await
             }
 
             async fn purge(&self, deleted_before_ms: i64, keys_before_ms: i64) -> StoreResult<u64> {

@@ -1,12 +1,39 @@
 //! The SQLite backend: one file, WAL journal, durable commits, zero set-up.
+//!
+//! Creates go through a group-commit writer: concurrent creates wait in a queue, and the
+//! writer commits all that are waiting in one transaction (one `fsync`), each in a savepoint
+//! of its own, so a bad request fails alone and every request gets its own outcome.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Acquire, QueryBuilder, Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
-use super::sql::sql_store;
+use super::sql::{lower_pattern, sql_store};
+use super::{IdempotencyKey, NewJob, StoreError, StoreResult};
+use crate::domain::{JobFilter, ProjectId};
+use crate::wire::JobDetail;
+
+/// Most creates committed in one transaction.
+const MAX_CREATE_BATCH: usize = 256;
+/// Creates that may wait for the writer before callers wait to queue.
+const CREATE_QUEUE: usize = 4096;
+/// Page cache of the writer and of each reader, in KiB. Small on purpose: the operating
+/// system caches the file too, and the server's memory stays bounded.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+const READER_CACHE_KIB: i64 = 8 * 1024;
+/// Reading connections (WAL lets them run beside the writer).
+const READERS: u32 = 4;
+
+/// A create waiting for the writer.
+struct PendingCreate {
+    project: ProjectId,
+    job: NewJob,
+    idempotency: Option<IdempotencyKey>,
+    reply: oneshot::Sender<StoreResult<JobDetail>>,
+}
 
 /// Jobs and identities in one SQLite file.
 ///
@@ -16,11 +43,55 @@ use super::sql::sql_store;
 pub struct SqliteStore {
     pub(crate) read: SqlitePool,
     pub(crate) write: SqlitePool,
+    creates: mpsc::Sender<PendingCreate>,
 }
 
 impl super::sql::Dialect for SqliteStore {
-    const POSITION_FN: &'static str = "instr";
-    const READ_SNAPSHOT: Option<&'static str> = None;
+    type Db = Sqlite;
+    const BEGIN_READ: &'static str = "BEGIN";
+
+    /// With a trigram search, keeps the planner from walking a sort index over the whole
+    /// project: the candidates come from `jobs_name_fts` by rowid.
+    fn jobs_source(filter: &JobFilter) -> &'static str {
+        match filter.name.as_deref().and_then(fts_query) {
+            Some(_) => "jobs NOT INDEXED",
+            None => "jobs",
+        }
+    }
+
+    /// Candidates from the trigram index when the pattern has three characters or more,
+    /// then the exact test on each candidate's name.
+    fn push_name_filter(qb: &mut QueryBuilder<'_, Sqlite>, pattern: &str) {
+        if let Some(query) = fts_query(pattern) {
+            qb.push(" AND seq IN (SELECT rowid FROM jobs_name_fts WHERE jobs_name_fts MATCH ")
+                .push_bind(query)
+                .push(")");
+        }
+        qb.push(" AND instr(lower(name), ")
+            .push_bind(lower_pattern(pattern))
+            .push(") > 0");
+    }
+}
+
+/// The FTS5 query finding every name holding all trigrams of `pattern` (a superset of the
+/// names holding the pattern); `None` when the index cannot help: fewer than three
+/// characters, or control characters.
+fn fts_query(pattern: &str) -> Option<String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    if chars.len() < 3 || chars.iter().any(|c| c.is_control()) {
+        return None;
+    }
+    let mut trigrams: Vec<String> = chars
+        .windows(3)
+        .map(|w| w.iter().collect::<String>().to_ascii_lowercase())
+        .collect();
+    trigrams.sort();
+    trigrams.dedup();
+    let quoted: Vec<String> = trigrams
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    Some(quoted.join(" AND "))
 }
 
 impl SqliteStore {
@@ -37,20 +108,122 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-65536");
+            .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", (-WRITER_CACHE_KIB).to_string()),
+            )
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
+            .max_connections(READERS)
+            .connect_with(
+                options
+                    .read_only(true)
+                    .pragma("cache_size", (-READER_CACHE_KIB).to_string()),
+            )
             .await?;
-        Ok(Self { read, write })
+        let (creates, queue) = mpsc::channel(CREATE_QUEUE);
+        tokio::spawn(run_creates(write.clone(), queue));
+        Ok(Self {
+            read,
+            write,
+            creates,
+        })
     }
+
+    /// Creates a job through the group-commit writer.
+    async fn submit_create(
+        &self,
+        project: &ProjectId,
+        job: NewJob,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<JobDetail> {
+        let (reply, outcome) = oneshot::channel();
+        let pending = PendingCreate {
+            project: project.clone(),
+            job,
+            idempotency,
+            reply,
+        };
+        let stopped = || StoreError::Batch("the database writer has stopped".to_string());
+        self.creates.send(pending).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// The group-commit writer: commits every create waiting in `queue` in one transaction,
+/// until every sender is gone.
+async fn run_creates(pool: SqlitePool, mut queue: mpsc::Receiver<PendingCreate>) {
+    let mut batch = Vec::with_capacity(MAX_CREATE_BATCH);
+    while queue.recv_many(&mut batch, MAX_CREATE_BATCH).await > 0 {
+        let outcomes = match create_batch(&pool, &batch).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::warn!(error = %e, creates = batch.len(), "a batch of creates failed");
+                let why = e.to_string();
+                batch
+                    .iter()
+                    .map(|_| Err(StoreError::Batch(why.clone())))
+                    .collect()
+            }
+        };
+        for (pending, outcome) in batch.drain(..).zip(outcomes) {
+            // The caller may have gone away; its job stays created, as with any write.
+            let _ = pending.reply.send(outcome);
+        }
+    }
+}
+
+/// Runs the creates of `batch` in one transaction. The outer error means the transaction
+/// failed as a whole; the inner results are each create's own outcome.
+async fn create_batch(
+    pool: &SqlitePool,
+    batch: &[PendingCreate],
+) -> StoreResult<Vec<StoreResult<JobDetail>>> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for pending in batch {
+        outcomes.push(create_in_savepoint(&mut tx, pending).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// One create in a savepoint of the batch's transaction: rolled back alone when it fails.
+async fn create_in_savepoint(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    pending: &PendingCreate,
+) -> StoreResult<StoreResult<JobDetail>> {
+    // `None` means the idempotency key appeared meanwhile; the next try answers its job.
+    for _ in 0..3 {
+        let mut savepoint = tx.begin().await?;
+        let outcome = SqliteStore::insert_job(
+            &mut savepoint,
+            &pending.project,
+            &pending.job,
+            pending.idempotency.as_ref(),
+        )
+        .await;
+        match outcome {
+            Ok(Some(detail)) => {
+                savepoint.commit().await?;
+                return Ok(Ok(detail));
+            }
+            Ok(None) => savepoint.rollback().await?,
+            Err(e) => {
+                savepoint.rollback().await?;
+                return Ok(Err(e));
+            }
+        }
+    }
+    Ok(Err(StoreError::Corrupt(
+        "idempotency key kept changing hands".to_string(),
+    )))
 }
 
 #[async_trait::async_trait]
@@ -65,4 +238,28 @@ impl super::Store for SqliteStore {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite);
+/// The shared SQL, in a module of its own so that its imports stay there.
+mod queries {
+    super::sql_store!(super::SqliteStore, sqlx::Sqlite);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn trigram_queries_quote_every_distinct_trigram() {
+        assert_eq!(fts_query("ab"), None);
+        assert_eq!(fts_query("a\u{0}bc"), None);
+        assert_eq!(fts_query("AbC"), Some("\"abc\"".to_string()));
+        assert_eq!(
+            fts_query("aaaa"),
+            Some("\"aaa\"".to_string()),
+            "repeated trigrams are asked once"
+        );
+        assert_eq!(
+            fts_query("x\"yz"),
+            Some("\"\"\"yz\" AND \"x\"\"y\"".to_string())
+        );
+    }
+}
