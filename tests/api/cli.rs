@@ -5,7 +5,14 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::backend_tests;
 use crate::helpers::TestApp;
+
+backend_tests!(
+    jobs_create_list_get_wait_delete_in_table_and_json,
+    read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused,
+    a_written_profile_connects_to_its_project,
+);
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -117,10 +124,7 @@ fn ids(page: &Value) -> Vec<String> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_create_list_get_wait_delete_in_table_and_json() {
-    let app = TestApp::sqlite().await;
-
+async fn jobs_create_list_get_wait_delete_in_table_and_json(app: TestApp) {
     let created = admin(
         &app,
         &[
@@ -505,10 +509,7 @@ async fn usage_errors_exit_2_and_connection_problems_exit_1() {
     assert!(!stderr.contains("WrongSecretKey"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused() {
-    let app = TestApp::sqlite().await;
-
+async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused(app: TestApp) {
     let user = admin(&app, &["iam", "user", "create", "reader", "-o", "json"])
         .await
         .json();
@@ -675,10 +676,7 @@ async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_written_profile_connects_to_its_project() {
-    let app = TestApp::sqlite().await;
-
+async fn a_written_profile_connects_to_its_project(app: TestApp) {
     let project = admin(&app, &["iam", "project", "create", "team-x", "-o", "json"])
         .await
         .json();
@@ -968,4 +966,40 @@ async fn admin_commands_refuse_unknown_users_projects_and_policies() {
         .expect("array")
         .iter()
         .all(|u| u["name"] != "erin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_gives_up_after_its_timeout() {
+    let app = TestApp::sqlite().await;
+    // An agent server without a running agent: its task stays PROCESSING.
+    admin(
+        &app,
+        &["servers", "add", "--project", "default", "idle-node"],
+    )
+    .await
+    .ok();
+    let job = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "stuck",
+            "--type",
+            "COMMON",
+            "--server",
+            "idle-node",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let id = job["id"].as_str().expect("id");
+    let waited = admin(&app, &["jobs", "wait", id, "--timeout", "300ms"]).await;
+    assert_eq!(
+        waited.failed().trim(),
+        format!("error: job {id} is still PROCESSING after 300ms")
+    );
+    assert!(waited.stdout.is_empty());
 }
