@@ -2,12 +2,15 @@
 //! service's client and its administration.
 //!
 //! Client commands (`jobs`, `templates`) live in `jobs.rs` with their connection settings in
-//! `connect.rs`; admin commands (`iam`, `servers`) in `admin.rs`; printing in `output.rs`.
+//! `connect.rs`; admin commands in `iam.rs` and `servers.rs`, sharing `admin.rs`; printing in
+//! `output.rs`.
 
 pub mod admin;
 pub mod connect;
+pub mod iam;
 pub mod jobs;
 pub mod output;
+pub mod servers;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -40,9 +43,9 @@ pub enum Command {
     /// Job templates: list, get (signed API calls).
     Templates(jobs::TemplatesArgs),
     /// Users, access keys, projects, policies, grants and tokens (on the database).
-    Iam(admin::IamArgs),
+    Iam(iam::IamArgs),
     /// Lite Servers registered in a project (on the database).
-    Servers(admin::ServersArgs),
+    Servers(servers::ServersArgs),
 }
 
 /// Sets up logging on stderr; `RUST_LOG` overrides the level.
@@ -104,8 +107,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Jobs(args) => Ok(report(jobs::run_jobs(args).await)),
         Command::Templates(args) => Ok(report(jobs::run_templates(args).await)),
-        Command::Iam(args) => Ok(report(admin::run_iam(args).await)),
-        Command::Servers(args) => Ok(report(admin::run_servers(args).await)),
+        Command::Iam(args) => Ok(report(iam::run_iam(args).await)),
+        Command::Servers(args) => Ok(report(servers::run_servers(args).await)),
     }
 }
 

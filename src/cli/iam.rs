@@ -1,0 +1,511 @@
+//! Admin commands `iam …`: projects, users, access keys, policies, grants, tokens and
+//! profile files, on the database.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::admin::{emit, find_project, find_user, open, DatabaseArgs};
+use super::connect::check_endpoint;
+use super::output::{self, Format, OutputArgs, Table};
+use crate::domain::now_ms;
+use crate::iam::{self, Profile};
+use crate::store::{ProjectRecord, Store, UserRecord};
+
+/// `litejobs iam …`
+#[derive(Debug, Args)]
+pub struct IamArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(subcommand)]
+    pub command: IamCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IamCommand {
+    /// Projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Access keys (AK/SK).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Policies: named lists of action patterns.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Give a user a policy in a project.
+    Grant {
+        /// User name or id.
+        user: String,
+        /// Project name or id.
+        project: String,
+        /// Policy name, e.g. "ModelArts ReadOnlyAccess".
+        policy: String,
+    },
+    /// Take a policy in a project away from a user.
+    Revoke {
+        /// User name or id.
+        user: String,
+        /// Project name or id.
+        project: String,
+        /// Policy name.
+        policy: String,
+    },
+    /// Show the policies a user holds, per project.
+    Grants {
+        /// User name or id.
+        user: String,
+    },
+    /// IAM tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Create a new key for a user and write a profile file (mode 0600) for the CLI.
+    Profile {
+        /// User name or id.
+        user: String,
+        /// Project name or id the profile acts in.
+        project: String,
+        /// Service endpoint the profile points to, e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        endpoint: String,
+        /// File to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project.
+    Create {
+        /// Project name.
+        name: String,
+        /// Project id (default: 32 random hex digits).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List the projects.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; without --password one is generated and printed.
+    Create {
+        /// User name (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// Password for IAM tokens.
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// List the users.
+    List,
+    /// Delete a user with its keys, grants and tokens.
+    Delete {
+        /// User name or id.
+        name: String,
+    },
+    /// Set a user's password.
+    SetPassword {
+        /// User name or id.
+        name: String,
+        /// New password.
+        #[arg(long, required = true)]
+        password: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an access key for a user and print it with its secret key.
+    Create {
+        /// User name or id.
+        user: String,
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List a user's access keys (never their secrets).
+    List {
+        /// User name or id.
+        user: String,
+    },
+    /// Delete an access key; requests signed with it fail from then on.
+    Delete {
+        /// Access key id.
+        access_key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// List the policies.
+    List,
+    /// Create or replace a custom policy.
+    Put {
+        /// Policy name.
+        name: String,
+        /// Action pattern, e.g. modelarts:devserverJob:list or modelarts:*; repeatable.
+        #[arg(long = "action", value_name = "PATTERN", required = true)]
+        actions: Vec<String>,
+    },
+    /// Delete a custom policy (and every grant of it).
+    Delete {
+        /// Policy name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Revoke every token of a user.
+    RevokeUser {
+        /// User name or id.
+        user: String,
+    },
+}
+
+async fn ensure_policy(store: &dyn Store, name: &str) -> anyhow::Result<()> {
+    if store.list_policies().await?.iter().any(|p| p.name == name) {
+        Ok(())
+    } else {
+        bail!("unknown policy {name} (see `litejobs iam policy list`)")
+    }
+}
+
+fn project_json(p: &ProjectRecord) -> serde_json::Value {
+    json!({"id": p.id, "name": p.name, "create_at": p.create_at})
+}
+
+fn user_json(u: &UserRecord) -> serde_json::Value {
+    json!({"id": u.id, "name": u.name, "has_password": u.password_hash.is_some(), "create_at": u.create_at})
+}
+
+/// Runs an `iam` command.
+pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
+    let store = open(&args.database).await?;
+    let store = store.as_ref();
+    let format = args.output.output;
+    match args.command {
+        IamCommand::Project(command) => project(store, format, command).await,
+        IamCommand::User(command) => user(store, format, command).await,
+        IamCommand::Key(command) => key(store, format, command).await,
+        IamCommand::Policy(command) => policy(store, format, command).await,
+        IamCommand::Grant {
+            user,
+            project,
+            policy,
+        } => {
+            let u = find_user(store, &user).await?;
+            let p = find_project(store, &project).await?;
+            ensure_policy(store, &policy).await?;
+            store.grant(&u.id, &p.id, &policy).await?;
+            let value = json!({"user_name": u.name, "project_id": p.id, "policy": policy});
+            emit(format, &value, || {
+                format!(
+                    "granted {policy} to {} in project {} ({})\n",
+                    u.name, p.name, p.id
+                )
+            })
+        }
+        IamCommand::Revoke {
+            user,
+            project,
+            policy,
+        } => {
+            let u = find_user(store, &user).await?;
+            let p = find_project(store, &project).await?;
+            if !store.revoke(&u.id, &p.id, &policy).await? {
+                bail!("{} holds no {policy} in project {}", u.name, p.name);
+            }
+            let value = json!({"user_name": u.name, "project_id": p.id, "policy": policy});
+            emit(format, &value, || {
+                format!(
+                    "revoked {policy} from {} in project {} ({})\n",
+                    u.name, p.name, p.id
+                )
+            })
+        }
+        IamCommand::Grants { user } => {
+            let u = find_user(store, &user).await?;
+            let projects = store.list_projects().await?;
+            let grants = store.list_grants(&u.id).await?;
+            let project_name = |id: &str| {
+                projects
+                    .iter()
+                    .find(|p| p.id == id)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default()
+            };
+            let value: Vec<_> = grants
+                .iter()
+                .map(|(project_id, policy)| {
+                    json!({"project_id": project_id, "project_name": project_name(project_id), "policy": policy})
+                })
+                .collect();
+            emit(format, &json!(value), || {
+                let mut table = Table::new(["PROJECT ID", "PROJECT", "POLICY"]);
+                for (project_id, policy) in &grants {
+                    table.row([project_id.clone(), project_name(project_id), policy.clone()]);
+                }
+                if table.is_empty() {
+                    format!("{} holds no policies\n", u.name)
+                } else {
+                    table.render()
+                }
+            })
+        }
+        IamCommand::Token(TokenCommand::RevokeUser { user }) => {
+            let u = find_user(store, &user).await?;
+            let revoked = store.revoke_user_tokens(&u.id, now_ms()).await?;
+            emit(
+                format,
+                &json!({"user_name": u.name, "revoked": revoked}),
+                || format!("revoked {revoked} token(s) of {}\n", u.name),
+            )
+        }
+        IamCommand::Profile {
+            user,
+            project,
+            endpoint,
+            out,
+        } => {
+            check_endpoint(&endpoint)?;
+            let u = find_user(store, &user).await?;
+            let p = find_project(store, &project).await?;
+            if store.project_actions(&u.id, &p.id).await?.is_none() {
+                eprintln!(
+                    "warning: {} holds no policy in project {}; grant one with `litejobs iam grant`",
+                    u.name, p.name
+                );
+            }
+            let key =
+                iam::create_access_key(store, &u, &format!("profile {}", out.display()), None)
+                    .await?;
+            let profile = Profile {
+                endpoint: endpoint.trim_end_matches('/').to_string(),
+                project_id: p.id.clone(),
+                access_key: key.access_key.clone(),
+                secret_key: key.secret_key,
+                user_name: Some(u.name.clone()),
+                password: None,
+            };
+            iam::write_profile(&out, &profile)?;
+            let value = json!({
+                "path": out.display().to_string(),
+                "user_name": u.name,
+                "project_id": p.id,
+                "access_key": key.access_key,
+                "endpoint": profile.endpoint,
+            });
+            emit(format, &value, || {
+                format!(
+                    "wrote {} for {} in project {} (access key {})\n",
+                    out.display(),
+                    u.name,
+                    p.name,
+                    key.access_key
+                )
+            })
+        }
+    }
+}
+
+async fn project(store: &dyn Store, format: Format, command: ProjectCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectCommand::Create { name, id } => {
+            let p = iam::create_project(store, &name, id.as_deref()).await?;
+            emit(format, &project_json(&p), || {
+                format!("created project {} with id {}\n", p.name, p.id)
+            })
+        }
+        ProjectCommand::List => {
+            let projects = store.list_projects().await?;
+            let value: Vec<_> = projects.iter().map(project_json).collect();
+            emit(format, &json!(value), || {
+                let mut table = Table::new(["ID", "NAME", "CREATED"]);
+                for p in &projects {
+                    table.row([p.id.clone(), p.name.clone(), output::time(p.create_at)]);
+                }
+                table.render()
+            })
+        }
+    }
+}
+
+async fn user(store: &dyn Store, format: Format, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create { name, password } => {
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(iam::new_password);
+            let u = iam::create_user(store, &name, Some(&password)).await?;
+            let mut value = user_json(&u);
+            if generated {
+                value["password"] = json!(password);
+            }
+            emit(format, &value, || {
+                let mut text = format!("created user {} with id {}\n", u.name, u.id);
+                if generated {
+                    text.push_str(&format!("password: {password}\n"));
+                }
+                text
+            })
+        }
+        UserCommand::List => {
+            let users = store.list_users().await?;
+            let value: Vec<_> = users.iter().map(user_json).collect();
+            emit(format, &json!(value), || {
+                let mut table = Table::new(["ID", "NAME", "PASSWORD", "CREATED"]);
+                for u in &users {
+                    let password = if u.password_hash.is_some() {
+                        "set"
+                    } else {
+                        "-"
+                    };
+                    table.row([
+                        u.id.clone(),
+                        u.name.clone(),
+                        password.to_string(),
+                        output::time(u.create_at),
+                    ]);
+                }
+                table.render()
+            })
+        }
+        UserCommand::Delete { name } => {
+            let u = find_user(store, &name).await?;
+            if !store.delete_user(&u.id).await? {
+                bail!("unknown user {name}");
+            }
+            emit(
+                format,
+                &json!({"user_name": u.name, "deleted": true}),
+                || format!("deleted user {}\n", u.name),
+            )
+        }
+        UserCommand::SetPassword { name, password } => {
+            if password.is_empty() {
+                bail!("the password must not be empty");
+            }
+            let u = find_user(store, &name).await?;
+            store
+                .set_password(&u.id, &iam::hash_password(&password)?)
+                .await?;
+            emit(
+                format,
+                &json!({"user_name": u.name, "password_set": true}),
+                || format!("set the password of {}\n", u.name),
+            )
+        }
+    }
+}
+
+async fn key(store: &dyn Store, format: Format, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create { user, description } => {
+            let u = find_user(store, &user).await?;
+            let k = iam::create_access_key(store, &u, &description, None).await?;
+            let value = json!({
+                "access_key": k.access_key,
+                "secret_key": k.secret_key,
+                "user_name": k.user_name,
+            });
+            if format == Format::Table {
+                eprintln!("note: keep the secret key now; no command shows it again");
+            }
+            emit(format, &value, || {
+                output::fields(&[
+                    ("access key", k.access_key.clone()),
+                    ("secret key", k.secret_key.clone()),
+                    ("user", k.user_name.clone()),
+                ])
+            })
+        }
+        KeyCommand::List { user } => {
+            let u = find_user(store, &user).await?;
+            let keys = store.list_access_keys(&u.id).await?;
+            let value: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    json!({
+                        "access_key": k.access_key,
+                        "user_name": k.user_name,
+                        "description": k.description,
+                        "create_at": k.create_at,
+                    })
+                })
+                .collect();
+            emit(format, &json!(value), || {
+                let mut table = Table::new(["ACCESS KEY", "DESCRIPTION", "CREATED"]);
+                for k in &keys {
+                    table.row([
+                        k.access_key.clone(),
+                        output::or_dash(Some(&k.description)),
+                        output::time(k.create_at),
+                    ]);
+                }
+                if table.is_empty() {
+                    format!("{} has no access keys\n", u.name)
+                } else {
+                    table.render()
+                }
+            })
+        }
+        KeyCommand::Delete { access_key } => {
+            if !store.delete_access_key(&access_key).await? {
+                bail!("unknown access key {access_key}");
+            }
+            emit(
+                format,
+                &json!({"access_key": access_key, "deleted": true}),
+                || format!("deleted access key {access_key}\n"),
+            )
+        }
+    }
+}
+
+async fn policy(store: &dyn Store, format: Format, command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::List => {
+            let policies = store.list_policies().await?;
+            emit(format, &serde_json::to_value(&policies)?, || {
+                let mut table = Table::new(["NAME", "BUILT-IN", "ACTIONS"]);
+                for p in &policies {
+                    table.row([
+                        p.name.clone(),
+                        if p.builtin { "yes" } else { "no" }.to_string(),
+                        p.actions.join(", "),
+                    ]);
+                }
+                table.render()
+            })
+        }
+        PolicyCommand::Put { name, actions } => {
+            iam::put_policy(store, &name, &actions).await?;
+            let value = json!({"name": name, "actions": actions, "builtin": false});
+            emit(format, &value, || {
+                format!("policy {name}: {}\n", actions.join(", "))
+            })
+        }
+        PolicyCommand::Delete { name } => {
+            let policies = store.list_policies().await?;
+            match policies.iter().find(|p| p.name == name) {
+                None => bail!("unknown policy {name}"),
+                Some(p) if p.builtin => bail!("{name} is a built-in policy and cannot be deleted"),
+                Some(_) => {}
+            }
+            if !store.delete_policy(&name).await? {
+                bail!("unknown policy {name}");
+            }
+            emit(format, &json!({"name": name, "deleted": true}), || {
+                format!("deleted policy {name}\n")
+            })
+        }
+    }
+}
