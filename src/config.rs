@@ -49,6 +49,11 @@ pub struct ServeConfig {
     #[arg(long, env = "LITEJOBS_RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
 
+    /// How long access keys, tokens and grants looked up for authentication are reused
+    /// (e.g. `5s`; `0s` looks them up on every request). Revocations take effect within it.
+    #[arg(long, env = "LITEJOBS_AUTH_CACHE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
+
     /// Directory of extra job templates (`*.json`), added to the built-in ones.
     #[arg(long, env = "LITEJOBS_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
@@ -80,6 +85,11 @@ pub struct ServeConfig {
     /// Interval of the retention purge.
     #[arg(long, env = "LITEJOBS_PURGE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub purge_interval: Duration,
+
+    /// Also answer `GET /v1/{project_id}/bench-floor`: fixed bytes behind the same
+    /// middleware and authentication, for `litejobs bench` to measure the floor.
+    #[arg(long, hide = true)]
+    pub bench_floor: bool,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "LITEJOBS_LOG_FORMAT", default_value = "text")]

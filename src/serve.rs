@@ -108,7 +108,9 @@ impl Server {
             auth: AuthConfig {
                 rate_limit_per_sec: config.rate_limit,
                 rate_burst: config.rate_burst,
+                cache_ttl: config.auth_cache_ttl,
             },
+            bench_floor: config.bench_floor,
             ..ApiConfig::default()
         };
         Ok(Self {

@@ -1,5 +1,7 @@
 //! `litejobs bench`: fills a database with a realistic data set and measures the API.
 
+pub mod floor;
+
 /// `litejobs bench` settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {}

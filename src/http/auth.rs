@@ -5,6 +5,10 @@
 //! SDKs sign) or by an `X-Auth-Token` from `POST /v3/auth/tokens`. Then the project in the
 //! path must be one the caller holds a grant in, and the handler asks [`Caller::require`] for
 //! the action it performs. Every authentication failure looks alike to the caller.
+//!
+//! The access key, token and grant lookups are cached for a few seconds
+//! ([`AuthConfig::cache_ttl`]), so a warm request asks the database nothing; revoking a
+//! key, a token or a grant takes effect within that time.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use super::AppState;
 use crate::domain::permission::allows;
 use crate::domain::{Action, ProjectId};
 use crate::sign::{self, Authorization, RequestParts};
+use crate::store::{AccessKeyRecord, Store, TokenRecord};
 
 /// Largest request body accepted (the real gateway's limit for signed bodies).
 pub const MAX_BODY_BYTES: usize = 12 * 1024 * 1024;
@@ -79,6 +84,125 @@ pub struct AuthConfig {
     pub rate_limit_per_sec: u32,
     /// Requests one key may send in a burst above the rate.
     pub rate_burst: u32,
+    /// How long a looked-up access key, token or grant is reused without asking the
+    /// database again; zero asks every time. A revoked key, token or grant keeps working for
+    /// at most this long.
+    pub cache_ttl: Duration,
+}
+
+/// Default of [`AuthConfig::cache_ttl`].
+pub const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most entries one lookup cache holds; beyond it, expired entries go, then all.
+const MAX_CACHED: usize = 100_000;
+
+/// A value and when it stops being trusted.
+struct Cached<T> {
+    value: T,
+    until: Instant,
+}
+
+/// Short-lived copies of what authentication reads from the database on every request.
+/// Only found keys and tokens are kept (an unknown one is asked again, and counted as a
+/// failure); grants are kept found or not.
+struct LookupCache {
+    ttl: Duration,
+    keys: DashMap<String, Cached<AccessKeyRecord>>,
+    tokens: DashMap<String, Cached<TokenRecord>>,
+    grants: DashMap<(String, String), Cached<Option<Arc<Vec<String>>>>>,
+}
+
+fn cached<K, T>(map: &DashMap<K, Cached<T>>, key: &K) -> Option<T>
+where
+    K: std::hash::Hash + Eq,
+    T: Clone,
+{
+    let entry = map.get(key)?;
+    (entry.until > Instant::now()).then(|| entry.value.clone())
+}
+
+impl LookupCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            keys: DashMap::new(),
+            tokens: DashMap::new(),
+            grants: DashMap::new(),
+        }
+    }
+
+    fn keep<K, T>(&self, map: &DashMap<K, Cached<T>>, key: K, value: T)
+    where
+        K: std::hash::Hash + Eq,
+    {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        if map.len() >= MAX_CACHED {
+            map.retain(|_, c| c.until > now);
+            if map.len() >= MAX_CACHED {
+                map.clear();
+            }
+        }
+        map.insert(
+            key,
+            Cached {
+                value,
+                until: now + self.ttl,
+            },
+        );
+    }
+
+    async fn access_key(
+        &self,
+        store: &dyn Store,
+        access_key: &str,
+    ) -> Result<Option<AccessKeyRecord>, ApiError> {
+        if let Some(hit) = cached(&self.keys, &access_key.to_string()) {
+            return Ok(Some(hit));
+        }
+        let found = store.find_access_key(access_key).await?;
+        if let Some(record) = &found {
+            self.keep(&self.keys, access_key.to_string(), record.clone());
+        }
+        Ok(found)
+    }
+
+    async fn token(
+        &self,
+        store: &dyn Store,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<TokenRecord>, ApiError> {
+        if let Some(hit) = cached(&self.tokens, &hash.to_string()) {
+            if hit.expires_at > now_ms {
+                return Ok(Some(hit));
+            }
+        }
+        let found = store.find_token(hash, now_ms).await?;
+        if let Some(record) = &found {
+            self.keep(&self.tokens, hash.to_string(), record.clone());
+        }
+        Ok(found)
+    }
+
+    async fn project_actions(
+        &self,
+        store: &dyn Store,
+        user_id: &str,
+        project_id: &str,
+    ) -> Result<Option<Arc<Vec<String>>>, ApiError> {
+        let key = (user_id.to_string(), project_id.to_string());
+        if let Some(hit) = cached(&self.grants, &key) {
+            return Ok(hit);
+        }
+        let found = store
+            .project_actions(user_id, project_id)
+            .await?
+            .map(Arc::new);
+        self.keep(&self.grants, key, found.clone());
+        Ok(found)
+    }
 }
 
 struct Failures {
@@ -87,25 +211,28 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
-/// Shared state of authentication: rate limiters and failed-attempt counters.
+/// Shared state of authentication: rate limiters, failed-attempt counters and the lookup
+/// cache.
 pub struct Authenticator {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     failures: DashMap<String, Failures>,
     /// Secret used to spend the same effort on unknown keys as on known ones.
     decoy_secret: String,
+    cache: LookupCache,
 }
 
 impl Authenticator {
     pub fn new(config: &AuthConfig) -> Self {
         let limiter = NonZeroU32::new(config.rate_limit_per_sec).map(|rate| {
-            let burst = NonZeroU32::new(config.rate_burst.max(config.rate_limit_per_sec))
-                .unwrap_or(rate);
+            let burst =
+                NonZeroU32::new(config.rate_burst.max(config.rate_limit_per_sec)).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
         Self {
             limiter,
             failures: DashMap::new(),
             decoy_secret: crate::domain::ids::new_id(),
+            cache: LookupCache::new(config.cache_ttl),
         }
     }
 
@@ -120,8 +247,9 @@ impl Authenticator {
     pub fn record_failure(&self, key: &str) {
         if self.failures.len() >= MAX_TRACKED_FAILURES {
             let now = Instant::now();
-            self.failures
-                .retain(|_, f| now.duration_since(f.first) < LOCK_FOR || f.locked_until.is_some_and(|u| u > now));
+            self.failures.retain(|_, f| {
+                now.duration_since(f.first) < LOCK_FOR || f.locked_until.is_some_and(|u| u > now)
+            });
         }
         let now = Instant::now();
         let mut entry = self.failures.entry(key.to_string()).or_insert(Failures {
@@ -228,7 +356,10 @@ async fn verify_signature(
     if (chrono::Utc::now() - date).abs() > MAX_CLOCK_SKEW {
         return Err(fail());
     }
-    let key = state.store.find_access_key(&auth.access_key).await?;
+    let key = authn
+        .cache
+        .access_key(state.store.as_ref(), &auth.access_key)
+        .await?;
     let headers = header_pairs(parts);
     let request = RequestParts {
         method: parts.method.as_str(),
@@ -262,9 +393,9 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Identity, ApiErro
     if authn.locked(&hash) {
         return Err(ApiError::Unauthenticated);
     }
-    match state
-        .store
-        .find_token(&hash, crate::domain::now_ms())
+    match authn
+        .cache
+        .token(state.store.as_ref(), &hash, crate::domain::now_ms())
         .await?
     {
         Some(t) => Ok(Identity {
@@ -292,10 +423,15 @@ fn path_project(path: &str) -> Result<ProjectId, ApiError> {
 
 /// Reads a body, refusing more than [`MAX_BODY_BYTES`].
 pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match http_body_util::Limited::new(body, MAX_BODY_BYTES).collect().await {
+    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge),
-        Err(_) => Err(ApiError::Invalid("the request body could not be read".into())),
+        Err(_) => Err(ApiError::Invalid(
+            "the request body could not be read".into(),
+        )),
     }
 }
 
@@ -316,11 +452,8 @@ async fn authenticate_parts(
     state.authenticator.check_rate(&identity.limit_key)?;
 
     let project = path_project(parts.uri.path())?;
-    let no_access = || {
-        ApiError::Forbidden(format!(
-            "The caller has no access to project {project}."
-        ))
-    };
+    let no_access =
+        || ApiError::Forbidden(format!("The caller has no access to project {project}."));
     if let Some(header) = parts.headers.get("x-project-id") {
         let same: bool = header.as_bytes().ct_eq(project.as_str().as_bytes()).into();
         if !same {
@@ -335,15 +468,16 @@ async fn authenticate_parts(
         return Err(no_access());
     }
     let actions = state
-        .store
-        .project_actions(&identity.user_id, project.as_str())
+        .authenticator
+        .cache
+        .project_actions(state.store.as_ref(), &identity.user_id, project.as_str())
         .await?
         .ok_or_else(no_access)?;
     Ok(Caller {
         user_id: identity.user_id,
         user_name: identity.user_name,
         project,
-        actions: Arc::new(actions),
+        actions,
     })
 }
 
@@ -361,5 +495,78 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::LookupCache;
+    use crate::store::{IamStore, SqliteStore};
+
+    async fn store_with_admin() -> (tempfile::TempDir, SqliteStore, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
+            .await
+            .expect("store");
+        let crate::iam::Bootstrap::Created(profile) =
+            crate::iam::bootstrap_admin(&store, "http://127.0.0.1:1")
+                .await
+                .expect("bootstrap")
+        else {
+            panic!("a fresh database has no administrator");
+        };
+        (dir, store, profile.access_key)
+    }
+
+    #[tokio::test]
+    async fn a_deleted_key_is_remembered_for_the_ttl_only() {
+        let (_dir, store, key) = store_with_admin().await;
+        let remembering = LookupCache::new(Duration::from_secs(60));
+        let forgetting = LookupCache::new(Duration::ZERO);
+        for cache in [&remembering, &forgetting] {
+            let found = cache.access_key(&store, &key).await.expect("lookup");
+            assert!(found.is_some());
+        }
+        assert!(store.delete_access_key(&key).await.expect("delete"));
+        let kept = remembering.access_key(&store, &key).await.expect("lookup");
+        assert!(kept.is_some(), "within the ttl the cached key answers");
+        let gone = forgetting.access_key(&store, &key).await.expect("lookup");
+        assert!(gone.is_none(), "a zero ttl asks the database every time");
+    }
+
+    #[tokio::test]
+    async fn grants_are_cached_found_or_not() {
+        let (_dir, store, key) = store_with_admin().await;
+        let cache = LookupCache::new(Duration::from_secs(60));
+        let user = store
+            .find_access_key(&key)
+            .await
+            .expect("lookup")
+            .expect("admin key")
+            .user_id;
+        let project = crate::iam::create_project(&store, "other", None)
+            .await
+            .expect("project");
+        let before = cache
+            .project_actions(&store, &user, &project.id)
+            .await
+            .expect("lookup");
+        assert!(before.is_none());
+        store
+            .grant(&user, &project.id, crate::iam::FULL_ACCESS)
+            .await
+            .expect("grant");
+        let cached = cache
+            .project_actions(&store, &user, &project.id)
+            .await
+            .expect("lookup");
+        assert!(cached.is_none(), "the refusal is remembered for the ttl");
+        let fresh = LookupCache::new(Duration::ZERO)
+            .project_actions(&store, &user, &project.id)
+            .await
+            .expect("lookup");
+        assert!(fresh.is_some());
     }
 }

@@ -39,6 +39,8 @@ pub struct ApiConfig {
     /// How long a token from `POST /v3/auth/tokens` is valid.
     pub token_ttl: std::time::Duration,
     pub auth: AuthConfig,
+    /// Serve the benchmark's floor route (see [`crate::bench::floor`]).
+    pub bench_floor: bool,
 }
 
 impl Default for ApiConfig {
@@ -50,7 +52,9 @@ impl Default for ApiConfig {
             auth: AuthConfig {
                 rate_limit_per_sec: 1000,
                 rate_burst: 2000,
+                cache_ttl: auth::DEFAULT_AUTH_CACHE_TTL,
             },
+            bench_floor: false,
         }
     }
 }
@@ -112,6 +116,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/result",
             post(agent::report_result),
         )
+        .merge(crate::bench::floor::routes(&state.config))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -76,6 +76,8 @@ pub fn test_config(dir: &std::path::Path, database_url: &str) -> ServeConfig {
     config.simulate = true;
     config.simulate_delay = Duration::from_millis(150);
     config.rate_limit = 0;
+    // Revocations must show at once in tests.
+    config.auth_cache_ttl = Duration::ZERO;
     config
 }
 

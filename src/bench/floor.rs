@@ -1,0 +1,56 @@
+//! The benchmark's floor: `GET /v1/{project_id}/bench-floor?bytes=N` answers `N` fixed bytes
+//! after the same middleware, authentication and `list` permission check as the job list,
+//! without asking the database (the authentication cache answers once warm). What a query
+//! costs above it is the cost of the query itself. Served only with `serve --bench-floor`.
+
+use std::sync::OnceLock;
+
+use axum::body::Bytes;
+use axum::extract::RawQuery;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::domain::Action;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::{ApiConfig, AppState};
+
+/// Largest answer of the floor route.
+pub const MAX_FLOOR_BYTES: usize = 4 * 1024 * 1024;
+/// Answer size when the request names none: about a page of 50 jobs.
+const DEFAULT_FLOOR_BYTES: usize = 16 * 1024;
+
+/// Spaces followed by `{}`: every suffix of two bytes or more is a valid JSON document.
+fn padding() -> &'static Bytes {
+    static PADDING: OnceLock<Bytes> = OnceLock::new();
+    PADDING.get_or_init(|| {
+        let mut body = vec![b' '; MAX_FLOOR_BYTES];
+        body[MAX_FLOOR_BYTES - 2..].copy_from_slice(b"{}");
+        Bytes::from(body)
+    })
+}
+
+/// The floor route when `config` asks for it; otherwise no route.
+pub fn routes(config: &ApiConfig) -> Router<AppState> {
+    if config.bench_floor {
+        Router::new().route("/v1/{project_id}/bench-floor", get(answer))
+    } else {
+        Router::new()
+    }
+}
+
+/// Fixed bytes (`bytes`, default about one page) to an authenticated caller who may list jobs.
+async fn answer(caller: Caller, RawQuery(raw): RawQuery) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Action::ListJobs)?;
+    let wanted = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "bytes")
+        .map(|(_, v)| v.parse::<usize>())
+        .transpose()
+        .map_err(|_| ApiError::Invalid("bytes must be a non-negative integer".into()))?
+        .unwrap_or(DEFAULT_FLOOR_BYTES)
+        .clamp(2, MAX_FLOOR_BYTES);
+    let body = padding().slice(MAX_FLOOR_BYTES - wanted..);
+    Ok(([(CONTENT_TYPE, "application/json")], body))
+}
