@@ -1,5 +1,4 @@
-//! Client commands `jobs …` and `templates …`: signed calls to the job API through
-//! [`Client`], printed as tables or as the API's own JSON.
+//! Client commands `jobs …`: list, get, create, delete and wait, as signed API calls.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,16 +7,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde::de::DeserializeOwned;
 
+use super::api::{call, print_answer, Answer};
 use super::connect::ConnectArgs;
-use super::output::{self, Format, OutputArgs, Table};
-use crate::client::{Client, ClientError, RawResponse};
+use super::output::{self, OutputArgs, Table};
+use crate::client::Client;
 use crate::sign;
-use crate::wire::{
-    DeleteJobsRequest, ErrorBody, JobCreateRequest, JobDetail, JobItem, JobListItem, Page,
-    TemplateDetail, TemplateListItem,
-};
+use crate::wire::{DeleteJobsRequest, JobCreateRequest, JobDetail, JobItem, JobListItem, Page};
 
 /// `litejobs jobs …`
 #[derive(Debug, Args)]
@@ -128,38 +124,6 @@ pub struct CreateJobArgs {
     pub body: Option<PathBuf>,
 }
 
-/// `litejobs templates …`
-#[derive(Debug, Args)]
-pub struct TemplatesArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    #[command(flatten)]
-    pub output: OutputArgs,
-    #[command(subcommand)]
-    pub command: TemplatesCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TemplatesCommand {
-    /// List the job templates.
-    List {
-        /// Only the template with this id.
-        #[arg(long)]
-        id: Option<String>,
-        /// Templates whose name matches this.
-        #[arg(long)]
-        name: Option<String>,
-        /// Templates of this type.
-        #[arg(long = "type", value_name = "TYPE")]
-        template_type: Option<String>,
-    },
-    /// Show one template with its parameters.
-    Get {
-        /// Template id.
-        id: String,
-    },
-}
-
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw).map_err(|e| e.to_string())
 }
@@ -171,73 +135,8 @@ fn parse_spec(raw: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A successful answer: the raw body (printed as is for `--output json`) and its value.
-struct Answer<T> {
-    raw: bytes::Bytes,
-    value: T,
-}
-
-/// The API error a failed answer carries.
-fn api_error(response: &RawResponse) -> ClientError {
-    let request_id = response
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    match serde_json::from_slice::<ErrorBody>(&response.body) {
-        Ok(e) => ClientError::Api {
-            status: response.status,
-            error_code: e.error_code,
-            error_msg: e.error_msg,
-            request_id,
-        },
-        Err(_) => ClientError::Api {
-            status: response.status,
-            error_code: response.status.to_string(),
-            error_msg: output::clean(&String::from_utf8_lossy(&response.body)),
-            request_id,
-        },
-    }
-}
-
-/// Sends one signed request to `rest` under the project's path.
-async fn call<T: DeserializeOwned>(
-    client: &Client,
-    method: Method,
-    rest: &str,
-    query: &[(&str, String)],
-    body: Option<Vec<u8>>,
-    headers: &[(&str, &str)],
-) -> Result<Answer<T>, ClientError> {
-    let path = client.project_path(rest);
-    let response = client.send(method, &path, query, body, headers).await?;
-    if response.status >= 400 {
-        return Err(api_error(&response));
-    }
-    let value = serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
-        status: response.status,
-        detail: e.to_string(),
-    })?;
-    Ok(Answer {
-        raw: response.body,
-        value,
-    })
-}
-
 fn job_path(id: &str) -> String {
     format!("/dev-servers/jobs/{}", sign::encode(id.as_bytes()))
-}
-
-fn print_answer<T>(
-    format: Format,
-    answer: &Answer<T>,
-    table: impl FnOnce(&T) -> String,
-) -> anyhow::Result<()> {
-    match format {
-        Format::Json => output::print(&format!("{}\n", output::pretty_json(&answer.raw))),
-        Format::Table => output::print(&table(&answer.value)),
-    }
 }
 
 fn job_list_table(page: &Page<JobListItem>) -> String {
@@ -461,95 +360,6 @@ pub async fn run_jobs(args: JobsArgs) -> anyhow::Result<()> {
         JobsCommand::Wait { id, timeout } => {
             let answer = wait_for_job(&client, &id, timeout).await?;
             print_answer(format, &answer, job_detail_table)?;
-        }
-    }
-    Ok(())
-}
-
-fn template_list_table(page: &Page<TemplateListItem>) -> String {
-    let mut table = Table::new(["ID", "NAME", "TYPE", "FLAVOR", "DESCRIPTION"]);
-    for t in &page.data {
-        table.row([
-            t.id.clone(),
-            t.name.clone(),
-            t.template_type.clone(),
-            t.flavor_type.clone(),
-            output::truncate(&t.description, 60),
-        ]);
-    }
-    if table.is_empty() {
-        "no templates\n".to_string()
-    } else {
-        table.render()
-    }
-}
-
-fn template_detail_table(t: &TemplateDetail) -> String {
-    let mut out = output::fields(&[
-        ("ID", t.id.clone()),
-        ("Name", t.name.clone()),
-        ("Type", t.template_type.clone()),
-        ("Status", t.status.clone()),
-        ("Flavor", t.flavor_type.clone()),
-        ("Description", output::or_dash(Some(&t.description))),
-        ("Command", output::or_dash(Some(&t.cmd))),
-        ("Image", output::or_dash(Some(&t.swr_path))),
-        ("Resources", output::or_dash(Some(&t.resources))),
-        ("Volumes", output::or_dash(Some(&t.volumes))),
-        ("Mounts", output::or_dash(Some(&t.volumes_mount))),
-        ("Timeout", output::or_dash(Some(&t.timeout))),
-        ("Check every", output::or_dash(Some(&t.check_interval))),
-    ]);
-    let mut params = Table::new(["PARAM", "VALUE", "VISIBLE", "REGEX", "DESCRIPTION"]);
-    for p in &t.params {
-        params.row([
-            p.name.clone(),
-            p.value.clone(),
-            p.visible.clone(),
-            p.regex.clone(),
-            output::truncate(&p.description, 60),
-        ]);
-    }
-    if !params.is_empty() {
-        out.push('\n');
-        out.push_str(&params.render());
-    }
-    out
-}
-
-/// Runs a `templates` command.
-pub async fn run_templates(args: TemplatesArgs) -> anyhow::Result<()> {
-    let client = args.connect.client()?;
-    let format = args.output.output;
-    match args.command {
-        TemplatesCommand::List {
-            id,
-            name,
-            template_type,
-        } => {
-            let query: Vec<(&str, String)> = [("id", id), ("name", name), ("type", template_type)]
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k, v)))
-                .collect();
-            let answer: Answer<Page<TemplateListItem>> = call(
-                &client,
-                Method::GET,
-                "/dev-servers/jobs/templates",
-                &query,
-                None,
-                &[],
-            )
-            .await?;
-            print_answer(format, &answer, template_list_table)?;
-        }
-        TemplatesCommand::Get { id } => {
-            let path = format!(
-                "/dev-servers/jobs/templates/{}",
-                sign::encode(id.as_bytes())
-            );
-            let answer: Answer<TemplateDetail> =
-                call(&client, Method::GET, &path, &[], None, &[]).await?;
-            print_answer(format, &answer, template_detail_table)?;
         }
     }
     Ok(())

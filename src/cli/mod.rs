@@ -1,16 +1,18 @@
 //! The command line: `serve` and `migrate` run the service; the other commands are the
 //! service's client and its administration.
 //!
-//! Client commands (`jobs`, `templates`) live in `jobs.rs` with their connection settings in
-//! `connect.rs`; admin commands in `iam.rs` and `servers.rs`, sharing `admin.rs`; printing in
-//! `output.rs`.
+//! Client commands live in `jobs.rs` and `templates.rs`, calling the API through `api.rs`
+//! with the connection settings of `connect.rs`; admin commands in `iam.rs` and `servers.rs`,
+//! sharing `admin.rs`; printing in `output.rs`.
 
 pub mod admin;
+pub mod api;
 pub mod connect;
 pub mod iam;
 pub mod jobs;
 pub mod output;
 pub mod servers;
+pub mod templates;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +43,7 @@ pub enum Command {
     /// Jobs of a project: list, get, create, delete, wait (signed API calls).
     Jobs(jobs::JobsArgs),
     /// Job templates: list, get (signed API calls).
-    Templates(jobs::TemplatesArgs),
+    Templates(templates::TemplatesArgs),
     /// Users, access keys, projects, policies, grants and tokens (on the database).
     Iam(iam::IamArgs),
     /// Lite Servers registered in a project (on the database).
@@ -106,7 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Jobs(args) => Ok(report(jobs::run_jobs(args).await)),
-        Command::Templates(args) => Ok(report(jobs::run_templates(args).await)),
+        Command::Templates(args) => Ok(report(templates::run_templates(args).await)),
         Command::Iam(args) => Ok(report(iam::run_iam(args).await)),
         Command::Servers(args) => Ok(report(servers::run_servers(args).await)),
     }
