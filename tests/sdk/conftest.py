@@ -2,7 +2,7 @@
 
 Each test module gets its own `litejobs serve --simulate` (fresh database in a temporary
 directory, free loopback port), started from the binary in LITEJOBS_BIN; a module may add
-server flags with a module-level `SERVER_ARGS` list.
+server flags with a module-level `SERVER_ARGS` list, and environment with `SERVER_ENV`.
 """
 
 import os
@@ -35,7 +35,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def litejobs_bin() -> str:
-    binary = os.environ.get("LITEJOBS_BIN") or str(REPO / "target" / "debug" / "litejobs")
+    binary = os.path.abspath(os.environ.get("LITEJOBS_BIN")
+                             or REPO / "target" / "debug" / "litejobs")
     if not os.access(binary, os.X_OK):
         pytest.fail(f"no litejobs binary at {binary}: build it (cargo build) or set LITEJOBS_BIN")
     return binary
@@ -54,7 +55,8 @@ def stop_server(server: LiteJobsServer) -> None:
 def server(request, litejobs_bin, tmp_path_factory):
     """The module's server, stopped (SIGTERM, then wait) after the module."""
     workdir = tmp_path_factory.mktemp(request.module.__name__)
-    srv = start_server(litejobs_bin, workdir, *getattr(request.module, "SERVER_ARGS", []))
+    srv = start_server(litejobs_bin, workdir, *getattr(request.module, "SERVER_ARGS", []),
+                       extra_env=getattr(request.module, "SERVER_ENV", None))
     yield srv
     stop_server(srv)
 

@@ -61,8 +61,9 @@ class LiteJobsServer:
     admin profile in `workdir`. Several may run against one database (replicas)."""
 
     def __init__(self, binary: str, workdir: Path, *extra_args: str, simulate_delay: str = "200ms",
-                 name: str = "server"):
+                 name: str = "server", extra_env: dict[str, str] | None = None):
         self.binary = binary
+        self.extra_env = dict(extra_env or {})
         self.workdir = Path(workdir)
         self.extra_args = list(extra_args)
         self.simulate_delay = simulate_delay
@@ -85,6 +86,7 @@ class LiteJobsServer:
         settings leak in, and logs are at info level so the listening line shows."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LITEJOBS_")}
         env["RUST_LOG"] = "info"
+        env.update(self.extra_env)
         return env
 
     def start(self) -> "LiteJobsServer":
@@ -341,6 +343,20 @@ class JobCreateRequestWithVisible(DevServerJobCreateRequest):
     def __init__(self, visible: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         self.visible = visible
+
+
+def eventually(check: Callable[[], Any], timeout_s: float = 15.0, what: str = "the change"):
+    """Retries `check` (which raises AssertionError until it holds) until it passes or
+    `timeout_s` has passed; answers its result. For effects that may lag by a bounded time,
+    such as admin changes behind the server's authentication lookup cache."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not take effect within {timeout_s}s")
+            time.sleep(0.1)
 
 
 def wait_for_job(client: ModelArtsClient, job_id: str, status: str = "FINISHED",
