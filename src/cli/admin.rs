@@ -79,3 +79,11 @@ pub fn emit(
         Format::Table => output::print(&text()),
     }
 }
+
+/// Tells, on stderr, that a running server notices a revocation within its lookup cache time.
+pub fn note_cache_delay() {
+    eprintln!(
+        "note: running servers notice this within their auth cache time \
+         (serve --auth-cache-ttl, default 5s)"
+    );
+}

@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::admin::{emit, find_project, find_user, open, DatabaseArgs};
+use super::admin::{emit, find_project, find_user, note_cache_delay, open, DatabaseArgs};
 use super::connect::check_endpoint;
 use super::output::{self, Format, OutputArgs, Table};
 use crate::domain::now_ms;
@@ -136,7 +136,7 @@ pub enum KeyCommand {
         /// User name or id.
         user: String,
     },
-    /// Delete an access key; requests signed with it fail from then on.
+    /// Delete an access key; running servers refuse it within their auth cache time.
     Delete {
         /// Access key id.
         access_key: String,
@@ -224,6 +224,7 @@ pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
             if !store.revoke(&u.id, &p.id, &policy).await? {
                 bail!("{} holds no {policy} in project {}", u.name, p.name);
             }
+            note_cache_delay();
             let value = json!({"user_name": u.name, "project_id": p.id, "policy": policy});
             emit(format, &value, || {
                 format!(
@@ -264,6 +265,7 @@ pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
         IamCommand::Token(TokenCommand::RevokeUser { user }) => {
             let u = find_user(store, &user).await?;
             let revoked = store.revoke_user_tokens(&u.id, now_ms()).await?;
+            note_cache_delay();
             emit(
                 format,
                 &json!({"user_name": u.name, "revoked": revoked}),
@@ -383,6 +385,7 @@ async fn user(store: &dyn Store, format: Format, command: UserCommand) -> anyhow
             if !store.delete_user(&u.id).await? {
                 bail!("unknown user {name}");
             }
+            note_cache_delay();
             emit(
                 format,
                 &json!({"user_name": u.name, "deleted": true}),
@@ -461,6 +464,7 @@ async fn key(store: &dyn Store, format: Format, command: KeyCommand) -> anyhow::
             if !store.delete_access_key(&access_key).await? {
                 bail!("unknown access key {access_key}");
             }
+            note_cache_delay();
             emit(
                 format,
                 &json!({"access_key": access_key, "deleted": true}),
@@ -503,6 +507,7 @@ async fn policy(store: &dyn Store, format: Format, command: PolicyCommand) -> an
             if !store.delete_policy(&name).await? {
                 bail!("unknown policy {name}");
             }
+            note_cache_delay();
             emit(format, &json!({"name": name, "deleted": true}), || {
                 format!("deleted policy {name}\n")
             })
