@@ -11,6 +11,7 @@ from huaweicloudsdkmodelarts.v1 import (
     DevServerJobCreateRequest,
     DevServerJobItem,
     GetDevServerJobRequest,
+    GetDevServerJobServiceRequest,
     ListDevServerJobsRequest,
 )
 
@@ -135,6 +136,12 @@ def test_projects_do_not_see_each_others_jobs(admin, demo, client):
 def test_an_unknown_job_is_not_found(client, wire):
     expect_error(lambda: client.get_dev_server_job(GetDevServerJobRequest(id=str(uuid.uuid4()))),
                  404, NOT_FOUND, wire)
+
+
+def test_an_unknown_job_service_is_not_found(client, wire):
+    expect_error(lambda: client.get_dev_server_job_service(
+        GetDevServerJobServiceRequest(id=str(uuid.uuid4()))), 404, NOT_FOUND, wire)
+    assert "/dev-servers/jobs/services/" in wire.last.request.url
 
 
 def test_a_job_id_needing_escaping_is_signed_and_not_found(client, wire):
