@@ -48,6 +48,30 @@ pub enum Command {
     Iam(iam::IamArgs),
     /// Lite Servers registered in a project (on the database).
     Servers(servers::ServersArgs),
+    /// Run the node agent of one Lite Server: lease its tasks, run them, report results.
+    Agent(AgentArgs),
+}
+
+/// `litejobs agent` settings.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub connect: connect::ConnectArgs,
+    /// This server's id in the project (jobs name it in `server_ids`).
+    #[arg(long, env = "LITEJOBS_SERVER_ID")]
+    pub server_id: String,
+    /// Display name of the server (default: the host name).
+    #[arg(long, env = "LITEJOBS_SERVER_NAME", default_value = "")]
+    pub name: String,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// Seconds one lease request waits for work (long poll).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub poll_wait: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
 }
 
 /// Sets up logging on stderr; `RUST_LOG` overrides the level.
@@ -111,6 +135,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Templates(args) => Ok(report(templates::run_templates(args).await)),
         Command::Iam(args) => Ok(report(iam::run_iam(args).await)),
         Command::Servers(args) => Ok(report(servers::run_servers(args).await)),
+        Command::Agent(args) => {
+            init_logging(args.log_format == "json");
+            crate::domain::ids::bounded("server-id", &args.server_id)?;
+            let client = args.connect.client()?;
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone());
+            let config = crate::agent::AgentConfig {
+                server_id: args.server_id,
+                name: args.name,
+                concurrency: args.concurrency,
+                poll_wait_secs: args.poll_wait,
+            };
+            Ok(report(crate::agent::run(client, config, shutdown).await))
+        }
     }
 }
 

@@ -247,3 +247,45 @@ async fn the_agent_executes_items_in_order_and_stops_at_a_failure() {
     assert_eq!(result.status, "FAILED");
     assert!(result.message.contains("timed out"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_serves_a_server_and_stops_on_sigterm() {
+    let app = TestApp::sqlite().await;
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args(["agent", "--server-id", "node-bin", "--poll-wait", "1"])
+        .args(["--endpoint", &app.endpoint, "--project-id", &app.project_id])
+        .env("LITEJOBS_ACCESS_KEY", &app.credentials.access_key)
+        .env("LITEJOBS_SECRET_KEY", &app.credentials.secret_key)
+        .env("HOME", app.dir.path())
+        .current_dir(app.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("agent starts");
+    wait_registered(&app, &["node-bin"]).await;
+    let job = app
+        .admin
+        .create_job(
+            &shell_job("via-binary", &["node-bin"], "echo ran-by-the-binary"),
+            None,
+        )
+        .await
+        .expect("create");
+    let done = app
+        .wait_for_status(&job.id, "FINISHED", Duration::from_secs(20))
+        .await;
+    assert_eq!(done.tasks[0].status, "SUCCESS");
+    assert!(done.tasks[0].message.contains("ran-by-the-binary"));
+    let pid = agent.id().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), agent.wait())
+        .await
+        .expect("agent exits after SIGTERM")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}
