@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 
 use super::auth::Caller;
-use super::error::{parse_json, ApiError};
+use super::error::{parse_json, ApiError, ApiPath};
 use super::jobs::query_pairs;
 use super::AppState;
 use crate::domain::ids::bounded;
@@ -29,7 +29,7 @@ const LEASE_GRACE_SECS: u64 = 60;
 pub async fn register_server(
     State(state): State<AppState>,
     caller: Caller,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Action::RunAgent)?;
@@ -63,7 +63,7 @@ pub async fn register_server(
 pub async fn lease_tasks(
     State(state): State<AppState>,
     caller: Caller,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<AgentLease>, ApiError> {
     caller.require(Action::RunAgent)?;
@@ -162,7 +162,7 @@ pub async fn lease_tasks(
 pub async fn report_result(
     State(state): State<AppState>,
     caller: Caller,
-    Path((_, server_id, task_id)): Path<(String, String, String)>,
+    ApiPath((_, server_id, task_id)): ApiPath<(String, String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Action::RunAgent)?;

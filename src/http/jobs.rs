@@ -3,12 +3,12 @@
 use std::collections::HashSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
 
 use super::auth::Caller;
-use super::error::{parse_json, ApiError};
+use super::error::{parse_json, ApiError, ApiPath};
 use super::AppState;
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::ids::{bounded, new_id, simple_name};
@@ -142,7 +142,7 @@ pub async fn create_job(
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path((_, id)): Path<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Json<JobDetail>, ApiError> {
     caller.require(Action::GetJob)?;
     bounded("id", &id)?;

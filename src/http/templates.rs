@@ -1,10 +1,10 @@
 //! Handlers of the job template API, and of job services.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::Json;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use super::jobs::query_pairs;
 use super::AppState;
 use crate::domain::ids::{bounded, simple_name};
@@ -52,7 +52,7 @@ pub async fn list_templates(
 pub async fn get_template(
     State(state): State<AppState>,
     caller: Caller,
-    Path((_, id)): Path<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Json<TemplateDetail>, ApiError> {
     caller.require(Action::GetTemplate)?;
     state
@@ -67,7 +67,7 @@ pub async fn get_template(
 /// services, so no service exists and every id is unknown.
 pub async fn get_service(
     caller: Caller,
-    Path((_, id)): Path<(String, String)>,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Action::GetJob)?;
     Err(ApiError::NotFound(format!(

@@ -27,8 +27,18 @@ async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> s
 #[tokio::test]
 async fn unknown_paths_and_methods_are_no_such_api() {
     let app = TestApp::sqlite().await;
-    assert_error(app.raw(Method::GET, "/nothing/here").await, 404, "APIG.0101").await;
-    assert_error(app.raw(Method::GET, "/v1/p/dev-servers/other").await, 404, "APIG.0101").await;
+    assert_error(
+        app.raw(Method::GET, "/nothing/here").await,
+        404,
+        "APIG.0101",
+    )
+    .await;
+    assert_error(
+        app.raw(Method::GET, "/v1/p/dev-servers/other").await,
+        404,
+        "APIG.0101",
+    )
+    .await;
     assert_error(app.raw(Method::PUT, "/health").await, 404, "APIG.0101").await;
     let r = app
         .admin_send(Method::PUT, "/dev-servers/jobs", &[], None)
@@ -44,7 +54,10 @@ async fn unsigned_requests_are_refused_alike() {
     let a = assert_error(app.raw(Method::GET, &path).await, 401, "APIG.0301").await;
     let b = reqwest::Client::new()
         .get(format!("{}{path}", app.endpoint))
-        .header("Authorization", "SDK-HMAC-SHA256 Access=NOPE, SignedHeaders=host;x-sdk-date, Signature=00")
+        .header(
+            "Authorization",
+            "SDK-HMAC-SHA256 Access=NOPE, SignedHeaders=host;x-sdk-date, Signature=00",
+        )
         .send()
         .await
         .expect("sent");
@@ -66,7 +79,10 @@ async fn oversized_bodies_and_uris_are_refused() {
     assert_eq!(r.json()["error_code"], "APIG.0201");
     let long = "a".repeat(33 * 1024);
     let r = app
-        .raw(Method::GET, &format!("/v1/{}/dev-servers/jobs?name={long}", app.project_id))
+        .raw(
+            Method::GET,
+            &format!("/v1/{}/dev-servers/jobs?name={long}", app.project_id),
+        )
         .await;
     assert_error(r, 414, "APIG.0201").await;
     assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 0);
@@ -80,7 +96,9 @@ async fn health_answers_and_every_response_has_a_request_id() {
     assert!(r.headers().contains_key("x-request-id"));
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body, json!({"status": "ok", "backend": "sqlite"}));
-    let ok = app.admin_send(Method::GET, "/dev-servers/jobs", &[], None).await;
+    let ok = app
+        .admin_send(Method::GET, "/dev-servers/jobs", &[], None)
+        .await;
     assert!(ok.headers.contains_key("x-request-id"));
 }
 
@@ -89,7 +107,32 @@ async fn malformed_project_ids_are_invalid() {
     let app = TestApp::sqlite().await;
     let other = app.admin.for_project("bad_project");
     let path = other.project_path("/dev-servers/jobs");
-    let r = other.send(Method::GET, &path, &[], None, &[]).await.expect("sent");
+    let r = other
+        .send(Method::GET, &path, &[], None, &[])
+        .await
+        .expect("sent");
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error_code"], "ModelArts.0107");
+}
+
+#[tokio::test]
+async fn undecodable_path_parameters_are_invalid_in_the_api_format() {
+    let app = TestApp::sqlite().await;
+    let path = app.admin.project_path("/dev-servers/jobs/%FF%FE");
+    let r = app
+        .admin
+        .send(Method::GET, &path, &[], None, &[])
+        .await
+        .expect("sent");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error_code"], "ModelArts.0107");
+    // An id with an encoded slash, space and non-ASCII letter is one path parameter.
+    let r = app
+        .admin_send(Method::GET, "/dev-servers/jobs/job%201%2F%C3%BC", &[], None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error_code"], "ModelArts.0102");
+    assert!(r.json()["error_msg"]
+        .as_str()
+        .is_some_and(|m| m.contains("job 1/ü")));
 }
