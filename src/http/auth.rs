@@ -95,6 +95,9 @@ pub const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Most entries one lookup cache holds; beyond it, expired entries go, then all.
 const MAX_CACHED: usize = 100_000;
 
+/// The action patterns a user holds in a project.
+type Actions = Arc<Vec<String>>;
+
 /// A value and when it stops being trusted.
 struct Cached<T> {
     value: T,
@@ -108,7 +111,7 @@ struct LookupCache {
     ttl: Duration,
     keys: DashMap<String, Cached<AccessKeyRecord>>,
     tokens: DashMap<String, Cached<TokenRecord>>,
-    grants: DashMap<(String, String), Cached<Option<Arc<Vec<String>>>>>,
+    grants: DashMap<(String, String), Cached<Option<Actions>>>,
 }
 
 fn cached<K, T>(map: &DashMap<K, Cached<T>>, key: &K) -> Option<T>
@@ -191,7 +194,7 @@ impl LookupCache {
         store: &dyn Store,
         user_id: &str,
         project_id: &str,
-    ) -> Result<Option<Arc<Vec<String>>>, ApiError> {
+    ) -> Result<Option<Actions>, ApiError> {
         let key = (user_id.to_string(), project_id.to_string());
         if let Some(hit) = cached(&self.grants, &key) {
             return Ok(hit);
@@ -295,6 +298,12 @@ impl Authenticator {
     /// Forgets the failures of `key` after a success.
     pub fn succeeded(&self, key: &str) {
         self.clear_failures(key);
+    }
+
+    /// Drops a revoked token from this server's cache, so it is refused at once here
+    /// (other replicas refuse it within the cache's TTL).
+    pub fn forget_token(&self, token_hash: &str) {
+        self.cache.tokens.remove(token_hash);
     }
 }
 

@@ -185,5 +185,6 @@ pub async fn revoke_token(
         return Err(ApiError::Unauthenticated);
     }
     state.store.revoke_token(&hash, now_ms()).await?;
+    state.authenticator.forget_token(&hash);
     Ok(StatusCode::NO_CONTENT)
 }

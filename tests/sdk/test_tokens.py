@@ -107,10 +107,6 @@ def revoke(server, token):
     assert status in (200, 204), body
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: DELETE /v3/auth/tokens answers 204 but the same server keeps accepting the "
-    "token until its auth lookup cache entry expires (--auth-cache-ttl, default 5s); the "
-    "revoking process should forget the token at once"))
 def test_a_revoked_token_is_refused_at_once(server, admin, token):
     url = jobs_url(server, admin.project_id)
     status, _, _ = http("GET", url, headers={"X-Auth-Token": token})
