@@ -5,6 +5,7 @@
 //! no caller can read or change another project's rows. Both backends run the same SQL text
 //! (see `sql.rs`); only connection set-up, migrations and a few dialect fragments differ.
 
+pub mod bulk;
 mod postgres;
 mod sql;
 mod sqlite;

@@ -6,6 +6,7 @@ mod helpers;
 
 mod agent;
 mod auth;
+mod bench;
 mod cli;
 mod crash;
 mod errors;

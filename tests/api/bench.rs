@@ -1,0 +1,121 @@
+//! `litejobs bench` with tiny numbers on SQLite: it must load, start the real server, measure
+//! every query without errors and print its report. (No speed is asserted here: speed
+//! targets live in the benchmark's own report.)
+
+use std::process::Command;
+
+/// One row of the report's table: label, total and the numeric columns.
+struct ReportRow {
+    label: String,
+    total: Option<u64>,
+    rate: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// Rows end with nine columns: total, req/s, x floor, p50, p90, p99, max, errors, target.
+fn parse_row(line: &str) -> Option<ReportRow> {
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    if tokens.len() < 10 {
+        return None;
+    }
+    let (label, columns) = tokens.split_at(tokens.len() - 9);
+    let rate: f64 = columns[1].parse().ok()?;
+    Some(ReportRow {
+        label: label.join(" "),
+        total: columns[0].parse().ok(),
+        rate,
+        p99_ms: columns[5].parse().ok()?,
+        errors: columns[7].parse().ok()?,
+    })
+}
+
+#[test]
+fn bench_loads_measures_every_query_and_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bench.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args([
+            "bench",
+            "--backend",
+            "sqlite",
+            "--jobs",
+            "300",
+            "--other-projects",
+            "3",
+            "--other-jobs",
+            "200",
+            "--concurrency",
+            "4",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+            "--servers-per-job",
+            "8",
+        ])
+        .arg("--database-url")
+        .arg(&db)
+        .output()
+        .expect("litejobs bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+
+    assert!(stdout.contains("machine: "), "{stdout}");
+    assert!(
+        stdout.contains("loaded 500 jobs (300 in the measured project, 200 in 3 others)"),
+        "{stdout}"
+    );
+    let rows: Vec<ReportRow> = stdout.lines().filter_map(parse_row).collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    for expected in [
+        "floor (auth, fixed bytes)",
+        "unfiltered limit=50",
+        "status limit=50",
+        "type+status+visible limit=50",
+        "id",
+        "sdk default (no parameters)",
+        "create (8 servers each)",
+    ] {
+        assert!(
+            labels.contains(&expected),
+            "no row {expected} in:\n{stdout}"
+        );
+    }
+    assert!(labels.iter().any(|l| l.starts_with("name=")), "{stdout}");
+    assert!(
+        labels.iter().any(|l| l.starts_with("deep page offset=225")),
+        "{stdout}"
+    );
+    for row in &rows {
+        assert!(row.rate > 0.0, "{} answered nothing:\n{stdout}", row.label);
+        assert!(row.p99_ms > 0.0, "{} has no latency:\n{stdout}", row.label);
+        assert_eq!(row.errors, 0, "{} had errors:\n{stdout}", row.label);
+    }
+    let total = |label: &str| rows.iter().find(|r| r.label == label).and_then(|r| r.total);
+    assert_eq!(total("unfiltered limit=50"), Some(300));
+    assert_eq!(total("sdk default (no parameters)"), Some(300));
+    assert_eq!(total("id"), Some(1));
+    let name_total = rows
+        .iter()
+        .find(|r| r.label.starts_with("name="))
+        .and_then(|r| r.total);
+    assert!(
+        name_total.is_some_and(|t| t >= 1),
+        "the probed name matches its job"
+    );
+
+    assert!(stdout.contains("server peak memory (VmHWM)"), "{stdout}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("summary sqlite: floor "))
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    assert!(summary.contains("peak memory "), "{summary}");
+    assert!(summary.contains("targets met"), "{summary}");
+    assert!(db.exists(), "a database the caller named is kept");
+}
