@@ -11,4 +11,5 @@ mod cli;
 mod crash;
 mod errors;
 mod jobs;
+mod readme;
 mod replicas;
