@@ -1,7 +1,9 @@
 //! The server under test: the real `litejobs serve`, run as a child process on a loopback
-//! port, so that its memory is its own and can be read from `/proc`.
+//! port, so that its memory is its own and can be read from `/proc`. The replica tests run
+//! their servers the same way.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -39,19 +41,29 @@ impl ServerProcess {
     /// Starts `exe serve` on `database_url`, listening on a free loopback port, with no rate
     /// limit and the floor route; its files go to `dir`.
     pub async fn start(exe: &Path, database_url: &str, dir: &Path) -> anyhow::Result<Self> {
+        let mut args: Vec<OsString> = [
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "0",
+            "--bench-floor",
+            "--database-url",
+            database_url,
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        args.push("--admin-credentials".into());
+        args.push(dir.join("server-admin.json").into());
+        Self::spawn(exe, &args).await
+    }
+
+    /// Runs `exe` with `args` (a `serve` command line listening on a loopback address) and
+    /// waits until it listens.
+    pub async fn spawn(exe: &Path, args: &[OsString]) -> anyhow::Result<Self> {
         let mut child = Command::new(exe)
-            .arg("serve")
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--rate-limit",
-                "0",
-                "--bench-floor",
-            ])
-            .arg("--database-url")
-            .arg(database_url)
-            .arg("--admin-credentials")
-            .arg(dir.join("server-admin.json"))
+            .args(args)
             .env("RUST_LOG", "warn,litejobs::serve=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
