@@ -18,6 +18,8 @@ pub struct PgStore {
 impl super::sql::Dialect for PgStore {
     type Db = sqlx::Postgres;
     const BEGIN_READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    const JSON_AGG: &'static str = "json_agg";
+    const JSON_ROW: &'static str = "json_build_array";
 
     fn jobs_source(_: &JobFilter) -> &'static str {
         "jobs"

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::filter::{JobFilter, SortDir, SortKey};
-use crate::wire::JobItem;
+use crate::wire::{JobItem, JobListItem};
 
 use super::{StoreError, StoreResult};
 
@@ -15,6 +15,10 @@ pub(super) trait Dialect {
     type Db: sqlx::Database;
     /// Statement opening a read transaction in which a count and a page agree.
     const BEGIN_READ: &'static str;
+    /// Aggregate collecting JSON values into an array, in an `ORDER BY` given inside it.
+    const JSON_AGG: &'static str;
+    /// Function making a JSON array of its arguments.
+    const JSON_ROW: &'static str;
     /// The jobs table as the list reads it under `filter` (a hint may steer the planner).
     fn jobs_source(filter: &JobFilter) -> &'static str;
     /// Appends ` AND <name matches pattern>`: a case-insensitive substring match.
@@ -103,6 +107,45 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, raw: &str) 
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// A job list item as [`LIST_COLUMNS`] in a JSON array.
+type PageRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+);
+
+/// The items of a page read as a JSON array of [`LIST_COLUMNS`] arrays (`None`: no rows).
+pub(super) fn parse_page(raw: Option<String>) -> StoreResult<Vec<JobListItem>> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<PageRow> = parse_json("job page", &raw)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, name, user_name, description, job_type, status, abnormal, created, updated)| {
+                JobListItem {
+                    id,
+                    name,
+                    user_name,
+                    description,
+                    job_type,
+                    status,
+                    abnormal_count: abnormal,
+                    create_at: created,
+                    update_at: updated,
+                }
+            },
+        )
+        .collect())
+}
+
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -174,11 +217,12 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use sqlx::{QueryBuilder, Row};
 
-        use crate::domain::filter::ListJobsQuery;
+        use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
         use crate::domain::{JobStatus, ProjectId, TaskStatus};
         use crate::store::sql::{
             conflict_as, list_item, needs_row_count, order_column, order_dir, parse_json,
-            push_filter, retry_transient, to_json, CloudServer, Dialect, Items, LIST_COLUMNS,
+            parse_page, push_filter, retry_transient, to_json, CloudServer, Dialect, Items,
+            LIST_COLUMNS,
         };
         use crate::store::{
             AccessKeyRecord, DueTask, IamStore, IdempotencyKey, JobStore, LeasedTask, NewJob,
@@ -193,29 +237,53 @@ macro_rules! sql_store {
             "id, server_id, server_name, status, cloud_server, message, create_at, update_at";
 
         impl $store {
-            async fn count_jobs(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                project: &ProjectId,
+            /// Pushes a query of the number of the project's jobs matching `filter`: from the
+            /// counters, unless the filter needs the rows themselves.
+            fn push_count<'a>(
+                qb: &mut QueryBuilder<'a, $db>,
+                project: &'a ProjectId,
                 filter: &crate::domain::JobFilter,
-            ) -> StoreResult<u64> {
-                let total: i64 = if needs_row_count(filter) {
-                    let mut qb = QueryBuilder::<$db>::new(format!(
+            ) {
+                if needs_row_count(filter) {
+                    qb.push(format!(
                         "SELECT COUNT(*) FROM {} WHERE project_id = ",
                         <$store as Dialect>::jobs_source(filter)
                     ));
-                    qb.push_bind(project.as_str());
-                    push_filter!(&mut qb, filter, $store);
-                    qb.build().fetch_one(&mut *conn).await?.try_get(0)?
                 } else {
-                    let mut qb = QueryBuilder::<$db>::new(
+                    qb.push(
                         "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_counts \
                          WHERE project_id = ",
                     );
-                    qb.push_bind(project.as_str());
-                    push_filter!(&mut qb, filter, $store);
-                    qb.build().fetch_one(&mut *conn).await?.try_get(0)?
-                };
-                Ok(u64::try_from(total).unwrap_or(0))
+                }
+                qb.push_bind(project.as_str());
+                push_filter!(&mut *qb, filter, $store);
+            }
+
+            /// Pushes a query of one page of the list as a JSON array of rows (one value:
+            /// one round trip whatever the page's size), or NULL when the page is empty.
+            fn push_page<'a>(
+                qb: &mut QueryBuilder<'a, $db>,
+                project: &'a ProjectId,
+                filter: &crate::domain::JobFilter,
+                order: (SortKey, SortDir),
+                take: u64,
+                skip: u64,
+            ) {
+                let (col, d) = (order_column(order.0), order_dir(order.1));
+                qb.push(format!(
+                    "SELECT CAST({}({}({LIST_COLUMNS}) ORDER BY {col} {d}, id {d}) AS TEXT) \
+                     FROM (SELECT {LIST_COLUMNS} FROM {} WHERE project_id = ",
+                    <$store as Dialect>::JSON_AGG,
+                    <$store as Dialect>::JSON_ROW,
+                    <$store as Dialect>::jobs_source(filter)
+                ));
+                qb.push_bind(project.as_str());
+                push_filter!(&mut *qb, filter, $store);
+                qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
+                qb.push_bind(take as i64)
+                    .push(" OFFSET ")
+                    .push_bind(skip as i64)
+                    .push(") AS page");
             }
 
             async fn read_job(
@@ -281,6 +349,9 @@ macro_rules! sql_store {
             /// caller's transaction, which the caller commits or rolls back. With a key used
             /// before with the same body, answers that earlier job; `Ok(None)` when a
             /// concurrent transaction took the same key first, so the caller tries again.
+            /// Failing with [`StoreError::UnknownServers`] or
+            /// [`StoreError::IdempotencyConflict`], it has written nothing that matters (at
+            /// most it removed an expired key), so the transaction may go on.
             pub(crate) async fn insert_job(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 project: &ProjectId,
@@ -321,24 +392,28 @@ macro_rules! sql_store {
                     }
                 }
 
-                let mut qb = QueryBuilder::<$db>::new(
-                    "SELECT id, name, kind, cloud_server FROM servers WHERE project_id = ",
-                );
+                // One value holding every server: one round trip however many there are.
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "SELECT CAST({}({}(id, name, kind, cloud_server)) AS TEXT) FROM servers \
+                     WHERE project_id = ",
+                    <$store as Dialect>::JSON_AGG,
+                    <$store as Dialect>::JSON_ROW
+                ));
                 qb.push_bind(project.as_str()).push(" AND id IN (");
                 let mut sep = qb.separated(", ");
                 for id in &job.server_ids {
                     sep.push_bind(id.clone());
                 }
                 qb.push(")");
-                let rows = qb.build().fetch_all(&mut *conn).await?;
-                let mut servers = std::collections::HashMap::new();
-                for row in rows {
-                    let id: String = row.try_get(0)?;
-                    let name: String = row.try_get(1)?;
-                    let kind: String = row.try_get(2)?;
-                    let cloud: String = row.try_get(3)?;
-                    servers.insert(id, (name, kind == "simulated", cloud));
-                }
+                let found: Option<String> = qb.build().fetch_one(&mut *conn).await?.try_get(0)?;
+                let found: Vec<(String, String, String, String)> = match found {
+                    Some(raw) => parse_json("servers", &raw)?,
+                    None => Vec::new(),
+                };
+                let servers: std::collections::HashMap<String, (String, bool, String)> = found
+                    .into_iter()
+                    .map(|(id, name, kind, cloud)| (id, (name, kind == "simulated", cloud)))
+                    .collect();
                 let missing: Vec<String> = job
                     .server_ids
                     .iter()
@@ -486,10 +561,27 @@ macro_rules! sql_store {
                 query: &ListJobsQuery,
                 max_page_size: u64,
             ) -> StoreResult<(Vec<JobListItem>, u64)> {
-                let mut tx = self.read.begin_with(<$store as Dialect>::BEGIN_READ).await?;
-                let total = Self::count_jobs(&mut *tx, project, &query.filter).await?;
+                let filter = &query.filter;
+                let order = (query.page.sort_key, query.page.sort_dir);
                 let limit = query.page.effective_limit(max_page_size);
                 let offset = query.page.offset;
+                if offset == 0 {
+                    // The first page (what the SDK and consoles ask) in one statement, so in
+                    // one snapshot and one round trip.
+                    let mut qb = QueryBuilder::<$db>::new("SELECT (");
+                    Self::push_count(&mut qb, project, filter);
+                    qb.push("), (");
+                    Self::push_page(&mut qb, project, filter, order, limit, 0);
+                    qb.push(")");
+                    let row = qb.build().fetch_one(&self.read).await?;
+                    let total = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
+                    return Ok((parse_page(row.try_get(1)?)?, total));
+                }
+                let mut tx = self.read.begin_with(<$store as Dialect>::BEGIN_READ).await?;
+                let mut qb = QueryBuilder::<$db>::new("");
+                Self::push_count(&mut qb, project, filter);
+                let total: i64 = qb.build().fetch_one(&mut *tx).await?.try_get(0)?;
+                let total = u64::try_from(total).unwrap_or(0);
                 if offset >= total || limit == 0 {
                     tx.commit().await?;
                     return Ok((Vec::new(), total));
@@ -498,25 +590,15 @@ macro_rules! sql_store {
                 // fewer rows. Exact totals make the two readings identical.
                 let end = offset.saturating_add(limit).min(total);
                 let (dir, skip, take, reversed) = if offset > total / 2 {
-                    (query.page.sort_dir.reverse(), total - end, end - offset, true)
+                    (order.1.reverse(), total - end, end - offset, true)
                 } else {
-                    (query.page.sort_dir, offset, end - offset, false)
+                    (order.1, offset, end - offset, false)
                 };
-                let mut qb = QueryBuilder::<$db>::new(format!(
-                    "SELECT {LIST_COLUMNS} FROM {} WHERE project_id = ",
-                    <$store as Dialect>::jobs_source(&query.filter)
-                ));
-                qb.push_bind(project.as_str());
-                push_filter!(&mut qb, &query.filter, $store);
-                let (col, d) = (order_column(query.page.sort_key), order_dir(dir));
-                qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
-                qb.push_bind(take as i64).push(" OFFSET ").push_bind(skip as i64);
-                let rows = qb.build().fetch_all(&mut *tx).await?;
+                let mut qb = QueryBuilder::<$db>::new("");
+                Self::push_page(&mut qb, project, filter, (order.0, dir), take, skip);
+                let page: Option<String> = qb.build().fetch_one(&mut *tx).await?.try_get(0)?;
                 tx.commit().await?;
-                let mut items = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    items.push(list_item!(row));
-                }
+                let mut items = parse_page(page)?;
                 if reversed {
                     items.reverse();
                 }

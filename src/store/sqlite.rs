@@ -1,14 +1,14 @@
 //! The SQLite backend: one file, WAL journal, durable commits, zero set-up.
 //!
 //! Creates go through a group-commit writer: concurrent creates wait in a queue, and the
-//! writer commits all that are waiting in one transaction (one `fsync`), each in a savepoint
-//! of its own, so a bad request fails alone and every request gets its own outcome.
+//! writer commits all that are waiting in one transaction (one `fsync`). A bad request fails
+//! alone, and every request gets its own outcome.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Acquire, QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{lower_pattern, sql_store};
@@ -49,6 +49,8 @@ pub struct SqliteStore {
 impl super::sql::Dialect for SqliteStore {
     type Db = Sqlite;
     const BEGIN_READ: &'static str = "BEGIN";
+    const JSON_AGG: &'static str = "json_group_array";
+    const JSON_ROW: &'static str = "json_array";
 
     /// With a trigram search, keeps the planner from walking a sort index over the whole
     /// project: the candidates come from `jobs_name_fts` by rowid.
@@ -179,8 +181,10 @@ async fn run_creates(pool: SqlitePool, mut queue: mpsc::Receiver<PendingCreate>)
     }
 }
 
-/// Runs the creates of `batch` in one transaction. The outer error means the transaction
-/// failed as a whole; the inner results are each create's own outcome.
+/// Runs the creates of `batch` in one transaction; answers each one's outcome. A create
+/// that is refused (unknown servers, idempotency conflict) has written nothing and is
+/// refused alone. When anything else fails, the batch is rolled back and each create runs
+/// again in a transaction of its own, so that only the failing one fails.
 async fn create_batch(
     pool: &SqlitePool,
     batch: &[PendingCreate],
@@ -188,42 +192,52 @@ async fn create_batch(
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
-        outcomes.push(create_in_savepoint(&mut tx, pending).await?);
+        match create_in(&mut tx, pending).await {
+            Ok(Some(detail)) => outcomes.push(Ok(detail)),
+            Err(e @ (StoreError::UnknownServers(_) | StoreError::IdempotencyConflict)) => {
+                outcomes.push(Err(e))
+            }
+            // `None` cannot happen with one writer; like any other failure, it is sorted out
+            // by running every create alone.
+            Ok(None) | Err(_) => {
+                tx.rollback().await?;
+                let mut alone = Vec::with_capacity(batch.len());
+                for pending in batch {
+                    alone.push(create_alone(pool, pending).await);
+                }
+                return Ok(alone);
+            }
+        }
     }
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// One create in a savepoint of the batch's transaction: rolled back alone when it fails.
-async fn create_in_savepoint(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+async fn create_in(
+    conn: &mut sqlx::SqliteConnection,
     pending: &PendingCreate,
-) -> StoreResult<StoreResult<JobDetail>> {
-    // `None` means the idempotency key appeared meanwhile; the next try answers its job.
-    for _ in 0..3 {
-        let mut savepoint = tx.begin().await?;
-        let outcome = SqliteStore::insert_job(
-            &mut savepoint,
-            &pending.project,
-            &pending.job,
-            pending.idempotency.as_ref(),
-        )
-        .await;
-        match outcome {
-            Ok(Some(detail)) => {
-                savepoint.commit().await?;
-                return Ok(Ok(detail));
-            }
-            Ok(None) => savepoint.rollback().await?,
-            Err(e) => {
-                savepoint.rollback().await?;
-                return Ok(Err(e));
-            }
+) -> StoreResult<Option<JobDetail>> {
+    SqliteStore::insert_job(
+        conn,
+        &pending.project,
+        &pending.job,
+        pending.idempotency.as_ref(),
+    )
+    .await
+}
+
+/// One create in a transaction of its own.
+async fn create_alone(pool: &SqlitePool, pending: &PendingCreate) -> StoreResult<JobDetail> {
+    let mut tx = pool.begin().await?;
+    match create_in(&mut tx, pending).await? {
+        Some(detail) => {
+            tx.commit().await?;
+            Ok(detail)
         }
+        None => Err(StoreError::Corrupt(
+            "idempotency key kept changing hands".to_string(),
+        )),
     }
-    Ok(Err(StoreError::Corrupt(
-        "idempotency key kept changing hands".to_string(),
-    )))
 }
 
 #[async_trait::async_trait]
@@ -246,6 +260,85 @@ mod queries {
 #[cfg(test)]
 mod tests {
     use super::fts_query;
+    use crate::domain::ProjectId;
+    use crate::store::{IdempotencyKey, JobStore, NewJob, NewServer, SqliteStore, StoreError};
+
+    fn new_job(name: &str, servers: &[&str]) -> NewJob {
+        NewJob {
+            id: crate::domain::ids::new_id(),
+            name: name.to_string(),
+            description: None,
+            job_type: "COMMON".to_string(),
+            template_id: None,
+            user_name: "u".to_string(),
+            visible: true,
+            is_reboot: false,
+            items: Vec::new(),
+            server_ids: servers.iter().map(|s| s.to_string()).collect(),
+            now_ms: 1,
+        }
+    }
+
+    fn key(token: &str, body: &str) -> Option<IdempotencyKey> {
+        Some(IdempotencyKey {
+            token: token.to_string(),
+            body_hash: body.to_string(),
+            not_before_ms: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_share_commits_but_not_outcomes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
+            .await
+            .expect("store");
+        let project = ProjectId::parse("p1").expect("project");
+        for id in ["s1", "s2"] {
+            let server = NewServer {
+                id: id.to_string(),
+                name: id.to_string(),
+                kind: "agent".to_string(),
+                sim_outcome: None,
+                cloud_server: Default::default(),
+                now_ms: 1,
+            };
+            store.upsert_server(&project, server).await.expect("server");
+        }
+        let creates = (0..40).map(|n| {
+            let servers: &[&str] = if n % 5 == 0 {
+                &["s1", "nope"]
+            } else {
+                &["s1", "s2"]
+            };
+            store.create_job(&project, new_job(&format!("j{n}"), servers), None)
+        });
+        let outcomes = futures::future::join_all(creates).await;
+        for (n, outcome) in outcomes.iter().enumerate() {
+            match outcome {
+                Ok(job) => {
+                    assert!(n % 5 != 0, "j{n} names an unknown server");
+                    assert_eq!(job.tasks.len(), 2);
+                }
+                Err(StoreError::UnknownServers(missing)) => {
+                    assert_eq!(n % 5, 0);
+                    assert_eq!(missing, &["nope".to_string()]);
+                }
+                Err(e) => panic!("j{n}: {e}"),
+            }
+        }
+        let (same_a, same_b, other) = futures::future::join3(
+            store.create_job(&project, new_job("k", &["s1"]), key("t", "h1")),
+            store.create_job(&project, new_job("k", &["s1"]), key("t", "h1")),
+            store.create_job(&project, new_job("k2", &["s1"]), key("t", "h2")),
+        )
+        .await;
+        assert_eq!(same_a.expect("a").id, same_b.expect("b").id);
+        assert!(matches!(other, Err(StoreError::IdempotencyConflict)));
+        let query = crate::domain::filter::ListJobsQuery::default();
+        let (_, total) = store.list_jobs(&project, &query, 1000).await.expect("list");
+        assert_eq!(total, 32 + 1);
+    }
 
     #[test]
     fn trigram_queries_quote_every_distinct_trigram() {
