@@ -20,6 +20,7 @@ impl super::sql::Dialect for PgStore {
     const BEGIN_READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
     const JSON_AGG: &'static str = "json_agg";
     const JSON_ROW: &'static str = "json_build_array";
+    const PLAN_EACH_NAME_PATTERN: bool = true;
 
     fn jobs_source(_: &JobFilter) -> &'static str {
         "jobs"

@@ -19,6 +19,10 @@ pub(super) trait Dialect {
     const JSON_AGG: &'static str;
     /// Function making a JSON array of its arguments.
     const JSON_ROW: &'static str;
+    /// True when statements filtering by name must be planned for each pattern: they are
+    /// then not kept prepared. (PostgreSQL would otherwise settle on a generic plan, which
+    /// cannot tell a selective pattern from a common one and walks the whole project.)
+    const PLAN_EACH_NAME_PATTERN: bool;
     /// The jobs table as the list reads it under `filter` (a hint may steer the planner).
     fn jobs_source(filter: &JobFilter) -> &'static str;
     /// Appends ` AND <name matches pattern>`: a case-insensitive substring match.
@@ -565,6 +569,8 @@ macro_rules! sql_store {
                 let order = (query.page.sort_key, query.page.sort_dir);
                 let limit = query.page.effective_limit(max_page_size);
                 let offset = query.page.offset;
+                let keep =
+                    !(filter.name.is_some() && <$store as Dialect>::PLAN_EACH_NAME_PATTERN);
                 if offset == 0 {
                     // The first page (what the SDK and consoles ask) in one statement, so in
                     // one snapshot and one round trip.
@@ -573,14 +579,15 @@ macro_rules! sql_store {
                     qb.push("), (");
                     Self::push_page(&mut qb, project, filter, order, limit, 0);
                     qb.push(")");
-                    let row = qb.build().fetch_one(&self.read).await?;
+                    let row = qb.build().persistent(keep).fetch_one(&self.read).await?;
                     let total = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
                     return Ok((parse_page(row.try_get(1)?)?, total));
                 }
                 let mut tx = self.read.begin_with(<$store as Dialect>::BEGIN_READ).await?;
                 let mut qb = QueryBuilder::<$db>::new("");
                 Self::push_count(&mut qb, project, filter);
-                let total: i64 = qb.build().fetch_one(&mut *tx).await?.try_get(0)?;
+                let total: i64 =
+                    qb.build().persistent(keep).fetch_one(&mut *tx).await?.try_get(0)?;
                 let total = u64::try_from(total).unwrap_or(0);
                 if offset >= total || limit == 0 {
                     tx.commit().await?;
@@ -596,7 +603,8 @@ macro_rules! sql_store {
                 };
                 let mut qb = QueryBuilder::<$db>::new("");
                 Self::push_page(&mut qb, project, filter, (order.0, dir), take, skip);
-                let page: Option<String> = qb.build().fetch_one(&mut *tx).await?.try_get(0)?;
+                let page: Option<String> =
+                    qb.build().persistent(keep).fetch_one(&mut *tx).await?.try_get(0)?;
                 tx.commit().await?;
                 let mut items = parse_page(page)?;
                 if reversed {

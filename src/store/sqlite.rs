@@ -51,6 +51,7 @@ impl super::sql::Dialect for SqliteStore {
     const BEGIN_READ: &'static str = "BEGIN";
     const JSON_AGG: &'static str = "json_group_array";
     const JSON_ROW: &'static str = "json_array";
+    const PLAN_EACH_NAME_PATTERN: bool = false;
 
     /// With a trigram search, keeps the planner from walking a sort index over the whole
     /// project: the candidates come from `jobs_name_fts` by rowid.
