@@ -9,6 +9,7 @@ use rand::Rng;
 
 use crate::domain::now_ms;
 use crate::domain::permission::{valid_pattern, BUILTIN_POLICIES};
+use crate::secrets::Sealer;
 use crate::store::{AccessKeyRecord, PolicyRecord, ProjectRecord, Store, StoreError, UserRecord};
 
 /// Name of the built-in policy that grants everything.
@@ -125,9 +126,11 @@ pub async fn create_user(
     Ok(user)
 }
 
-/// Creates an access key for a user; a random pair unless one is given.
+/// Creates an access key for a user; a random pair unless one is given. The secret is
+/// stored sealed when there is a master key; the answer holds it in the clear.
 pub async fn create_access_key(
     store: &dyn Store,
+    sealer: Option<&Sealer>,
     user: &UserRecord,
     description: &str,
     fixed: Option<(&str, &str)>,
@@ -149,7 +152,14 @@ pub async fn create_access_key(
         description: description.to_string(),
         create_at: now_ms(),
     };
-    store.create_access_key(&key).await?;
+    let stored = match sealer {
+        Some(sealer) => AccessKeyRecord {
+            secret_key: sealer.seal(&key.access_key, &key.secret_key)?,
+            ..key.clone()
+        },
+        None => key.clone(),
+    };
+    store.create_access_key(&stored).await?;
     Ok(key)
 }
 
@@ -198,7 +208,11 @@ pub enum Bootstrap {
 
 /// On a database without users, creates the administrator `admin` with a key, a `default`
 /// project and full access to it.
-pub async fn bootstrap_admin(store: &dyn Store, endpoint: &str) -> anyhow::Result<Bootstrap> {
+pub async fn bootstrap_admin(
+    store: &dyn Store,
+    sealer: Option<&Sealer>,
+    endpoint: &str,
+) -> anyhow::Result<Bootstrap> {
     ensure_builtin_policies(store).await?;
     if !store.list_users().await?.is_empty() {
         return Ok(Bootstrap::Existing);
@@ -222,7 +236,7 @@ pub async fn bootstrap_admin(store: &dyn Store, endpoint: &str) -> anyhow::Resul
         None => create_project(store, "default", None).await?,
     };
     store.grant(&user.id, &project.id, FULL_ACCESS).await?;
-    let key = create_access_key(store, &user, "created at first start", None)
+    let key = create_access_key(store, sealer, &user, "created at first start", None)
         .await
         .context("cannot create the administrator's access key")?;
     Ok(Bootstrap::Created(Profile {

@@ -16,3 +16,4 @@ pub mod client;
 pub mod cli;
 pub mod bench;
 pub mod agent;
+pub mod secrets;

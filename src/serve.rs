@@ -12,6 +12,7 @@ use crate::config::ServeConfig;
 use crate::http::auth::AuthConfig;
 use crate::http::{self, ApiConfig, AppState};
 use crate::iam::{self, Bootstrap, Profile};
+use crate::secrets::Sealer;
 use crate::store::{self, Store};
 use crate::templates::TemplateCatalog;
 use crate::worker::{self, SimulationConfig};
@@ -33,7 +34,7 @@ pub struct Server {
     config: ServeConfig,
 }
 
-async fn ensure_demo_account(store: &dyn Store) -> anyhow::Result<()> {
+async fn ensure_demo_account(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Result<()> {
     if store.find_project(demo::PROJECT_ID).await?.is_none() {
         iam::create_project(store, demo::PROJECT_NAME, Some(demo::PROJECT_ID)).await?;
     }
@@ -47,6 +48,7 @@ async fn ensure_demo_account(store: &dyn Store) -> anyhow::Result<()> {
     if store.find_access_key(demo::ACCESS_KEY).await?.is_none() {
         iam::create_access_key(
             store,
+            sealer,
             &user,
             "demo key of serve --simulate",
             Some((demo::ACCESS_KEY, demo::SECRET_KEY)),
@@ -71,12 +73,20 @@ impl Server {
         let store = store::open(&config.database_url)
             .await
             .with_context(|| "cannot open the database")?;
+        let sealer = Sealer::for_database(&config.database_url)
+            .context("cannot load the master key that seals secret keys")?;
+        if sealer.is_none() {
+            tracing::warn!(
+                "no master key (LITEJOBS_MASTER_KEY or LITEJOBS_MASTER_KEY_FILE): new secret \
+                 keys are stored unsealed; set one key shared by every replica"
+            );
+        }
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;
         let addr = listener.local_addr()?;
         let endpoint = format!("http://{addr}");
-        match iam::bootstrap_admin(store.as_ref(), &endpoint).await? {
+        match iam::bootstrap_admin(store.as_ref(), sealer.as_ref(), &endpoint).await? {
             Bootstrap::Created(profile) => {
                 iam::write_profile(&config.admin_credentials, &profile)?;
                 tracing::info!(
@@ -90,7 +100,7 @@ impl Server {
         }
         if config.simulate {
             if addr.ip().is_loopback() {
-                ensure_demo_account(store.as_ref()).await?;
+                ensure_demo_account(store.as_ref(), sealer.as_ref()).await?;
                 tracing::info!(
                     project_id = demo::PROJECT_ID,
                     access_key = demo::ACCESS_KEY,
@@ -115,7 +125,10 @@ impl Server {
         };
         Ok(Self {
             listener,
-            state: AppState::new(store, templates, api),
+            state: AppState {
+                sealer: sealer.map(std::sync::Arc::new),
+                ..AppState::new(store, templates, api)
+            },
             config,
         })
     }

@@ -129,7 +129,7 @@ pub async fn load_data_set(args: &BenchArgs, db: &Database) -> anyhow::Result<Lo
     let started = Instant::now();
     let store = crate::store::open(&db.url).await?;
     let crate::iam::Bootstrap::Created(profile) =
-        crate::iam::bootstrap_admin(store.as_ref(), "http://127.0.0.1").await?
+        crate::iam::bootstrap_admin(store.as_ref(), None, "http://127.0.0.1").await?
     else {
         bail!("the database {} is not fresh: it has users", db.shown);
     };

@@ -191,11 +191,13 @@ fn user_json(u: &UserRecord) -> serde_json::Value {
 pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
     let store = open(&args.database).await?;
     let store = store.as_ref();
+    let sealer = crate::secrets::Sealer::for_database(&args.database.database_url)?;
+    let sealer = sealer.as_ref();
     let format = args.output.output;
     match args.command {
         IamCommand::Project(command) => project(store, format, command).await,
         IamCommand::User(command) => user(store, format, command).await,
-        IamCommand::Key(command) => key(store, format, command).await,
+        IamCommand::Key(command) => key(store, sealer, format, command).await,
         IamCommand::Policy(command) => policy(store, format, command).await,
         IamCommand::Grant {
             user,
@@ -287,9 +289,14 @@ pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
                     u.name, p.name
                 );
             }
-            let key =
-                iam::create_access_key(store, &u, &format!("profile {}", out.display()), None)
-                    .await?;
+            let key = iam::create_access_key(
+                store,
+                sealer,
+                &u,
+                &format!("profile {}", out.display()),
+                None,
+            )
+            .await?;
             let profile = Profile {
                 endpoint: endpoint.trim_end_matches('/').to_string(),
                 project_id: p.id.clone(),
@@ -409,11 +416,16 @@ async fn user(store: &dyn Store, format: Format, command: UserCommand) -> anyhow
     }
 }
 
-async fn key(store: &dyn Store, format: Format, command: KeyCommand) -> anyhow::Result<()> {
+async fn key(
+    store: &dyn Store,
+    sealer: Option<&crate::secrets::Sealer>,
+    format: Format,
+    command: KeyCommand,
+) -> anyhow::Result<()> {
     match command {
         KeyCommand::Create { user, description } => {
             let u = find_user(store, &user).await?;
-            let k = iam::create_access_key(store, &u, &description, None).await?;
+            let k = iam::create_access_key(store, sealer, &u, &description, None).await?;
             let value = json!({
                 "access_key": k.access_key,
                 "secret_key": k.secret_key,

@@ -378,10 +378,19 @@ async fn verify_signature(
         body,
     };
     // An unknown key costs the same work as a known one and fails the same way.
-    let secret = key
-        .as_ref()
-        .map_or(authn.decoy_secret.as_str(), |k| k.secret_key.as_str());
-    let valid = sign::verify(&request, &auth, secret);
+    let opened = key.as_ref().map(|k| match &state.sealer {
+        Some(sealer) => sealer.open(&k.access_key, &k.secret_key),
+        None => crate::secrets::open_unsealed(&k.access_key, &k.secret_key),
+    });
+    let secret = match &opened {
+        Some(Ok(secret)) => secret.as_str(),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot open a stored secret key");
+            authn.decoy_secret.as_str()
+        }
+        None => authn.decoy_secret.as_str(),
+    };
+    let valid = sign::verify(&request, &auth, secret) && matches!(opened, Some(Ok(_)));
     match key {
         Some(key) if valid => {
             authn.succeeded(&auth.access_key);
@@ -520,7 +529,7 @@ mod tests {
             .await
             .expect("store");
         let crate::iam::Bootstrap::Created(profile) =
-            crate::iam::bootstrap_admin(&store, "http://127.0.0.1:1")
+            crate::iam::bootstrap_admin(&store, None, "http://127.0.0.1:1")
                 .await
                 .expect("bootstrap")
         else {

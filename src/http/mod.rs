@@ -68,6 +68,8 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     /// Cancelled when the server shuts down, so long polls end at once.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Opens the sealed secret keys of the store, when there is a master key.
+    pub sealer: Option<Arc<crate::secrets::Sealer>>,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
             templates: Arc::new(templates),
             config: Arc::new(config),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            sealer: None,
         }
     }
 }

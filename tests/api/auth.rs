@@ -22,7 +22,8 @@ async fn user_with_policy(app: &TestApp, name: &str, project: &str, policy: &str
         .await
         .expect("user");
     store.grant(&user.id, project, policy).await.expect("grant");
-    let key = iam::create_access_key(store, &user, "test", None)
+    let sealer = litejobs::secrets::Sealer::for_database(&app.database_url).expect("master key");
+    let key = iam::create_access_key(store, sealer.as_ref(), &user, "test", None)
         .await
         .expect("key");
     Client::new(
@@ -531,3 +532,38 @@ backend_tests!(
     tokens_authenticate_are_scoped_and_revocable,
     deleted_keys_stop_working,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_database_alone_cannot_sign_requests() {
+    use sqlx::Connection;
+    let app = TestApp::sqlite().await;
+    let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+        .await
+        .expect("open the database");
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT access_key, secret_key FROM access_keys")
+            .fetch_all(&mut conn)
+            .await
+            .expect("read keys");
+    assert!(!stored.is_empty());
+    for (ak, secret) in &stored {
+        assert!(secret.starts_with("sealed:v1:"), "{ak} is stored sealed");
+        assert!(!secret.contains(&app.credentials.secret_key));
+    }
+    let copy_dir = tempfile::tempdir().expect("dir");
+    let copy = copy_dir.path().join("copy.db");
+    sqlx::query(&format!("VACUUM INTO '{}'", copy.display()))
+        .execute(&mut conn)
+        .await
+        .expect("copy the database");
+    let mut config =
+        crate::helpers::test_config(copy_dir.path(), &format!("sqlite://{}", copy.display()));
+    config.admin_credentials = app.dir.path().join("admin.json");
+    let on_copy = TestApp::start(copy_dir, config).await;
+    // The copy has every row but not the master key: the same signed request is refused.
+    assert_eq!(
+        api_error(on_copy.admin.list_jobs(&[]).await),
+        (401, "APIG.0301".into())
+    );
+    assert!(app.admin.list_jobs(&[]).await.is_ok());
+}

@@ -1,0 +1,214 @@
+//! Secret keys at rest. The HMAC check needs each access key's secret in the clear, so the
+//! store keeps it sealed with AES-256-GCM under a master key that lives outside the
+//! database (bound to its access key id as associated data): a copy of the database alone
+//! cannot sign requests.
+//!
+//! The master key comes from `LITEJOBS_MASTER_KEY` (base64 of 32 bytes), else from the file
+//! `LITEJOBS_MASTER_KEY_FILE` names, else, for a SQLite database, from `<database>.key`
+//! beside it (created, mode 0600, when missing). A PostgreSQL store without a configured key
+//! keeps secrets unsealed and says so at start: replicas must share one key.
+
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use anyhow::Context;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rand::RngCore;
+
+/// Prefix of a sealed secret as stored.
+const SEALED_PREFIX: &str = "sealed:v1:";
+
+/// Seals and opens secret keys with the master key.
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<master key>)")
+    }
+}
+
+fn decode_key(raw: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = B64
+        .decode(raw.trim())
+        .context("the master key is not base64")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the master key must be 32 bytes"))
+}
+
+/// Writes a new random master key to `path` (mode 0600) unless it exists.
+fn create_key_file(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(B64.encode(key).as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "created the master key that seals secret keys; back it up with the database");
+            Ok(())
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+/// The SQLite file a database URL names, if it names one.
+fn sqlite_file(database_url: &str) -> Option<PathBuf> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        return None;
+    }
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .unwrap_or(database_url);
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+impl Sealer {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self {
+            cipher: Aes256Gcm::new(&key.into()),
+        }
+    }
+
+    /// The sealer for a database, per the rules of this module; `None` when no master key
+    /// is configured for a PostgreSQL database.
+    pub fn for_database(database_url: &str) -> anyhow::Result<Option<Self>> {
+        if let Ok(raw) = std::env::var("LITEJOBS_MASTER_KEY") {
+            return Ok(Some(Self::new(decode_key(&raw)?)));
+        }
+        let path = match std::env::var_os("LITEJOBS_MASTER_KEY_FILE") {
+            Some(p) => PathBuf::from(p),
+            None => match sqlite_file(database_url) {
+                Some(db) => {
+                    let mut name = db.into_os_string();
+                    name.push(".key");
+                    let path = PathBuf::from(name);
+                    create_key_file(&path)?;
+                    path
+                }
+                None => return Ok(None),
+            },
+        };
+        let raw = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the master key {}", path.display()))?;
+        Ok(Some(Self::new(decode_key(&raw)?)))
+    }
+
+    /// Seals `secret` for storage, bound to its access key id.
+    pub fn seal(&self, access_key: &str, secret: &str) -> anyhow::Result<String> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: access_key.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("cannot seal a secret key"))?;
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        Ok(format!("{SEALED_PREFIX}{}", B64.encode(out)))
+    }
+
+    /// Opens a stored secret; an unsealed one (stored without a master key) is returned as is.
+    pub fn open(&self, access_key: &str, stored: &str) -> anyhow::Result<String> {
+        let Some(encoded) = stored.strip_prefix(SEALED_PREFIX) else {
+            return Ok(stored.to_string());
+        };
+        let bytes = B64
+            .decode(encoded)
+            .context("a sealed secret is not base64")?;
+        anyhow::ensure!(bytes.len() > 12, "a sealed secret is too short");
+        let (nonce, sealed) = bytes.split_at(12);
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: access_key.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                anyhow::anyhow!("cannot open the secret of {access_key}: wrong master key?")
+            })?;
+        String::from_utf8(plain).context("a sealed secret is not UTF-8")
+    }
+}
+
+/// Opens a stored secret without a sealer: only unsealed secrets can be read.
+pub fn open_unsealed(access_key: &str, stored: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !stored.starts_with(SEALED_PREFIX),
+        "the secret of {access_key} is sealed but no master key is configured \
+         (LITEJOBS_MASTER_KEY or LITEJOBS_MASTER_KEY_FILE)"
+    );
+    Ok(stored.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_key_and_access_key() {
+        let sealer = Sealer::new([7; 32]);
+        let sealed = sealer.seal("AK1", "the-secret").expect("seal");
+        assert!(sealed.starts_with(SEALED_PREFIX));
+        assert!(!sealed.contains("the-secret"));
+        assert_eq!(sealer.open("AK1", &sealed).expect("open"), "the-secret");
+        assert!(
+            sealer.open("AK2", &sealed).is_err(),
+            "bound to its access key"
+        );
+        assert!(
+            Sealer::new([8; 32]).open("AK1", &sealed).is_err(),
+            "bound to the master key"
+        );
+        assert_ne!(
+            sealed,
+            sealer.seal("AK1", "the-secret").expect("seal"),
+            "fresh nonce"
+        );
+        assert_eq!(sealer.open("AK1", "plain").expect("legacy"), "plain");
+        assert!(open_unsealed("AK1", &sealed).is_err());
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("litejobs.db"),
+            Some(PathBuf::from("litejobs.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:///tmp/x.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite://rel.db"),
+            Some(PathBuf::from("rel.db"))
+        );
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+    }
+}
