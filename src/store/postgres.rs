@@ -57,8 +57,7 @@ impl PgStore {
         job: super::NewJob,
         idempotency: Option<super::IdempotencyKey>,
     ) -> super::StoreResult<crate::wire::JobDetail> {
-        self.create_job_alone(project, &job, idempotency.as_ref())
-            .await
+        Self::create_job_alone(&self.write, project, &job, idempotency.as_ref()).await
     }
 }
 

@@ -527,17 +527,16 @@ macro_rules! sql_store {
 
             /// Creates a job in a transaction of its own; tries again when a concurrent
             /// request took the same idempotency key first or the transaction failed
-            /// transiently. (SQLite creates through its group-commit writer instead.)
-            #[allow(dead_code)]
+            /// transiently.
             pub(crate) async fn create_job_alone(
-                &self,
+                pool: &sqlx::Pool<$db>,
                 project: &ProjectId,
                 job: &NewJob,
                 idempotency: Option<&IdempotencyKey>,
             ) -> StoreResult<JobDetail> {
                 for _ in 0..3 {
                     let done = retry_transient(|| async {
-                        let mut tx = self.write.begin().await?;
+                        let mut tx = pool.begin().await?;
                         let done = Self::insert_job(&mut *tx, project, job, idempotency).await?;
                         if done.is_some() {
                             tx.commit().await?;

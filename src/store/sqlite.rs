@@ -227,8 +227,9 @@ async fn create_batch(
 ) -> StoreResult<Vec<StoreResult<JobDetail>>> {
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for pending in batch {
-        match create_in(&mut tx, pending).await {
+    for p in batch {
+        let key = p.idempotency.as_ref();
+        match SqliteStore::insert_job(&mut tx, &p.project, &p.job, key).await {
             Ok(Some(detail)) => outcomes.push(Ok(detail)),
             Err(e @ (StoreError::UnknownServers(_) | StoreError::IdempotencyConflict)) => {
                 outcomes.push(Err(e))
@@ -238,8 +239,9 @@ async fn create_batch(
             Ok(None) | Err(_) => {
                 tx.rollback().await?;
                 let mut alone = Vec::with_capacity(batch.len());
-                for pending in batch {
-                    alone.push(create_alone(pool, pending).await);
+                for p in batch {
+                    let key = p.idempotency.as_ref();
+                    alone.push(SqliteStore::create_job_alone(pool, &p.project, &p.job, key).await);
                 }
                 return Ok(alone);
             }
@@ -247,33 +249,6 @@ async fn create_batch(
     }
     tx.commit().await?;
     Ok(outcomes)
-}
-
-async fn create_in(
-    conn: &mut sqlx::SqliteConnection,
-    pending: &PendingCreate,
-) -> StoreResult<Option<JobDetail>> {
-    SqliteStore::insert_job(
-        conn,
-        &pending.project,
-        &pending.job,
-        pending.idempotency.as_ref(),
-    )
-    .await
-}
-
-/// One create in a transaction of its own.
-async fn create_alone(pool: &SqlitePool, pending: &PendingCreate) -> StoreResult<JobDetail> {
-    let mut tx = pool.begin().await?;
-    match create_in(&mut tx, pending).await? {
-        Some(detail) => {
-            tx.commit().await?;
-            Ok(detail)
-        }
-        None => Err(StoreError::Corrupt(
-            "idempotency key kept changing hands".to_string(),
-        )),
-    }
 }
 
 #[async_trait::async_trait]
