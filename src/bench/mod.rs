@@ -124,7 +124,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 }
 
 fn url_backend(url: &str) -> &'static str {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if crate::store::is_postgres_url(url) {
         "postgres"
     } else {
         "sqlite"
@@ -225,7 +225,7 @@ async fn bench_backend(
     );
     println!("database: {}", db.shown);
     let loaded = load_data_set(args, db).await?;
-    let workdir = tempfile_dir()?;
+    let workdir = new_temp_dir("litejobs-bench-server")?;
     let server = ServerProcess::start(exe, &db.url, &workdir).await;
     let server = match server {
         Ok(s) => s,
@@ -258,11 +258,10 @@ async fn bench_backend(
     Ok((summary, errors))
 }
 
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "litejobs-bench-server-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    ));
+/// A new directory under the system's temporary directory, named `<prefix>-<random>`.
+pub(crate) fn new_temp_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", &suffix[..12]));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }

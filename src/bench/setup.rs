@@ -51,9 +51,7 @@ pub async fn fresh_database(
                 (path, Cleanup::Nothing)
             }
             None => {
-                let dir = std::env::temp_dir().join(format!("litejobs-bench-{}", &suffix[..12]));
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let dir = super::new_temp_dir("litejobs-bench")?;
                 let cleanup = if keep {
                     Cleanup::Nothing
                 } else {

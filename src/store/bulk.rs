@@ -56,7 +56,7 @@ pub enum BulkLoader {
 impl BulkLoader {
     /// Connects to the (migrated) database at `url`.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if super::is_postgres_url(url) {
             let mut conn = PgConnection::connect(url).await?;
             // Loaded rows are redone by loading again, not recovered: no need to wait for
             // each commit's flush.

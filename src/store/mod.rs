@@ -272,9 +272,14 @@ pub trait Store: JobStore + IamStore {
     async fn ping(&self) -> StoreResult<()>;
 }
 
+/// True when a database URL names PostgreSQL (otherwise it is a SQLite file).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the store a database URL names (`sqlite:…` or a path, `postgres://…`) and migrates it.
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres_url(url) {
         Ok(std::sync::Arc::new(PgStore::connect(url).await?))
     } else {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
