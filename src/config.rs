@@ -59,7 +59,11 @@ pub struct ServeConfig {
     pub templates_dir: Option<PathBuf>,
 
     /// Where the first start writes the administrator's credentials (mode 0600).
-    #[arg(long, env = "LITEJOBS_ADMIN_CREDENTIALS", default_value = "litejobs-admin.json")]
+    #[arg(
+        long,
+        env = "LITEJOBS_ADMIN_CREDENTIALS",
+        default_value = "litejobs-admin.json"
+    )]
     pub admin_credentials: PathBuf,
 
     /// Run a simulated fleet whose tasks finish by themselves, for testing cloud code.

@@ -2,18 +2,18 @@
 //! API, with its CLI client and node agent.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod domain;
-pub mod sign;
-pub mod store;
-pub mod wire;
 pub mod http;
 pub mod iam;
-pub mod templates;
-pub mod config;
-pub mod serve;
-pub mod worker;
-pub mod client;
-pub mod cli;
-pub mod bench;
-pub mod agent;
 pub mod secrets;
+pub mod serve;
+pub mod sign;
+pub mod store;
+pub mod templates;
+pub mod wire;
+pub mod worker;
