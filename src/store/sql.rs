@@ -214,6 +214,20 @@ macro_rules! push_filter {
 }
 pub(super) use push_filter;
 
+/// Appends ` IN ($a, $b, …)` binding each of `ids`.
+macro_rules! push_in_list {
+    ($qb:expr, $ids:expr) => {{
+        let qb = $qb;
+        qb.push(" IN (");
+        let mut sep = qb.separated(", ");
+        for id in $ids {
+            sep.push_bind(id.clone());
+        }
+        qb.push(")");
+    }};
+}
+pub(super) use push_in_list;
+
 /// Implements [`super::JobStore`] and [`super::IamStore`] for a store struct with `read` and
 /// `write` pools of one sqlx database.
 macro_rules! sql_store {
@@ -225,7 +239,7 @@ macro_rules! sql_store {
         use crate::domain::{JobStatus, ProjectId, TaskStatus};
         use crate::store::sql::{
             conflict_as, list_item, needs_row_count, order_column, order_dir, parse_json,
-            parse_page, push_filter, retry_transient, to_json, CloudServer, Dialect, Items,
+            parse_page, push_filter, push_in_list, retry_transient, to_json, CloudServer, Dialect, Items,
             LIST_COLUMNS,
         };
         use crate::store::{
@@ -403,12 +417,8 @@ macro_rules! sql_store {
                     <$store as Dialect>::JSON_AGG,
                     <$store as Dialect>::JSON_ROW
                 ));
-                qb.push_bind(project.as_str()).push(" AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in &job.server_ids {
-                    sep.push_bind(id.clone());
-                }
-                qb.push(")");
+                qb.push_bind(project.as_str()).push(" AND id");
+                push_in_list!(&mut qb, &job.server_ids);
                 let found: Option<String> = qb.build().fetch_one(&mut *conn).await?.try_get(0)?;
                 let found: Vec<(String, String, String, String)> = match found {
                     Some(raw) => parse_json("servers", &raw)?,
@@ -651,12 +661,8 @@ macro_rules! sql_store {
                         .push_bind(project.as_str())
                         .push(" AND status <> ")
                         .push_bind(JobStatus::Deleted.as_str())
-                        .push(" AND id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in ids {
-                        sep.push_bind(id.clone());
-                    }
-                    qb.push(")");
+                        .push(" AND id");
+                    push_in_list!(&mut qb, ids);
                     qb.build().execute(&mut *tx).await?;
 
                     let mut qb = QueryBuilder::<$db>::new("UPDATE tasks SET status = ");
@@ -669,23 +675,16 @@ macro_rules! sql_store {
                         .push_bind(project.as_str())
                         .push(" AND status = ")
                         .push_bind(TaskStatus::Processing.as_str())
-                        .push(" AND job_id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in ids {
-                        sep.push_bind(id.clone());
-                    }
-                    qb.push(")");
+                        .push(" AND job_id");
+                    push_in_list!(&mut qb, ids);
                     qb.build().execute(&mut *tx).await?;
 
                     let mut qb = QueryBuilder::<$db>::new(format!(
                         "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
                     ));
-                    qb.push_bind(project.as_str()).push(" AND id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in ids {
-                        sep.push_bind(id.clone());
-                    }
-                    qb.push(") ORDER BY create_at DESC, id DESC");
+                    qb.push_bind(project.as_str()).push(" AND id");
+                    push_in_list!(&mut qb, ids);
+                    qb.push(" ORDER BY create_at DESC, id DESC");
                     let rows = qb.build().fetch_all(&mut *tx).await?;
                     tx.commit().await?;
                     let mut items = Vec::with_capacity(rows.len());
