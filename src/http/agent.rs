@@ -96,18 +96,19 @@ pub async fn lease_tasks(
             "The server {server_id} is not registered in this project."
         )));
     }
+    // A lease covers the longest template timeout; each task's own timeout is in it.
+    let longest = state
+        .templates
+        .all()
+        .iter()
+        .filter_map(|t| t.timeout.parse::<u64>().ok())
+        .max()
+        .unwrap_or(3600);
+    let lease_ms = ((longest + LEASE_GRACE_SECS) * 1000) as i64;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let now = now_ms();
-        // A lease covers the longest template timeout; each task's own timeout is in it.
-        let longest = state
-            .templates
-            .all()
-            .iter()
-            .filter_map(|t| t.timeout.parse::<u64>().ok())
-            .max()
-            .unwrap_or(3600);
-        let until = now + ((longest + LEASE_GRACE_SECS) * 1000) as i64;
+        let until = now + lease_ms;
         let leased = state
             .store
             .lease_tasks(
