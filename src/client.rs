@@ -57,28 +57,34 @@ impl RawResponse {
         self.into_result::<serde_json::Value>().map(|_| ())
     }
 
+    /// The API error of a failed answer: the error body's code and message (or, for a body
+    /// that is not one, the status and the raw text) and the `X-Request-Id`.
+    pub fn api_error(&self) -> ClientError {
+        let request_id = self
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(e) => ClientError::Api {
+                status: self.status,
+                error_code: e.error_code,
+                error_msg: e.error_msg,
+                request_id,
+            },
+            Err(_) => ClientError::Api {
+                status: self.status,
+                error_code: self.status.to_string(),
+                error_msg: String::from_utf8_lossy(&self.body).into_owned(),
+                request_id,
+            },
+        }
+    }
+
     fn into_result<T: DeserializeOwned>(self) -> Result<T, ClientError> {
         if self.status >= 400 {
-            let request_id = self
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            return Err(match serde_json::from_slice::<ErrorBody>(&self.body) {
-                Ok(e) => ClientError::Api {
-                    status: self.status,
-                    error_code: e.error_code,
-                    error_msg: e.error_msg,
-                    request_id,
-                },
-                Err(_) => ClientError::Api {
-                    status: self.status,
-                    error_code: self.status.to_string(),
-                    error_msg: String::from_utf8_lossy(&self.body).into_owned(),
-                    request_id,
-                },
-            });
+            return Err(self.api_error());
         }
         serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode {
             status: self.status,

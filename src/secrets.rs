@@ -67,19 +67,6 @@ fn create_key_file(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The SQLite file a database URL names, if it names one.
-fn sqlite_file(database_url: &str) -> Option<PathBuf> {
-    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        return None;
-    }
-    let path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        .unwrap_or(database_url);
-    let path = path.split('?').next().unwrap_or(path);
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
-}
-
 impl Sealer {
     pub fn new(key: [u8; 32]) -> Self {
         Self {
@@ -95,7 +82,7 @@ impl Sealer {
         }
         let path = match std::env::var_os("LITEJOBS_MASTER_KEY_FILE") {
             Some(p) => PathBuf::from(p),
-            None => match sqlite_file(database_url) {
+            None => match crate::store::sqlite_file(database_url) {
                 Some(db) => {
                     let mut name = db.into_os_string();
                     name.push(".key");
@@ -196,6 +183,7 @@ mod tests {
 
     #[test]
     fn sqlite_urls_name_their_file() {
+        use crate::store::sqlite_file;
         assert_eq!(
             sqlite_file("litejobs.db"),
             Some(PathBuf::from("litejobs.db"))

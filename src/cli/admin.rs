@@ -2,7 +2,6 @@
 //! work directly on the database (the same URL forms as `serve`), through [`crate::iam`] and
 //! the store traits, not through the API.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -30,7 +29,7 @@ pub struct DatabaseArgs {
 /// Opens (and migrates) the database; says so on stderr when a new SQLite file is made.
 pub async fn open(database: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
     let url = database.database_url.as_str();
-    let new_file = sqlite_path(url).filter(|p| !p.exists());
+    let new_file = store::sqlite_file(url).filter(|p| !p.exists());
     let store = store::open(url)
         .await
         .with_context(|| "cannot open the database")?;
@@ -39,19 +38,6 @@ pub async fn open(database: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
     }
     iam::ensure_builtin_policies(store.as_ref()).await?;
     Ok(store)
-}
-
-/// The file of a SQLite URL or path; `None` for PostgreSQL and in-memory databases.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return None;
-    }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let path = path.split('?').next().unwrap_or(path);
-    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
 }
 
 pub async fn find_user(store: &dyn Store, name: &str) -> anyhow::Result<UserRecord> {

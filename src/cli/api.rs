@@ -6,7 +6,6 @@ use serde::de::DeserializeOwned;
 
 use super::output::{self, Format};
 use crate::client::{Client, ClientError, RawResponse};
-use crate::wire::ErrorBody;
 
 /// A successful answer: the raw body (printed as is for `--output json`) and its value.
 pub struct Answer<T> {
@@ -14,27 +13,21 @@ pub struct Answer<T> {
     pub value: T,
 }
 
-/// The API error a failed answer carries.
+/// The API error a failed answer carries, its message made safe for a terminal.
 fn api_error(response: &RawResponse) -> ClientError {
-    let request_id = response
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    match serde_json::from_slice::<ErrorBody>(&response.body) {
-        Ok(e) => ClientError::Api {
-            status: response.status,
-            error_code: e.error_code,
-            error_msg: e.error_msg,
+    match response.api_error() {
+        ClientError::Api {
+            status,
+            error_code,
+            error_msg,
+            request_id,
+        } => ClientError::Api {
+            status,
+            error_code,
+            error_msg: output::clean(&error_msg),
             request_id,
         },
-        Err(_) => ClientError::Api {
-            status: response.status,
-            error_code: response.status.to_string(),
-            error_msg: output::clean(&String::from_utf8_lossy(&response.body)),
-            request_id,
-        },
+        other => other,
     }
 }
 

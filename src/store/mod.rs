@@ -277,6 +277,19 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// The file a SQLite URL or path names; `None` for PostgreSQL and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if is_postgres_url(url) {
+        return None;
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| std::path::PathBuf::from(path))
+}
+
 /// Opens the store a database URL names (`sqlite:…` or a path, `postgres://…`) and migrates it.
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     if is_postgres_url(url) {
