@@ -11,6 +11,9 @@ use subtle::ConstantTimeEq;
 
 /// The `Authorization` scheme this module signs and verifies.
 pub const ALGORITHM: &str = "SDK-HMAC-SHA256";
+/// The SDK's derived-key scheme, verified too: the signing key is derived from the secret
+/// key for one day, region and service (the credential's scope).
+pub const DERIVED_ALGORITHM: &str = "V11-HMAC-SHA256";
 /// Format of the `X-Sdk-Date` header, always UTC.
 pub const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// Name of the date header.
@@ -149,6 +152,26 @@ fn mac(secret: &[u8], message: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// The derived-key signature: the string to sign carries the scope, and the key is the
+/// lower-case hex of HKDF-SHA256(secret key, salt = access key, info = scope), as ASCII.
+pub fn derived_signature(
+    secret_key: &str,
+    access_key: &str,
+    scope: &str,
+    sdk_date: &str,
+    canonical_request: &str,
+) -> String {
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(Some(access_key.as_bytes()), secret_key.as_bytes())
+        .expand(scope.as_bytes(), &mut okm)
+        .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
+    let string_to_sign = format!(
+        "{DERIVED_ALGORITHM}\n{sdk_date}\n{scope}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    );
+    signature(&hex::encode(okm), &string_to_sign)
+}
+
 /// Lower-case hex HMAC-SHA256 signature of a string to sign.
 pub fn signature(secret_key: &str, string_to_sign: &str) -> String {
     hex::encode(mac(secret_key.as_bytes(), string_to_sign.as_bytes()))
@@ -158,17 +181,39 @@ pub fn signature(secret_key: &str, string_to_sign: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorization {
     pub access_key: String,
+    /// `YYYYMMDD/region/service` of a derived-key (`V11-HMAC-SHA256`) signature.
+    pub scope: Option<String>,
     pub signed_headers: Vec<String>,
     pub signature: String,
 }
 
 impl Authorization {
-    /// Parses the header with the exact grammar the SDK produces; `None` for anything else,
+    /// Parses the header with the exact grammar the SDK produces (`SDK-HMAC-SHA256
+    /// Access=…` or `V11-HMAC-SHA256 Credential=AK/scope…`); `None` for anything else,
     /// including other algorithms.
     pub fn parse(value: &str) -> Option<Self> {
-        let rest = value.strip_prefix(ALGORITHM)?.strip_prefix(' ')?;
+        let (access_key, scope, rest) = if let Some(rest) = value
+            .strip_prefix(ALGORITHM)
+            .and_then(|r| r.strip_prefix(' '))
+        {
+            let (first, rest) = rest.split_once(", ")?;
+            (first.strip_prefix("Access=")?, None, rest)
+        } else {
+            let rest = value.strip_prefix(DERIVED_ALGORITHM)?.strip_prefix(' ')?;
+            let (first, rest) = rest.split_once(", ")?;
+            let (ak, scope) = first.strip_prefix("Credential=")?.split_once('/')?;
+            let mut pieces = scope.split('/');
+            let date = pieces.next()?;
+            let well_formed = date.len() == 8
+                && date.bytes().all(|b| b.is_ascii_digit())
+                && pieces.clone().count() == 2
+                && pieces.all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+            if !well_formed {
+                return None;
+            }
+            (ak, Some(scope.to_string()), rest)
+        };
         let mut parts = rest.split(", ");
-        let access_key = parts.next()?.strip_prefix("Access=")?;
         let signed = parts.next()?.strip_prefix("SignedHeaders=")?;
         let signature = parts.next()?.strip_prefix("Signature=")?;
         if parts.next().is_some() || access_key.is_empty() || signed.is_empty() {
@@ -188,6 +233,7 @@ impl Authorization {
         }
         Some(Self {
             access_key: access_key.to_string(),
+            scope,
             signed_headers,
             signature: signature.to_ascii_lowercase(),
         })
@@ -195,9 +241,12 @@ impl Authorization {
 
     /// Renders the header value.
     pub fn render(&self) -> String {
+        let credential = match &self.scope {
+            Some(scope) => format!("{DERIVED_ALGORITHM} Credential={}/{scope}", self.access_key),
+            None => format!("{ALGORITHM} Access={}", self.access_key),
+        };
         format!(
-            "{ALGORITHM} Access={}, SignedHeaders={}, Signature={}",
-            self.access_key,
+            "{credential}, SignedHeaders={}, Signature={}",
             self.signed_headers.join(";"),
             self.signature
         )
@@ -215,7 +264,15 @@ pub fn verify(parts: &RequestParts<'_>, auth: &Authorization, secret_key: &str) 
         .iter()
         .all(|h| parts.header(h).is_some());
     let canonical = canonical_request(parts, &auth.signed_headers);
-    let expected = signature(secret_key, &string_to_sign(date.trim(), &canonical));
+    let date = date.trim();
+    let expected = match &auth.scope {
+        None => signature(secret_key, &string_to_sign(date, &canonical)),
+        // A derived key is good for the day of the request only.
+        Some(scope) if date.get(..8).is_some_and(|day| scope.starts_with(day)) => {
+            derived_signature(secret_key, &auth.access_key, scope, date, &canonical)
+        }
+        Some(_) => return false,
+    };
     let matches: bool = expected.as_bytes().ct_eq(auth.signature.as_bytes()).into();
     matches && all_present
 }
@@ -272,6 +329,7 @@ pub fn sign(
     let canonical = canonical_request(&parts, &signed);
     Authorization {
         access_key: credentials.access_key.clone(),
+        scope: None,
         signature: signature(&credentials.secret_key, &string_to_sign(&date, &canonical)),
         signed_headers: signed,
     }
@@ -371,27 +429,73 @@ mod tests {
                 headers: &headers,
                 body: body.as_bytes(),
             };
-            if case["algorithm"] != ALGORITHM {
-                // Derived (V11) signing is not used by the ModelArts client; it is refused.
-                assert!(Authorization::parse(&raw_auth).is_none(), "{name}");
-                continue;
-            }
             let auth = Authorization::parse(&raw_auth).expect(name);
+            assert_eq!(auth.render(), raw_auth, "{name}");
             let expect_valid = case["expect_valid"].as_bool().expect("expect_valid");
             assert_eq!(verify(&parts, &auth, &text("sk")), expect_valid, "{name}");
             if let Some(expected) = case["expected_canonical_request"].as_str() {
                 let canonical = canonical_request(&parts, &auth.signed_headers);
                 assert_eq!(canonical, expected, "{name}");
-                let date = parts.header(DATE_HEADER).expect("date");
-                assert_eq!(
-                    string_to_sign(date, &canonical),
-                    text("expected_string_to_sign"),
-                    "{name}"
-                );
+                if auth.scope.is_none() {
+                    let date = parts.header(DATE_HEADER).expect("date");
+                    assert_eq!(
+                        string_to_sign(date, &canonical),
+                        text("expected_string_to_sign"),
+                        "{name}"
+                    );
+                }
             }
             checked += 1;
         }
-        assert_eq!(checked, 15);
+        assert_eq!(checked, 16);
+    }
+
+    /// A derived key is bound to its day: the same signature with a scope of another day
+    /// than the request's date fails, and so does a malformed credential.
+    #[test]
+    fn derived_signatures_are_bound_to_their_scope() {
+        let case = vectors()
+            .into_iter()
+            .find(|c| c["algorithm"] == DERIVED_ALGORITHM)
+            .expect("a V11 vector");
+        let headers = vector_headers(&case);
+        let raw_auth = headers
+            .iter()
+            .find(|(n, _)| n == "Authorization")
+            .map(|(_, v)| v.clone())
+            .expect("authorization");
+        let (path, query) = (
+            case["path"].as_str().unwrap_or_default(),
+            case["query"].as_str().unwrap_or_default(),
+        );
+        let parts = RequestParts {
+            method: "GET",
+            path,
+            query,
+            headers: &headers,
+            body: b"",
+        };
+        let sk = case["sk"].as_str().unwrap_or_default();
+        let auth = Authorization::parse(&raw_auth).expect("parses");
+        assert!(verify(&parts, &auth, sk));
+        let other_day = Authorization {
+            scope: auth
+                .scope
+                .as_ref()
+                .map(|s| s.replacen("20250315", "20250316", 1)),
+            ..auth.clone()
+        };
+        assert!(!verify(&parts, &other_day, sk));
+        for bad in [
+            raw_auth.replace(
+                "Credential=HPUAEXAMPLEAK0000001/20250315/",
+                "Credential=HPUAEXAMPLEAK0000001/2025031/",
+            ),
+            raw_auth.replace("/cn-north-4/modelarts", "/cn-north-4"),
+            raw_auth.replace("Credential=", "Access="),
+        ] {
+            assert!(Authorization::parse(&bad).is_none(), "{bad}");
+        }
     }
 
     /// The client side signs exactly as the SDK: re-signing a vector's request reproduces

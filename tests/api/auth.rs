@@ -567,3 +567,55 @@ async fn a_copy_of_the_database_alone_cannot_sign_requests() {
     );
     assert!(app.admin.list_jobs(&[]).await.is_ok());
 }
+
+#[tokio::test]
+async fn derived_key_signatures_are_accepted_for_their_day_only() {
+    let app = TestApp::sqlite().await;
+    let now = chrono::Utc::now();
+    let path = app.admin.project_path("/dev-servers/jobs");
+    let send = |day: String| {
+        let date = now.format(sign::DATE_FORMAT).to_string();
+        let headers = vec![
+            ("Host".to_string(), app.addr.to_string()),
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Project-Id".to_string(), app.project_id.clone()),
+            ("X-Sdk-Date".to_string(), date.clone()),
+        ];
+        let signed: Vec<String> = ["content-type", "host", "x-project-id", "x-sdk-date"]
+            .map(String::from)
+            .to_vec();
+        let parts = sign::RequestParts {
+            method: "GET",
+            path: &path,
+            query: "status=FINISHED",
+            headers: &headers,
+            body: b"",
+        };
+        let scope = format!("{day}/local-1/modelarts");
+        let canonical = sign::canonical_request(&parts, &signed);
+        let auth = sign::Authorization {
+            access_key: app.credentials.access_key.clone(),
+            signature: sign::derived_signature(
+                &app.credentials.secret_key,
+                &app.credentials.access_key,
+                &scope,
+                &date,
+                &canonical,
+            ),
+            scope: Some(scope),
+            signed_headers: signed,
+        };
+        let mut request =
+            reqwest::Client::new().get(format!("{}{path}?status=FINISHED", app.endpoint));
+        for (n, v) in &headers {
+            request = request.header(n.as_str(), v.as_str());
+        }
+        request.header("Authorization", auth.render()).send()
+    };
+    let today = now.format("%Y%m%d").to_string();
+    assert_eq!(send(today).await.expect("sent").status().as_u16(), 200);
+    let yesterday = (now - chrono::TimeDelta::days(1))
+        .format("%Y%m%d")
+        .to_string();
+    assert_eq!(send(yesterday).await.expect("sent").status().as_u16(), 401);
+}
