@@ -277,15 +277,5 @@ async fn the_agent_binary_serves_a_server_and_stops_on_sigterm() {
         .await;
     assert_eq!(done.tasks[0].status, "SUCCESS");
     assert!(done.tasks[0].message.contains("ran-by-the-binary"));
-    let pid = agent.id().expect("pid");
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let exit = tokio::time::timeout(Duration::from_secs(20), agent.wait())
-        .await
-        .expect("agent exits after SIGTERM")
-        .expect("wait");
-    assert!(exit.success(), "{exit:?}");
+    crate::helpers::terminate_cleanly(&mut agent).await;
 }

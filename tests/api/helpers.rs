@@ -354,8 +354,28 @@ impl ServerProcess {
         }
     }
 
+    /// Sends SIGTERM and waits for the process to exit cleanly.
+    pub async fn terminate(mut self) {
+        terminate_cleanly(&mut self.child).await;
+    }
+
     /// Sends SIGKILL: no chance to finish anything.
     pub async fn kill_hard(mut self) {
         self.child.kill().await.expect("kill");
     }
+}
+
+/// Sends SIGTERM to a child process and asserts that it exits with success within 20 s.
+pub async fn terminate_cleanly(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("the process is running");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert!(exit.success(), "clean exit, got {exit:?}");
 }
