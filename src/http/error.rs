@@ -103,6 +103,14 @@ impl From<StoreError> for ApiError {
             StoreError::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
             ) => Self::Unavailable(e.into()),
+            StoreError::Sqlite(ref inner)
+                if matches!(
+                    inner.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                Self::Unavailable(e.into())
+            }
             other => Self::Internal(other.into()),
         }
     }

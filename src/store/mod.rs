@@ -9,6 +9,7 @@ pub mod bulk;
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_read;
 
 use async_trait::async_trait;
 
@@ -18,6 +19,22 @@ pub use sqlite::SqliteStore;
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::{ProjectId, TaskStatus};
 use crate::wire::{JobDetail, JobItem, JobListItem, Server};
+
+/// One page of the job list, as the store read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    /// Jobs matching the filter, on every page.
+    pub total: u64,
+    /// The page's jobs: a JSON array of list items (`JobListItem`), written by the store.
+    pub data: String,
+}
+
+impl JobPage {
+    /// The page's jobs, decoded.
+    pub fn items(&self) -> StoreResult<Vec<JobListItem>> {
+        serde_json::from_str(&self.data).map_err(|e| StoreError::Corrupt(format!("job page: {e}")))
+    }
+}
 
 /// Failures of the store. Only `Database` and `Corrupt` are the service's fault.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +49,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is malformed: {0}")]
@@ -153,7 +172,7 @@ pub trait JobStore: Send + Sync {
         project: &ProjectId,
         query: &ListJobsQuery,
         max_page_size: u64,
-    ) -> StoreResult<(Vec<JobListItem>, u64)>;
+    ) -> StoreResult<JobPage>;
 
     /// Creates a job with one task per server, all in one transaction. With an idempotency
     /// key already used with the same body, answers that earlier job instead.

@@ -6,27 +6,17 @@
 use std::collections::BTreeMap;
 
 use crate::domain::filter::{JobFilter, SortDir, SortKey};
-use crate::wire::{JobItem, JobListItem};
+use crate::wire::JobItem;
 
 use super::{StoreError, StoreResult};
 
 /// What differs between the backends' SQL.
 pub(super) trait Dialect {
     type Db: sqlx::Database;
-    /// Statement opening a read transaction in which a count and a page agree.
-    const BEGIN_READ: &'static str;
     /// Aggregate collecting JSON values into an array, in an `ORDER BY` given inside it.
     const JSON_AGG: &'static str;
     /// Function making a JSON array of its arguments.
     const JSON_ROW: &'static str;
-    /// True when statements filtering by name must be planned for each pattern: they are
-    /// then not kept prepared. (PostgreSQL would otherwise settle on a generic plan, which
-    /// cannot tell a selective pattern from a common one and walks the whole project.)
-    const PLAN_EACH_NAME_PATTERN: bool;
-    /// The jobs table as the list reads it under `filter` (a hint may steer the planner).
-    fn jobs_source(filter: &JobFilter) -> &'static str;
-    /// Appends ` AND <name matches pattern>`: a case-insensitive substring match.
-    fn push_name_filter(qb: &mut sqlx::QueryBuilder<'_, Self::Db>, pattern: &str);
 }
 
 /// Job names only hold `[-_.a-zA-Z0-9]` (see [`crate::domain::ids::is_simple_name`]), so a
@@ -111,43 +101,40 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, raw: &str) 
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// A job list item as [`LIST_COLUMNS`] in a JSON array.
-type PageRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-);
+/// Where a page other than the first is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PagePlan {
+    /// Direction to read in.
+    pub dir: SortDir,
+    pub skip: u64,
+    pub take: u64,
+    /// Read from the other end: the rows come in the opposite order of the page's.
+    pub reversed: bool,
+}
 
-/// The items of a page read as a JSON array of [`LIST_COLUMNS`] arrays (`None`: no rows).
-pub(super) fn parse_page(raw: Option<String>) -> StoreResult<Vec<JobListItem>> {
-    let Some(raw) = raw else {
-        return Ok(Vec::new());
-    };
-    let rows: Vec<PageRow> = parse_json("job page", &raw)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, name, user_name, description, job_type, status, abnormal, created, updated)| {
-                JobListItem {
-                    id,
-                    name,
-                    user_name,
-                    description,
-                    job_type,
-                    status,
-                    abnormal_count: abnormal,
-                    create_at: created,
-                    update_at: updated,
-                }
-            },
-        )
-        .collect())
+/// How to read `limit` rows after `offset` of `total` rows in direction `dir`; `None` when
+/// the page is empty. A page in the far half is read from the other end: the database then
+/// skips fewer rows, and exact totals make the two readings identical.
+pub(super) fn plan_page(dir: SortDir, offset: u64, limit: u64, total: u64) -> Option<PagePlan> {
+    if offset >= total || limit == 0 {
+        return None;
+    }
+    let end = offset.saturating_add(limit).min(total);
+    Some(if offset > total / 2 {
+        PagePlan {
+            dir: dir.reverse(),
+            skip: total - end,
+            take: end - offset,
+            reversed: true,
+        }
+    } else {
+        PagePlan {
+            dir,
+            skip: offset,
+            take: end - offset,
+            reversed: false,
+        }
+    })
 }
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
@@ -190,30 +177,6 @@ macro_rules! list_item {
 }
 pub(super) use list_item;
 
-/// Appends the filter's predicates (after `WHERE project_id = …`).
-macro_rules! push_filter {
-    ($qb:expr, $filter:expr, $store:ty) => {{
-        let qb = $qb;
-        let filter: &$crate::domain::JobFilter = $filter;
-        if let Some(id) = &filter.id {
-            qb.push(" AND id = ").push_bind(id.clone());
-        }
-        if let Some(status) = filter.status {
-            qb.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(t) = &filter.job_type {
-            qb.push(" AND type = ").push_bind(t.clone());
-        }
-        if let Some(v) = filter.visible {
-            qb.push(" AND visible = ").push_bind(v);
-        }
-        if let Some(name) = &filter.name {
-            <$store as $crate::store::sql::Dialect>::push_name_filter(qb, name);
-        }
-    }};
-}
-pub(super) use push_filter;
-
 /// Appends ` IN ($a, $b, …)` binding each of `ids`.
 macro_rules! push_in_list {
     ($qb:expr, $ids:expr) => {{
@@ -235,15 +198,14 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use sqlx::{QueryBuilder, Row};
 
-        use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
+        use crate::domain::filter::ListJobsQuery;
         use crate::domain::{JobStatus, ProjectId, TaskStatus};
         use crate::store::sql::{
-            conflict_as, list_item, needs_row_count, order_column, order_dir, parse_json,
-            parse_page, push_filter, push_in_list, retry_transient, to_json, CloudServer, Dialect, Items,
-            LIST_COLUMNS,
+            conflict_as, list_item, parse_json, push_in_list, retry_transient, to_json,
+            CloudServer, Dialect, Items, LIST_COLUMNS,
         };
         use crate::store::{
-            AccessKeyRecord, DueTask, IamStore, IdempotencyKey, JobStore, LeasedTask, NewJob,
+            AccessKeyRecord, DueTask, IamStore, IdempotencyKey, JobPage, JobStore, LeasedTask, NewJob,
             NewServer, PolicyRecord, ProjectRecord, StoreError, StoreResult, TokenRecord,
             UserRecord,
         };
@@ -255,55 +217,6 @@ macro_rules! sql_store {
             "id, server_id, server_name, status, cloud_server, message, create_at, update_at";
 
         impl $store {
-            /// Pushes a query of the number of the project's jobs matching `filter`: from the
-            /// counters, unless the filter needs the rows themselves.
-            fn push_count<'a>(
-                qb: &mut QueryBuilder<'a, $db>,
-                project: &'a ProjectId,
-                filter: &crate::domain::JobFilter,
-            ) {
-                if needs_row_count(filter) {
-                    qb.push(format!(
-                        "SELECT COUNT(*) FROM {} WHERE project_id = ",
-                        <$store as Dialect>::jobs_source(filter)
-                    ));
-                } else {
-                    qb.push(
-                        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_counts \
-                         WHERE project_id = ",
-                    );
-                }
-                qb.push_bind(project.as_str());
-                push_filter!(&mut *qb, filter, $store);
-            }
-
-            /// Pushes a query of one page of the list as a JSON array of rows (one value:
-            /// one round trip whatever the page's size), or NULL when the page is empty.
-            fn push_page<'a>(
-                qb: &mut QueryBuilder<'a, $db>,
-                project: &'a ProjectId,
-                filter: &crate::domain::JobFilter,
-                order: (SortKey, SortDir),
-                take: u64,
-                skip: u64,
-            ) {
-                let (col, d) = (order_column(order.0), order_dir(order.1));
-                qb.push(format!(
-                    "SELECT CAST({}({}({LIST_COLUMNS}) ORDER BY {col} {d}, id {d}) AS TEXT) \
-                     FROM (SELECT {LIST_COLUMNS} FROM {} WHERE project_id = ",
-                    <$store as Dialect>::JSON_AGG,
-                    <$store as Dialect>::JSON_ROW,
-                    <$store as Dialect>::jobs_source(filter)
-                ));
-                qb.push_bind(project.as_str());
-                push_filter!(&mut *qb, filter, $store);
-                qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
-                qb.push_bind(take as i64)
-                    .push(" OFFSET ")
-                    .push_bind(skip as i64)
-                    .push(") AS page");
-            }
-
             async fn read_job(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 project: &ProjectId,
@@ -573,53 +486,8 @@ macro_rules! sql_store {
                 project: &ProjectId,
                 query: &ListJobsQuery,
                 max_page_size: u64,
-            ) -> StoreResult<(Vec<JobListItem>, u64)> {
-                let filter = &query.filter;
-                let order = (query.page.sort_key, query.page.sort_dir);
-                let limit = query.page.effective_limit(max_page_size);
-                let offset = query.page.offset;
-                let keep =
-                    !(filter.name.is_some() && <$store as Dialect>::PLAN_EACH_NAME_PATTERN);
-                if offset == 0 {
-                    // The first page (what the SDK and consoles ask) in one statement, so in
-                    // one snapshot and one round trip.
-                    let mut qb = QueryBuilder::<$db>::new("SELECT (");
-                    Self::push_count(&mut qb, project, filter);
-                    qb.push("), (");
-                    Self::push_page(&mut qb, project, filter, order, limit, 0);
-                    qb.push(")");
-                    let row = qb.build().persistent(keep).fetch_one(&self.read).await?;
-                    let total = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
-                    return Ok((parse_page(row.try_get(1)?)?, total));
-                }
-                let mut tx = self.read.begin_with(<$store as Dialect>::BEGIN_READ).await?;
-                let mut qb = QueryBuilder::<$db>::new("");
-                Self::push_count(&mut qb, project, filter);
-                let total: i64 =
-                    qb.build().persistent(keep).fetch_one(&mut *tx).await?.try_get(0)?;
-                let total = u64::try_from(total).unwrap_or(0);
-                if offset >= total || limit == 0 {
-                    tx.commit().await?;
-                    return Ok((Vec::new(), total));
-                }
-                // A page in the far half is read from the other end: the database then skips
-                // fewer rows. Exact totals make the two readings identical.
-                let end = offset.saturating_add(limit).min(total);
-                let (dir, skip, take, reversed) = if offset > total / 2 {
-                    (order.1.reverse(), total - end, end - offset, true)
-                } else {
-                    (order.1, offset, end - offset, false)
-                };
-                let mut qb = QueryBuilder::<$db>::new("");
-                Self::push_page(&mut qb, project, filter, (order.0, dir), take, skip);
-                let page: Option<String> =
-                    qb.build().persistent(keep).fetch_one(&mut *tx).await?.try_get(0)?;
-                tx.commit().await?;
-                let mut items = parse_page(page)?;
-                if reversed {
-                    items.reverse();
-                }
-                Ok((items, total))
+            ) -> StoreResult<JobPage> {
+                self.list_page(project, query, max_page_size).await
             }
 
             async fn create_job(

@@ -1,0 +1,510 @@
+//! The SQLite read path of the job list, on connections of its own.
+//!
+//! A list page is a few microseconds of SQLite work, so it runs on the calling thread: first
+//! with a budget of virtual-machine steps, and only when a query outgrows that budget (a
+//! short `name` pattern scanning the project, say) is it run again, without a budget, on a
+//! blocking thread. The rows are written straight into the page's JSON.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::{Type, Value, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use serde::Serialize;
+
+use super::sql::{
+    lower_pattern, needs_row_count, order_column, order_dir, plan_page, LIST_COLUMNS,
+};
+use super::{JobPage, StoreError, StoreResult};
+use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
+use crate::domain::ProjectId;
+
+/// Connections kept open between reads.
+const MAX_IDLE: usize = 8;
+/// Reads running on blocking threads at once.
+const BLOCKING_READS: usize = 4;
+/// Page cache of each connection, in KiB; the operating system caches the file too.
+const CACHE_KIB: i64 = 4 * 1024;
+/// A read on the calling thread is interrupted after this many progress calls of
+/// [`PROGRESS_PERIOD`] virtual-machine steps each (about a millisecond of work).
+const INLINE_CALLS: u32 = 16;
+const PROGRESS_PERIOD: i32 = 4096;
+/// Distinct list statements a connection keeps prepared.
+const STATEMENT_CACHE: usize = 64;
+
+/// Read-only connections to one SQLite file.
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    blocking: Arc<tokio::sync::Semaphore>,
+    /// Steps between progress calls, and calls, of a read on the calling thread.
+    budget: (i32, u32),
+    /// Reads that outgrew their budget and ran on a blocking thread.
+    moved: AtomicU64,
+}
+
+impl Readers {
+    /// Opens the first connection to `path`, which must already hold the migrated schema.
+    pub(super) fn open(path: &Path) -> StoreResult<Arc<Self>> {
+        Self::with_budget(path, (PROGRESS_PERIOD, INLINE_CALLS))
+    }
+
+    fn with_budget(path: &Path, budget: (i32, u32)) -> StoreResult<Arc<Self>> {
+        let readers = Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            blocking: Arc::new(tokio::sync::Semaphore::new(BLOCKING_READS)),
+            budget,
+            moved: AtomicU64::new(0),
+        };
+        let first = readers.connect()?;
+        readers.put(first);
+        Ok(Arc::new(readers))
+    }
+
+    fn connect(&self) -> StoreResult<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{CACHE_KIB}; PRAGMA query_only = ON;"
+        ))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    fn take(&self) -> StoreResult<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.connect(),
+        }
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `read` on an idle connection (or a new one), which is kept afterwards.
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let conn = self.take()?;
+        let outcome = read(&conn);
+        self.put(conn);
+        Ok(outcome?)
+    }
+
+    /// One page of the project's jobs matching `query`, and the exact number of matches.
+    pub(super) async fn list_jobs(
+        self: &Arc<Self>,
+        project: &ProjectId,
+        query: &ListJobsQuery,
+        max_page_size: u64,
+    ) -> StoreResult<JobPage> {
+        let (period, most) = self.budget;
+        let inline = self.with(|conn| {
+            let mut calls = 0u32;
+            conn.progress_handler(
+                period,
+                Some(move || {
+                    calls += 1;
+                    calls > most
+                }),
+            );
+            let page = list(conn, project, query, max_page_size);
+            conn.progress_handler(0, None::<fn() -> bool>);
+            page
+        });
+        match inline {
+            Err(StoreError::Sqlite(e))
+                if e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) => {}
+            done => return done,
+        }
+        self.moved.fetch_add(1, Ordering::Relaxed);
+        let permit = self
+            .blocking
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Batch("the store is closed".to_string()))?;
+        let (me, project, query) = (self.clone(), project.clone(), query.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            me.with(|conn| list(conn, &project, &query, max_page_size))
+        })
+        .await
+        .map_err(|e| StoreError::Batch(format!("a read stopped: {e}")))?
+    }
+}
+
+/// SQL text with `?` placeholders and the values bound to them, in order.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    params: Vec<Value>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.text.push('?');
+        self.params.push(value.into());
+        self
+    }
+}
+
+/// The FTS5 query finding every name holding all trigrams of `pattern` (a superset of the
+/// names holding the pattern); `None` when the index cannot help: fewer than three
+/// characters, or control characters.
+pub(super) fn fts_query(pattern: &str) -> Option<String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    if chars.len() < 3 || chars.iter().any(|c| c.is_control()) {
+        return None;
+    }
+    let mut trigrams: Vec<String> = chars
+        .windows(3)
+        .map(|w| w.iter().collect::<String>().to_ascii_lowercase())
+        .collect();
+    trigrams.sort();
+    trigrams.dedup();
+    let quoted: Vec<String> = trigrams
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    Some(quoted.join(" AND "))
+}
+
+/// The jobs table as the list reads it: with a trigram search, the planner is kept from
+/// walking a sort index over the whole project (the candidates come from `jobs_name_fts`).
+fn jobs_source(filter: &JobFilter) -> &'static str {
+    match filter.name.as_deref().and_then(fts_query) {
+        Some(_) => "jobs NOT INDEXED",
+        None => "jobs",
+    }
+}
+
+/// Appends the filter's predicates (after `WHERE project_id = ?`).
+fn push_filter(sql: &mut Sql, filter: &JobFilter) {
+    if let Some(id) = &filter.id {
+        sql.push(" AND id = ").bind(id.clone());
+    }
+    if let Some(status) = filter.status {
+        sql.push(" AND status = ").bind(status.as_str().to_string());
+    }
+    if let Some(t) = &filter.job_type {
+        sql.push(" AND type = ").bind(t.clone());
+    }
+    if let Some(v) = filter.visible {
+        sql.push(" AND visible = ").bind(v);
+    }
+    if let Some(pattern) = &filter.name {
+        // Candidates from the trigram index, then the exact test on each candidate's name.
+        if let Some(query) = fts_query(pattern) {
+            sql.push(" AND seq IN (SELECT rowid FROM jobs_name_fts WHERE jobs_name_fts MATCH ")
+                .bind(query)
+                .push(")");
+        }
+        sql.push(" AND instr(lower(name), ")
+            .bind(lower_pattern(pattern))
+            .push(") > 0");
+    }
+}
+
+/// The number of the project's jobs matching `filter`: from the counters, unless the filter
+/// needs the rows themselves.
+fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite::Result<u64> {
+    let mut sql = Sql::default();
+    if needs_row_count(filter) {
+        sql.push("SELECT COUNT(*) FROM ")
+            .push(jobs_source(filter))
+            .push(" WHERE project_id = ");
+    } else {
+        sql.push("SELECT COALESCE(SUM(n), 0) FROM job_counts WHERE project_id = ");
+    }
+    sql.bind(project.as_str().to_string());
+    push_filter(&mut sql, filter);
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let n: i64 = stmt.query_row(rusqlite::params_from_iter(&sql.params), |row| row.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A job list item borrowed from a row; serializes as [`crate::wire::JobListItem`] does.
+#[derive(Serialize)]
+struct ItemRef<'a> {
+    id: &'a str,
+    name: &'a str,
+    user_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(rename = "type")]
+    job_type: &'a str,
+    status: &'a str,
+    abnormal_count: i64,
+    create_at: i64,
+    update_at: i64,
+}
+
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
+    row.get_ref(i)?
+        .as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+fn item<'a>(row: &'a rusqlite::Row<'_>) -> rusqlite::Result<ItemRef<'a>> {
+    Ok(ItemRef {
+        id: text(row, 0)?,
+        name: text(row, 1)?,
+        user_name: text(row, 2)?,
+        description: match row.get_ref(3)? {
+            ValueRef::Null => None,
+            _ => Some(text(row, 3)?),
+        },
+        job_type: text(row, 4)?,
+        status: text(row, 5)?,
+        abnormal_count: row.get(6)?,
+        create_at: row.get(7)?,
+        update_at: row.get(8)?,
+    })
+}
+
+fn write_item(out: &mut Vec<u8>, item: &ItemRef<'_>) -> rusqlite::Result<()> {
+    serde_json::to_writer(out, item)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Reads `take` jobs after skipping `skip`, ordered by `order`, as a JSON array; with
+/// `reversed`, the array holds them in the opposite order. Answers the array and its length.
+#[allow(clippy::too_many_arguments)]
+fn page(
+    conn: &Connection,
+    project: &ProjectId,
+    filter: &JobFilter,
+    order: (SortKey, SortDir),
+    take: u64,
+    skip: u64,
+    reversed: bool,
+) -> rusqlite::Result<(String, u64)> {
+    let (col, dir) = (order_column(order.0), order_dir(order.1));
+    let mut sql = Sql::default();
+    sql.push("SELECT ")
+        .push(LIST_COLUMNS)
+        .push(" FROM ")
+        .push(jobs_source(filter))
+        .push(" WHERE project_id = ")
+        .bind(project.as_str().to_string());
+    push_filter(&mut sql, filter);
+    sql.push(&format!(" ORDER BY {col} {dir}, id {dir} LIMIT "))
+        .bind(i64::try_from(take).unwrap_or(i64::MAX))
+        .push(" OFFSET ")
+        .bind(i64::try_from(skip).unwrap_or(i64::MAX));
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(&sql.params))?;
+    let mut out = Vec::with_capacity(64 + 300 * take.min(1000) as usize);
+    let mut n = 0u64;
+    out.push(b'[');
+    if reversed {
+        let mut items = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut one = Vec::with_capacity(300);
+            write_item(&mut one, &item(row)?)?;
+            items.push(one);
+        }
+        for one in items.iter().rev() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(one);
+            n += 1;
+        }
+    } else {
+        while let Some(row) = rows.next()? {
+            if n > 0 {
+                out.push(b',');
+            }
+            write_item(&mut out, &item(row)?)?;
+            n += 1;
+        }
+    }
+    out.push(b']');
+    // serde_json writes UTF-8 only.
+    let json =
+        String::from_utf8(out).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    Ok((json, n))
+}
+
+/// One page and its total, read in one snapshot.
+fn list(
+    conn: &Connection,
+    project: &ProjectId,
+    query: &ListJobsQuery,
+    max_page_size: u64,
+) -> rusqlite::Result<JobPage> {
+    let filter = &query.filter;
+    let order = (query.page.sort_key, query.page.sort_dir);
+    let limit = query.page.effective_limit(max_page_size);
+    let offset = query.page.offset;
+    // Dropped unfinished: a read transaction has nothing to commit.
+    let _snapshot = conn.unchecked_transaction()?;
+    if offset == 0 && limit > 0 && needs_row_count(filter) {
+        // A selective filter (an id, a name) usually matches less than a page: the page then
+        // is the whole result, and the rows are not looked for a second time to count them.
+        let (data, n) = page(conn, project, filter, order, limit, 0, false)?;
+        let total = if n < limit {
+            n
+        } else {
+            count(conn, project, filter)?
+        };
+        return Ok(JobPage { total, data });
+    }
+    let total = count(conn, project, filter)?;
+    let Some(plan) = plan_page(order.1, offset, limit, total) else {
+        return Ok(JobPage {
+            total,
+            data: "[]".to_string(),
+        });
+    };
+    let (data, _) = page(
+        conn,
+        project,
+        filter,
+        (order.0, plan.dir),
+        plan.take,
+        plan.skip,
+        plan.reversed,
+    )?;
+    Ok(JobPage { total, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::{fts_query, ItemRef, Readers};
+    use crate::domain::filter::ListJobsQuery;
+    use crate::domain::ProjectId;
+    use crate::store::{JobStore, NewJob, NewServer, SqliteStore};
+    use crate::wire::JobListItem;
+
+    #[tokio::test]
+    async fn reads_that_outgrow_their_budget_run_again_on_a_blocking_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path.display().to_string())
+            .await
+            .expect("store");
+        let project = ProjectId::parse("p1").expect("project");
+        let server = NewServer {
+            id: "s1".to_string(),
+            name: "s1".to_string(),
+            kind: "agent".to_string(),
+            sim_outcome: None,
+            cloud_server: Default::default(),
+            now_ms: 1,
+        };
+        store.upsert_server(&project, server).await.expect("server");
+        for n in 0..30 {
+            let job = NewJob {
+                id: format!("job-{n:02}"),
+                name: format!("name-{n:02}"),
+                description: (n % 2 == 0).then(|| "d".to_string()),
+                job_type: "COMMON".to_string(),
+                template_id: None,
+                user_name: "u".to_string(),
+                visible: true,
+                is_reboot: false,
+                items: Vec::new(),
+                server_ids: vec!["s1".to_string()],
+                now_ms: n,
+            };
+            store.create_job(&project, job, None).await.expect("create");
+        }
+        let roomy = Readers::open(&path).expect("readers");
+        let tight = Readers::with_budget(&path, (1, 0)).expect("readers");
+        for raw in [
+            "",
+            "limit=5",
+            "limit=5&offset=27&sort_dir=asc",
+            "name=ME-1&limit=3",
+            "name=e-&limit=50",
+            "id=job-07",
+        ] {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect();
+            let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
+            let inline = roomy
+                .list_jobs(&project, &query, 1000)
+                .await
+                .expect("inline");
+            let moved = tight
+                .list_jobs(&project, &query, 1000)
+                .await
+                .expect("moved");
+            assert_eq!(inline, moved, "{raw}");
+            assert!(inline.total > 0, "{raw}");
+            assert_eq!(inline.items().expect("items").len() as u64, {
+                let limit = query.page.limit.unwrap_or(1000);
+                limit.min(inline.total - query.page.offset.min(inline.total))
+            });
+        }
+        assert_eq!(roomy.moved.load(Ordering::Relaxed), 0);
+        assert_eq!(tight.moved.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn trigram_queries_quote_every_distinct_trigram() {
+        assert_eq!(fts_query("ab"), None);
+        assert_eq!(fts_query("a\u{0}bc"), None);
+        assert_eq!(fts_query("AbC"), Some("\"abc\"".to_string()));
+        assert_eq!(
+            fts_query("aaaa"),
+            Some("\"aaa\"".to_string()),
+            "repeated trigrams are asked once"
+        );
+        assert_eq!(
+            fts_query("x\"yz"),
+            Some("\"\"\"yz\" AND \"x\"\"y\"".to_string())
+        );
+    }
+
+    #[test]
+    fn borrowed_items_serialize_as_list_items() {
+        for description in [None, Some("a \"quoted\" one")] {
+            let owned = JobListItem {
+                id: "i".into(),
+                name: "n".into(),
+                user_name: "u".into(),
+                description: description.map(str::to_string),
+                job_type: "COMMON".into(),
+                status: "FINISHED".into(),
+                abnormal_count: 2,
+                create_at: 3,
+                update_at: 4,
+            };
+            let borrowed = ItemRef {
+                id: "i",
+                name: "n",
+                user_name: "u",
+                description,
+                job_type: "COMMON",
+                status: "FINISHED",
+                abnormal_count: 2,
+                create_at: 3,
+                update_at: 4,
+            };
+            assert_eq!(
+                serde_json::to_string(&borrowed).expect("json"),
+                serde_json::to_string(&owned).expect("json")
+            );
+        }
+    }
+}
