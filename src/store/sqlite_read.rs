@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{Type, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+#[cfg(test)]
 use serde::Serialize;
 
 use super::sql::{
@@ -237,15 +238,15 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// A job list item borrowed from a row; serializes as [`crate::wire::JobListItem`] does.
-#[derive(Serialize)]
+/// A job list item borrowed from a row; written as [`crate::wire::JobListItem`] serializes.
+#[cfg_attr(test, derive(Serialize))]
 struct ItemRef<'a> {
     id: &'a str,
     name: &'a str,
     user_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     description: Option<&'a str>,
-    #[serde(rename = "type")]
+    #[cfg_attr(test, serde(rename = "type"))]
     job_type: &'a str,
     status: &'a str,
     abnormal_count: i64,
@@ -259,44 +260,79 @@ fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
 }
 
-fn item<'a>(row: &'a rusqlite::Row<'_>) -> rusqlite::Result<ItemRef<'a>> {
+/// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]).
+fn item<'a>(row: &'a rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ItemRef<'a>> {
     Ok(ItemRef {
-        id: text(row, 0)?,
-        name: text(row, 1)?,
-        user_name: text(row, 2)?,
-        description: match row.get_ref(3)? {
+        id: text(row, first)?,
+        name: text(row, first + 1)?,
+        user_name: text(row, first + 2)?,
+        description: match row.get_ref(first + 3)? {
             ValueRef::Null => None,
-            _ => Some(text(row, 3)?),
+            _ => Some(text(row, first + 3)?),
         },
-        job_type: text(row, 4)?,
-        status: text(row, 5)?,
-        abnormal_count: row.get(6)?,
-        create_at: row.get(7)?,
-        update_at: row.get(8)?,
+        job_type: text(row, first + 4)?,
+        status: text(row, first + 5)?,
+        abnormal_count: row.get(first + 6)?,
+        create_at: row.get(first + 7)?,
+        update_at: row.get(first + 8)?,
     })
 }
 
-fn write_item(out: &mut Vec<u8>, item: &ItemRef<'_>) -> rusqlite::Result<()> {
-    serde_json::to_writer(out, item)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+/// Appends `s` as a JSON string. Most stored text needs no escape and is copied as it is.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail, and a str always serializes.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
-/// Reads `take` jobs after skipping `skip`, ordered by `order`, as a JSON array; with
-/// `reversed`, the array holds them in the opposite order. Answers the array and its length.
-#[allow(clippy::too_many_arguments)]
-fn page(
-    conn: &Connection,
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends the item as a JSON object, fields in `JobListItem`'s order.
+fn write_item(out: &mut Vec<u8>, item: &ItemRef<'_>) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, item.id);
+    out.extend_from_slice(b",\"name\":");
+    write_str(out, item.name);
+    out.extend_from_slice(b",\"user_name\":");
+    write_str(out, item.user_name);
+    if let Some(description) = item.description {
+        out.extend_from_slice(b",\"description\":");
+        write_str(out, description);
+    }
+    out.extend_from_slice(b",\"type\":");
+    write_str(out, item.job_type);
+    out.extend_from_slice(b",\"status\":");
+    write_str(out, item.status);
+    out.extend_from_slice(b",\"abnormal_count\":");
+    write_int(out, item.abnormal_count);
+    out.extend_from_slice(b",\"create_at\":");
+    write_int(out, item.create_at);
+    out.extend_from_slice(b",\"update_at\":");
+    write_int(out, item.update_at);
+    out.push(b'}');
+}
+
+/// A page being read: the statement's text, ending with its `ORDER BY`, `LIMIT` and
+/// `OFFSET`, and what to bind.
+fn page_sql(
+    columns: &str,
     project: &ProjectId,
     filter: &JobFilter,
     order: (SortKey, SortDir),
     take: u64,
     skip: u64,
-    reversed: bool,
-) -> rusqlite::Result<(String, u64)> {
+) -> Sql {
     let (col, dir) = (order_column(order.0), order_dir(order.1));
     let mut sql = Sql::default();
     sql.push("SELECT ")
-        .push(LIST_COLUMNS)
+        .push(columns)
         .push(" FROM ")
         .push(jobs_source(filter))
         .push(" WHERE project_id = ")
@@ -306,39 +342,88 @@ fn page(
         .bind(i64::try_from(take).unwrap_or(i64::MAX))
         .push(" OFFSET ")
         .bind(i64::try_from(skip).unwrap_or(i64::MAX));
+    sql
+}
+
+/// What reading a page gave: its JSON array, its length, and the total when the statement
+/// read it too.
+struct PageRead {
+    json: String,
+    rows: u64,
+    total: Option<u64>,
+}
+
+/// Runs a page statement whose list columns start at `first` (column 0, when `first` is 1,
+/// is the total); with `reversed`, the array holds the rows in the opposite order.
+fn read_page(
+    conn: &Connection,
+    sql: &Sql,
+    first: usize,
+    reversed: bool,
+) -> rusqlite::Result<PageRead> {
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(&sql.params))?;
-    let mut out = Vec::with_capacity(64 + 300 * take.min(1000) as usize);
+    let mut out = Vec::with_capacity(16 * 1024);
+    let mut items = Vec::new();
     let mut n = 0u64;
+    let mut total = None;
     out.push(b'[');
-    if reversed {
-        let mut items = Vec::new();
-        while let Some(row) = rows.next()? {
-            let mut one = Vec::with_capacity(300);
-            write_item(&mut one, &item(row)?)?;
+    while let Some(row) = rows.next()? {
+        if total.is_none() && first > 0 {
+            total = Some(u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0));
+        }
+        let item = item(row, first)?;
+        if reversed {
+            let mut one = Vec::with_capacity(256);
+            write_item(&mut one, &item);
             items.push(one);
-        }
-        for one in items.iter().rev() {
+        } else {
             if n > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(one);
-            n += 1;
+            write_item(&mut out, &item);
         }
-    } else {
-        while let Some(row) = rows.next()? {
-            if n > 0 {
-                out.push(b',');
-            }
-            write_item(&mut out, &item(row)?)?;
-            n += 1;
+        n += 1;
+    }
+    for (i, one) in items.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
+        out.extend_from_slice(one);
     }
     out.push(b']');
-    // serde_json writes UTF-8 only.
+    // Only text read as UTF-8 was copied in.
     let json =
         String::from_utf8(out).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    Ok((json, n))
+    Ok(PageRead {
+        json,
+        rows: n,
+        total,
+    })
+}
+
+/// A read transaction, so that a count and a page agree; ended when dropped. Its statements
+/// stay prepared.
+struct Snapshot<'c>(&'c Connection);
+
+impl<'c> Snapshot<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(Self(conn))
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        // A read has nothing to keep or undo: either ending will do.
+        let ended = self
+            .0
+            .prepare_cached("COMMIT")
+            .and_then(|mut end| end.execute([]));
+        if ended.is_err() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 /// One page and its total, read in one snapshot.
@@ -352,19 +437,40 @@ fn list(
     let order = (query.page.sort_key, query.page.sort_dir);
     let limit = query.page.effective_limit(max_page_size);
     let offset = query.page.offset;
-    // Dropped unfinished: a read transaction has nothing to commit.
-    let _snapshot = conn.unchecked_transaction()?;
-    if offset == 0 && limit > 0 && needs_row_count(filter) {
+    if offset == 0 && needs_row_count(filter) {
         // A selective filter (an id, a name) usually matches less than a page: the page then
         // is the whole result, and the rows are not looked for a second time to count them.
-        let (data, n) = page(conn, project, filter, order, limit, 0, false)?;
-        let total = if n < limit {
-            n
+        let _snapshot = Snapshot::begin(conn)?;
+        let sql = page_sql(LIST_COLUMNS, project, filter, order, limit, 0);
+        let page = read_page(conn, &sql, 0, false)?;
+        let total = if page.rows < limit {
+            page.rows
         } else {
             count(conn, project, filter)?
         };
-        return Ok(JobPage { total, data });
+        return Ok(JobPage {
+            total,
+            data: page.json,
+        });
     }
+    if offset == 0 {
+        // The first page (what the SDK and consoles ask): its total from the counters, read
+        // once by the same statement. No row means no job, as the counters agree.
+        let mut columns = Sql::default();
+        columns.push("(SELECT COALESCE(SUM(n), 0) FROM job_counts WHERE project_id = ");
+        columns.bind(project.as_str().to_string());
+        push_filter(&mut columns, filter);
+        columns.push("), ").push(LIST_COLUMNS);
+        let mut sql = page_sql(&columns.text, project, filter, order, limit, 0);
+        columns.params.append(&mut sql.params);
+        sql.params = columns.params;
+        let page = read_page(conn, &sql, 1, false)?;
+        return Ok(JobPage {
+            total: page.total.unwrap_or(0),
+            data: page.json,
+        });
+    }
+    let _snapshot = Snapshot::begin(conn)?;
     let total = count(conn, project, filter)?;
     let Some(plan) = plan_page(order.1, offset, limit, total) else {
         return Ok(JobPage {
@@ -372,16 +478,19 @@ fn list(
             data: "[]".to_string(),
         });
     };
-    let (data, _) = page(
-        conn,
+    let sql = page_sql(
+        LIST_COLUMNS,
         project,
         filter,
         (order.0, plan.dir),
         plan.take,
         plan.skip,
-        plan.reversed,
-    )?;
-    Ok(JobPage { total, data })
+    );
+    let page = read_page(conn, &sql, 0, plan.reversed)?;
+    Ok(JobPage {
+        total,
+        data: page.json,
+    })
 }
 
 #[cfg(test)]
@@ -478,7 +587,11 @@ mod tests {
 
     #[test]
     fn borrowed_items_serialize_as_list_items() {
-        for description in [None, Some("a \"quoted\" one")] {
+        for description in [
+            None,
+            Some("a \"quoted\" one"),
+            Some("tab\tnew\nline \\ é \u{1}"),
+        ] {
             let owned = JobListItem {
                 id: "i".into(),
                 name: "n".into(),
@@ -501,10 +614,11 @@ mod tests {
                 create_at: 3,
                 update_at: 4,
             };
-            assert_eq!(
-                serde_json::to_string(&borrowed).expect("json"),
-                serde_json::to_string(&owned).expect("json")
-            );
+            let mut written = Vec::new();
+            super::write_item(&mut written, &borrowed);
+            let expected = serde_json::to_string(&owned).expect("json");
+            assert_eq!(String::from_utf8(written).expect("utf-8"), expected);
+            assert_eq!(serde_json::to_string(&borrowed).expect("json"), expected);
         }
     }
 }
