@@ -6,6 +6,7 @@
 //! (see `sql.rs`); only connection set-up, migrations and a few dialect fragments differ.
 
 pub mod bulk;
+mod page;
 mod postgres;
 mod sql;
 mod sqlite;

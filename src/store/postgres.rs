@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
+use super::page::{ItemRef, PageWriter};
 use super::sql::{
     like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page, sql_store,
     LIST_COLUMNS,
@@ -25,11 +26,6 @@ impl super::sql::Dialect for PgStore {
     const JSON_AGG: &'static str = "json_agg";
     const JSON_ROW: &'static str = "json_build_array";
 }
-
-/// A job list item as a JSON object (`JobListItem`; `description` only when set).
-const ITEM_OBJECT: &str = "json_strip_nulls(json_build_object('id', id, 'name', name, \
-    'user_name', user_name, 'description', description, 'type', type, 'status', status, \
-    'abnormal_count', abnormal_count, 'create_at', create_at, 'update_at', update_at))";
 
 /// Appends the filter's predicates (after `WHERE project_id = …`).
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
@@ -64,39 +60,63 @@ fn push_count<'a>(qb: &mut QueryBuilder<'a, Postgres>, project: &'a ProjectId, f
     push_filter(qb, filter);
 }
 
-/// Pushes a query of one page of the list as a JSON array of list items (one value: one
-/// round trip whatever the page's size), or NULL when the page is empty; `with_rows` adds a
-/// column with the number of items. The rows are read in `read_dir` and the array holds
-/// them ordered by `order`.
-#[allow(clippy::too_many_arguments)]
+/// Pushes a query of one page of the list: [`LIST_COLUMNS`] (after the total when
+/// `with_total`), `take` rows after `skip` in `order`.
 fn push_page<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
     project: &'a ProjectId,
     filter: &JobFilter,
     order: (SortKey, SortDir),
-    read_dir: SortDir,
     take: u64,
     skip: u64,
-    with_rows: bool,
+    with_total: bool,
 ) {
-    let col = order_column(order.0);
-    let (d, r) = (order_dir(order.1), order_dir(read_dir));
-    let rows = if with_rows { ", COUNT(*)" } else { "" };
-    qb.push(format!(
-        "SELECT CAST(json_agg({ITEM_OBJECT} ORDER BY {col} {d}, id {d}) AS TEXT){rows} \
-         FROM (SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
-    ));
+    let (col, d) = (order_column(order.0), order_dir(order.1));
+    qb.push("SELECT ");
+    if with_total {
+        qb.push("(");
+        push_count(qb, project, filter);
+        qb.push("), ");
+    }
+    qb.push(format!("{LIST_COLUMNS} FROM jobs WHERE project_id = "));
     qb.push_bind(project.as_str());
     push_filter(qb, filter);
-    qb.push(format!(" ORDER BY {col} {r}, id {r} LIMIT "));
+    qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
     qb.push_bind(i64::try_from(take).unwrap_or(i64::MAX))
         .push(" OFFSET ")
-        .push_bind(i64::try_from(skip).unwrap_or(i64::MAX))
-        .push(") AS page");
+        .push_bind(i64::try_from(skip).unwrap_or(i64::MAX));
 }
 
-fn page_json(raw: Option<String>) -> String {
-    raw.unwrap_or_else(|| "[]".to_string())
+/// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]).
+fn item(row: &PgRow, first: usize) -> Result<ItemRef<'_>, sqlx::Error> {
+    Ok(ItemRef {
+        id: row.try_get(first)?,
+        name: row.try_get(first + 1)?,
+        user_name: row.try_get(first + 2)?,
+        description: row.try_get(first + 3)?,
+        job_type: row.try_get(first + 4)?,
+        status: row.try_get(first + 5)?,
+        abnormal_count: row.try_get(first + 6)?,
+        create_at: row.try_get(first + 7)?,
+        update_at: row.try_get(first + 8)?,
+    })
+}
+
+/// The page's JSON array, and the total when the rows carry it (`first` is then 1).
+fn write_page(
+    rows: &[PgRow],
+    first: usize,
+    reversed: bool,
+) -> Result<(String, u64, Option<u64>), sqlx::Error> {
+    let mut page = PageWriter::new(reversed);
+    for row in rows {
+        page.push(&item(row, first)?);
+    }
+    let total = match rows.first() {
+        Some(row) if first > 0 => Some(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0)),
+        _ => None,
+    };
+    Ok((page.finish(), rows.len() as u64, total))
 }
 
 impl PgStore {
@@ -129,33 +149,27 @@ impl PgStore {
         // A statement filtering by name is planned for its pattern: a generic plan cannot
         // tell a selective pattern from a common one, and walks the whole project.
         let keep = filter.name.is_none();
-        if offset == 0 && limit > 0 && needs_row_count(filter) {
+        if offset == 0 && needs_row_count(filter) {
             // A selective filter (an id, a name) usually matches less than a page: the page
             // is then the whole result, and the rows need not be looked for again to count.
             let mut qb = QueryBuilder::<Postgres>::new("");
-            push_page(&mut qb, project, filter, order, order.1, limit, 0, true);
-            let row = qb.build().persistent(keep).fetch_one(&self.read).await?;
-            let n = u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0);
+            push_page(&mut qb, project, filter, order, limit, 0, false);
+            let rows = qb.build().persistent(keep).fetch_all(&self.read).await?;
+            let (data, n, _) = write_page(&rows, 0, false)?;
             if n < limit {
-                return Ok(JobPage {
-                    total: n,
-                    data: page_json(row.try_get(0)?),
-                });
+                return Ok(JobPage { total: n, data });
             }
         }
         if offset == 0 {
-            // The first page (what the SDK and consoles ask) with its total in one statement,
-            // so in one snapshot and one round trip.
-            let mut qb = QueryBuilder::<Postgres>::new("SELECT (");
-            push_count(&mut qb, project, filter);
-            qb.push("), (");
-            push_page(&mut qb, project, filter, order, order.1, limit, 0, false);
-            qb.push(")");
-            let row = qb.build().persistent(keep).fetch_one(&self.read).await?;
-            let total = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
+            // The first page (what the SDK and consoles ask) with its total, in one statement
+            // (one snapshot, one round trip). No row means no matching job.
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            push_page(&mut qb, project, filter, order, limit, 0, true);
+            let rows = qb.build().persistent(keep).fetch_all(&self.read).await?;
+            let (data, _, total) = write_page(&rows, 1, false)?;
             return Ok(JobPage {
-                total,
-                data: page_json(row.try_get(1)?),
+                total: total.unwrap_or(0),
+                data,
             });
         }
         let mut tx = self
@@ -180,19 +194,18 @@ impl PgStore {
         };
         let mut qb = QueryBuilder::<Postgres>::new("");
         push_page(
-            &mut qb, project, filter, order, plan.dir, plan.take, plan.skip, false,
+            &mut qb,
+            project,
+            filter,
+            (order.0, plan.dir),
+            plan.take,
+            plan.skip,
+            false,
         );
-        let data: Option<String> = qb
-            .build()
-            .persistent(keep)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let rows = qb.build().persistent(keep).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(JobPage {
-            total,
-            data: page_json(data),
-        })
+        let (data, _, _) = write_page(&rows, 0, plan.reversed)?;
+        Ok(JobPage { total, data })
     }
 
     /// Creates a job: in a transaction of its own, which PostgreSQL commits together with

@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{Type, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-#[cfg(test)]
-use serde::Serialize;
 
+use super::page::{ItemRef, PageWriter};
 use super::sql::{
     lower_pattern, needs_row_count, order_column, order_dir, plan_page, LIST_COLUMNS,
 };
@@ -238,22 +237,6 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// A job list item borrowed from a row; written as [`crate::wire::JobListItem`] serializes.
-#[cfg_attr(test, derive(Serialize))]
-struct ItemRef<'a> {
-    id: &'a str,
-    name: &'a str,
-    user_name: &'a str,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
-    description: Option<&'a str>,
-    #[cfg_attr(test, serde(rename = "type"))]
-    job_type: &'a str,
-    status: &'a str,
-    abnormal_count: i64,
-    create_at: i64,
-    update_at: i64,
-}
-
 fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
     row.get_ref(i)?
         .as_str()
@@ -276,47 +259,6 @@ fn item<'a>(row: &'a rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ItemRe
         create_at: row.get(first + 7)?,
         update_at: row.get(first + 8)?,
     })
-}
-
-/// Appends `s` as a JSON string. Most stored text needs no escape and is copied as it is.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing to a Vec cannot fail, and a str always serializes.
-        let _ = serde_json::to_writer(&mut *out, s);
-    }
-}
-
-fn write_int(out: &mut Vec<u8>, n: i64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// Appends the item as a JSON object, fields in `JobListItem`'s order.
-fn write_item(out: &mut Vec<u8>, item: &ItemRef<'_>) {
-    out.extend_from_slice(b"{\"id\":");
-    write_str(out, item.id);
-    out.extend_from_slice(b",\"name\":");
-    write_str(out, item.name);
-    out.extend_from_slice(b",\"user_name\":");
-    write_str(out, item.user_name);
-    if let Some(description) = item.description {
-        out.extend_from_slice(b",\"description\":");
-        write_str(out, description);
-    }
-    out.extend_from_slice(b",\"type\":");
-    write_str(out, item.job_type);
-    out.extend_from_slice(b",\"status\":");
-    write_str(out, item.status);
-    out.extend_from_slice(b",\"abnormal_count\":");
-    write_int(out, item.abnormal_count);
-    out.extend_from_slice(b",\"create_at\":");
-    write_int(out, item.create_at);
-    out.extend_from_slice(b",\"update_at\":");
-    write_int(out, item.update_at);
-    out.push(b'}');
 }
 
 /// A page being read: the statement's text, ending with its `ORDER BY`, `LIMIT` and
@@ -363,41 +305,17 @@ fn read_page(
 ) -> rusqlite::Result<PageRead> {
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(&sql.params))?;
-    let mut out = Vec::with_capacity(16 * 1024);
-    let mut items = Vec::new();
-    let mut n = 0u64;
+    let mut page = PageWriter::new(reversed);
     let mut total = None;
-    out.push(b'[');
     while let Some(row) = rows.next()? {
         if total.is_none() && first > 0 {
             total = Some(u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0));
         }
-        let item = item(row, first)?;
-        if reversed {
-            let mut one = Vec::with_capacity(256);
-            write_item(&mut one, &item);
-            items.push(one);
-        } else {
-            if n > 0 {
-                out.push(b',');
-            }
-            write_item(&mut out, &item);
-        }
-        n += 1;
+        page.push(&item(row, first)?);
     }
-    for (i, one) in items.iter().rev().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(one);
-    }
-    out.push(b']');
-    // Only text read as UTF-8 was copied in.
-    let json =
-        String::from_utf8(out).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     Ok(PageRead {
-        json,
-        rows: n,
+        rows: page.rows(),
+        json: page.finish(),
         total,
     })
 }
@@ -497,11 +415,10 @@ fn list(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::{fts_query, ItemRef, Readers};
+    use super::{fts_query, Readers};
     use crate::domain::filter::ListJobsQuery;
     use crate::domain::ProjectId;
     use crate::store::{JobStore, NewJob, NewServer, SqliteStore};
-    use crate::wire::JobListItem;
 
     #[tokio::test]
     async fn reads_that_outgrow_their_budget_run_again_on_a_blocking_thread() {
@@ -583,42 +500,5 @@ mod tests {
             fts_query("x\"yz"),
             Some("\"\"\"yz\" AND \"x\"\"y\"".to_string())
         );
-    }
-
-    #[test]
-    fn borrowed_items_serialize_as_list_items() {
-        for description in [
-            None,
-            Some("a \"quoted\" one"),
-            Some("tab\tnew\nline \\ é \u{1}"),
-        ] {
-            let owned = JobListItem {
-                id: "i".into(),
-                name: "n".into(),
-                user_name: "u".into(),
-                description: description.map(str::to_string),
-                job_type: "COMMON".into(),
-                status: "FINISHED".into(),
-                abnormal_count: 2,
-                create_at: 3,
-                update_at: 4,
-            };
-            let borrowed = ItemRef {
-                id: "i",
-                name: "n",
-                user_name: "u",
-                description,
-                job_type: "COMMON",
-                status: "FINISHED",
-                abnormal_count: 2,
-                create_at: 3,
-                update_at: 4,
-            };
-            let mut written = Vec::new();
-            super::write_item(&mut written, &borrowed);
-            let expected = serde_json::to_string(&owned).expect("json");
-            assert_eq!(String::from_utf8(written).expect("utf-8"), expected);
-            assert_eq!(serde_json::to_string(&borrowed).expect("json"), expected);
-        }
     }
 }
