@@ -194,7 +194,12 @@ impl Generator {
             update_at,
             deleted_at: (status == "DELETED").then_some(update_at),
             task: BulkTask {
-                id: self.uuid(),
+                id: uuid::Builder::from_unix_timestamp_millis(
+                    u64::try_from(create_at).unwrap_or(0),
+                    &self.rng.gen(),
+                )
+                .into_uuid()
+                .to_string(),
                 server_name: server.clone(),
                 server_id: server,
                 status: task_status,

@@ -382,7 +382,7 @@ macro_rules! sql_store {
                 );
                 qb.push_values(job.server_ids.iter().enumerate(), |mut b, (i, sid)| {
                     let (name, simulated, cloud) = &servers[sid];
-                    let task_id = crate::domain::ids::new_id();
+                    let task_id = crate::domain::ids::new_task_id();
                     b.push_bind(task_id.clone())
                         .push_bind(project.as_str().to_string())
                         .push_bind(job.id.clone())
