@@ -290,9 +290,32 @@ mod queries {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::domain::ProjectId;
     use crate::store::{IdempotencyKey, JobStore, NewJob, NewServer, SqliteStore, StoreError};
+
+    /// A store in `path` with project `p1` and its agent servers `servers`.
+    pub(crate) async fn store_with_servers(
+        path: &std::path::Path,
+        servers: &[&str],
+    ) -> (SqliteStore, ProjectId) {
+        let store = SqliteStore::open(&path.display().to_string())
+            .await
+            .expect("store");
+        let project = ProjectId::parse("p1").expect("project");
+        for id in servers {
+            let server = NewServer {
+                id: id.to_string(),
+                name: id.to_string(),
+                kind: "agent".to_string(),
+                sim_outcome: None,
+                cloud_server: Default::default(),
+                now_ms: 1,
+            };
+            store.upsert_server(&project, server).await.expect("server");
+        }
+        (store, project)
+    }
 
     fn new_job(name: &str, servers: &[&str]) -> NewJob {
         NewJob {
@@ -321,21 +344,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_creates_share_commits_but_not_outcomes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
-            .await
-            .expect("store");
-        let project = ProjectId::parse("p1").expect("project");
-        for id in ["s1", "s2"] {
-            let server = NewServer {
-                id: id.to_string(),
-                name: id.to_string(),
-                kind: "agent".to_string(),
-                sim_outcome: None,
-                cloud_server: Default::default(),
-                now_ms: 1,
-            };
-            store.upsert_server(&project, server).await.expect("server");
-        }
+        let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1", "s2"]).await;
         let creates = (0..40).map(|n| {
             let servers: &[&str] = if n % 5 == 0 {
                 &["s1", "nope"]
@@ -375,19 +384,7 @@ mod tests {
     #[tokio::test]
     async fn name_index_merges_leave_one_segment_and_lose_no_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
-            .await
-            .expect("store");
-        let project = ProjectId::parse("p1").expect("project");
-        let server = NewServer {
-            id: "s1".to_string(),
-            name: "s1".to_string(),
-            kind: "agent".to_string(),
-            sim_outcome: None,
-            cloud_server: Default::default(),
-            now_ms: 1,
-        };
-        store.upsert_server(&project, server).await.expect("server");
+        let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
         // One create at a time: one commit, so one new segment, each.
         for n in 0..12 {
             let job = new_job(&format!("merge-{n:03}"), &["s1"]);

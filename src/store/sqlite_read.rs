@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::types::{Type, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -30,6 +31,8 @@ const CACHE_KIB: i64 = 4 * 1024;
 /// [`PROGRESS_PERIOD`] virtual-machine steps each (about a millisecond of work).
 const INLINE_CALLS: u32 = 16;
 const PROGRESS_PERIOD: i32 = 4096;
+/// How long a read on a blocking thread waits for a locked database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Distinct list statements a connection keeps prepared.
 const STATEMENT_CACHE: usize = 64;
 
@@ -68,7 +71,7 @@ impl Readers {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(&format!(
             "PRAGMA cache_size = -{CACHE_KIB}; PRAGMA query_only = ON;"
         ))?;
@@ -108,6 +111,9 @@ impl Readers {
     ) -> StoreResult<JobPage> {
         let (period, most) = self.budget;
         let inline = self.with(|conn| {
+            // Never wait for a lock on the calling thread: a busy database sends the read to
+            // a blocking thread too, where it waits as long as it must.
+            conn.busy_timeout(Duration::ZERO)?;
             let mut calls = 0u32;
             conn.progress_handler(
                 period,
@@ -118,11 +124,19 @@ impl Readers {
             );
             let page = list(conn, project, query, max_page_size);
             conn.progress_handler(0, None::<fn() -> bool>);
+            conn.busy_timeout(BUSY_TIMEOUT)?;
             page
         });
         match inline {
             Err(StoreError::Sqlite(e))
-                if e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) => {}
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(
+                        ErrorCode::OperationInterrupted
+                            | ErrorCode::DatabaseBusy
+                            | ErrorCode::DatabaseLocked
+                    )
+                ) => {}
             done => return done,
         }
         self.moved.fetch_add(1, Ordering::Relaxed);
@@ -417,26 +431,14 @@ mod tests {
 
     use super::{fts_query, Readers};
     use crate::domain::filter::ListJobsQuery;
-    use crate::domain::ProjectId;
-    use crate::store::{JobStore, NewJob, NewServer, SqliteStore};
+    use crate::store::{JobStore, NewJob};
 
     #[tokio::test]
     async fn reads_that_outgrow_their_budget_run_again_on_a_blocking_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
-        let store = SqliteStore::open(&path.display().to_string())
-            .await
-            .expect("store");
-        let project = ProjectId::parse("p1").expect("project");
-        let server = NewServer {
-            id: "s1".to_string(),
-            name: "s1".to_string(),
-            kind: "agent".to_string(),
-            sim_outcome: None,
-            cloud_server: Default::default(),
-            now_ms: 1,
-        };
-        store.upsert_server(&project, server).await.expect("server");
+        let (store, project) =
+            crate::store::sqlite::tests::store_with_servers(&path, &["s1"]).await;
         for n in 0..30 {
             let job = NewJob {
                 id: format!("job-{n:02}"),
