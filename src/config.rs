@@ -32,6 +32,11 @@ pub struct ServeConfig {
     #[arg(long, env = "LITEJOBS_DATABASE_URL", default_value = "litejobs.db")]
     pub database_url: String,
 
+    /// Most connections to PostgreSQL this server keeps (default: two per core and two more).
+    #[arg(long, env = "LITEJOBS_DB_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: Option<u32>,
+
     /// Largest page of the job list, and its size when the client asks for none.
     #[arg(long, env = "LITEJOBS_MAX_PAGE_SIZE", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]

@@ -70,7 +70,7 @@ fn simulation(config: &ServeConfig) -> SimulationConfig {
 impl Server {
     /// Opens the store, prepares accounts and binds `config.addr`.
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Self> {
-        let store = store::open(&config.database_url)
+        let store = store::open_with(&config.database_url, config.db_max_connections)
             .await
             .with_context(|| "cannot open the database")?;
         let sealer = Sealer::for_database(&config.database_url)

@@ -120,10 +120,11 @@ fn write_page(
 }
 
 impl PgStore {
-    /// Connects to `url` and migrates the database.
-    pub async fn connect(url: &str) -> super::StoreResult<Self> {
+    /// Connects to `url` with at most `max_connections` connections, and migrates the
+    /// database.
+    pub async fn connect(url: &str, max_connections: u32) -> super::StoreResult<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;

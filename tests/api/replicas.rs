@@ -23,7 +23,8 @@ impl Drop for DatabaseGuard {
     }
 }
 
-/// A replica with a simulated fleet whose tasks end quickly, and no caching of grants or keys.
+/// A replica with a simulated fleet whose tasks end quickly, no caching of grants or keys, and
+/// few database connections (the concurrent requests below wait for them in turn).
 async fn start_replica(database_url: &str, admin_file: &Path) -> ServerProcess {
     let args: Vec<OsString> = [
         "serve",
@@ -38,6 +39,8 @@ async fn start_replica(database_url: &str, admin_file: &Path) -> ServerProcess {
         "200ms",
         "--database-url",
         database_url,
+        "--db-max-connections",
+        "3",
         "--admin-credentials",
     ]
     .iter()
