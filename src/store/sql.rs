@@ -235,12 +235,14 @@ macro_rules! sql_store {
                 };
                 let base = list_item!(&row);
                 let items_json: String = row.try_get(12)?;
+                // A job's tasks share its create_at, which leads their index.
                 let sql = format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND job_id = $2 \
-                     ORDER BY position"
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND create_at = $2 \
+                     AND job_id = $3 ORDER BY position"
                 );
                 let task_rows = sqlx::query(&sql)
                     .bind(project.as_str())
+                    .bind(base.create_at)
                     .bind(id)
                     .fetch_all(&mut *conn)
                     .await?;
@@ -519,33 +521,40 @@ macro_rules! sql_store {
                 }
                 retry_transient(|| async {
                     let mut tx = self.write.begin().await?;
-                    let mut qb = QueryBuilder::<$db>::new("UPDATE jobs SET status = ");
-                    qb.push_bind(JobStatus::Deleted.as_str())
-                        .push(", deleted_at = ")
-                        .push_bind(now_ms)
-                        .push(", update_at = ")
-                        .push_bind(now_ms)
-                        .push(", pending_tasks = 0 WHERE project_id = ")
-                        .push_bind(project.as_str())
-                        .push(" AND status <> ")
-                        .push_bind(JobStatus::Deleted.as_str())
-                        .push(" AND id");
-                    push_in_list!(&mut qb, ids);
-                    qb.build().execute(&mut *tx).await?;
-
-                    let mut qb = QueryBuilder::<$db>::new("UPDATE tasks SET status = ");
-                    qb.push_bind(TaskStatus::Skipped.as_str())
-                        .push(", message = ")
-                        .push_bind("cancelled: the job was deleted")
-                        .push(", update_at = ")
-                        .push_bind(now_ms)
-                        .push(", lease_owner = NULL, lease_until = NULL WHERE project_id = ")
-                        .push_bind(project.as_str())
-                        .push(" AND status = ")
-                        .push_bind(TaskStatus::Processing.as_str())
-                        .push(" AND job_id");
-                    push_in_list!(&mut qb, ids);
-                    qb.build().execute(&mut *tx).await?;
+                    // One job at a time: an equality on the id is what makes every planner
+                    // take the (project, id) index (with `id IN (…)` SQLite may walk a
+                    // covering index over the whole project instead).
+                    for id in ids {
+                        let deleted: Option<i64> = sqlx::query_scalar(
+                            "UPDATE jobs SET status = $1, deleted_at = $2, update_at = $2, \
+                             pending_tasks = 0 WHERE project_id = $3 AND id = $4 \
+                             AND status <> $1 RETURNING create_at",
+                        )
+                        .bind(JobStatus::Deleted.as_str())
+                        .bind(now_ms)
+                        .bind(project.as_str())
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let Some(create_at) = deleted else {
+                            continue;
+                        };
+                        // The job's tasks share its create_at, which leads their index.
+                        sqlx::query(
+                            "UPDATE tasks SET status = $1, message = $2, update_at = $3, \
+                             lease_owner = NULL, lease_until = NULL WHERE project_id = $4 \
+                             AND create_at = $5 AND job_id = $6 AND status = $7",
+                        )
+                        .bind(TaskStatus::Skipped.as_str())
+                        .bind("cancelled: the job was deleted")
+                        .bind(now_ms)
+                        .bind(project.as_str())
+                        .bind(create_at)
+                        .bind(id)
+                        .bind(TaskStatus::Processing.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
 
                     let mut qb = QueryBuilder::<$db>::new(format!(
                         "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
@@ -705,8 +714,8 @@ macro_rules! sql_store {
             async fn purge(&self, deleted_before_ms: i64, keys_before_ms: i64) -> StoreResult<u64> {
                 let mut tx = self.write.begin().await?;
                 sqlx::query(
-                    "DELETE FROM tasks WHERE (project_id, job_id) IN \
-                     (SELECT project_id, id FROM jobs WHERE deleted_at < $1)",
+                    "DELETE FROM tasks WHERE (project_id, create_at, job_id) IN \
+                     (SELECT project_id, create_at, id FROM jobs WHERE deleted_at < $1)",
                 )
                 .bind(deleted_before_ms)
                 .execute(&mut *tx)

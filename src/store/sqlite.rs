@@ -417,4 +417,48 @@ pub(crate) mod tests {
             assert_eq!(page.total, 1, "merge-{n:03}");
         }
     }
+
+    #[tokio::test]
+    async fn deletes_cancel_and_purges_remove_every_task_of_the_job() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1", "s2"]).await;
+        let gone = store
+            .create_job(&project, new_job("gone", &["s1", "s2"]), None)
+            .await
+            .expect("create");
+        let mut kept = new_job("kept", &["s1", "s2"]);
+        kept.now_ms = gone.create_at; // same create_at: only the job id tells them apart
+        let kept = store
+            .create_job(&project, kept, None)
+            .await
+            .expect("create");
+        let deleted = store
+            .delete_jobs(&project, std::slice::from_ref(&gone.id), 5)
+            .await
+            .expect("delete");
+        assert_eq!(deleted.len(), 1);
+        let shown = store
+            .get_job(&project, &gone.id)
+            .await
+            .expect("get")
+            .expect("job");
+        assert!(
+            shown.tasks.iter().all(|t| t.status == "SKIPPED"),
+            "{:?}",
+            shown.tasks
+        );
+        let other = store
+            .get_job(&project, &kept.id)
+            .await
+            .expect("get")
+            .expect("job");
+        assert_eq!(other.tasks.len(), 2);
+        assert!(other.tasks.iter().all(|t| t.status == "PROCESSING"));
+        assert_eq!(store.purge(10, 0).await.expect("purge"), 1);
+        let tasks: Vec<String> = sqlx::query_scalar("SELECT job_id FROM tasks")
+            .fetch_all(&store.write)
+            .await
+            .expect("tasks");
+        assert_eq!(tasks, vec![kept.id.clone(), kept.id]);
+    }
 }
