@@ -226,8 +226,6 @@ impl BulkLoader {
     pub async fn finish(self) -> StoreResult<()> {
         match self {
             Self::Sqlite(mut conn) => {
-                // What the server's background merges would do over the next seconds.
-                while super::sqlite::merge_name_index_step(&mut conn).await? {}
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(&mut conn)
                     .await?;

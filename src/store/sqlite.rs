@@ -33,10 +33,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// WAL pages past which a commit still checkpoints by itself: a backstop, should the
 /// checkpointer fall behind.
 const BACKSTOP_CHECKPOINT_PAGES: u32 = 20_000;
-/// Pages of name-index segments one merge step writes at most, and how often the merger
-/// looks for segments to merge.
-const NAME_MERGE_PAGES: i64 = 500;
-const NAME_MERGE_EVERY: Duration = Duration::from_secs(2);
 /// Reading connections (WAL lets them run beside the writer).
 const READERS: u32 = 4;
 
@@ -111,7 +107,6 @@ impl SqliteStore {
         let (creates, queue) = mpsc::channel(CREATE_QUEUE);
         tokio::spawn(run_creates(write.clone(), queue));
         tokio::spawn(run_checkpoints(checkpoint, creates.downgrade()));
-        tokio::spawn(run_name_index_merges(write.clone(), creates.downgrade()));
         Ok(Self {
             read,
             write,
@@ -191,49 +186,6 @@ async fn run_checkpoints(pool: SqlitePool, store: mpsc::WeakSender<PendingCreate
             .await
         {
             tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-    }
-}
-
-/// One step of merging the name index's segments (at most [`NAME_MERGE_PAGES`] pages, in a
-/// transaction of its own); true when it merged anything, so that another step may follow.
-pub(crate) async fn merge_name_index_step(conn: &mut sqlx::SqliteConnection) -> StoreResult<bool> {
-    let changes = "SELECT total_changes()";
-    let before: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
-    sqlx::query("INSERT INTO jobs_name_fts (jobs_name_fts, rank) VALUES ('merge', $1)")
-        .bind(NAME_MERGE_PAGES)
-        .execute(&mut *conn)
-        .await?;
-    let after: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
-    // FTS5 counts fewer than two changes for a merge that found nothing to do.
-    Ok(after - before >= 2)
-}
-
-/// Keeps the name index in few segments: each one is one more b-tree that a name search
-/// looks every trigram up in, and every commit of new jobs adds one. Steps are short and take
-/// the writer in turn with the creates. Ends with the store.
-async fn run_name_index_merges(pool: SqlitePool, store: mpsc::WeakSender<PendingCreate>) {
-    let start = tokio::time::Instant::now() + NAME_MERGE_EVERY;
-    let mut tick = tokio::time::interval_at(start, NAME_MERGE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        loop {
-            if store.upgrade().is_none() {
-                return;
-            }
-            let step = match pool.acquire().await {
-                Ok(mut conn) => merge_name_index_step(&mut conn).await,
-                Err(e) => Err(e.into()),
-            };
-            match step {
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "merging the name index failed");
-                    break;
-                }
-            }
         }
     }
 }
@@ -379,43 +331,6 @@ pub(crate) mod tests {
         let page = store.list_jobs(&project, &query, 1000).await.expect("list");
         assert_eq!(page.total, 32 + 1);
         assert_eq!(page.items().expect("items").len(), 33);
-    }
-
-    #[tokio::test]
-    async fn name_index_merges_leave_one_segment_and_lose_no_name() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
-        // One create at a time: one commit, so one new segment, each.
-        for n in 0..12 {
-            let job = new_job(&format!("merge-{n:03}"), &["s1"]);
-            store.create_job(&project, job, None).await.expect("create");
-        }
-        let segments = |store: SqliteStore| async move {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT segid) FROM jobs_name_fts_idx")
-                .fetch_one(&store.write)
-                .await
-                .expect("segments");
-            n
-        };
-        // (Automatic merges during the creates leave several segments; the background merger
-        // may have started on them.)
-        let mut conn = store.write.acquire().await.expect("connection");
-        let mut steps = 0;
-        while super::merge_name_index_step(&mut conn)
-            .await
-            .expect("merge")
-        {
-            steps += 1;
-            assert!(steps < 100, "merging never ends");
-        }
-        drop(conn);
-        assert_eq!(segments(store.clone()).await, 1);
-        for n in 0..12 {
-            let pairs = vec![("name".to_string(), format!("GE-{n:03}"))];
-            let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 1000).expect("query");
-            let page = store.list_jobs(&project, &query, 1000).await.expect("list");
-            assert_eq!(page.total, 1, "merge-{n:03}");
-        }
     }
 
     #[tokio::test]
