@@ -60,6 +60,14 @@ pub(super) fn write_item(out: &mut Vec<u8>, item: &ItemRef<'_>) {
     out.push(b'}');
 }
 
+/// What reading a page gave: its JSON array, its length, and the total when the statement
+/// read it too.
+pub(super) struct PageRead {
+    pub json: String,
+    pub rows: u64,
+    pub total: Option<u64>,
+}
+
 /// A JSON array of list items, written as the rows come.
 pub(super) struct PageWriter {
     out: Vec<u8>,
@@ -97,8 +105,13 @@ impl PageWriter {
         }
     }
 
-    pub(super) fn rows(&self) -> u64 {
-        self.rows
+    /// The page as read, with the total the statement read beside it, if any.
+    pub(super) fn read(self, total: Option<u64>) -> PageRead {
+        PageRead {
+            rows: self.rows,
+            json: self.finish(),
+            total,
+        }
     }
 
     /// The array's text.
@@ -178,9 +191,10 @@ mod tests {
             for id in ["a", "b", "c"] {
                 page.push(&item(id));
             }
-            assert_eq!(page.rows(), 3);
+            let read = page.read(Some(7));
+            assert_eq!((read.rows, read.total), (3, Some(7)));
             let items: Vec<JobListItem> =
-                serde_json::from_str(&page.finish()).expect("a JSON array of items");
+                serde_json::from_str(&read.json).expect("a JSON array of items");
             let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
             let expected = if reversed {
                 ["c", "b", "a"]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use super::page::{ItemRef, PageWriter};
+use super::page::{ItemRef, PageRead, PageWriter};
 use super::sql::{
     like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page, sql_store,
     LIST_COLUMNS,
@@ -102,12 +102,9 @@ fn item(row: &PgRow, first: usize) -> Result<ItemRef<'_>, sqlx::Error> {
     })
 }
 
-/// The page's JSON array, and the total when the rows carry it (`first` is then 1).
-fn write_page(
-    rows: &[PgRow],
-    first: usize,
-    reversed: bool,
-) -> Result<(String, u64, Option<u64>), sqlx::Error> {
+/// The page read from `rows`, whose list columns start at `first` (column 0, when `first` is
+/// 1, is the total).
+fn read_page(rows: &[PgRow], first: usize, reversed: bool) -> Result<PageRead, sqlx::Error> {
     let mut page = PageWriter::new(reversed);
     for row in rows {
         page.push(&item(row, first)?);
@@ -116,7 +113,7 @@ fn write_page(
         Some(row) if first > 0 => Some(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0)),
         _ => None,
     };
-    Ok((page.finish(), rows.len() as u64, total))
+    Ok(page.read(total))
 }
 
 impl PgStore {
@@ -156,9 +153,12 @@ impl PgStore {
             let mut qb = QueryBuilder::<Postgres>::new("");
             push_page(&mut qb, project, filter, order, limit, 0, false);
             let rows = qb.build().persistent(keep).fetch_all(&self.read).await?;
-            let (data, n, _) = write_page(&rows, 0, false)?;
-            if n < limit {
-                return Ok(JobPage { total: n, data });
+            let page = read_page(&rows, 0, false)?;
+            if page.rows < limit {
+                return Ok(JobPage {
+                    total: page.rows,
+                    data: page.json,
+                });
             }
         }
         if offset == 0 {
@@ -167,10 +167,10 @@ impl PgStore {
             let mut qb = QueryBuilder::<Postgres>::new("");
             push_page(&mut qb, project, filter, order, limit, 0, true);
             let rows = qb.build().persistent(keep).fetch_all(&self.read).await?;
-            let (data, _, total) = write_page(&rows, 1, false)?;
+            let page = read_page(&rows, 1, false)?;
             return Ok(JobPage {
-                total: total.unwrap_or(0),
-                data,
+                total: page.total.unwrap_or(0),
+                data: page.json,
             });
         }
         let mut tx = self
@@ -205,8 +205,11 @@ impl PgStore {
         );
         let rows = qb.build().persistent(keep).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        let (data, _, _) = write_page(&rows, 0, plan.reversed)?;
-        Ok(JobPage { total, data })
+        let page = read_page(&rows, 0, plan.reversed)?;
+        Ok(JobPage {
+            total,
+            data: page.json,
+        })
     }
 
     /// Creates a job: in a transaction of its own, which PostgreSQL commits together with

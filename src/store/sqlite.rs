@@ -269,7 +269,7 @@ pub(crate) mod tests {
         (store, project)
     }
 
-    fn new_job(name: &str, servers: &[&str]) -> NewJob {
+    pub(crate) fn new_job(name: &str, servers: &[&str]) -> NewJob {
         NewJob {
             id: crate::domain::ids::new_id(),
             name: name.to_string(),

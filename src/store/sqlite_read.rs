@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::types::{Type, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::page::{ItemRef, PageWriter};
+use super::page::{ItemRef, PageRead, PageWriter};
 use super::sql::{
     lower_pattern, needs_row_count, order_column, order_dir, plan_page, LIST_COLUMNS,
 };
@@ -301,14 +301,6 @@ fn page_sql(
     sql
 }
 
-/// What reading a page gave: its JSON array, its length, and the total when the statement
-/// read it too.
-struct PageRead {
-    json: String,
-    rows: u64,
-    total: Option<u64>,
-}
-
 /// Runs a page statement whose list columns start at `first` (column 0, when `first` is 1,
 /// is the total); with `reversed`, the array holds the rows in the opposite order.
 fn read_page(
@@ -327,11 +319,7 @@ fn read_page(
         }
         page.push(&item(row, first)?);
     }
-    Ok(PageRead {
-        rows: page.rows(),
-        json: page.finish(),
-        total,
-    })
+    Ok(page.read(total))
 }
 
 /// A read transaction, so that a count and a page agree; ended when dropped. Its statements
@@ -431,28 +419,19 @@ mod tests {
 
     use super::{fts_query, Readers};
     use crate::domain::filter::ListJobsQuery;
-    use crate::store::{JobStore, NewJob};
+    use crate::store::sqlite::tests::{new_job, store_with_servers};
+    use crate::store::JobStore;
 
     #[tokio::test]
     async fn reads_that_outgrow_their_budget_run_again_on_a_blocking_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
-        let (store, project) =
-            crate::store::sqlite::tests::store_with_servers(&path, &["s1"]).await;
+        let (store, project) = store_with_servers(&path, &["s1"]).await;
         for n in 0..30 {
-            let job = NewJob {
-                id: format!("job-{n:02}"),
-                name: format!("name-{n:02}"),
-                description: (n % 2 == 0).then(|| "d".to_string()),
-                job_type: "COMMON".to_string(),
-                template_id: None,
-                user_name: "u".to_string(),
-                visible: true,
-                is_reboot: false,
-                items: Vec::new(),
-                server_ids: vec!["s1".to_string()],
-                now_ms: n,
-            };
+            let mut job = new_job(&format!("name-{n:02}"), &["s1"]);
+            job.id = format!("job-{n:02}");
+            job.description = (n % 2 == 0).then(|| "d".to_string());
+            job.now_ms = n;
             store.create_job(&project, job, None).await.expect("create");
         }
         let roomy = Readers::open(&path).expect("readers");
