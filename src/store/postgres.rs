@@ -7,8 +7,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::page::{ItemRef, PageRead, PageWriter};
 use super::sql::{
-    like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page, sql_store,
-    LIST_COLUMNS,
+    like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
+    push_exact_filters, sql_store, Bind, LIST_COLUMNS,
 };
 use super::{JobPage, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
@@ -27,20 +27,23 @@ impl super::sql::Dialect for PgStore {
     const JSON_ROW: &'static str = "json_build_array";
 }
 
+impl Bind for QueryBuilder<'_, Postgres> {
+    fn sql(&mut self, text: &str) {
+        self.push(text);
+    }
+
+    fn bind_text(&mut self, value: String) {
+        self.push_bind(value);
+    }
+
+    fn bind_bool(&mut self, value: bool) {
+        self.push_bind(value);
+    }
+}
+
 /// Appends the filter's predicates (after `WHERE project_id = …`).
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
-    if let Some(id) = &filter.id {
-        qb.push(" AND id = ").push_bind(id.clone());
-    }
-    if let Some(status) = filter.status {
-        qb.push(" AND status = ").push_bind(status.as_str());
-    }
-    if let Some(t) = &filter.job_type {
-        qb.push(" AND type = ").push_bind(t.clone());
-    }
-    if let Some(v) = filter.visible {
-        qb.push(" AND visible = ").push_bind(v);
-    }
+    push_exact_filters(qb, filter);
     if let Some(pattern) = &filter.name {
         // `lower(name) LIKE '%…%'`, which the `jobs_name_trgm` trigram index serves.
         qb.push(" AND lower(name) LIKE ")

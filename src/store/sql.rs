@@ -101,6 +101,34 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, raw: &str) 
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// A statement being built whose values are bound in the order they are pushed.
+pub(super) trait Bind {
+    fn sql(&mut self, text: &str);
+    fn bind_text(&mut self, value: String);
+    fn bind_bool(&mut self, value: bool);
+}
+
+/// Appends the filter's exact predicates (`id`, `status`, `type`, `visible`) after
+/// `WHERE project_id = …`; the `name` predicate is each backend's own.
+pub(super) fn push_exact_filters(b: &mut impl Bind, filter: &JobFilter) {
+    if let Some(id) = &filter.id {
+        b.sql(" AND id = ");
+        b.bind_text(id.clone());
+    }
+    if let Some(status) = filter.status {
+        b.sql(" AND status = ");
+        b.bind_text(status.as_str().to_string());
+    }
+    if let Some(t) = &filter.job_type {
+        b.sql(" AND type = ");
+        b.bind_text(t.clone());
+    }
+    if let Some(v) = filter.visible {
+        b.sql(" AND visible = ");
+        b.bind_bool(v);
+    }
+}
+
 /// Where a page other than the first is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PagePlan {

@@ -15,7 +15,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::page::{ItemRef, PageRead, PageWriter};
 use super::sql::{
-    lower_pattern, needs_row_count, order_column, order_dir, plan_page, LIST_COLUMNS,
+    lower_pattern, needs_row_count, order_column, order_dir, plan_page, push_exact_filters, Bind,
+    LIST_COLUMNS,
 };
 use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
@@ -206,20 +207,23 @@ fn jobs_source(filter: &JobFilter) -> &'static str {
     }
 }
 
+impl Bind for Sql {
+    fn sql(&mut self, text: &str) {
+        self.push(text);
+    }
+
+    fn bind_text(&mut self, value: String) {
+        self.bind(value);
+    }
+
+    fn bind_bool(&mut self, value: bool) {
+        self.bind(value);
+    }
+}
+
 /// Appends the filter's predicates (after `WHERE project_id = ?`).
 fn push_filter(sql: &mut Sql, filter: &JobFilter) {
-    if let Some(id) = &filter.id {
-        sql.push(" AND id = ").bind(id.clone());
-    }
-    if let Some(status) = filter.status {
-        sql.push(" AND status = ").bind(status.as_str().to_string());
-    }
-    if let Some(t) = &filter.job_type {
-        sql.push(" AND type = ").bind(t.clone());
-    }
-    if let Some(v) = filter.visible {
-        sql.push(" AND visible = ").bind(v);
-    }
+    push_exact_filters(sql, filter);
     if let Some(pattern) = &filter.name {
         // Candidates from the trigram index, then the exact test on each candidate's name.
         if let Some(query) = fts_query(pattern) {
