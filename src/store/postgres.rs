@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::page::{ItemRef, PageRead, PageWriter};
@@ -19,6 +19,10 @@ use crate::domain::ProjectId;
 pub struct PgStore {
     pub(crate) read: PgPool,
     pub(crate) write: PgPool,
+    /// Connections whose prepared statements always run their generic plan: for the list
+    /// pages one plan fits whatever the values ([`one_plan_fits`]), which PostgreSQL then
+    /// plans once per connection instead of at every run.
+    pages: PgPool,
 }
 
 impl super::sql::Dialect for PgStore {
@@ -84,10 +88,48 @@ fn push_page<'a>(
     qb.push(format!("{LIST_COLUMNS} FROM jobs WHERE project_id = "));
     qb.push_bind(project.as_str());
     push_filter(qb, filter);
-    qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
-    qb.push_bind(i64::try_from(take).unwrap_or(i64::MAX))
-        .push(" OFFSET ")
-        .push_bind(i64::try_from(skip).unwrap_or(i64::MAX));
+    if filter.id.is_none() {
+        qb.push(format!(" ORDER BY {col} {d}, id {d}"));
+    }
+    // (An `id` is one job at most: nothing to order, and no plan that would walk an index
+    // for its order instead of finding the id.)
+    qb.push(" LIMIT ");
+    let (take, skip) = (
+        i64::try_from(take).unwrap_or(i64::MAX),
+        i64::try_from(skip).unwrap_or(i64::MAX),
+    );
+    if one_plan_fits(filter, order.0) {
+        // Numbers, not parameters: PostgreSQL plans a parameterised LIMIT as if a tenth of
+        // the rows were wanted, and would never settle on the statement's generic plan.
+        qb.push(format!("{take} OFFSET {skip}"));
+    } else {
+        qb.push_bind(take).push(" OFFSET ").push_bind(skip);
+    }
+}
+
+/// True when one plan serves the filter whatever its values: no filter, an `id` (one row at
+/// most), or exact filters leading an index that also gives the order. PostgreSQL then runs
+/// the statement's generic plan, made once per connection, on the `pages` connections, where
+/// only such an index can be chosen. Otherwise a plan fit for one value (walk the newest
+/// jobs and keep the few that match, say) could read the whole project for another, and each
+/// run is planned for its values.
+fn one_plan_fits(filter: &JobFilter, key: SortKey) -> bool {
+    if filter.name.is_some() {
+        return false;
+    }
+    if filter.id.is_some() {
+        return true;
+    }
+    match (
+        filter.status.is_some(),
+        filter.job_type.is_some(),
+        filter.visible.is_some(),
+    ) {
+        (false, false, false) => true,
+        // `jobs_by_status` and `jobs_by_type` end with (create_at, id).
+        (true, false, false) | (true, true, true) => key == SortKey::CreateAt,
+        _ => false,
+    }
 }
 
 /// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]).
@@ -123,16 +165,42 @@ impl PgStore {
     /// Connects to `url` with at most `max_connections` connections, and migrates the
     /// database.
     pub async fn connect(url: &str, max_connections: u32) -> super::StoreResult<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        // The connections are shared between the pages and everything else; with a single
+        // one, pages are planned at each run like the rest.
+        let max_connections = max_connections.max(1);
+        let pages = max_connections.div_ceil(2);
+        let rest = if max_connections > 1 {
+            max_connections - pages
+        } else {
+            1
+        };
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(rest)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options.clone())
             .await?;
         // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let pages = if max_connections > 1 {
+            PgPoolOptions::new()
+                .max_connections(pages)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(options.options([
+                    ("plan_cache_mode", "force_generic_plan"),
+                    // A generic plan does not know the project's size: without sorting or
+                    // scanning it all, only the index that gives the page's order is left.
+                    ("enable_sort", "off"),
+                    ("enable_bitmapscan", "off"),
+                    ("enable_seqscan", "off"),
+                ]))
+        } else {
+            pool.clone()
+        };
         Ok(Self {
             read: pool.clone(),
             write: pool,
+            pages,
         })
     }
 
@@ -150,12 +218,17 @@ impl PgStore {
         // A statement filtering by name is planned for its pattern: a generic plan cannot
         // tell a selective pattern from a common one, and walks the whole project.
         let keep = filter.name.is_none();
+        let pool = if one_plan_fits(filter, order.0) {
+            &self.pages
+        } else {
+            &self.read
+        };
         if offset == 0 && needs_row_count(filter) {
             // A selective filter (an id, a name) usually matches less than a page: the page
             // is then the whole result, and the rows need not be looked for again to count.
             let mut qb = QueryBuilder::<Postgres>::new("");
             push_page(&mut qb, project, filter, order, limit, 0, false);
-            let rows = qb.build().persistent(keep).fetch_all(&self.read).await?;
+            let rows = qb.build().persistent(keep).fetch_all(pool).await?;
             let page = read_page(&rows, 0, false)?;
             if page.rows < limit {
                 return Ok(JobPage {
@@ -169,15 +242,14 @@ impl PgStore {
             // (one snapshot, one round trip). No row means no matching job.
             let mut qb = QueryBuilder::<Postgres>::new("");
             push_page(&mut qb, project, filter, order, limit, 0, true);
-            let rows = qb.build().persistent(keep).fetch_all(&self.read).await?;
+            let rows = qb.build().persistent(keep).fetch_all(pool).await?;
             let page = read_page(&rows, 1, false)?;
             return Ok(JobPage {
                 total: page.total.unwrap_or(0),
                 data: page.json,
             });
         }
-        let mut tx = self
-            .read
+        let mut tx = pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await?;
         let mut qb = QueryBuilder::<Postgres>::new("");

@@ -177,25 +177,15 @@ impl Sql {
     }
 }
 
-/// The FTS5 query finding every name holding all trigrams of `pattern` (a superset of the
-/// names holding the pattern); `None` when the index cannot help: fewer than three
-/// characters, or control characters.
+/// The FTS5 query finding the names that hold `pattern` case-folded: the pattern as one
+/// phrase, which the trigram tokenizer splits into its trigrams at consecutive positions (a
+/// superset of the names holding the pattern as `lower()` folds it, which is checked after).
+/// `None` when the index cannot help: fewer than three characters, or control characters.
 pub(super) fn fts_query(pattern: &str) -> Option<String> {
-    let chars: Vec<char> = pattern.chars().collect();
-    if chars.len() < 3 || chars.iter().any(|c| c.is_control()) {
+    if pattern.chars().count() < 3 || pattern.chars().any(char::is_control) {
         return None;
     }
-    let mut trigrams: Vec<String> = chars
-        .windows(3)
-        .map(|w| w.iter().collect::<String>().to_ascii_lowercase())
-        .collect();
-    trigrams.sort();
-    trigrams.dedup();
-    let quoted: Vec<String> = trigrams
-        .iter()
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-        .collect();
-    Some(quoted.join(" AND "))
+    Some(format!("\"{}\"", pattern.replace('"', "\"\"")))
 }
 
 /// The jobs table as the list reads it: with a trigram search, the planner is kept from
@@ -472,18 +462,11 @@ mod tests {
     }
 
     #[test]
-    fn trigram_queries_quote_every_distinct_trigram() {
+    fn name_patterns_are_asked_as_one_quoted_phrase() {
         assert_eq!(fts_query("ab"), None);
         assert_eq!(fts_query("a\u{0}bc"), None);
-        assert_eq!(fts_query("AbC"), Some("\"abc\"".to_string()));
-        assert_eq!(
-            fts_query("aaaa"),
-            Some("\"aaa\"".to_string()),
-            "repeated trigrams are asked once"
-        );
-        assert_eq!(
-            fts_query("x\"yz"),
-            Some("\"\"\"yz\" AND \"x\"\"y\"".to_string())
-        );
+        assert_eq!(fts_query("AbC-1"), Some("\"AbC-1\"".to_string()));
+        assert_eq!(fts_query("x\"yz"), Some("\"x\"\"yz\"".to_string()));
+        assert_eq!(fts_query("é🙂ü"), Some("\"é🙂ü\"".to_string()));
     }
 }
