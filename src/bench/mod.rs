@@ -174,6 +174,7 @@ fn machine() -> String {
 }
 
 /// One query of the run: its label, the call, and its target.
+#[derive(Clone)]
 struct Query {
     label: String,
     call: Call,
@@ -242,10 +243,6 @@ async fn bench_backend(
     server.stop().await?;
     let _ = std::fs::remove_dir_all(&workdir);
     let (rows, errors) = outcome?;
-    let floor = rows
-        .first()
-        .map(|r| r.measured.clone())
-        .context("no floor was measured")?;
     println!(
         "{:<34} {}",
         "server peak memory (VmHWM)",
@@ -254,7 +251,7 @@ async fn bench_backend(
             report::mib(b)
         ))
     );
-    let summary = report::summary(db.backend, &floor, &rows[1..], peak, MEMORY_TARGET);
+    let summary = report::summary(db.backend, &rows, peak, MEMORY_TARGET);
     Ok((summary, errors))
 }
 
@@ -363,11 +360,14 @@ async fn measure(
             },
         },
     ];
-    println!("{}", report::header());
+    let again = Query {
+        label: "floor again (after the queries)".to_string(),
+        ..queries[0].clone()
+    };
     let concurrency = args.concurrency as usize;
-    let mut rows: Vec<Row> = Vec::with_capacity(queries.len());
+    let mut rows: Vec<Row> = Vec::with_capacity(queries.len() + 1);
     let mut errors = false;
-    for q in queries {
+    for q in queries.into_iter().chain([again]) {
         let total = match &q.call {
             Call::Get { rest, .. } if rest == "/dev-servers/jobs" => {
                 Some(total_of(&client, &q.call).await?.0)
@@ -378,20 +378,32 @@ async fn measure(
             load::run(&client, &q.call, concurrency, args.warmup).await;
         }
         let measured: Measured = load::run(&client, &q.call, concurrency, args.duration).await;
-        let floor_rate = rows.first().map(|f| f.measured.rate());
-        let row = Row {
-            label: q.label,
-            total,
-            floor_ratio: floor_rate.map(|f| measured.rate() / f.max(1e-9)),
-            measured,
-            target: q.target,
-        };
-        println!("{}", report::line(&row));
-        if let Some(e) = &row.measured.first_error {
+        println!("  measured {}: {:.0} req/s", q.label, measured.rate());
+        if let Some(e) = &measured.first_error {
             errors = true;
             println!("  first error: {}", e.chars().take(300).collect::<String>());
         }
-        rows.push(row);
+        rows.push(Row {
+            label: q.label,
+            total,
+            floor_ratio: None,
+            measured,
+            target: q.target,
+        });
+    }
+    // The machine's speed drifts during a run (the load's writes still being flushed at the
+    // start, say): each query is held to the faster of the two floors.
+    let floor = rows
+        .iter()
+        .filter(|r| r.is_floor())
+        .map(|r| r.measured.rate())
+        .fold(0.0, f64::max);
+    for row in &mut rows {
+        row.floor_ratio = Some(row.measured.rate() / floor.max(1e-9));
+    }
+    println!("{}", report::header());
+    for row in &rows {
+        println!("{}", report::line(row));
     }
     Ok((rows, errors))
 }

@@ -23,11 +23,19 @@ pub struct Row {
     pub total: Option<u64>,
     pub measured: Measured,
     pub target: Target,
-    /// Throughput as a share of the floor's (`None` for the floor itself).
+    /// Throughput as a share of the floor's (the faster of the floor's two measurements).
     pub floor_ratio: Option<f64>,
 }
 
+/// Labels of the floor's rows start with this.
+pub const FLOOR: &str = "floor";
+
 impl Row {
+    /// True for a measurement of the floor.
+    pub fn is_floor(&self) -> bool {
+        self.label.starts_with(FLOOR)
+    }
+
     /// The targets this row missed, in words.
     pub fn misses(&self) -> Vec<String> {
         let mut misses = Vec::new();
@@ -106,7 +114,7 @@ pub fn line(row: &Row) -> String {
         row.total.map_or("-".to_string(), |t| t.to_string()),
         m.rate(),
         row.floor_ratio
-            .map_or("1.00".to_string(), |r| format!("{r:.2}")),
+            .map_or("-".to_string(), |r| format!("{r:.2}")),
         ms(m.quantile(0.5)),
         ms(m.quantile(0.9)),
         ms(m.quantile(0.99)),
@@ -116,15 +124,16 @@ pub fn line(row: &Row) -> String {
     )
 }
 
-/// The one-line summary of a backend's run.
-pub fn summary(
-    backend: &str,
-    floor: &Measured,
-    rows: &[Row],
-    peak_memory: Option<u64>,
-    memory_limit: u64,
-) -> String {
-    let mut misses: Vec<String> = rows.iter().flat_map(Row::misses).collect();
+/// The one-line summary of a backend's run: the floor (the faster of its measurements), then
+/// each query.
+pub fn summary(backend: &str, rows: &[Row], peak_memory: Option<u64>, memory_limit: u64) -> String {
+    let floor = rows
+        .iter()
+        .filter(|r| r.is_floor())
+        .map(|r| r.measured.rate())
+        .fold(0.0, f64::max);
+    let rows: Vec<&Row> = rows.iter().filter(|r| !r.is_floor()).collect();
+    let mut misses: Vec<String> = rows.iter().flat_map(|r| r.misses()).collect();
     let targets = rows.iter().filter(|r| r.has_target()).count() + 1;
     let mut failed = rows
         .iter()
@@ -150,19 +159,16 @@ pub fn summary(
     };
     let parts: Vec<String> = rows
         .iter()
-        .map(|r| match r.floor_ratio {
-            Some(ratio) => format!(
-                "{} {:.0}/s {ratio:.2}x p99 {} ms",
+        .map(|r| {
+            let ratio = r
+                .floor_ratio
+                .map_or(String::new(), |ratio| format!(" {ratio:.2}x"));
+            format!(
+                "{} {:.0}/s{ratio} p99 {} ms",
                 r.label,
                 r.measured.rate(),
                 ms(r.measured.quantile(0.99))
-            ),
-            None => format!(
-                "{} {:.0}/s p99 {} ms",
-                r.label,
-                r.measured.rate(),
-                ms(r.measured.quantile(0.99))
-            ),
+            )
         })
         .collect();
     let verdict = if misses.is_empty() {
@@ -175,8 +181,7 @@ pub fn summary(
         )
     };
     format!(
-        "summary {backend}: floor {:.0}/s | {} | peak memory {memory} | {verdict}",
-        floor.rate(),
+        "summary {backend}: floor {floor:.0}/s | {} | peak memory {memory} | {verdict}",
         parts.join(" | ")
     )
 }

@@ -9,6 +9,7 @@ struct ReportRow {
     label: String,
     total: Option<u64>,
     rate: f64,
+    floor_ratio: f64,
     p99_ms: f64,
     errors: u64,
 }
@@ -25,6 +26,7 @@ fn parse_row(line: &str) -> Option<ReportRow> {
         label: label.join(" "),
         total: columns[0].parse().ok(),
         rate,
+        floor_ratio: columns[2].parse().ok()?,
         p99_ms: columns[5].parse().ok()?,
         errors: columns[7].parse().ok()?,
     })
@@ -75,6 +77,7 @@ fn bench_loads_measures_every_query_and_reports() {
     let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
     for expected in [
         "floor (auth, fixed bytes)",
+        "floor again (after the queries)",
         "unfiltered limit=50",
         "status limit=50",
         "type+status+visible limit=50",
@@ -96,6 +99,22 @@ fn bench_loads_measures_every_query_and_reports() {
         assert!(row.rate > 0.0, "{} answered nothing:\n{stdout}", row.label);
         assert!(row.p99_ms > 0.0, "{} has no latency:\n{stdout}", row.label);
         assert_eq!(row.errors, 0, "{} had errors:\n{stdout}", row.label);
+    }
+    // Every ratio is taken against the faster of the floor's two measurements.
+    let floors: Vec<&ReportRow> = rows
+        .iter()
+        .filter(|r| r.label.starts_with("floor"))
+        .collect();
+    assert_eq!(floors.len(), 2, "{stdout}");
+    let fastest = floors.iter().map(|r| r.rate).fold(0.0, f64::max);
+    for row in &rows {
+        let expected = row.rate / fastest;
+        assert!(
+            (row.floor_ratio - expected).abs() < 0.006,
+            "{}: x floor {} where {expected:.3} was expected:\n{stdout}",
+            row.label,
+            row.floor_ratio
+        );
     }
     let total = |label: &str| rows.iter().find(|r| r.label == label).and_then(|r| r.total);
     assert_eq!(total("unfiltered limit=50"), Some(300));
