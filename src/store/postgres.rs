@@ -107,29 +107,19 @@ fn push_page<'a>(
     }
 }
 
-/// True when one plan serves the filter whatever its values: no filter, an `id` (one row at
-/// most), or exact filters leading an index that also gives the order. PostgreSQL then runs
-/// the statement's generic plan, made once per connection, on the `pages` connections, where
-/// only such an index can be chosen. Otherwise a plan fit for one value (walk the newest
-/// jobs and keep the few that match, say) could read the whole project for another, and each
-/// run is planned for its values.
-fn one_plan_fits(filter: &JobFilter, key: SortKey) -> bool {
+/// True when one plan serves the filter whatever its values: no filter but the project (the
+/// sort key's own index is the only one that gives the order), or an `id` (one row at most).
+/// PostgreSQL then runs the statement's generic plan, made once per connection, on the
+/// `pages` connections. With a `status`, `type` or `visible` filter more than one index could
+/// serve, and a generic plan, which does not know the value, could walk the newest jobs and
+/// drop those that do not match: fine for a common value, the whole project for a rare one.
+/// Those statements are planned for their values at each run.
+fn one_plan_fits(filter: &JobFilter, _key: SortKey) -> bool {
     if filter.name.is_some() {
         return false;
     }
-    if filter.id.is_some() {
-        return true;
-    }
-    match (
-        filter.status.is_some(),
-        filter.job_type.is_some(),
-        filter.visible.is_some(),
-    ) {
-        (false, false, false) => true,
-        // `jobs_by_status` and `jobs_by_type` end with (create_at, id).
-        (true, false, false) | (true, true, true) => key == SortKey::CreateAt,
-        _ => false,
-    }
+    filter.id.is_some()
+        || (filter.status.is_none() && filter.job_type.is_none() && filter.visible.is_none())
 }
 
 /// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]).
@@ -314,4 +304,141 @@ impl super::Store for PgStore {
 /// The shared SQL, in a module of its own so that its imports stay there.
 mod queries {
     super::sql_store!(super::PgStore, sqlx::Postgres);
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Postgres, QueryBuilder, Row};
+
+    use super::{one_plan_fits, push_page, PgStore};
+    use crate::domain::filter::{ListJobsQuery, SortDir};
+    use crate::domain::ProjectId;
+
+    /// A fresh database on the test PostgreSQL server, or `None` (with a message) when there
+    /// is none and `LITEJOBS_REQUIRE_PG` is not set.
+    async fn fresh_database() -> Option<(String, String)> {
+        let admin = std::env::var("LITEJOBS_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let mut conn = match sqlx::PgConnection::connect(&admin).await {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("LITEJOBS_REQUIRE_PG").is_some() => {
+                panic!("PostgreSQL is required (LITEJOBS_REQUIRE_PG) but unreachable: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: PostgreSQL unreachable at {admin} ({e})");
+                return None;
+            }
+        };
+        let name = format!("litejobs_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        Some((format!("{base}/{name}"), admin))
+    }
+
+    /// On the connections that keep generic plans, every page statement that is sent there
+    /// is read from the one index that gives the page's order and answers its conditions (or
+    /// finds its id): no sort, no scan of the table or of a bitmap, no row read to be
+    /// dropped, whatever the project's size (a generic plan does not know it).
+    #[tokio::test]
+    async fn pages_on_generic_plans_walk_an_index_in_their_order() {
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let project = ProjectId::parse("0123456789abcdef0123456789abcdef").expect("project");
+        // Jobs in this project and another, with their statistics, as a planner sees them.
+        sqlx::query(
+            "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+             is_reboot, pending_tasks, items, create_at, update_at) \
+             SELECT CASE WHEN g % 10 = 0 THEN 'other' ELSE $1 END, 'job-' || g, 'name-' || g, \
+             'u', CASE WHEN g % 3 = 0 THEN 'COMMON' ELSE 'LOG_COLLECT' END, \
+             CASE WHEN g % 50 = 0 THEN 'PROCESSING' ELSE 'FINISHED' END, g % 12 <> 0, FALSE, \
+             0, '[]', g, g FROM generate_series(1, 5000) AS g",
+        )
+        .bind(project.as_str())
+        .execute(&store.write)
+        .await
+        .expect("insert jobs");
+        sqlx::query("ANALYZE jobs")
+            .execute(&store.write)
+            .await
+            .expect("analyze");
+        let mut checked = 0;
+        // The filter, and the index a page must be read from when one plan fits it.
+        for (raw, index) in [
+            ("", Some("jobs_by_create")),
+            ("sort_key=update_at&sort_dir=asc", Some("jobs_by_update")),
+            ("sort_key=name", Some("jobs_by_name")),
+            ("id=job-7", Some("jobs_by_project_id")),
+            (
+                "id=job-7&status=FINISHED&sort_key=name",
+                Some("jobs_by_project_id"),
+            ),
+            ("status=DELETED", None),
+            ("type=LOG_COLLECT&status=FINISHED&visible=false", None),
+            ("status=PROCESSING&sort_key=update_at", None),
+            ("visible=true", None),
+            ("name=abc", None),
+        ] {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect();
+            let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
+            let (filter, key) = (&query.filter, query.page.sort_key);
+            assert_eq!(one_plan_fits(filter, key), index.is_some(), "{raw}");
+            let Some(index) = index else {
+                continue;
+            };
+            for (dir, take, skip, with_total) in [
+                (SortDir::Desc, 50, 0, true),
+                (SortDir::Asc, 1000, 0, false),
+                (SortDir::Desc, 50, 500_000, false),
+            ] {
+                let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
+                push_page(
+                    &mut qb,
+                    &project,
+                    filter,
+                    (key, dir),
+                    take,
+                    skip,
+                    with_total,
+                );
+                let plan: Vec<String> = qb
+                    .build()
+                    .fetch_all(&store.pages)
+                    .await
+                    .expect("explain")
+                    .iter()
+                    .map(|row| row.get::<String, _>(0))
+                    .collect();
+                let plan = plan.join("\n");
+                assert!(
+                    plan.contains(&format!(" using {index} on jobs")),
+                    "{raw}:\n{plan}"
+                );
+                for bad in ["Sort", "Seq Scan", "Bitmap"] {
+                    assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
+                }
+                // Rows read to be dropped: only the one row an id finds may be.
+                assert!(
+                    index == "jobs_by_project_id" || !plan.contains("Filter"),
+                    "{raw}:\n{plan}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3 * 5);
+        store.pages.close().await;
+        store.read.close().await;
+        let name = url.rsplit_once('/').map(|(_, n)| n.to_string());
+        if let (Some(name), Ok(mut conn)) = (name, sqlx::PgConnection::connect(&admin).await) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
 }
