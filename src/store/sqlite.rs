@@ -285,6 +285,80 @@ pub(crate) mod tests {
         }
     }
 
+    /// A database of the previous schema (migrations before 0004: a name index without
+    /// positions) keeps its jobs through the upgrade, and the rebuilt index finds them.
+    #[tokio::test]
+    async fn upgrading_rebuilds_the_name_index_over_the_jobs_already_there() {
+        use std::str::FromStr;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old_migrations = dir.path().join("migrations");
+        std::fs::create_dir(&old_migrations).expect("dir");
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for entry in std::fs::read_dir(&all).expect("migrations") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name < "0004" {
+                std::fs::copy(&path, old_migrations.join(name)).expect("copy");
+            }
+        }
+        let path = dir.path().join("old.db");
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                .expect("options")
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let old = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+        sqlx::migrate::Migrator::new(old_migrations.as_path())
+            .await
+            .expect("old migrations")
+            .run(&old)
+            .await
+            .expect("old schema");
+        for (n, name) in ["alpha-Common", "beta-log", "gamma-common-2"]
+            .iter()
+            .enumerate()
+        {
+            sqlx::query(
+                "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+                 is_reboot, pending_tasks, items, create_at, update_at) \
+                 VALUES ('p1', ?, ?, 'u', 'COMMON', 'FINISHED', 1, 0, 0, '[]', ?, ?)",
+            )
+            .bind(format!("job-{n}"))
+            .bind(name)
+            .bind(n as i64)
+            .bind(n as i64)
+            .execute(&old)
+            .await
+            .expect("old job");
+        }
+        old.close().await;
+
+        let (store, project) = store_with_servers(&path, &[]).await;
+        for (pattern, expected) in [
+            ("COMMON", vec!["job-2", "job-0"]),
+            ("a-com", vec!["job-2", "job-0"]),
+            ("log", vec!["job-1"]),
+            ("mon-2", vec!["job-2"]),
+            ("alphabeta", vec![]),
+        ] {
+            let pairs = vec![("name".to_string(), pattern.to_string())];
+            let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 100).expect("query");
+            let page = store.list_jobs(&project, &query, 100).await.expect("list");
+            let ids: Vec<String> = page
+                .items()
+                .expect("items")
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
+            assert_eq!(ids, expected, "{pattern}");
+            assert_eq!(page.total, expected.len() as u64, "{pattern}");
+        }
+    }
+
     fn key(token: &str, body: &str) -> Option<IdempotencyKey> {
         Some(IdempotencyKey {
             token: token.to_string(),
