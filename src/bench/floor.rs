@@ -1,12 +1,14 @@
 //! The benchmark's floor: `GET /v1/{project_id}/bench-floor?bytes=N` answers `N` fixed bytes
 //! after the same middleware, authentication and `list` permission check as the job list,
 //! without asking the database (the authentication cache answers once warm). What a query
-//! costs above it is the cost of the query itself. Served only with `serve --bench-floor`.
+//! costs above it is the cost of the query itself. With `ping=true` the answer waits for one
+//! `SELECT 1` on the database first: the least any query costs. Served only with
+//! `serve --bench-floor`.
 
 use std::sync::OnceLock;
 
 use axum::body::Bytes;
-use axum::extract::RawQuery;
+use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -41,16 +43,31 @@ pub fn routes(config: &ApiConfig) -> Router<AppState> {
     }
 }
 
-/// Fixed bytes (`bytes`, default about one page) to an authenticated caller who may list jobs.
-async fn answer(caller: Caller, RawQuery(raw): RawQuery) -> Result<impl IntoResponse, ApiError> {
+/// Fixed bytes (`bytes`, default about one page) to an authenticated caller who may list jobs,
+/// after a `SELECT 1` on the database when `ping` is `true`.
+async fn answer(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
     caller.require(Action::ListJobs)?;
-    let wanted = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "bytes")
-        .map(|(_, v)| v.parse::<usize>())
+    let raw = raw.unwrap_or_default();
+    let param = |name: &str| {
+        form_urlencoded::parse(raw.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let wanted = param("bytes")
+        .map(|v| v.parse::<usize>())
         .transpose()
         .map_err(|_| ApiError::Invalid("bytes must be a non-negative integer".into()))?
         .unwrap_or(DEFAULT_FLOOR_BYTES)
         .clamp(2, MAX_FLOOR_BYTES);
+    match param("ping").as_deref() {
+        None | Some("false") => {}
+        Some("true") => state.store.ping().await?,
+        Some(_) => return Err(ApiError::Invalid("ping must be true or false".into())),
+    }
     let body = padding().slice(MAX_FLOOR_BYTES - wanted..);
     Ok(([(CONTENT_TYPE, "application/json")], body))
 }

@@ -296,7 +296,7 @@ async fn measure(
         }],
         visible: None,
     };
-    let queries = vec![
+    let mut queries = vec![
         Query {
             label: "floor (auth, fixed bytes)".to_string(),
             call: Call::Get {
@@ -360,6 +360,23 @@ async fn measure(
             },
         },
     ];
+    if backend == "postgres" {
+        // The least any query costs on PostgreSQL: the floor's answer after one `SELECT 1`.
+        queries.insert(
+            1,
+            Query {
+                label: "round trip (floor + SELECT 1)".to_string(),
+                call: Call::Get {
+                    rest: "/bench-floor".to_string(),
+                    query: vec![
+                        ("bytes".to_string(), page_bytes.to_string()),
+                        ("ping".to_string(), "true".to_string()),
+                    ],
+                },
+                target: Target::default(),
+            },
+        );
+    }
     let again = Query {
         label: "floor again (after the queries)".to_string(),
         ..queries[0].clone()

@@ -1,6 +1,6 @@
-//! `litejobs bench` with tiny numbers on SQLite: it must load, start the real server, measure
-//! every query without errors and print its report. (No speed is asserted here: speed
-//! targets live in the benchmark's own report.)
+//! `litejobs bench` with tiny numbers on SQLite and on PostgreSQL: it must load, start the
+//! real server, measure every query without errors and print its report. (No speed is
+//! asserted here: speed targets live in the benchmark's own report.)
 
 use std::process::Command;
 
@@ -137,4 +137,112 @@ fn bench_loads_measures_every_query_and_reports() {
     assert!(summary.contains("peak memory "), "{summary}");
     assert!(summary.contains("targets met"), "{summary}");
     assert!(db.exists(), "a database the caller named is kept");
+}
+
+#[tokio::test]
+async fn bench_on_postgresql_measures_a_round_trip_too() {
+    let Some(url) = crate::helpers::fresh_pg_database().await else {
+        return;
+    };
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args([
+            "bench",
+            "--backend",
+            "postgres",
+            "--jobs",
+            "200",
+            "--other-projects",
+            "2",
+            "--other-jobs",
+            "100",
+            "--concurrency",
+            "4",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .await
+        .expect("litejobs bench runs");
+    crate::helpers::drop_pg_database(&url);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let rows: Vec<ReportRow> = stdout.lines().filter_map(parse_row).collect();
+    for expected in [
+        "floor (auth, fixed bytes)",
+        "round trip (floor + SELECT 1)",
+        "unfiltered limit=50",
+        "create (8 servers each)",
+        "floor again (after the queries)",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r.label == expected)
+            .unwrap_or_else(|| panic!("no row {expected} in:\n{stdout}"));
+        assert!(row.rate > 0.0 && row.errors == 0, "{expected}:\n{stdout}");
+    }
+    assert_eq!(
+        rows.iter()
+            .find(|r| r.label == "unfiltered limit=50")
+            .and_then(|r| r.total),
+        Some(200)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("summary postgres: floor ")),
+        "{stdout}"
+    );
+}
+
+/// The floor route the benchmark measures: fixed bytes to a caller who may list jobs, after a
+/// database round trip when asked; absent unless the server is started for benchmarks.
+async fn floor_route_answers_fixed_bytes_and_pings_on_request(backend: crate::helpers::Backend) {
+    use reqwest::Method;
+
+    let Some(app) = crate::helpers::TestApp::spawn_with(backend, |c| c.bench_floor = true).await
+    else {
+        return;
+    };
+    for query in [
+        vec![("bytes", "10")],
+        vec![("bytes", "10"), ("ping", "true")],
+    ] {
+        let r = app
+            .admin_send(Method::GET, "/bench-floor", &query, None)
+            .await;
+        assert_eq!((r.status, r.body.len()), (200, 10), "{query:?}");
+        assert_eq!(r.json(), serde_json::json!({}), "{query:?}");
+    }
+    for query in [vec![("ping", "yes")], vec![("bytes", "-1")]] {
+        let r = app
+            .admin_send(Method::GET, "/bench-floor", &query, None)
+            .await;
+        assert_eq!(r.status, 400, "{query:?}");
+        assert_eq!(r.json()["error_code"], "ModelArts.0107", "{query:?}");
+    }
+    drop(app);
+    let Some(app) = crate::helpers::TestApp::spawn(backend).await else {
+        return;
+    };
+    let r = app.admin_send(Method::GET, "/bench-floor", &[], None).await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn floor_route_on_sqlite() {
+    floor_route_answers_fixed_bytes_and_pings_on_request(crate::helpers::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn floor_route_on_postgres() {
+    floor_route_answers_fixed_bytes_and_pings_on_request(crate::helpers::Backend::Postgres).await;
 }
