@@ -2,15 +2,19 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use std::sync::{Arc, Mutex};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::page::{ItemRef, PageRead, PageWriter};
 use super::sql::{
     like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
     push_exact_filters, sql_store, Bind, LIST_COLUMNS,
 };
-use super::{JobPage, StoreResult};
+use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
 use crate::domain::ProjectId;
 
@@ -21,8 +25,90 @@ pub struct PgStore {
     pub(crate) write: PgPool,
     /// Connections whose prepared statements always run their generic plan: for the list
     /// pages one plan fits whatever the values ([`one_plan_fits`]), which PostgreSQL then
-    /// plans once per connection instead of at every run.
-    pages: PgPool,
+    /// plans once per connection instead of at every run. None with a single connection.
+    pages: Option<Arc<PageConnections>>,
+}
+
+/// The list pages' own connections, taken and given back without a pool's round trips: a
+/// sqlx pool asks the server whether a connection still answers when it lends it and again
+/// when it gets it back, two round trips around each page's one. A connection is given back
+/// only after its statements succeeded; one whose statement failed, or whose request went
+/// away midway, is closed instead, and a new one is opened when needed.
+pub(crate) struct PageConnections {
+    options: PgConnectOptions,
+    idle: Mutex<Vec<PgConnection>>,
+    permits: Semaphore,
+}
+
+/// True when `e` says the connection is gone (closed, reset, or ended by the server: a
+/// restart, an administrator), not that the statement failed.
+fn is_lost_connection(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) => true,
+        StoreError::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// A connection taken from [`PageConnections`]; closed when dropped, unless given back.
+struct Taken<'a> {
+    conn: Option<PgConnection>,
+    from: &'a PageConnections,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl PageConnections {
+    fn new(options: PgConnectOptions, max: u32) -> Self {
+        Self {
+            options,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(max as usize),
+        }
+    }
+
+    /// Closes the idle connections.
+    fn forget_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// An idle connection, or a new one; waits while all of them are lent.
+    async fn take(&self) -> StoreResult<Taken<'_>> {
+        let permit = tokio::time::timeout(Duration::from_secs(10), self.permits.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.options.connect().await?,
+        };
+        Ok(Taken {
+            conn: Some(conn),
+            from: self,
+            _permit: permit,
+        })
+    }
+}
+
+impl Taken<'_> {
+    fn conn(&mut self) -> StoreResult<&mut PgConnection> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Batch("a page connection was given back".to_string()))
+    }
+
+    /// Gives the connection back, its statements done.
+    fn give_back(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.from
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+    }
 }
 
 impl super::sql::Dialect for PgStore {
@@ -172,21 +258,19 @@ impl PgStore {
             .await?;
         // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        let pages = if max_connections > 1 {
-            PgPoolOptions::new()
-                .max_connections(pages)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_lazy_with(options.options([
+        let pages = (max_connections > 1).then(|| {
+            Arc::new(PageConnections::new(
+                options.options([
                     ("plan_cache_mode", "force_generic_plan"),
                     // A generic plan does not know the project's size: without sorting or
                     // scanning it all, only the index that gives the page's order is left.
                     ("enable_sort", "off"),
                     ("enable_bitmapscan", "off"),
                     ("enable_seqscan", "off"),
-                ]))
-        } else {
-            pool.clone()
-        };
+                ]),
+                pages,
+            ))
+        });
         Ok(Self {
             read: pool.clone(),
             write: pool,
@@ -201,82 +285,112 @@ impl PgStore {
         query: &ListJobsQuery,
         max_page_size: u64,
     ) -> StoreResult<JobPage> {
-        let filter = &query.filter;
-        let order = (query.page.sort_key, query.page.sort_dir);
-        let limit = query.page.effective_limit(max_page_size);
-        let offset = query.page.offset;
-        // A statement filtering by name is planned for its pattern: a generic plan cannot
-        // tell a selective pattern from a common one, and walks the whole project.
-        let keep = filter.name.is_none();
-        let pool = if one_plan_fits(filter, order.0) {
-            &self.pages
-        } else {
-            &self.read
-        };
-        if offset == 0 && needs_row_count(filter) {
-            // A selective filter (an id, a name) usually matches less than a page: the page
-            // is then the whole result, and the rows need not be looked for again to count.
-            let mut qb = QueryBuilder::<Postgres>::new("");
-            push_page(&mut qb, project, filter, order, limit, 0, false);
-            let rows = qb.build().persistent(keep).fetch_all(pool).await?;
-            let page = read_page(&rows, 0, false)?;
-            if page.rows < limit {
-                return Ok(JobPage {
-                    total: page.rows,
-                    data: page.json,
-                });
+        match &self.pages {
+            Some(pages) if one_plan_fits(&query.filter, query.page.sort_key) => {
+                let mut taken = pages.take().await?;
+                // On an error the connection is closed with `taken`, not given back.
+                let page = match list_on(taken.conn()?, project, query, max_page_size).await {
+                    Err(e) if is_lost_connection(&e) => {
+                        // The server went away (restarted, say) since the connection was last
+                        // used, and likely took the other idle ones too: a read may be asked
+                        // again, on a new connection.
+                        drop(taken);
+                        pages.forget_idle();
+                        taken = pages.take().await?;
+                        list_on(taken.conn()?, project, query, max_page_size).await?
+                    }
+                    page => page?,
+                };
+                taken.give_back();
+                Ok(page)
+            }
+            _ => {
+                let mut conn = self.read.acquire().await?;
+                list_on(&mut conn, project, query, max_page_size).await
             }
         }
-        if offset == 0 {
-            // The first page (what the SDK and consoles ask) with its total, in one statement
-            // (one snapshot, one round trip). No row means no matching job.
-            let mut qb = QueryBuilder::<Postgres>::new("");
-            push_page(&mut qb, project, filter, order, limit, 0, true);
-            let rows = qb.build().persistent(keep).fetch_all(pool).await?;
-            let page = read_page(&rows, 1, false)?;
+    }
+}
+
+/// One page of the job list and its exact total, read in one snapshot on `conn`.
+async fn list_on(
+    conn: &mut PgConnection,
+    project: &ProjectId,
+    query: &ListJobsQuery,
+    max_page_size: u64,
+) -> StoreResult<JobPage> {
+    let filter = &query.filter;
+    let order = (query.page.sort_key, query.page.sort_dir);
+    let limit = query.page.effective_limit(max_page_size);
+    let offset = query.page.offset;
+    // A statement filtering by name is planned for its pattern: a generic plan cannot
+    // tell a selective pattern from a common one, and walks the whole project.
+    let keep = filter.name.is_none();
+    if offset == 0 && needs_row_count(filter) {
+        // A selective filter (an id, a name) usually matches less than a page: the page
+        // is then the whole result, and the rows need not be looked for again to count.
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        push_page(&mut qb, project, filter, order, limit, 0, false);
+        let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+        let page = read_page(&rows, 0, false)?;
+        if page.rows < limit {
             return Ok(JobPage {
-                total: page.total.unwrap_or(0),
+                total: page.rows,
                 data: page.json,
             });
         }
-        let mut tx = pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await?;
-        let mut qb = QueryBuilder::<Postgres>::new("");
-        push_count(&mut qb, project, filter);
-        let total: i64 = qb
-            .build()
-            .persistent(keep)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let total = u64::try_from(total).unwrap_or(0);
-        let Some(plan) = plan_page(order.1, offset, limit, total) else {
-            tx.commit().await?;
-            return Ok(JobPage {
-                total,
-                data: "[]".to_string(),
-            });
-        };
-        let mut qb = QueryBuilder::<Postgres>::new("");
-        push_page(
-            &mut qb,
-            project,
-            filter,
-            (order.0, plan.dir),
-            plan.take,
-            plan.skip,
-            false,
-        );
-        let rows = qb.build().persistent(keep).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        let page = read_page(&rows, 0, plan.reversed)?;
-        Ok(JobPage {
-            total,
-            data: page.json,
-        })
     }
+    if offset == 0 {
+        // The first page (what the SDK and consoles ask) with its total, in one statement
+        // (one snapshot, one round trip). No row means no matching job.
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        push_page(&mut qb, project, filter, order, limit, 0, true);
+        let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+        let page = read_page(&rows, 1, false)?;
+        return Ok(JobPage {
+            total: page.total.unwrap_or(0),
+            data: page.json,
+        });
+    }
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let mut qb = QueryBuilder::<Postgres>::new("");
+    push_count(&mut qb, project, filter);
+    let total: i64 = qb
+        .build()
+        .persistent(keep)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let Some(plan) = plan_page(order.1, offset, limit, total) else {
+        tx.commit().await?;
+        return Ok(JobPage {
+            total,
+            data: "[]".to_string(),
+        });
+    };
+    let mut qb = QueryBuilder::<Postgres>::new("");
+    push_page(
+        &mut qb,
+        project,
+        filter,
+        (order.0, plan.dir),
+        plan.take,
+        plan.skip,
+        false,
+    );
+    let rows = qb.build().persistent(keep).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let page = read_page(&rows, 0, plan.reversed)?;
+    Ok(JobPage {
+        total,
+        data: page.json,
+    })
+}
 
+impl PgStore {
     /// Creates a job: in a transaction of its own, which PostgreSQL commits together with
     /// concurrent ones.
     async fn submit_create(
@@ -338,6 +452,47 @@ mod tests {
         Some((format!("{base}/{name}"), admin))
     }
 
+    /// Page connections the server ended (a restart, an administrator) are replaced: the
+    /// next page is read on a new connection instead of failing.
+    #[tokio::test]
+    async fn pages_outlive_their_connections() {
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let project = ProjectId::parse("p1").expect("project");
+        let query = ListJobsQuery::parse(&[], 100).expect("query");
+        for round in 0..3 {
+            let page = store
+                .list_page(&project, &query, 100)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(page.total, 0);
+            // End every other connection to this database, as a restart would.
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connection");
+            let ended: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND application_name = '' AND backend_type = 'client backend') AS t",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("terminate");
+            assert!(ended >= 1, "round {round}: no connection was ended");
+        }
+        drop(store);
+        drop_database(&url, &admin).await;
+    }
+
+    async fn drop_database(url: &str, admin: &str) {
+        let name = url.rsplit_once('/').map(|(_, n)| n.to_string());
+        if let (Some(name), Ok(mut conn)) = (name, sqlx::PgConnection::connect(admin).await) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+
     /// On the connections that keep generic plans, every page statement that is sent there
     /// is read from the one index that gives the page's order and answers its conditions (or
     /// finds its id): no sort, no scan of the table or of a bitmap, no row read to be
@@ -367,6 +522,8 @@ mod tests {
             .await
             .expect("analyze");
         let mut checked = 0;
+        let pages = store.pages.clone().expect("page connections");
+        let mut taken = pages.take().await.expect("a page connection");
         // The filter, and the index a page must be read from when one plan fits it.
         for (raw, index) in [
             ("", Some("jobs_by_create")),
@@ -409,7 +566,7 @@ mod tests {
                 );
                 let plan: Vec<String> = qb
                     .build()
-                    .fetch_all(&store.pages)
+                    .fetch_all(taken.conn().expect("a connection"))
                     .await
                     .expect("explain")
                     .iter()
@@ -432,13 +589,8 @@ mod tests {
             }
         }
         assert_eq!(checked, 3 * 5);
-        store.pages.close().await;
-        store.read.close().await;
-        let name = url.rsplit_once('/').map(|(_, n)| n.to_string());
-        if let (Some(name), Ok(mut conn)) = (name, sqlx::PgConnection::connect(&admin).await) {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
+        taken.give_back();
+        drop(store);
+        drop_database(&url, &admin).await;
     }
 }
