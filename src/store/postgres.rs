@@ -26,7 +26,10 @@ pub struct PgStore {
     /// Connections whose prepared statements always run their generic plan: for the list
     /// pages one plan fits whatever the values ([`one_plan_fits`]), which PostgreSQL then
     /// plans once per connection instead of at every run. None with a single connection.
-    pages: Option<Arc<PageConnections>>,
+    generic: Option<Arc<PageConnections>>,
+    /// Connections for the other list pages, planned for their values at each run. None with
+    /// fewer than three connections.
+    planned: Option<Arc<PageConnections>>,
 }
 
 /// The list pages' own connections, taken and given back without a pool's round trips: a
@@ -52,6 +55,30 @@ fn is_lost_connection(e: &StoreError) -> bool {
     }
 }
 
+/// What is read on the list's connections.
+enum Read<'a> {
+    /// A page: [`list_on`]'s arguments.
+    Page(&'a ProjectId, &'a ListJobsQuery, u64),
+    /// `SELECT 1`.
+    Ping,
+}
+
+impl Read<'_> {
+    async fn on(&self, conn: &mut PgConnection) -> StoreResult<Option<JobPage>> {
+        match self {
+            Self::Page(project, query, max_page_size) => {
+                list_on(conn, project, query, *max_page_size)
+                    .await
+                    .map(Some)
+            }
+            Self::Ping => {
+                sqlx::query("SELECT 1").execute(conn).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// A connection taken from [`PageConnections`]; closed when dropped, unless given back.
 struct Taken<'a> {
     conn: Option<PgConnection>,
@@ -66,6 +93,26 @@ impl PageConnections {
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(max as usize),
         }
+    }
+
+    /// Runs `read` (which may be run again) on a connection of the set: an idle one, or a
+    /// new one when the server ended the idle ones.
+    async fn run(&self, read: &Read<'_>) -> StoreResult<Option<JobPage>> {
+        let mut taken = self.take().await?;
+        // On an error the connection is closed with `taken`, not given back.
+        let done = match read.on(taken.conn()?).await {
+            Err(e) if is_lost_connection(&e) => {
+                // The server went away (restarted, say) since the connection was last used,
+                // and likely took the other idle ones too.
+                drop(taken);
+                self.forget_idle();
+                taken = self.take().await?;
+                read.on(taken.conn()?).await?
+            }
+            done => done?,
+        };
+        taken.give_back();
+        Ok(done)
     }
 
     /// Closes the idle connections.
@@ -196,7 +243,7 @@ fn push_page<'a>(
 /// True when one plan serves the filter whatever its values: no filter but the project (the
 /// sort key's own index is the only one that gives the order), or an `id` (one row at most).
 /// PostgreSQL then runs the statement's generic plan, made once per connection, on the
-/// `pages` connections. With a `status`, `type` or `visible` filter more than one index could
+/// `generic` connections. With a `status`, `type` or `visible` filter more than one index could
 /// serve, and a generic plan, which does not know the value, could walk the newest jobs and
 /// drop those that do not match: fine for a common value, the whole project for a rare one.
 /// Those statements are planned for their values at each run.
@@ -242,15 +289,20 @@ impl PgStore {
     /// database.
     pub async fn connect(url: &str, max_connections: u32) -> super::StoreResult<Self> {
         let options: PgConnectOptions = url.parse()?;
-        // The connections are shared between the pages and everything else; with a single
-        // one, pages are planned at each run like the rest.
+        // The connections are shared between the list pages (on generic plans, and planned
+        // at each run) and everything else; with fewer, the pool serves some pages too.
         let max_connections = max_connections.max(1);
-        let pages = max_connections.div_ceil(2);
-        let rest = if max_connections > 1 {
-            max_connections - pages
+        let generic = if max_connections > 1 {
+            (max_connections / 3).max(1)
         } else {
-            1
+            0
         };
+        let planned = if max_connections > 2 {
+            (max_connections / 3).max(1)
+        } else {
+            0
+        };
+        let rest = max_connections - generic - planned;
         let pool = PgPoolOptions::new()
             .max_connections(rest)
             .acquire_timeout(Duration::from_secs(10))
@@ -258,9 +310,9 @@ impl PgStore {
             .await?;
         // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        let pages = (max_connections > 1).then(|| {
+        let generic = (generic > 0).then(|| {
             Arc::new(PageConnections::new(
-                options.options([
+                options.clone().options([
                     ("plan_cache_mode", "force_generic_plan"),
                     // A generic plan does not know the project's size: without sorting or
                     // scanning it all, only the index that gives the page's order is left.
@@ -268,13 +320,16 @@ impl PgStore {
                     ("enable_bitmapscan", "off"),
                     ("enable_seqscan", "off"),
                 ]),
-                pages,
+                generic,
             ))
         });
+        let planned =
+            (planned > 0).then(|| Arc::new(PageConnections::new(options.clone(), planned)));
         Ok(Self {
             read: pool.clone(),
             write: pool,
-            pages,
+            generic,
+            planned,
         })
     }
 
@@ -285,30 +340,14 @@ impl PgStore {
         query: &ListJobsQuery,
         max_page_size: u64,
     ) -> StoreResult<JobPage> {
-        match &self.pages {
-            Some(pages) if one_plan_fits(&query.filter, query.page.sort_key) => {
-                let mut taken = pages.take().await?;
-                // On an error the connection is closed with `taken`, not given back.
-                let page = match list_on(taken.conn()?, project, query, max_page_size).await {
-                    Err(e) if is_lost_connection(&e) => {
-                        // The server went away (restarted, say) since the connection was last
-                        // used, and likely took the other idle ones too: a read may be asked
-                        // again, on a new connection.
-                        drop(taken);
-                        pages.forget_idle();
-                        taken = pages.take().await?;
-                        list_on(taken.conn()?, project, query, max_page_size).await?
-                    }
-                    page => page?,
-                };
-                taken.give_back();
-                Ok(page)
-            }
-            _ => {
-                let mut conn = self.read.acquire().await?;
-                list_on(&mut conn, project, query, max_page_size).await
-            }
-        }
+        let read = Read::Page(project, query, max_page_size);
+        let fits = one_plan_fits(&query.filter, query.page.sort_key);
+        let page = match (&self.generic, &self.planned) {
+            (Some(generic), _) if fits => generic.run(&read).await?,
+            (_, Some(planned)) => planned.run(&read).await?,
+            _ => read.on(&mut *self.read.acquire().await?).await?,
+        };
+        page.ok_or_else(|| StoreError::Batch("a page read answered no page".to_string()))
     }
 }
 
@@ -409,8 +448,12 @@ impl super::Store for PgStore {
         "postgres"
     }
 
+    /// One `SELECT 1`, on a connection of the list's when there are (as a page is read).
     async fn ping(&self) -> super::StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
+        match self.planned.as_ref().or(self.generic.as_ref()) {
+            Some(set) => set.run(&Read::Ping).await?,
+            None => Read::Ping.on(&mut *self.read.acquire().await?).await?,
+        };
         Ok(())
     }
 }
@@ -461,13 +504,21 @@ mod tests {
         };
         let store = PgStore::connect(&url, 4).await.expect("connect");
         let project = ProjectId::parse("p1").expect("project");
-        let query = ListJobsQuery::parse(&[], 100).expect("query");
+        let unfiltered = ListJobsQuery::parse(&[], 100).expect("query");
+        let pairs = [("status".to_string(), "FINISHED".to_string())];
+        let by_status = ListJobsQuery::parse(&pairs, 100).expect("query");
         for round in 0..3 {
-            let page = store
-                .list_page(&project, &query, 100)
+            // On the generic-plan connections, on the others, and a ping.
+            for query in [&unfiltered, &by_status] {
+                let page = store
+                    .list_page(&project, query, 100)
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert_eq!(page.total, 0);
+            }
+            super::super::Store::ping(&store)
                 .await
-                .unwrap_or_else(|e| panic!("round {round}: {e}"));
-            assert_eq!(page.total, 0);
+                .unwrap_or_else(|e| panic!("round {round}: ping: {e}"));
             // End every other connection to this database, as a restart would.
             let mut conn = sqlx::PgConnection::connect(&url).await.expect("connection");
             let ended: i64 = sqlx::query_scalar(
@@ -478,7 +529,7 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .expect("terminate");
-            assert!(ended >= 1, "round {round}: no connection was ended");
+            assert!(ended >= 2, "round {round}: {ended} connections ended");
         }
         drop(store);
         drop_database(&url, &admin).await;
@@ -522,7 +573,7 @@ mod tests {
             .await
             .expect("analyze");
         let mut checked = 0;
-        let pages = store.pages.clone().expect("page connections");
+        let pages = store.generic.clone().expect("page connections");
         let mut taken = pages.take().await.expect("a page connection");
         // The filter, and the index a page must be read from when one plan fits it.
         for (raw, index) in [
