@@ -79,6 +79,10 @@ impl Read<'_> {
     }
 }
 
+/// Longest wait for a list connection: for one to be given back, or a new one to open (as the
+/// pool's acquire timeout).
+const TAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connection taken from [`PageConnections`]; closed when dropped, unless given back.
 struct Taken<'a> {
     conn: Option<PgConnection>,
@@ -122,14 +126,16 @@ impl PageConnections {
 
     /// An idle connection, or a new one; waits while all of them are lent.
     async fn take(&self) -> StoreResult<Taken<'_>> {
-        let permit = tokio::time::timeout(Duration::from_secs(10), self.permits.acquire())
+        let permit = tokio::time::timeout(TAKE_TIMEOUT, self.permits.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => self.options.connect().await?,
+            None => tokio::time::timeout(TAKE_TIMEOUT, self.options.connect())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??,
         };
         Ok(Taken {
             conn: Some(conn),
@@ -305,7 +311,7 @@ impl PgStore {
         let rest = max_connections - generic - planned;
         let pool = PgPoolOptions::new()
             .max_connections(rest)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(TAKE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
         // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
