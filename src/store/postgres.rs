@@ -44,12 +44,12 @@ pub(crate) struct PageConnections {
 }
 
 /// True when `e` says the connection is gone (closed, reset, or ended by the server: a
-/// restart, an administrator), not that the statement failed.
+/// restart, an administrator, `idle_session_timeout`), not that the statement failed.
 fn is_lost_connection(e: &StoreError) -> bool {
     match e {
         StoreError::Database(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) => true,
         StoreError::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "57P05")
         }),
         _ => false,
     }
@@ -536,6 +536,43 @@ mod tests {
             .await
             .expect("terminate");
             assert!(ended >= 2, "round {round}: {ended} connections ended");
+        }
+        drop(store);
+        drop_database(&url, &admin).await;
+    }
+
+    /// A server that ends idle sessions (`idle_session_timeout`) does not fail the pages
+    /// read after it did.
+    #[tokio::test]
+    async fn pages_outlive_idle_session_timeouts() {
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let name = url
+            .rsplit_once('/')
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_default();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
+        sqlx::query(&format!(
+            "ALTER DATABASE {name} SET idle_session_timeout = '200ms'"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("set idle_session_timeout");
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let project = ProjectId::parse("p1").expect("project");
+        let pairs = [("status".to_string(), "FINISHED".to_string())];
+        for query in [
+            ListJobsQuery::parse(&[], 100).expect("query"),
+            ListJobsQuery::parse(&pairs, 100).expect("query"),
+        ] {
+            for round in 0..2 {
+                store
+                    .list_page(&project, &query, 100)
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
         }
         drop(store);
         drop_database(&url, &admin).await;
