@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection};
@@ -39,7 +40,8 @@ pub struct PgStore {
 /// away midway, is closed instead, and a new one is opened when needed.
 pub(crate) struct PageConnections {
     options: PgConnectOptions,
-    idle: Mutex<Vec<PgConnection>>,
+    /// Idle connections, with when each was opened.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
     permits: Semaphore,
 }
 
@@ -83,9 +85,13 @@ impl Read<'_> {
 /// pool's acquire timeout).
 const TAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a list connection is used before it is closed and another opened (as sqlx's
+/// pool does), so that no server process lives on forever.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
 /// A connection taken from [`PageConnections`]; closed when dropped, unless given back.
 struct Taken<'a> {
-    conn: Option<PgConnection>,
+    conn: Option<(PgConnection, Instant)>,
     from: &'a PageConnections,
     _permit: SemaphorePermit<'a>,
 }
@@ -132,10 +138,13 @@ impl PageConnections {
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match idle {
-            Some(conn) => conn,
-            None => tokio::time::timeout(TAKE_TIMEOUT, self.options.connect())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??,
+            Some((conn, opened)) if opened.elapsed() < MAX_LIFETIME => (conn, opened),
+            _ => (
+                tokio::time::timeout(TAKE_TIMEOUT, self.options.connect())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??,
+                Instant::now(),
+            ),
         };
         Ok(Taken {
             conn: Some(conn),
@@ -149,6 +158,7 @@ impl Taken<'_> {
     fn conn(&mut self) -> StoreResult<&mut PgConnection> {
         self.conn
             .as_mut()
+            .map(|(conn, _)| conn)
             .ok_or_else(|| StoreError::Batch("a page connection was given back".to_string()))
     }
 
