@@ -410,11 +410,7 @@ async fn measure(
     }
     // The machine's speed drifts during a run (the load's writes still being flushed at the
     // start, say): each query is held to the faster of the two floors.
-    let floor = rows
-        .iter()
-        .filter(|r| r.is_floor())
-        .map(|r| r.measured.rate())
-        .fold(0.0, f64::max);
+    let floor = report::fastest_floor(&rows);
     for row in &mut rows {
         row.floor_ratio = Some(row.measured.rate() / floor.max(1e-9));
     }

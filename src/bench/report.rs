@@ -124,14 +124,18 @@ pub fn line(row: &Row) -> String {
     )
 }
 
+/// The rate the queries are held to: the faster of the floor's measurements.
+pub fn fastest_floor(rows: &[Row]) -> f64 {
+    rows.iter()
+        .filter(|r| r.is_floor())
+        .map(|r| r.measured.rate())
+        .fold(0.0, f64::max)
+}
+
 /// The one-line summary of a backend's run: the floor (the faster of its measurements), then
 /// each query.
 pub fn summary(backend: &str, rows: &[Row], peak_memory: Option<u64>, memory_limit: u64) -> String {
-    let floor = rows
-        .iter()
-        .filter(|r| r.is_floor())
-        .map(|r| r.measured.rate())
-        .fold(0.0, f64::max);
+    let floor = fastest_floor(rows);
     let rows: Vec<&Row> = rows.iter().filter(|r| !r.is_floor()).collect();
     let mut misses: Vec<String> = rows.iter().flat_map(|r| r.misses()).collect();
     let targets = rows.iter().filter(|r| r.has_target()).count() + 1;

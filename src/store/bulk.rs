@@ -220,9 +220,9 @@ impl BulkLoader {
     }
 
     /// Makes the load durable. PostgreSQL also gets the vacuum and statistics its autovacuum
-    /// would give a table grown this much, and a checkpoint. SQLite is left without statistics, as a database
-    /// grown through the API is (and with `STAT4` statistics, SQLite would prepare every
-    /// statement with bound values again at each run).
+    /// would give a table grown this much, and a checkpoint. SQLite is left without
+    /// statistics, as a database grown through the API is (and with `STAT4` statistics,
+    /// SQLite would prepare every statement with bound values again at each run).
     pub async fn finish(self) -> StoreResult<()> {
         match self {
             Self::Sqlite(mut conn) => {
