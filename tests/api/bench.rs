@@ -32,34 +32,25 @@ fn parse_row(line: &str) -> Option<ReportRow> {
     })
 }
 
-#[test]
-fn bench_loads_measures_every_query_and_reports() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("bench.db");
-    let output = Command::new(env!("CARGO_BIN_EXE_litejobs"))
+/// Runs `litejobs bench` briefly (4 clients, 300 ms per query, no warm-up) with `args`.
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_litejobs"))
         .args([
             "bench",
-            "--backend",
-            "sqlite",
-            "--jobs",
-            "300",
-            "--other-projects",
-            "3",
-            "--other-jobs",
-            "200",
             "--concurrency",
             "4",
             "--duration",
             "300ms",
             "--warmup",
             "0s",
-            "--servers-per-job",
-            "8",
         ])
-        .arg("--database-url")
-        .arg(&db)
+        .args(args)
         .output()
-        .expect("litejobs bench runs");
+        .expect("litejobs bench runs")
+}
+
+/// The run's report, which it must have ended with success.
+fn stdout_of(output: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -67,6 +58,29 @@ fn bench_loads_measures_every_query_and_reports() {
         "bench failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
+    stdout.into_owned()
+}
+
+#[test]
+fn bench_loads_measures_every_query_and_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bench.db");
+    let db_arg = db.display().to_string();
+    let output = bench(&[
+        "--backend",
+        "sqlite",
+        "--jobs",
+        "300",
+        "--other-projects",
+        "3",
+        "--other-jobs",
+        "200",
+        "--servers-per-job",
+        "8",
+        "--database-url",
+        &db_arg,
+    ]);
+    let stdout = stdout_of(&output);
 
     assert!(stdout.contains("machine: "), "{stdout}");
     assert!(
@@ -144,37 +158,21 @@ async fn bench_on_postgresql_measures_a_round_trip_too() {
     let Some(url) = crate::helpers::fresh_pg_database().await else {
         return;
     };
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
-        .args([
-            "bench",
-            "--backend",
-            "postgres",
-            "--jobs",
-            "200",
-            "--other-projects",
-            "2",
-            "--other-jobs",
-            "100",
-            "--concurrency",
-            "4",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "0s",
-            "--database-url",
-            &url,
-        ])
-        .output()
-        .await
-        .expect("litejobs bench runs");
+    // A blocking wait is fine here: the test's runtime has nothing else to run.
+    let output = bench(&[
+        "--backend",
+        "postgres",
+        "--jobs",
+        "200",
+        "--other-projects",
+        "2",
+        "--other-jobs",
+        "100",
+        "--database-url",
+        &url,
+    ]);
     crate::helpers::drop_pg_database(&url);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "bench failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let stdout = stdout_of(&output);
     let rows: Vec<ReportRow> = stdout.lines().filter_map(parse_row).collect();
     for expected in [
         "floor (auth, fixed bytes)",
