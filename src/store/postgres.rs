@@ -627,7 +627,7 @@ mod tests {
         let mut taken = pages.take().await.expect("a page connection");
         // The filter, and the index a page must be read from when one plan fits it.
         for (raw, index) in [
-            ("", Some("jobs_by_create")),
+            ("", Some("jobs_by_create_items")),
             ("sort_key=update_at&sort_dir=asc", Some("jobs_by_update")),
             ("sort_key=name", Some("jobs_by_name")),
             ("id=job-7", Some("jobs_by_project_id")),
