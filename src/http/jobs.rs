@@ -1,7 +1,7 @@
 //! Handlers of the job API: list, create, show and delete Lite Server jobs.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -44,12 +44,14 @@ pub async fn list_jobs(
     let page = state.store.list_jobs(&caller.project, &query, max).await?;
     let n = query.page.numbers(page.total, max);
     // The store wrote the items' JSON; the page wraps it as `Page<JobListItem>` would.
-    let mut body = String::with_capacity(page.data.len() + 100);
-    // Writing to a String cannot fail.
+    let mut body = Vec::with_capacity(page.data.len() + 100);
+    // Writing to a Vec cannot fail.
+    let _ = write!(body, "{{\"current\":{},\"data\":", n.current);
+    body.extend_from_slice(&page.data);
     let _ = write!(
         body,
-        "{{\"current\":{},\"data\":{},\"pages\":{},\"size\":{},\"total\":{}}}",
-        n.current, page.data, n.pages, n.size, page.total
+        ",\"pages\":{},\"size\":{},\"total\":{}}}",
+        n.pages, n.size, page.total
     );
     Ok((
         [(

@@ -26,14 +26,16 @@ use crate::wire::{JobDetail, JobItem, JobListItem, Server};
 pub struct JobPage {
     /// Jobs matching the filter, on every page.
     pub total: u64,
-    /// The page's jobs: a JSON array of list items (`JobListItem`), written by the store.
-    pub data: String,
+    /// The page's jobs: a JSON array of list items (`JobListItem`), written by the store
+    /// (UTF-8).
+    pub data: Vec<u8>,
 }
 
 impl JobPage {
     /// The page's jobs, decoded.
     pub fn items(&self) -> StoreResult<Vec<JobListItem>> {
-        serde_json::from_str(&self.data).map_err(|e| StoreError::Corrupt(format!("job page: {e}")))
+        serde_json::from_slice(&self.data)
+            .map_err(|e| StoreError::Corrupt(format!("job page: {e}")))
     }
 }
 

@@ -1,34 +1,37 @@
 //! Pages of the job list written as JSON straight from the rows the database answers.
 
-#[cfg(test)]
-use serde::Serialize;
-
 /// A job list item borrowed from a row; written as [`crate::wire::JobListItem`] serializes.
-#[cfg_attr(test, derive(Serialize))]
+/// Text is the bytes the database holds, UTF-8 as the service wrote it.
 pub(super) struct ItemRef<'a> {
-    pub id: &'a str,
-    pub name: &'a str,
-    pub user_name: &'a str,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
-    pub description: Option<&'a str>,
-    #[cfg_attr(test, serde(rename = "type"))]
-    pub job_type: &'a str,
-    pub status: &'a str,
+    pub id: &'a [u8],
+    pub name: &'a [u8],
+    pub user_name: &'a [u8],
+    pub description: Option<&'a [u8]>,
+    pub job_type: &'a [u8],
+    pub status: &'a [u8],
     pub abnormal_count: i64,
     pub create_at: i64,
     pub update_at: i64,
 }
 
-/// Appends `s` as a JSON string. Most stored text needs no escape and is copied as it is.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+/// Appends `text` as a JSON string. Most stored text is printable ASCII without a quote or a
+/// backslash, and is copied as it is after one look at each byte; anything else is written by
+/// `serde_json` (text that is not UTF-8, which the service never writes, with U+FFFD).
+fn write_str(out: &mut Vec<u8>, text: &[u8]) {
+    if text
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    {
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(text);
         out.push(b'"');
-    } else {
-        // Writing to a Vec cannot fail, and a str always serializes.
-        let _ = serde_json::to_writer(&mut *out, s);
+        return;
     }
+    // Writing to a Vec cannot fail, and a str always serializes.
+    let _ = match std::str::from_utf8(text) {
+        Ok(s) => serde_json::to_writer(&mut *out, s),
+        Err(_) => serde_json::to_writer(&mut *out, &String::from_utf8_lossy(text)),
+    };
 }
 
 fn write_int(out: &mut Vec<u8>, n: i64) {
@@ -63,7 +66,7 @@ pub(super) fn write_item(out: &mut Vec<u8>, item: &ItemRef<'_>) {
 /// What reading a page gave: its JSON array, its length, and the total when the statement
 /// read it too.
 pub(super) struct PageRead {
-    pub json: String,
+    pub json: Vec<u8>,
     pub rows: u64,
     pub total: Option<u64>,
 }
@@ -114,8 +117,8 @@ impl PageWriter {
         }
     }
 
-    /// The array's text.
-    pub(super) fn finish(mut self) -> String {
+    /// The array's text: UTF-8, as only whole `str`s and ASCII were written.
+    pub(super) fn finish(mut self) -> Vec<u8> {
         if let Some(held) = self.held.take() {
             for (i, one) in held.iter().rev().enumerate() {
                 if i > 0 {
@@ -125,9 +128,7 @@ impl PageWriter {
             }
         }
         self.out.push(b']');
-        // Only whole `str`s and ASCII were written.
-        String::from_utf8(self.out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        self.out
     }
 }
 
@@ -140,8 +141,9 @@ mod tests {
     fn borrowed_items_serialize_as_list_items() {
         for description in [
             None,
+            Some("plain"),
             Some("a \"quoted\" one"),
-            Some("tab\tnew\nline \\ é \u{1}"),
+            Some("tab\tnew\nline \\ é \u{1} \u{7f} 🙂"),
         ] {
             let owned = JobListItem {
                 id: "i".into(),
@@ -152,36 +154,45 @@ mod tests {
                 status: "FINISHED".into(),
                 abnormal_count: 2,
                 create_at: 3,
-                update_at: 4,
+                update_at: -4,
             };
             let borrowed = ItemRef {
-                id: "i",
-                name: "n",
-                user_name: "u",
-                description,
-                job_type: "COMMON",
-                status: "FINISHED",
+                id: b"i",
+                name: b"n",
+                user_name: b"u",
+                description: description.map(str::as_bytes),
+                job_type: b"COMMON",
+                status: b"FINISHED",
                 abnormal_count: 2,
                 create_at: 3,
-                update_at: 4,
+                update_at: -4,
             };
             let mut written = Vec::new();
             super::write_item(&mut written, &borrowed);
             let expected = serde_json::to_string(&owned).expect("json");
             assert_eq!(String::from_utf8(written).expect("utf-8"), expected);
-            assert_eq!(serde_json::to_string(&borrowed).expect("json"), expected);
         }
     }
 
     #[test]
+    fn text_that_is_not_utf8_is_written_as_valid_json() {
+        let mut written = Vec::new();
+        super::write_str(&mut written, b"ab\xffc\"");
+        assert_eq!(
+            String::from_utf8(written).expect("utf-8"),
+            "\"ab\u{fffd}c\\\"\""
+        );
+    }
+
+    #[test]
     fn reversed_pages_hold_the_rows_in_the_opposite_order() {
-        let item = |id| ItemRef {
-            id,
-            name: "n",
-            user_name: "u",
+        let item = |id: &'static str| ItemRef {
+            id: id.as_bytes(),
+            name: b"n",
+            user_name: b"u",
             description: None,
-            job_type: "T",
-            status: "S",
+            job_type: b"T",
+            status: b"S",
             abnormal_count: 0,
             create_at: 1,
             update_at: 2,
@@ -194,7 +205,7 @@ mod tests {
             let read = page.read(Some(7));
             assert_eq!((read.rows, read.total), (3, Some(7)));
             let items: Vec<JobListItem> =
-                serde_json::from_str(&read.json).expect("a JSON array of items");
+                serde_json::from_slice(&read.json).expect("a JSON array of items");
             let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
             let expected = if reversed {
                 ["c", "b", "a"]
@@ -203,6 +214,6 @@ mod tests {
             };
             assert_eq!(ids, expected);
         }
-        assert_eq!(PageWriter::new(true).finish(), "[]");
+        assert_eq!(PageWriter::new(true).finish(), b"[]");
     }
 }

@@ -269,15 +269,17 @@ fn one_plan_fits(filter: &JobFilter) -> bool {
         || (filter.status.is_none() && filter.job_type.is_none() && filter.visible.is_none())
 }
 
-/// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]).
+/// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]). Text columns are
+/// taken as the bytes PostgreSQL sends (UTF-8, in the binary format of a prepared statement),
+/// which the page writes as they are.
 fn item(row: &PgRow, first: usize) -> Result<ItemRef<'_>, sqlx::Error> {
     Ok(ItemRef {
-        id: row.try_get(first)?,
-        name: row.try_get(first + 1)?,
-        user_name: row.try_get(first + 2)?,
-        description: row.try_get(first + 3)?,
-        job_type: row.try_get(first + 4)?,
-        status: row.try_get(first + 5)?,
+        id: row.try_get_unchecked(first)?,
+        name: row.try_get_unchecked(first + 1)?,
+        user_name: row.try_get_unchecked(first + 2)?,
+        description: row.try_get_unchecked(first + 3)?,
+        job_type: row.try_get_unchecked(first + 4)?,
+        status: row.try_get_unchecked(first + 5)?,
         abnormal_count: row.try_get(first + 6)?,
         create_at: row.try_get(first + 7)?,
         update_at: row.try_get(first + 8)?,
@@ -420,7 +422,7 @@ async fn list_on(
         tx.commit().await?;
         return Ok(JobPage {
             total,
-            data: "[]".to_string(),
+            data: b"[]".to_vec(),
         });
     };
     let mut qb = QueryBuilder::<Postgres>::new("");

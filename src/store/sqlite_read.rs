@@ -245,9 +245,10 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
+/// A text column's bytes (blobs are taken as they are: the list never stores one there).
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
     row.get_ref(i)?
-        .as_str()
+        .as_bytes()
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
 }
 
@@ -259,7 +260,9 @@ fn item<'a>(row: &'a rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ItemRe
         user_name: text(row, first + 2)?,
         description: match row.get_ref(first + 3)? {
             ValueRef::Null => None,
-            _ => Some(text(row, first + 3)?),
+            other => Some(other.as_bytes().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(first + 3, Type::Text, Box::new(e))
+            })?),
         },
         job_type: text(row, first + 4)?,
         status: text(row, first + 5)?,
@@ -389,7 +392,7 @@ fn list(
     let Some(plan) = plan_page(order.1, offset, limit, total) else {
         return Ok(JobPage {
             total,
-            data: "[]".to_string(),
+            data: b"[]".to_vec(),
         });
     };
     let sql = page_sql(
