@@ -220,12 +220,16 @@ impl BulkLoader {
     }
 
     /// Makes the load durable. PostgreSQL also gets the vacuum and statistics its autovacuum
-    /// would give a table grown this much, and a checkpoint. SQLite is left without
-    /// statistics, as a database grown through the API is (and with `STAT4` statistics,
-    /// SQLite would prepare every statement with bound values again at each run).
+    /// would give a table grown this much, and a checkpoint. SQLite gets its name index
+    /// merged as an idle server merges it (see `sqlite::run_maintenance`), and is left
+    /// without statistics, as a database grown through the API is (and with `STAT4`
+    /// statistics, SQLite would prepare every statement with bound values again at each run).
     pub async fn finish(self) -> StoreResult<()> {
         match self {
             Self::Sqlite(mut conn) => {
+                while super::sqlite::merge_name_index(&mut conn, super::sqlite::LOAD_MERGE_PAGES)
+                    .await?
+                {}
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(&mut conn)
                     .await?;

@@ -3,9 +3,12 @@
 //! Creates go through a group-commit writer: concurrent creates wait in a queue, and the
 //! writer commits all that are waiting in one transaction (one `fsync`). A bad request fails
 //! alone, and every request gets its own outcome. A checkpointer copies committed pages from
-//! the WAL into the database file on a connection of its own, off the commit path.
+//! the WAL into the database file on a connection of its own, off the commit path, and
+//! while no create is waiting it merges the name index's segments a step at a time.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -35,6 +38,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const BACKSTOP_CHECKPOINT_PAGES: u32 = 20_000;
 /// Reading connections (WAL lets them run beside the writer).
 const READERS: u32 = 4;
+/// Pages of the name index one merge step writes at most (a few milliseconds of the writer),
+/// and one step of a bulk load's merge.
+const IDLE_MERGE_PAGES: u32 = 256;
+pub(super) const LOAD_MERGE_PAGES: u32 = 4096;
 
 /// A create waiting for the writer.
 struct PendingCreate {
@@ -105,8 +112,14 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Corrupt(format!("{url} names no database file")))?;
         let list = Readers::open(&file)?;
         let (creates, queue) = mpsc::channel(CREATE_QUEUE);
-        tokio::spawn(run_creates(write.clone(), queue));
-        tokio::spawn(run_checkpoints(checkpoint, creates.downgrade()));
+        let batches = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run_creates(write.clone(), queue, batches.clone()));
+        tokio::spawn(run_maintenance(
+            checkpoint,
+            write.clone(),
+            creates.downgrade(),
+            batches,
+        ));
         Ok(Self {
             read,
             write,
@@ -146,10 +159,15 @@ impl SqliteStore {
 }
 
 /// The group-commit writer: commits every create waiting in `queue` in one transaction,
-/// until every sender is gone.
-async fn run_creates(pool: SqlitePool, mut queue: mpsc::Receiver<PendingCreate>) {
+/// until every sender is gone; counts the batches in `batches`.
+async fn run_creates(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<PendingCreate>,
+    batches: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(MAX_CREATE_BATCH);
     while queue.recv_many(&mut batch, MAX_CREATE_BATCH).await > 0 {
+        batches.fetch_add(1, Ordering::Relaxed);
         let outcomes = match create_batch(&pool, &batch).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
@@ -169,11 +187,19 @@ async fn run_creates(pool: SqlitePool, mut queue: mpsc::Receiver<PendingCreate>)
 }
 
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on a connection of its own, so commits do
-/// not stop to copy pages into the database file; ends with the store (when `store` no
-/// longer upgrades).
-async fn run_checkpoints(pool: SqlitePool, store: mpsc::WeakSender<PendingCreate>) {
+/// not stop to copy pages into the database file; at a tick when no batch of creates was
+/// committed since the last one, takes one step of merging the name index (on the writer's
+/// connection, between batches), until a step finds nothing to merge or creates come again.
+/// Ends with the store (when `store` no longer upgrades).
+async fn run_maintenance(
+    pool: SqlitePool,
+    write: SqlitePool,
+    store: mpsc::WeakSender<PendingCreate>,
+    batches: Arc<AtomicU64>,
+) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (mut seen, mut merged) = (u64::MAX, false);
     loop {
         tick.tick().await;
         if store.upgrade().is_none() {
@@ -187,7 +213,41 @@ async fn run_checkpoints(pool: SqlitePool, store: mpsc::WeakSender<PendingCreate
         {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
+        let now = batches.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, merged) = (now, false);
+            continue;
+        }
+        if !merged {
+            let step = match write.acquire().await {
+                Ok(mut conn) => merge_name_index(&mut conn, IDLE_MERGE_PAGES).await,
+                Err(e) => Err(e.into()),
+            };
+            match step {
+                Ok(more) => merged = !more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "merging the name index failed");
+                    merged = true;
+                }
+            }
+        }
     }
+}
+
+/// One step of merging the name index's segments, writing at most about `pages` pages; true
+/// when it merged anything (FTS5 reports work by two changes or more).
+pub(super) async fn merge_name_index(
+    conn: &mut sqlx::SqliteConnection,
+    pages: u32,
+) -> StoreResult<bool> {
+    let changes = "SELECT total_changes()";
+    let before: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
+    sqlx::query("INSERT INTO jobs_name_fts (jobs_name_fts, rank) VALUES ('merge', ?)")
+        .bind(pages)
+        .execute(&mut *conn)
+        .await?;
+    let after: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
+    Ok(after - before >= 2)
 }
 
 /// Runs the creates of `batch` in one transaction; answers each one's outcome. A create
@@ -356,6 +416,40 @@ pub(crate) mod tests {
                 .collect();
             assert_eq!(ids, expected, "{pattern}");
             assert_eq!(page.total, expected.len() as u64, "{pattern}");
+        }
+    }
+
+    /// Segments of the name index (each search reads every one).
+    async fn name_segments(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT count(DISTINCT segid) FROM jobs_name_fts_idx")
+            .fetch_one(&store.read)
+            .await
+            .expect("segments")
+    }
+
+    #[tokio::test]
+    async fn an_idle_server_merges_the_name_index_and_still_finds_every_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
+        // One create at a time: each commit adds a segment of its own to the index.
+        for n in 0..24 {
+            let job = new_job(&format!("run-{n:02}-Alpha"), &["s1"]);
+            store.create_job(&project, job, None).await.expect("create");
+        }
+        let before = name_segments(&store).await;
+        assert!(before >= 4, "{before} segments");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut after = before;
+        while after > 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            after = name_segments(&store).await;
+        }
+        assert!(after <= 2, "{before} segments, then {after}");
+        for (pattern, matches) in [("ALPHA", 24), ("run-07", 1), ("1-al", 3), ("alphx", 0)] {
+            let pairs = vec![("name".to_string(), pattern.to_string())];
+            let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 100).expect("query");
+            let page = store.list_jobs(&project, &query, 100).await.expect("list");
+            assert_eq!(page.total, matches, "{pattern}");
         }
     }
 
