@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::page::{ItemRef, PageRead, PageWriter};
 use super::sql::{
-    like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
+    counters, like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
     push_exact_filters, sql_store, Bind, LIST_COLUMNS,
 };
 use super::{JobPage, StoreError, StoreResult};
@@ -208,7 +208,9 @@ fn push_count<'a>(qb: &mut QueryBuilder<'a, Postgres>, project: &'a ProjectId, f
     if needs_row_count(filter) {
         qb.push("SELECT COUNT(*) FROM jobs WHERE project_id = ");
     } else {
-        qb.push("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_counts WHERE project_id = ");
+        qb.push("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM ")
+            .push(counters(filter))
+            .push(" WHERE project_id = ");
     }
     qb.push_bind(project.as_str());
     push_filter(qb, filter);

@@ -97,6 +97,17 @@ pub(super) fn needs_row_count(filter: &JobFilter) -> bool {
     filter.id.is_some() || filter.name.is_some()
 }
 
+/// The counters that give the number of jobs matching `filter` (one without `id` or `name`):
+/// the project's totals when no `status`, `type` or `visible` is asked (one row, or one per
+/// slot on PostgreSQL), else the counters per status, type and visibility.
+pub(super) fn counters(filter: &JobFilter) -> &'static str {
+    if filter.status.is_none() && filter.job_type.is_none() && filter.visible.is_none() {
+        "job_totals"
+    } else {
+        "job_counts"
+    }
+}
+
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, raw: &str) -> StoreResult<T> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

@@ -348,7 +348,7 @@ pub(crate) mod tests {
     /// A database of the previous schema (migrations before 0004: a name index without
     /// positions) keeps its jobs through the upgrade, and the rebuilt index finds them.
     #[tokio::test]
-    async fn upgrading_rebuilds_the_name_index_over_the_jobs_already_there() {
+    async fn upgrading_finds_and_counts_the_jobs_already_there() {
         use std::str::FromStr;
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -417,6 +417,10 @@ pub(crate) mod tests {
             assert_eq!(ids, expected, "{pattern}");
             assert_eq!(page.total, expected.len() as u64, "{pattern}");
         }
+        // The project's total, counted by the upgrade from the jobs already there.
+        let query = crate::domain::filter::ListJobsQuery::parse(&[], 100).expect("query");
+        let page = store.list_jobs(&project, &query, 100).await.expect("list");
+        assert_eq!(page.total, 3);
     }
 
     /// Segments of the name index (each search reads every one).

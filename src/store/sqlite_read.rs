@@ -15,8 +15,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::page::{ItemRef, PageRead, PageWriter};
 use super::sql::{
-    lower_pattern, needs_row_count, order_column, order_dir, plan_page, push_exact_filters, Bind,
-    LIST_COLUMNS,
+    counters, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
+    push_exact_filters, Bind, LIST_COLUMNS,
 };
 use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
@@ -236,7 +236,9 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
             .push(jobs_source(filter))
             .push(" WHERE project_id = ");
     } else {
-        sql.push("SELECT COALESCE(SUM(n), 0) FROM job_counts WHERE project_id = ");
+        sql.push("SELECT COALESCE(SUM(n), 0) FROM ")
+            .push(counters(filter))
+            .push(" WHERE project_id = ");
     }
     sql.bind(project.as_str().to_string());
     push_filter(&mut sql, filter);
@@ -374,7 +376,10 @@ fn list(
         // The first page (what the SDK and consoles ask): its total from the counters, read
         // once by the same statement. No row means no job, as the counters agree.
         let mut columns = Sql::default();
-        columns.push("(SELECT COALESCE(SUM(n), 0) FROM job_counts WHERE project_id = ");
+        columns
+            .push("(SELECT COALESCE(SUM(n), 0) FROM ")
+            .push(counters(filter))
+            .push(" WHERE project_id = ");
         columns.bind(project.as_str().to_string());
         push_filter(&mut columns, filter);
         columns.push("), ").push(LIST_COLUMNS);

@@ -638,14 +638,16 @@ async fn totals_stay_exact_through_the_lifecycle(app: TestApp) {
     assert_eq!(items.len(), 6);
 }
 
-async fn retention_purges_deleted_jobs(app: TestApp) {
-    drop(app);
-    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| {
+/// A deleted job past its retention is removed, and the project's total with it.
+async fn retention_purges_deleted_jobs(backend: crate::helpers::Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
         c.retention = Duration::from_millis(1);
         c.purge_interval = Duration::from_millis(50);
     })
     .await
-    .expect("app");
+    else {
+        return;
+    };
     let gone = app.create_job("gone", &["sim-server-01"]).await;
     let kept = app.create_job("kept", &["sim-server-01"]).await;
     app.admin
@@ -710,6 +712,13 @@ mod sqlite_only {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retention() {
-        retention_purges_deleted_jobs(TestApp::sqlite().await).await;
+        retention_purges_deleted_jobs(crate::helpers::Backend::Sqlite).await;
+    }
+}
+
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention() {
+        super::retention_purges_deleted_jobs(crate::helpers::Backend::Postgres).await;
     }
 }
