@@ -247,11 +247,15 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// A text column's bytes (blobs are taken as they are: the list never stores one there).
-fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
-    row.get_ref(i)?
+/// The bytes of column `i`'s text (a blob is taken as it is: the list never stores one).
+fn bytes(value: ValueRef<'_>, i: usize) -> rusqlite::Result<&[u8]> {
+    value
         .as_bytes()
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
+    bytes(row.get_ref(i)?, i)
 }
 
 /// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]).
@@ -262,9 +266,7 @@ fn item<'a>(row: &'a rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ItemRe
         user_name: text(row, first + 2)?,
         description: match row.get_ref(first + 3)? {
             ValueRef::Null => None,
-            other => Some(other.as_bytes().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(first + 3, Type::Text, Box::new(e))
-            })?),
+            other => Some(bytes(other, first + 3)?),
         },
         job_type: text(row, first + 4)?,
         status: text(row, first + 5)?,
