@@ -227,10 +227,9 @@ fn push_filter(sql: &mut Sql, filter: &JobFilter) {
     }
 }
 
-/// The number of the project's jobs matching `filter`: from the counters, unless the filter
-/// needs the rows themselves.
-fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite::Result<u64> {
-    let mut sql = Sql::default();
+/// Appends a query of the number of the project's jobs matching `filter`: from the counters,
+/// unless the filter needs the rows themselves.
+fn push_count(sql: &mut Sql, project: &ProjectId, filter: &JobFilter) {
     if needs_row_count(filter) {
         sql.push("SELECT COUNT(*) FROM ")
             .push(jobs_source(filter))
@@ -241,7 +240,13 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
             .push(" WHERE project_id = ");
     }
     sql.bind(project.as_str().to_string());
-    push_filter(&mut sql, filter);
+    push_filter(sql, filter);
+}
+
+/// The number of the project's jobs matching `filter`.
+fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite::Result<u64> {
+    let mut sql = Sql::default();
+    push_count(&mut sql, project, filter);
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let n: i64 = stmt.query_row(rusqlite::params_from_iter(&sql.params), |row| row.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
@@ -378,12 +383,8 @@ fn list(
         // The first page (what the SDK and consoles ask): its total from the counters, read
         // once by the same statement. No row means no job, as the counters agree.
         let mut columns = Sql::default();
-        columns
-            .push("(SELECT COALESCE(SUM(n), 0) FROM ")
-            .push(counters(filter))
-            .push(" WHERE project_id = ");
-        columns.bind(project.as_str().to_string());
-        push_filter(&mut columns, filter);
+        columns.push("(");
+        push_count(&mut columns, project, filter);
         columns.push("), ").push(LIST_COLUMNS);
         let mut sql = page_sql(&columns.text, project, filter, order, limit, 0);
         columns.params.append(&mut sql.params);
