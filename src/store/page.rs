@@ -91,19 +91,29 @@ impl PageWriter {
         }
     }
 
+    /// Appends an item from its columns (PostgreSQL).
     pub(super) fn push(&mut self, item: &ItemRef<'_>) {
+        self.push_with(|out| write_item(out, item));
+    }
+
+    /// Appends an item the database already wrote as a JSON object (SQLite's `list_item`).
+    pub(super) fn push_json(&mut self, item: &[u8]) {
+        self.push_with(|out| out.extend_from_slice(item));
+    }
+
+    fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         self.rows += 1;
         match &mut self.held {
             Some(held) => {
                 let mut one = Vec::with_capacity(256);
-                write_item(&mut one, item);
+                write(&mut one);
                 held.push(one);
             }
             None => {
                 if self.rows > 1 {
                     self.out.push(b',');
                 }
-                write_item(&mut self.out, item);
+                write(&mut self.out);
             }
         }
     }
@@ -117,7 +127,8 @@ impl PageWriter {
         }
     }
 
-    /// The array's text: UTF-8, as only whole `str`s and ASCII were written.
+    /// The array's text: UTF-8, as only whole `str`s, ASCII and the database's UTF-8 text
+    /// were written.
     pub(super) fn finish(mut self) -> Vec<u8> {
         if let Some(held) = self.held.take() {
             for (i, one) in held.iter().rev().enumerate() {

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::types::{Type, Value, ValueRef};
+use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::page::{ItemRef, PageRead, PageWriter};
+use super::page::{PageRead, PageWriter};
 use super::sql::{
     counters, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
-    push_exact_filters, Bind, LIST_COLUMNS,
+    push_exact_filters, Bind,
 };
 use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
@@ -252,33 +252,14 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// The bytes of column `i`'s text (a blob is taken as it is: the list never stores one).
-fn bytes(value: ValueRef<'_>, i: usize) -> rusqlite::Result<&[u8]> {
-    value
+/// What a SQLite page reads of each job: its list item as JSON, kept in the list indexes.
+const LIST_ITEM: &str = "list_item";
+
+/// The list item in column `i` of the row: the JSON object SQLite wrote (migration 0008).
+fn item<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
+    row.get_ref(i)?
         .as_bytes()
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
-}
-
-fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
-    bytes(row.get_ref(i)?, i)
-}
-
-/// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]).
-fn item<'a>(row: &'a rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ItemRef<'a>> {
-    Ok(ItemRef {
-        id: text(row, first)?,
-        name: text(row, first + 1)?,
-        user_name: text(row, first + 2)?,
-        description: match row.get_ref(first + 3)? {
-            ValueRef::Null => None,
-            other => Some(bytes(other, first + 3)?),
-        },
-        job_type: text(row, first + 4)?,
-        status: text(row, first + 5)?,
-        abnormal_count: row.get(first + 6)?,
-        create_at: row.get(first + 7)?,
-        update_at: row.get(first + 8)?,
-    })
 }
 
 /// A page being read: the statement's text, ending with its `ORDER BY`, `LIMIT` and
@@ -307,8 +288,25 @@ fn page_sql(
     sql
 }
 
-/// Runs a page statement whose list columns start at `first` (column 0, when `first` is 1,
-/// is the total); with `reversed`, the array holds the rows in the opposite order.
+/// The first page with its total from the counters (column 0), read by one statement.
+fn first_page_sql(
+    project: &ProjectId,
+    filter: &JobFilter,
+    order: (SortKey, SortDir),
+    limit: u64,
+) -> Sql {
+    let mut columns = Sql::default();
+    columns.push("(");
+    push_count(&mut columns, project, filter);
+    columns.push("), ").push(LIST_ITEM);
+    let mut sql = page_sql(&columns.text, project, filter, order, limit, 0);
+    columns.params.append(&mut sql.params);
+    sql.params = columns.params;
+    sql
+}
+
+/// Runs a page statement whose list item is column `first` (column 0, when `first` is 1, is
+/// the total); with `reversed`, the array holds the rows in the opposite order.
 fn read_page(
     conn: &Connection,
     sql: &Sql,
@@ -323,7 +321,7 @@ fn read_page(
         if total.is_none() && first > 0 {
             total = Some(u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0));
         }
-        page.push(&item(row, first)?);
+        page.push_json(item(row, first)?);
     }
     Ok(page.read(total))
 }
@@ -367,7 +365,7 @@ fn list(
         // A selective filter (an id, a name) usually matches less than a page: the page then
         // is the whole result, and the rows are not looked for a second time to count them.
         let _snapshot = Snapshot::begin(conn)?;
-        let sql = page_sql(LIST_COLUMNS, project, filter, order, limit, 0);
+        let sql = page_sql(LIST_ITEM, project, filter, order, limit, 0);
         let page = read_page(conn, &sql, 0, false)?;
         let total = if page.rows < limit {
             page.rows
@@ -382,13 +380,7 @@ fn list(
     if offset == 0 {
         // The first page (what the SDK and consoles ask): its total from the counters, read
         // once by the same statement. No row means no job, as the counters agree.
-        let mut columns = Sql::default();
-        columns.push("(");
-        push_count(&mut columns, project, filter);
-        columns.push("), ").push(LIST_COLUMNS);
-        let mut sql = page_sql(&columns.text, project, filter, order, limit, 0);
-        columns.params.append(&mut sql.params);
-        sql.params = columns.params;
+        let sql = first_page_sql(project, filter, order, limit);
         let page = read_page(conn, &sql, 1, false)?;
         return Ok(JobPage {
             total: page.total.unwrap_or(0),
@@ -404,7 +396,7 @@ fn list(
         });
     };
     let sql = page_sql(
-        LIST_COLUMNS,
+        LIST_ITEM,
         project,
         filter,
         (order.0, plan.dir),
@@ -422,8 +414,8 @@ fn list(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::{fts_query, Readers};
-    use crate::domain::filter::ListJobsQuery;
+    use super::{first_page_sql, fts_query, page_sql, Readers, LIST_ITEM};
+    use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
     use crate::store::sqlite::tests::{new_job, store_with_servers};
     use crate::store::JobStore;
 
@@ -470,6 +462,131 @@ mod tests {
         }
         assert_eq!(roomy.moved.load(Ordering::Relaxed), 0);
         assert_eq!(tight.moved.load(Ordering::Relaxed), 6);
+    }
+
+    fn query(raw: &str) -> ListJobsQuery {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect();
+        ListJobsQuery::parse(&pairs, 1000).expect("query")
+    }
+
+    /// The items SQLite writes (`list_item`) are byte for byte what serde_json writes for the
+    /// same job, whatever its text holds, on every path a page takes.
+    #[tokio::test]
+    async fn items_written_by_sqlite_are_the_bytes_serde_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let (store, project) = store_with_servers(&path, &["s1"]).await;
+        let descriptions = [
+            None,
+            Some(""),
+            Some("plain"),
+            Some("a \"quoted\" \\ one/"),
+            Some("tab\tnew\nline\r \u{0} \u{1} \u{8} \u{c} \u{1f} \u{7f}"),
+            Some("é 🙂 \u{2028} \u{fffd} \u{10ffff}"),
+        ];
+        for (n, description) in descriptions.iter().enumerate() {
+            let mut job = new_job(&format!("Job-é\"{n}\""), &["s1"]);
+            job.description = description.map(str::to_string);
+            job.now_ms = n as i64;
+            store.create_job(&project, job, None).await.expect("create");
+        }
+        let readers = Readers::open(&path).expect("readers");
+        for raw in [
+            "",
+            "limit=2&offset=1",
+            "limit=2&offset=4",
+            "sort_key=name&sort_dir=asc",
+            "name=b-%C3%A9",
+            "status=PROCESSING&type=COMMON&visible=true",
+        ] {
+            let page = readers
+                .list_jobs(&project, &query(raw), 1000)
+                .await
+                .expect("list");
+            let items = page.items().expect("a JSON array of items");
+            assert!(!items.is_empty(), "{raw}");
+            assert_eq!(
+                String::from_utf8(page.data.clone()).expect("utf-8"),
+                serde_json::to_string(&items).expect("json"),
+                "{raw}"
+            );
+            for item in &items {
+                let n: usize = item.create_at.try_into().expect("n");
+                assert_eq!(item.name, format!("Job-é\"{n}\""));
+                assert_eq!(item.description.as_deref(), descriptions[n], "{raw}");
+            }
+        }
+    }
+
+    /// Pages of the common list orders and filters, first or further, read the list index
+    /// alone: no column of the page comes from the table.
+    #[tokio::test]
+    async fn common_pages_read_their_items_from_the_list_index_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let (_store, project) = store_with_servers(&path, &[]).await;
+        let conn = rusqlite::Connection::open(&path).expect("connection");
+        let table: i64 = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = 'jobs'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("the jobs table");
+        for (raw, index) in [
+            ("", "jobs_by_create_items"),
+            ("status=FINISHED", "jobs_by_status_items"),
+            (
+                "type=COMMON&status=DELETED&visible=false",
+                "jobs_by_type_items",
+            ),
+        ] {
+            let filter = &query(raw).filter;
+            for dir in [SortDir::Desc, SortDir::Asc] {
+                let order = (SortKey::CreateAt, dir);
+                for sql in [
+                    first_page_sql(&project, filter, order, 50),
+                    page_sql(LIST_ITEM, &project, filter, order, 50, 1000),
+                ] {
+                    let params = rusqlite::params_from_iter(&sql.params);
+                    let mut plan = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))
+                        .expect("plan");
+                    let plan: Vec<String> = plan
+                        .query_map(params, |row| row.get(3))
+                        .expect("plan rows")
+                        .collect::<Result<_, _>>()
+                        .expect("plan rows");
+                    assert!(
+                        plan.iter()
+                            .any(|step| step.contains(&format!("INDEX {index} "))),
+                        "{raw}: {plan:?}"
+                    );
+                    let mut program = conn
+                        .prepare(&format!("EXPLAIN {}", sql.text))
+                        .expect("program");
+                    let ops: Vec<(String, i64, i64)> = program
+                        .query_map(rusqlite::params_from_iter(&sql.params), |row| {
+                            Ok((row.get(1)?, row.get(2)?, row.get(3)?))
+                        })
+                        .expect("ops")
+                        .collect::<Result<_, _>>()
+                        .expect("ops");
+                    let table_cursors: Vec<i64> = ops
+                        .iter()
+                        .filter(|(op, _, root)| op == "OpenRead" && *root == table)
+                        .map(|(_, cursor, _)| *cursor)
+                        .collect();
+                    assert!(
+                        !ops.iter()
+                            .any(|(op, cursor, _)| op == "Column" && table_cursors.contains(cursor)),
+                        "{raw}: a column read from the table: {ops:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
