@@ -8,10 +8,10 @@ use sqlx::{ConnectOptions, Connection};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::page::{ItemRef, PageRead, PageWriter};
+use super::page::{PageRead, PageWriter};
 use super::sql::{
     counters, like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
-    push_exact_filters, sql_store, Bind, LIST_COLUMNS,
+    push_exact_filters, sql_store, Bind,
 };
 use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
@@ -216,7 +216,7 @@ fn push_count<'a>(qb: &mut QueryBuilder<'a, Postgres>, project: &'a ProjectId, f
     push_filter(qb, filter);
 }
 
-/// Pushes a query of one page of the list: [`LIST_COLUMNS`] (after the total when
+/// Pushes a query of one page of the list: each job's `list_item` (after the total when
 /// `with_total`), `take` rows after `skip` in `order`.
 fn push_page<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
@@ -234,7 +234,7 @@ fn push_page<'a>(
         push_count(qb, project, filter);
         qb.push("), ");
     }
-    qb.push(format!("{LIST_COLUMNS} FROM jobs WHERE project_id = "));
+    qb.push("list_item FROM jobs WHERE project_id = ");
     qb.push_bind(project.as_str());
     push_filter(qb, filter);
     if filter.id.is_none() {
@@ -271,29 +271,18 @@ fn one_plan_fits(filter: &JobFilter) -> bool {
         || (filter.status.is_none() && filter.job_type.is_none() && filter.visible.is_none())
 }
 
-/// The list item in the row's columns from `first` on ([`LIST_COLUMNS`]). Text columns are
-/// taken as the bytes PostgreSQL sends (UTF-8, in the binary format of a prepared statement),
-/// which the page writes as they are.
-fn item(row: &PgRow, first: usize) -> Result<ItemRef<'_>, sqlx::Error> {
-    Ok(ItemRef {
-        id: row.try_get_unchecked(first)?,
-        name: row.try_get_unchecked(first + 1)?,
-        user_name: row.try_get_unchecked(first + 2)?,
-        description: row.try_get_unchecked(first + 3)?,
-        job_type: row.try_get_unchecked(first + 4)?,
-        status: row.try_get_unchecked(first + 5)?,
-        abnormal_count: row.try_get(first + 6)?,
-        create_at: row.try_get(first + 7)?,
-        update_at: row.try_get(first + 8)?,
-    })
+/// The list item in column `i` of the row: the JSON object PostgreSQL stored (migration
+/// 0007), taken as the bytes it sends (UTF-8, in the binary format of a prepared statement).
+fn item(row: &PgRow, i: usize) -> Result<&[u8], sqlx::Error> {
+    row.try_get_unchecked(i)
 }
 
-/// The page read from `rows`, whose list columns start at `first` (column 0, when `first` is
+/// The page read from `rows`, whose list item is column `first` (column 0, when `first` is
 /// 1, is the total).
 fn read_page(rows: &[PgRow], first: usize, reversed: bool) -> Result<PageRead, sqlx::Error> {
     let mut page = PageWriter::new(reversed);
     for row in rows {
-        page.push(&item(row, first)?);
+        page.push(item(row, first)?);
     }
     let total = match rows.first() {
         Some(row) if first > 0 => Some(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0)),
@@ -596,6 +585,71 @@ mod tests {
                 .execute(&mut conn)
                 .await;
         }
+    }
+
+    /// The items PostgreSQL writes (`list_item`) are byte for byte what serde_json writes for
+    /// the same job, whatever its text holds, on every path a page takes.
+    #[tokio::test]
+    async fn items_written_by_postgres_are_the_bytes_serde_writes() {
+        use crate::store::sqlite::tests::new_job;
+        use crate::store::JobStore;
+
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let project = ProjectId::parse("p1").expect("project");
+        let server = crate::store::NewServer {
+            id: "s1".to_string(),
+            name: "s1".to_string(),
+            kind: "agent".to_string(),
+            sim_outcome: None,
+            cloud_server: Default::default(),
+            now_ms: 1,
+        };
+        store.upsert_server(&project, server).await.expect("server");
+        let descriptions = [
+            None,
+            Some(""),
+            Some("plain"),
+            Some("a \"quoted\" \\ one/"),
+            Some("tab\tnew\nline\r \u{1} \u{8} \u{c} \u{1f} \u{7f}"),
+            Some("é 🙂 \u{2028} \u{fffd} \u{10ffff}"),
+        ];
+        for (n, description) in descriptions.iter().enumerate() {
+            let mut job = new_job(&format!("Job-é\"{n}\""), &["s1"]);
+            job.description = description.map(str::to_string);
+            job.now_ms = n as i64;
+            store.create_job(&project, job, None).await.expect("create");
+        }
+        for raw in [
+            "",
+            "limit=2&offset=1",
+            "limit=2&offset=4",
+            "sort_key=name&sort_dir=asc",
+            "name=b-%C3%A9",
+            "status=PROCESSING&type=COMMON&visible=true",
+        ] {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect();
+            let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
+            let page = store.list_page(&project, &query, 1000).await.expect("list");
+            let items = page.items().expect("a JSON array of items");
+            assert!(!items.is_empty(), "{raw}");
+            assert_eq!(
+                String::from_utf8(page.data.clone()).expect("utf-8"),
+                serde_json::to_string(&items).expect("json"),
+                "{raw}"
+            );
+            for item in &items {
+                let n: usize = item.create_at.try_into().expect("n");
+                assert_eq!(item.name, format!("Job-é\"{n}\""));
+                assert_eq!(item.description.as_deref(), descriptions[n], "{raw}");
+            }
+        }
+        drop(store);
+        drop_database(&url, &admin).await;
     }
 
     /// On the connections that keep generic plans, every page statement that is sent there

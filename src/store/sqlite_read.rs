@@ -321,7 +321,7 @@ fn read_page(
         if total.is_none() && first > 0 {
             total = Some(u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0));
         }
-        page.push_json(item(row, first)?);
+        page.push(item(row, first)?);
     }
     Ok(page.read(total))
 }
