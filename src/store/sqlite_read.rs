@@ -3,7 +3,7 @@
 //! A list page is a few microseconds of SQLite work, so it runs on the calling thread: first
 //! with a budget of virtual-machine steps, and only when a query outgrows that budget (a
 //! short `name` pattern scanning the project, say) is it run again, without a budget, on a
-//! blocking thread. The rows are written straight into the page's JSON.
+//! blocking thread. Each row gives its list item as SQLite wrote it, copied into the page.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
