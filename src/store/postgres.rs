@@ -192,13 +192,27 @@ impl Bind for QueryBuilder<'_, Postgres> {
     }
 }
 
+/// The length of the substrings in the `jobs_name_grams` index (migration 0008).
+const NAME_GRAM: usize = 4;
+
 /// Appends the filter's predicates (after `WHERE project_id = …`).
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
     push_exact_filters(qb, filter);
     if let Some(pattern) = &filter.name {
-        // `lower(name) LIKE '%…%'`, which the `jobs_name_trgm` trigram index serves.
-        qb.push(" AND lower(name) LIKE ")
-            .push_bind(like_substring(&lower_pattern(pattern)));
+        let lower = lower_pattern(pattern);
+        if lower.chars().count() >= NAME_GRAM {
+            // The names holding all of the pattern's 4-grams (the `jobs_name_grams` index),
+            // then the substring itself, in a test no other index offers to serve.
+            qb.push(" AND litejobs_name_grams(lower(name)) @> litejobs_name_grams(")
+                .push_bind(lower.clone())
+                .push(") AND strpos(lower(name), ")
+                .push_bind(lower)
+                .push(") > 0");
+        } else {
+            // `lower(name) LIKE '%…%'`, which the `jobs_name_trgm` trigram index serves.
+            qb.push(" AND lower(name) LIKE ")
+                .push_bind(like_substring(&lower));
+        }
     }
 }
 
@@ -607,6 +621,76 @@ mod tests {
         };
         store.upsert_server(&project, server).await.expect("server");
         crate::store::page::check_items_are_the_bytes_serde_writes(&store, &project, false).await;
+        drop(store);
+        drop_database(&url, &admin).await;
+    }
+
+    /// A `name` pattern of four characters or more is looked for through the 4-gram index,
+    /// with its page and its count, and finds what a scan finds; a shorter one never is.
+    #[tokio::test]
+    async fn name_patterns_use_the_index_of_their_length() {
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let project = ProjectId::parse("p1").expect("project");
+        sqlx::query(
+            "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+             is_reboot, pending_tasks, items, create_at, update_at) \
+             SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+             TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 20000) AS g",
+        )
+        .bind(project.as_str())
+        .execute(&store.write)
+        .await
+        .expect("insert jobs");
+        sqlx::query("ANALYZE jobs")
+            .execute(&store.write)
+            .await
+            .expect("analyze");
+        // (A three-character pattern matches too many of these names for any index to pay.)
+        for (pattern, grams) in [("E-C4CA", true), ("c4ca42", true), ("4ca", false)] {
+            let pairs = [("name".to_string(), pattern.to_string())];
+            let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
+            for with_total in [true, false] {
+                let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
+                let order = (query.page.sort_key, query.page.sort_dir);
+                push_page(&mut qb, &project, &query.filter, order, 50, 0, with_total);
+                let plan: Vec<String> = qb
+                    .build()
+                    .fetch_all(&store.write)
+                    .await
+                    .expect("explain")
+                    .iter()
+                    .map(|row| row.get::<String, _>(0))
+                    .collect();
+                let plan = plan.join("\n");
+                assert_eq!(
+                    plan.contains("jobs_name_grams"),
+                    grams,
+                    "{pattern}:\n{plan}"
+                );
+                if grams {
+                    assert!(!plan.contains("Seq Scan"), "{pattern}:\n{plan}");
+                    assert!(!plan.contains("jobs_name_trgm"), "{pattern}:\n{plan}");
+                }
+            }
+            // The answer is the names holding the pattern, case-insensitively.
+            let page = store.list_page(&project, &query, 1000).await.expect("list");
+            let expected: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE strpos(lower(name), lower($1)) > 0",
+            )
+            .bind(pattern)
+            .fetch_one(&store.write)
+            .await
+            .expect("count");
+            assert!(expected > 0, "{pattern}");
+            assert_eq!(page.total, expected as u64, "{pattern}");
+            assert_eq!(
+                page.items().expect("items").len() as i64,
+                expected.min(1000)
+            );
+        }
         drop(store);
         drop_database(&url, &admin).await;
     }
