@@ -515,6 +515,44 @@ mod tests {
         Some((format!("{base}/{name}"), admin))
     }
 
+    /// Adds the jobs `select` gives (the columns of the insert below, `$1` the project) and
+    /// gathers the planner's statistics.
+    async fn insert_analyzed(store: &PgStore, project: &ProjectId, select: &str) {
+        sqlx::query(&format!(
+            "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+             is_reboot, pending_tasks, items, create_at, update_at) {select}"
+        ))
+        .bind(project.as_str())
+        .execute(&store.write)
+        .await
+        .expect("insert jobs");
+        sqlx::query("ANALYZE jobs")
+            .execute(&store.write)
+            .await
+            .expect("analyze");
+    }
+
+    /// The plan of a page statement, as EXPLAIN writes it.
+    async fn explain<'e>(
+        on: impl sqlx::Executor<'e, Database = Postgres>,
+        project: &ProjectId,
+        filter: &crate::domain::filter::JobFilter,
+        order: (crate::domain::filter::SortKey, SortDir),
+        (take, skip, with_total): (u64, u64, bool),
+    ) -> String {
+        let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
+        push_page(&mut qb, project, filter, order, take, skip, with_total);
+        let plan: Vec<String> = qb
+            .build()
+            .fetch_all(on)
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+        plan.join("\n")
+    }
+
     /// Page connections the server ended (a restart, an administrator) are replaced: the
     /// next page is read on a new connection instead of failing.
     #[tokio::test]
@@ -634,37 +672,27 @@ mod tests {
         };
         let store = PgStore::connect(&url, 4).await.expect("connect");
         let project = ProjectId::parse("p1").expect("project");
-        sqlx::query(
-            "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
-             is_reboot, pending_tasks, items, create_at, update_at) \
-             SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+        insert_analyzed(
+            &store,
+            &project,
+            "SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
              TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 20000) AS g",
         )
-        .bind(project.as_str())
-        .execute(&store.write)
-        .await
-        .expect("insert jobs");
-        sqlx::query("ANALYZE jobs")
-            .execute(&store.write)
-            .await
-            .expect("analyze");
+        .await;
         // (A three-character pattern matches too many of these names for any index to pay.)
         for (pattern, grams) in [("E-C4CA", true), ("c4ca42", true), ("4ca", false)] {
             let pairs = [("name".to_string(), pattern.to_string())];
             let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
             for with_total in [true, false] {
-                let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
                 let order = (query.page.sort_key, query.page.sort_dir);
-                push_page(&mut qb, &project, &query.filter, order, 50, 0, with_total);
-                let plan: Vec<String> = qb
-                    .build()
-                    .fetch_all(&store.write)
-                    .await
-                    .expect("explain")
-                    .iter()
-                    .map(|row| row.get::<String, _>(0))
-                    .collect();
-                let plan = plan.join("\n");
+                let plan = explain(
+                    &store.write,
+                    &project,
+                    &query.filter,
+                    order,
+                    (50, 0, with_total),
+                )
+                .await;
                 assert_eq!(
                     plan.contains("jobs_name_grams"),
                     grams,
@@ -707,22 +735,15 @@ mod tests {
         let store = PgStore::connect(&url, 4).await.expect("connect");
         let project = ProjectId::parse("0123456789abcdef0123456789abcdef").expect("project");
         // Jobs in this project and another, with their statistics, as a planner sees them.
-        sqlx::query(
-            "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
-             is_reboot, pending_tasks, items, create_at, update_at) \
-             SELECT CASE WHEN g % 10 = 0 THEN 'other' ELSE $1 END, 'job-' || g, 'name-' || g, \
+        insert_analyzed(
+            &store,
+            &project,
+            "SELECT CASE WHEN g % 10 = 0 THEN 'other' ELSE $1 END, 'job-' || g, 'name-' || g, \
              'u', CASE WHEN g % 3 = 0 THEN 'COMMON' ELSE 'LOG_COLLECT' END, \
              CASE WHEN g % 50 = 0 THEN 'PROCESSING' ELSE 'FINISHED' END, g % 12 <> 0, FALSE, \
              0, '[]', g, g FROM generate_series(1, 5000) AS g",
         )
-        .bind(project.as_str())
-        .execute(&store.write)
-        .await
-        .expect("insert jobs");
-        sqlx::query("ANALYZE jobs")
-            .execute(&store.write)
-            .await
-            .expect("analyze");
+        .await;
         let mut checked = 0;
         let pages = store.generic.clone().expect("page connections");
         let mut taken = pages.take().await.expect("a page connection");
@@ -756,25 +777,14 @@ mod tests {
                 (SortDir::Asc, 1000, 0, false),
                 (SortDir::Desc, 50, 500_000, false),
             ] {
-                let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
-                push_page(
-                    &mut qb,
+                let plan = explain(
+                    taken.conn().expect("a connection"),
                     &project,
                     filter,
                     (key, dir),
-                    take,
-                    skip,
-                    with_total,
-                );
-                let plan: Vec<String> = qb
-                    .build()
-                    .fetch_all(taken.conn().expect("a connection"))
-                    .await
-                    .expect("explain")
-                    .iter()
-                    .map(|row| row.get::<String, _>(0))
-                    .collect();
-                let plan = plan.join("\n");
+                    (take, skip, with_total),
+                )
+                .await;
                 assert!(
                     plan.contains(&format!(" using {index} on jobs")),
                     "{raw}:\n{plan}"
