@@ -79,6 +79,15 @@ impl PageWriter {
     }
 }
 
+/// The list query a query string asks for (pages of at most 1,000 jobs).
+#[cfg(test)]
+pub(crate) fn list_query(raw: &str) -> crate::domain::filter::ListJobsQuery {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect();
+    crate::domain::filter::ListJobsQuery::parse(&pairs, 1000).expect("query")
+}
+
 /// Checks a store whose project holds no job yet and has the server `s1`: the items the
 /// database writes (`list_item`) are byte for byte what serde_json writes for the same job,
 /// whatever its text holds, on every path a page takes.
@@ -88,8 +97,6 @@ pub(crate) async fn check_items_are_the_bytes_serde_writes(
     project: &crate::domain::ProjectId,
     nul: bool,
 ) {
-    use crate::domain::filter::ListJobsQuery;
-
     let mut descriptions = vec![
         None,
         Some(""),
@@ -115,11 +122,10 @@ pub(crate) async fn check_items_are_the_bytes_serde_writes(
         "name=b-%C3%A9",
         "status=PROCESSING&type=COMMON&visible=true",
     ] {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
-            .into_owned()
-            .collect();
-        let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
-        let page = store.list_jobs(project, &query, 1000).await.expect("list");
+        let page = store
+            .list_jobs(project, &list_query(raw), 1000)
+            .await
+            .expect("list");
         let items = page.items().expect("a JSON array of items");
         assert!(!items.is_empty(), "{raw}");
         assert_eq!(

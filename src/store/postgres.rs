@@ -681,8 +681,7 @@ mod tests {
         .await;
         // (A three-character pattern matches too many of these names for any index to pay.)
         for (pattern, grams) in [("E-C4CA", true), ("c4ca42", true), ("4ca", false)] {
-            let pairs = [("name".to_string(), pattern.to_string())];
-            let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
+            let query = crate::store::page::list_query(&format!("name={pattern}"));
             for with_total in [true, false] {
                 let order = (query.page.sort_key, query.page.sort_dir);
                 let plan = explain(
@@ -763,10 +762,7 @@ mod tests {
             ("visible=true", None),
             ("name=abc", None),
         ] {
-            let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
-                .into_owned()
-                .collect();
-            let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
+            let query = crate::store::page::list_query(raw);
             let (filter, key) = (&query.filter, query.page.sort_key);
             assert_eq!(one_plan_fits(filter), index.is_some(), "{raw}");
             let Some(index) = index else {

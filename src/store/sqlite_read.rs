@@ -415,7 +415,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::{first_page_sql, fts_query, page_sql, Readers, LIST_ITEM};
-    use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
+    use crate::domain::filter::{SortDir, SortKey};
+    use crate::store::page::list_query as query;
     use crate::store::sqlite::tests::{new_job, store_with_servers};
     use crate::store::JobStore;
 
@@ -441,10 +442,7 @@ mod tests {
             "name=e-&limit=50",
             "id=job-07",
         ] {
-            let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
-                .into_owned()
-                .collect();
-            let query = ListJobsQuery::parse(&pairs, 1000).expect("query");
+            let query = query(raw);
             let inline = roomy
                 .list_jobs(&project, &query, 1000)
                 .await
@@ -462,13 +460,6 @@ mod tests {
         }
         assert_eq!(roomy.moved.load(Ordering::Relaxed), 0);
         assert_eq!(tight.moved.load(Ordering::Relaxed), 6);
-    }
-
-    fn query(raw: &str) -> ListJobsQuery {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
-            .into_owned()
-            .collect();
-        ListJobsQuery::parse(&pairs, 1000).expect("query")
     }
 
     /// SQLite writes each item as serde_json does (NUL included, which SQLite text holds).
