@@ -10,8 +10,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::page::{PageRead, PageWriter};
 use super::sql::{
-    counters, like_substring, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
-    push_exact_filters, sql_store, Bind,
+    any_status_type_visibility, counters, like_substring, lower_pattern, needs_row_count,
+    order_column, order_dir, plan_page, push_exact_filters, sql_store, Bind,
 };
 use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
@@ -281,8 +281,7 @@ fn one_plan_fits(filter: &JobFilter) -> bool {
     if filter.name.is_some() {
         return false;
     }
-    filter.id.is_some()
-        || (filter.status.is_none() && filter.job_type.is_none() && filter.visible.is_none())
+    filter.id.is_some() || any_status_type_visibility(filter)
 }
 
 /// The list item in column `i` of the row: the JSON object PostgreSQL stored (migration

@@ -97,11 +97,16 @@ pub(super) fn needs_row_count(filter: &JobFilter) -> bool {
     filter.id.is_some() || filter.name.is_some()
 }
 
+/// True when `filter` asks for no `status`, `type` or `visible`.
+pub(super) fn any_status_type_visibility(filter: &JobFilter) -> bool {
+    filter.status.is_none() && filter.job_type.is_none() && filter.visible.is_none()
+}
+
 /// The counters that give the number of jobs matching `filter` (one without `id` or `name`):
 /// the project's totals when no `status`, `type` or `visible` is asked (one row, or one per
 /// slot on PostgreSQL), else the counters per status, type and visibility.
 pub(super) fn counters(filter: &JobFilter) -> &'static str {
-    if filter.status.is_none() && filter.job_type.is_none() && filter.visible.is_none() {
+    if any_status_type_visibility(filter) {
         "job_totals"
     } else {
         "job_counts"
