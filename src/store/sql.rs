@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::domain::filter::{JobFilter, SortDir, SortKey};
+use crate::domain::ProjectId;
 use crate::wire::JobItem;
 
-use super::{StoreError, StoreResult};
+use super::{IdempotencyKey, NewJob, StoreError, StoreResult};
 
 /// What differs between the backends' SQL.
 pub(super) trait Dialect {
@@ -188,6 +189,35 @@ pub(super) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 pub(super) type CloudServer = BTreeMap<String, String>;
 pub(super) type Items = Vec<JobItem>;
 
+/// One create as the stores write it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Create<'a> {
+    pub project: &'a ProjectId,
+    pub job: &'a NewJob,
+    pub idempotency: Option<&'a IdempotencyKey>,
+}
+
+/// A server a job runs on, as its task records it.
+pub(super) struct ServerRow {
+    pub name: String,
+    pub simulated: bool,
+    /// JSON object.
+    pub cloud_server: String,
+}
+
+/// A task being created: the `job`-th create's `position`-th server.
+pub(super) struct NewTask<'a> {
+    pub id: String,
+    pub job: usize,
+    pub position: usize,
+    pub server_id: &'a String,
+    pub server: &'a ServerRow,
+}
+
+/// Rows one `INSERT` writes at most: 15 values each at most, far below the bound values a
+/// statement may hold (32,766 on SQLite, 65,535 on PostgreSQL).
+pub(super) const ROWS_PER_INSERT: usize = 1000;
+
 /// Maps a unique-key violation to [`StoreError::Conflict`].
 pub(super) fn conflict_as(what: &str, e: sqlx::Error) -> StoreError {
     match &e {
@@ -244,9 +274,12 @@ macro_rules! sql_store {
 
         use crate::domain::filter::ListJobsQuery;
         use crate::domain::{JobStatus, ProjectId, TaskStatus};
+        use std::collections::{BTreeSet, HashMap};
+
         use crate::store::sql::{
             conflict_as, list_item, parse_json, push_in_list, retry_transient, to_json,
-            CloudServer, Dialect, Items, LIST_COLUMNS,
+            CloudServer, Create, Dialect, Items, NewTask, ServerRow, LIST_COLUMNS,
+            ROWS_PER_INSERT,
         };
         use crate::store::{
             AccessKeyRecord, DueTask, IamStore, IdempotencyKey, JobPage, JobStore, LeasedTask, NewJob,
@@ -322,176 +355,278 @@ macro_rules! sql_store {
                 }))
             }
 
-            /// Creates a job with its tasks (and records its idempotency key) inside the
-            /// caller's transaction, which the caller commits or rolls back. With a key used
-            /// before with the same body, answers that earlier job; `Ok(None)` when a
-            /// concurrent transaction took the same key first, so the caller tries again.
-            /// Failing with [`StoreError::UnknownServers`] or
-            /// [`StoreError::IdempotencyConflict`], it has written nothing that matters (at
-            /// most it removed an expired key), so the transaction may go on.
-            pub(crate) async fn insert_job(
+            /// Creates jobs with their tasks (and records their idempotency keys) inside the
+            /// caller's transaction, which the caller commits or rolls back; answers each
+            /// create's outcome, in order. A create whose key was used before with the same
+            /// body answers that earlier job. A create refused with
+            /// [`StoreError::UnknownServers`] or [`StoreError::IdempotencyConflict`] has
+            /// written nothing that matters (at most it removed an expired key), and the
+            /// others go on. `Ok(None)` when a concurrent transaction took one of the keys
+            /// first: the caller rolls back and tries again. No two creates may carry the
+            /// same key.
+            ///
+            /// Each kind of row is written by one statement for all the creates, the jobs
+            /// last: on SQLite, a statement that may fail halfway opens a savepoint, at
+            /// which the name index writes out the names it holds in memory; written last,
+            /// the names reach the index once, at commit, rather than once per create.
+            pub(crate) async fn insert_jobs(
                 conn: &mut <$db as sqlx::Database>::Connection,
-                project: &ProjectId,
-                job: &NewJob,
-                idempotency: Option<&IdempotencyKey>,
-            ) -> StoreResult<Option<JobDetail>> {
-                if let Some(key) = idempotency {
-                    let found = sqlx::query(
-                        "SELECT body_hash, job_id, create_at FROM idempotency_keys \
-                         WHERE project_id = $1 AND token = $2",
-                    )
-                    .bind(project.as_str())
-                    .bind(&key.token)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    if let Some(row) = found {
-                        let hash: String = row.try_get(0)?;
-                        let job_id: String = row.try_get(1)?;
-                        let created: i64 = row.try_get(2)?;
-                        if created >= key.not_before_ms {
-                            if hash != key.body_hash {
-                                return Err(StoreError::IdempotencyConflict);
-                            }
-                            let earlier = Self::read_job(&mut *conn, project, &job_id).await?;
-                            return earlier.map(Some).ok_or_else(|| {
-                                StoreError::Corrupt(format!(
-                                    "idempotency key refers to missing job {job_id}"
-                                ))
-                            });
-                        }
-                        sqlx::query(
-                            "DELETE FROM idempotency_keys WHERE project_id = $1 AND token = $2",
-                        )
-                        .bind(project.as_str())
-                        .bind(&key.token)
-                        .execute(&mut *conn)
-                        .await?;
+                creates: &[Create<'_>],
+            ) -> StoreResult<Option<Vec<StoreResult<JobDetail>>>> {
+                let mut outcomes = Vec::with_capacity(creates.len());
+                for c in creates {
+                    outcomes.push(Self::earlier_create(&mut *conn, c).await?);
+                }
+
+                // The servers of each project, looked up once for all its creates.
+                let mut wanted: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+                for (c, _) in creates.iter().zip(&outcomes).filter(|(_, o)| o.is_none()) {
+                    let ids = wanted.entry(c.project.as_str()).or_default();
+                    ids.extend(c.job.server_ids.iter().map(String::as_str));
+                }
+                let mut known = HashMap::with_capacity(wanted.len());
+                for (project, ids) in wanted {
+                    known.insert(project, Self::find_servers(&mut *conn, project, ids).await?);
+                }
+                let no_servers = HashMap::new();
+                let mut tasks = Vec::new();
+                let mut created = Vec::new();
+                for (i, c) in creates.iter().enumerate() {
+                    if outcomes[i].is_some() {
+                        continue;
+                    }
+                    let servers = known.get(c.project.as_str()).unwrap_or(&no_servers);
+                    let missing: Vec<String> = c
+                        .job
+                        .server_ids
+                        .iter()
+                        .filter(|id| !servers.contains_key(id.as_str()))
+                        .cloned()
+                        .collect();
+                    if !missing.is_empty() {
+                        outcomes[i] = Some(Err(StoreError::UnknownServers(missing)));
+                        continue;
+                    }
+                    let first = tasks.len();
+                    for (position, server_id) in c.job.server_ids.iter().enumerate() {
+                        tasks.push(NewTask {
+                            id: crate::domain::ids::new_task_id(),
+                            job: i,
+                            position,
+                            server_id,
+                            server: &servers[server_id.as_str()],
+                        });
+                    }
+                    created.push((i, first..tasks.len()));
+                }
+                if created.is_empty() {
+                    return Ok(Some(Self::answers(outcomes)));
+                }
+
+                for chunk in tasks.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO tasks (id, project_id, job_id, position, server_id, \
+                         server_name, simulated, status, message, cloud_server, create_at, \
+                         update_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, t| {
+                        let c = &creates[t.job];
+                        b.push_bind(t.id.clone())
+                            .push_bind(c.project.as_str().to_string())
+                            .push_bind(c.job.id.clone())
+                            .push_bind(t.position as i64)
+                            .push_bind(t.server_id.clone())
+                            .push_bind(t.server.name.clone())
+                            .push_bind(t.server.simulated)
+                            .push_bind(TaskStatus::Processing.as_str())
+                            .push_bind("")
+                            .push_bind(t.server.cloud_server.clone())
+                            .push_bind(c.job.now_ms)
+                            .push_bind(c.job.now_ms);
+                    });
+                    qb.build().execute(&mut *conn).await?;
+                }
+
+                let keyed: Vec<_> = created
+                    .iter()
+                    .filter_map(|(i, _)| Some((&creates[*i], creates[*i].idempotency?)))
+                    .collect();
+                if !keyed.is_empty() {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO idempotency_keys (project_id, token, body_hash, job_id, \
+                         create_at) ",
+                    );
+                    qb.push_values(&keyed, |mut b, (c, key)| {
+                        b.push_bind(c.project.as_str().to_string())
+                            .push_bind(key.token.clone())
+                            .push_bind(key.body_hash.clone())
+                            .push_bind(c.job.id.clone())
+                            .push_bind(c.job.now_ms);
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    let inserted = qb.build().execute(&mut *conn).await?.rows_affected();
+                    if inserted < keyed.len() as u64 {
+                        return Ok(None);
                     }
                 }
 
-                // One value holding every server: one round trip however many there are.
+                for chunk in created.chunks(ROWS_PER_INSERT) {
+                    let mut rows = Vec::with_capacity(chunk.len());
+                    for (i, _) in chunk {
+                        rows.push((&creates[*i], to_json(&creates[*i].job.items)?));
+                    }
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO jobs (project_id, id, name, user_name, description, type, \
+                         template_id, status, visible, is_reboot, abnormal_count, \
+                         pending_tasks, items, create_at, update_at) ",
+                    );
+                    qb.push_values(rows, |mut b, (c, items)| {
+                        let job = c.job;
+                        b.push_bind(c.project.as_str().to_string())
+                            .push_bind(job.id.clone())
+                            .push_bind(job.name.clone())
+                            .push_bind(job.user_name.clone())
+                            .push_bind(job.description.clone())
+                            .push_bind(job.job_type.clone())
+                            .push_bind(job.template_id.clone())
+                            .push_bind(JobStatus::Processing.as_str())
+                            .push_bind(job.visible)
+                            .push_bind(job.is_reboot)
+                            .push_bind(0i32)
+                            .push_bind(job.server_ids.len() as i64)
+                            .push_bind(items)
+                            .push_bind(job.now_ms)
+                            .push_bind(job.now_ms);
+                    });
+                    qb.build()
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| conflict_as("job id", e))?;
+                }
+
+                for (i, range) in created {
+                    let job = creates[i].job;
+                    let mut out_tasks = Vec::with_capacity(range.len());
+                    for t in &tasks[range] {
+                        out_tasks.push(Task {
+                            id: t.id.clone(),
+                            server_id: t.server_id.clone(),
+                            server_name: t.server.name.clone(),
+                            status: TaskStatus::Processing.as_str().to_string(),
+                            cloud_server: parse_json::<CloudServer>(
+                                "server cloud_server",
+                                &t.server.cloud_server,
+                            )?,
+                            message: String::new(),
+                            create_at: job.now_ms.to_string(),
+                            update_at: job.now_ms.to_string(),
+                        });
+                    }
+                    outcomes[i] = Some(Ok(JobDetail {
+                        id: job.id.clone(),
+                        name: job.name.clone(),
+                        user_name: job.user_name.clone(),
+                        description: job.description.clone(),
+                        job_type: job.job_type.clone(),
+                        status: JobStatus::Processing.as_str().to_string(),
+                        template_id: job.template_id.clone(),
+                        abnormal_count: 0,
+                        create_at: job.now_ms,
+                        update_at: job.now_ms,
+                        visible: job.visible,
+                        is_reboot: job.is_reboot,
+                        items: job.items.clone(),
+                        tasks: out_tasks,
+                    }));
+                }
+                Ok(Some(Self::answers(outcomes)))
+            }
+
+            /// The outcomes of [`Self::insert_jobs`], each create having one by then.
+            fn answers(
+                outcomes: Vec<Option<StoreResult<JobDetail>>>,
+            ) -> Vec<StoreResult<JobDetail>> {
+                outcomes
+                    .into_iter()
+                    .map(|o| {
+                        o.unwrap_or_else(|| {
+                            Err(StoreError::Corrupt("a create was left without an outcome".into()))
+                        })
+                    })
+                    .collect()
+            }
+
+            /// What a create's idempotency key says: `None` when the job is to be created
+            /// (no key, a key not used before, or an expired one, which is removed); else the
+            /// earlier job (same body) or the conflict (another body).
+            async fn earlier_create(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                create: &Create<'_>,
+            ) -> StoreResult<Option<StoreResult<JobDetail>>> {
+                let (project, Some(key)) = (create.project, create.idempotency) else {
+                    return Ok(None);
+                };
+                let found = sqlx::query(
+                    "SELECT body_hash, job_id, create_at FROM idempotency_keys \
+                     WHERE project_id = $1 AND token = $2",
+                )
+                .bind(project.as_str())
+                .bind(&key.token)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(row) = found else {
+                    return Ok(None);
+                };
+                let hash: String = row.try_get(0)?;
+                let job_id: String = row.try_get(1)?;
+                let created: i64 = row.try_get(2)?;
+                if created >= key.not_before_ms {
+                    if hash != key.body_hash {
+                        return Ok(Some(Err(StoreError::IdempotencyConflict)));
+                    }
+                    let earlier = Self::read_job(&mut *conn, project, &job_id).await?;
+                    return match earlier {
+                        Some(job) => Ok(Some(Ok(job))),
+                        None => Err(StoreError::Corrupt(format!(
+                            "idempotency key refers to missing job {job_id}"
+                        ))),
+                    };
+                }
+                sqlx::query("DELETE FROM idempotency_keys WHERE project_id = $1 AND token = $2")
+                    .bind(project.as_str())
+                    .bind(&key.token)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(None)
+            }
+
+            /// The project's servers among `ids`, by id. One value holds every server: one
+            /// round trip however many there are.
+            async fn find_servers(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                project: &str,
+                ids: BTreeSet<&str>,
+            ) -> StoreResult<HashMap<String, ServerRow>> {
                 let mut qb = QueryBuilder::<$db>::new(format!(
                     "SELECT CAST({}({}(id, name, kind, cloud_server)) AS TEXT) FROM servers \
                      WHERE project_id = ",
                     <$store as Dialect>::JSON_AGG,
                     <$store as Dialect>::JSON_ROW
                 ));
-                qb.push_bind(project.as_str()).push(" AND id");
-                push_in_list!(&mut qb, &job.server_ids);
+                qb.push_bind(project.to_string()).push(" AND id");
+                push_in_list!(&mut qb, ids.iter().map(|id| id.to_string()));
                 let found: Option<String> = qb.build().fetch_one(&mut *conn).await?.try_get(0)?;
                 let found: Vec<(String, String, String, String)> = match found {
                     Some(raw) => parse_json("servers", &raw)?,
                     None => Vec::new(),
                 };
-                let servers: std::collections::HashMap<String, (String, bool, String)> = found
+                Ok(found
                     .into_iter()
-                    .map(|(id, name, kind, cloud)| (id, (name, kind == "simulated", cloud)))
-                    .collect();
-                let missing: Vec<String> = job
-                    .server_ids
-                    .iter()
-                    .filter(|id| !servers.contains_key(*id))
-                    .cloned()
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(StoreError::UnknownServers(missing));
-                }
-
-                let items_json = to_json(&job.items)?;
-                sqlx::query(
-                    "INSERT INTO jobs (project_id, id, name, user_name, description, type, \
-                     template_id, status, visible, is_reboot, abnormal_count, pending_tasks, \
-                     items, create_at, update_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $13)",
-                )
-                .bind(project.as_str())
-                .bind(&job.id)
-                .bind(&job.name)
-                .bind(&job.user_name)
-                .bind(&job.description)
-                .bind(&job.job_type)
-                .bind(&job.template_id)
-                .bind(JobStatus::Processing.as_str())
-                .bind(job.visible)
-                .bind(job.is_reboot)
-                .bind(job.server_ids.len() as i64)
-                .bind(&items_json)
-                .bind(job.now_ms)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| conflict_as("job id", e))?;
-
-                let mut tasks = Vec::with_capacity(job.server_ids.len());
-                let mut qb = QueryBuilder::<$db>::new(
-                    "INSERT INTO tasks (id, project_id, job_id, position, server_id, \
-                     server_name, simulated, status, message, cloud_server, create_at, update_at) ",
-                );
-                qb.push_values(job.server_ids.iter().enumerate(), |mut b, (i, sid)| {
-                    let (name, simulated, cloud) = &servers[sid];
-                    let task_id = crate::domain::ids::new_task_id();
-                    b.push_bind(task_id.clone())
-                        .push_bind(project.as_str().to_string())
-                        .push_bind(job.id.clone())
-                        .push_bind(i as i64)
-                        .push_bind(sid.clone())
-                        .push_bind(name.clone())
-                        .push_bind(*simulated)
-                        .push_bind(TaskStatus::Processing.as_str())
-                        .push_bind("")
-                        .push_bind(cloud.clone())
-                        .push_bind(job.now_ms)
-                        .push_bind(job.now_ms);
-                    tasks.push((task_id, sid.clone(), name.clone(), cloud.clone()));
-                });
-                qb.build().execute(&mut *conn).await?;
-
-                if let Some(key) = idempotency {
-                    let inserted = sqlx::query(
-                        "INSERT INTO idempotency_keys (project_id, token, body_hash, job_id, \
-                         create_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(project.as_str())
-                    .bind(&key.token)
-                    .bind(&key.body_hash)
-                    .bind(&job.id)
-                    .bind(job.now_ms)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                    if inserted == 0 {
-                        return Ok(None);
-                    }
-                }
-
-                let mut out_tasks = Vec::with_capacity(tasks.len());
-                for (id, server_id, server_name, cloud) in tasks {
-                    out_tasks.push(Task {
-                        id,
-                        server_id,
-                        server_name,
-                        status: TaskStatus::Processing.as_str().to_string(),
-                        cloud_server: parse_json::<CloudServer>("server cloud_server", &cloud)?,
-                        message: String::new(),
-                        create_at: job.now_ms.to_string(),
-                        update_at: job.now_ms.to_string(),
-                    });
-                }
-                Ok(Some(JobDetail {
-                    id: job.id.clone(),
-                    name: job.name.clone(),
-                    user_name: job.user_name.clone(),
-                    description: job.description.clone(),
-                    job_type: job.job_type.clone(),
-                    status: JobStatus::Processing.as_str().to_string(),
-                    template_id: job.template_id.clone(),
-                    abnormal_count: 0,
-                    create_at: job.now_ms,
-                    update_at: job.now_ms,
-                    visible: job.visible,
-                    is_reboot: job.is_reboot,
-                    items: job.items.clone(),
-                    tasks: out_tasks,
-                }))
+                    .map(|(id, name, kind, cloud_server)| {
+                        let simulated = kind == "simulated";
+                        (id, ServerRow { name, simulated, cloud_server })
+                    })
+                    .collect())
             }
 
             /// Creates a job in a transaction of its own; tries again when a concurrent
@@ -503,16 +638,26 @@ macro_rules! sql_store {
                 job: &NewJob,
                 idempotency: Option<&IdempotencyKey>,
             ) -> StoreResult<JobDetail> {
+                let create = Create {
+                    project,
+                    job,
+                    idempotency,
+                };
                 for _ in 0..3 {
                     let done = retry_transient(|| async {
                         let mut tx = pool.begin().await?;
-                        let done = Self::insert_job(&mut *tx, project, job, idempotency).await?;
-                        if done.is_some() {
-                            tx.commit().await?;
-                        } else {
+                        let creates = std::slice::from_ref(&create);
+                        let Some(mut outcomes) = Self::insert_jobs(&mut *tx, creates).await?
+                        else {
                             tx.rollback().await?;
-                        }
-                        Ok(done)
+                            return Ok(None);
+                        };
+                        // A refused create is rolled back as the transaction is dropped.
+                        let detail = outcomes.pop().unwrap_or_else(|| {
+                            Err(StoreError::Corrupt("a create was left without an outcome".into()))
+                        })?;
+                        tx.commit().await?;
+                        Ok(Some(detail))
                     })
                     .await?;
                     if let Some(done) = done {

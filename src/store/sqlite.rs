@@ -6,6 +6,7 @@
 //! the WAL into the database file on a connection of its own, off the commit path, and
 //! while no create is waiting it merges the name index's segments a step at a time.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::sql_store;
+use super::sql::{sql_store, Create};
 use super::sqlite_read::Readers;
 use super::{IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
 use crate::domain::filter::ListJobsQuery;
@@ -250,38 +251,68 @@ pub(super) async fn merge_name_index(
     Ok(after - before >= 2)
 }
 
-/// Runs the creates of `batch` in one transaction; answers each one's outcome. A create
-/// that is refused (unknown servers, idempotency conflict) has written nothing and is
-/// refused alone. When anything else fails, the batch is rolled back and each create runs
-/// again in a transaction of its own, so that only the failing one fails.
+/// Runs the creates of `batch` in as few transactions as its idempotency keys allow (one,
+/// unless a key comes twice: a create repeating a key waits for the transaction of the one
+/// before it); answers each one's outcome. A create that is refused (unknown servers,
+/// idempotency conflict) has written nothing and is refused alone. When anything else
+/// fails, the transaction is rolled back and each of its creates runs again in a
+/// transaction of its own, so that only the failing one fails.
 async fn create_batch(
     pool: &SqlitePool,
     batch: &[PendingCreate],
 ) -> StoreResult<Vec<StoreResult<JobDetail>>> {
-    let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for p in batch {
-        let key = p.idempotency.as_ref();
-        match SqliteStore::insert_job(&mut tx, &p.project, &p.job, key).await {
-            Ok(Some(detail)) => outcomes.push(Ok(detail)),
-            Err(e @ (StoreError::UnknownServers(_) | StoreError::IdempotencyConflict)) => {
-                outcomes.push(Err(e))
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let mut keys = HashSet::new();
+        let n = rest
+            .iter()
+            .position(|p| {
+                p.idempotency
+                    .as_ref()
+                    .is_some_and(|k| !keys.insert((&p.project, &k.token)))
+            })
+            .unwrap_or(rest.len());
+        let (now, later) = rest.split_at(n);
+        outcomes.extend(create_together(pool, now).await?);
+        rest = later;
+    }
+    Ok(outcomes)
+}
+
+/// Runs `creates`, whose idempotency keys all differ, in one transaction (see
+/// [`create_batch`]).
+async fn create_together(
+    pool: &SqlitePool,
+    creates: &[PendingCreate],
+) -> StoreResult<Vec<StoreResult<JobDetail>>> {
+    let each: Vec<Create<'_>> = creates
+        .iter()
+        .map(|p| Create {
+            project: &p.project,
+            job: &p.job,
+            idempotency: p.idempotency.as_ref(),
+        })
+        .collect();
+    let mut tx = pool.begin().await?;
+    match SqliteStore::insert_jobs(&mut tx, &each).await {
+        Ok(Some(outcomes)) => {
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        // `None` (a key taken by a concurrent transaction) cannot happen with one writer;
+        // like any other failure, it is sorted out by running every create alone.
+        Ok(None) | Err(_) => {
+            tx.rollback().await?;
+            let mut alone = Vec::with_capacity(each.len());
+            for c in &each {
+                alone.push(
+                    SqliteStore::create_job_alone(pool, c.project, c.job, c.idempotency).await,
+                );
             }
-            // `None` cannot happen with one writer; like any other failure, it is sorted out
-            // by running every create alone.
-            Ok(None) | Err(_) => {
-                tx.rollback().await?;
-                let mut alone = Vec::with_capacity(batch.len());
-                for p in batch {
-                    let key = p.idempotency.as_ref();
-                    alone.push(SqliteStore::create_job_alone(pool, &p.project, &p.job, key).await);
-                }
-                return Ok(alone);
-            }
+            Ok(alone)
         }
     }
-    tx.commit().await?;
-    Ok(outcomes)
 }
 
 #[async_trait::async_trait]
@@ -483,6 +514,20 @@ pub(crate) mod tests {
                 Ok(job) => {
                     assert!(n % 5 != 0, "j{n} names an unknown server");
                     assert_eq!(job.tasks.len(), 2);
+                    let stored = store.get_job(&project, &job.id).await.expect("get");
+                    assert_eq!(stored.as_ref(), Some(job), "j{n} as stored");
+                    let servers: Vec<_> = job.tasks.iter().map(|t| t.server_id.as_str()).collect();
+                    assert_eq!(servers, ["s1", "s2"]);
+                    let mut query = crate::domain::filter::ListJobsQuery::default();
+                    query.filter.name = Some(format!("J{n}"));
+                    let found = store.list_jobs(&project, &query, 1000).await.expect("list");
+                    let names: Vec<String> = found
+                        .items()
+                        .expect("items")
+                        .into_iter()
+                        .map(|j| j.name)
+                        .collect();
+                    assert!(names.contains(&format!("j{n}")), "j{n} by name: {names:?}");
                 }
                 Err(StoreError::UnknownServers(missing)) => {
                     assert_eq!(n % 5, 0);
@@ -499,10 +544,26 @@ pub(crate) mod tests {
         .await;
         assert_eq!(same_a.expect("a").id, same_b.expect("b").id);
         assert!(matches!(other, Err(StoreError::IdempotencyConflict)));
+
+        // A create failing in the database (a job id taken, here by a create of the same
+        // batch) fails alone: the others of its batch are created.
+        let twin = new_job("twin", &["s1"]);
+        let mut taken = new_job("taken", &["s2"]);
+        taken.id = twin.id.clone();
+        let (first, second, third) = futures::future::join3(
+            store.create_job(&project, twin.clone(), None),
+            store.create_job(&project, taken, None),
+            store.create_job(&project, new_job("third", &["s1"]), None),
+        )
+        .await;
+        assert_eq!(first.expect("first").name, "twin");
+        assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
+        assert_eq!(third.expect("third").name, "third");
+
         let query = crate::domain::filter::ListJobsQuery::default();
         let page = store.list_jobs(&project, &query, 1000).await.expect("list");
-        assert_eq!(page.total, 32 + 1);
-        assert_eq!(page.items().expect("items").len(), 33);
+        assert_eq!(page.total, 32 + 1 + 2);
+        assert_eq!(page.items().expect("items").len(), 35);
     }
 
     #[tokio::test]
