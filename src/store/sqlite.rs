@@ -30,7 +30,7 @@ const CREATE_QUEUE: usize = 4096;
 /// Page cache of the writer and of each reader, in KiB. Small on purpose: the operating
 /// system caches the file too, and the server's memory stays bounded. The writer's is the
 /// larger: inserts touch index pages all over the file.
-const WRITER_CACHE_KIB: i64 = 48 * 1024;
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
 const READER_CACHE_KIB: i64 = 8 * 1024;
 /// How often the checkpointer copies committed pages from the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -169,17 +169,7 @@ async fn run_creates(
     let mut batch = Vec::with_capacity(MAX_CREATE_BATCH);
     while queue.recv_many(&mut batch, MAX_CREATE_BATCH).await > 0 {
         batches.fetch_add(1, Ordering::Relaxed);
-        let outcomes = match create_batch(&pool, &batch).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                tracing::warn!(error = %e, creates = batch.len(), "a batch of creates failed");
-                let why = e.to_string();
-                batch
-                    .iter()
-                    .map(|_| Err(StoreError::Batch(why.clone())))
-                    .collect()
-            }
-        };
+        let outcomes = create_batch(&pool, &batch).await;
         for (pending, outcome) in batch.drain(..).zip(outcomes) {
             // The caller may have gone away; its job stays created, as with any write.
             let _ = pending.reply.send(outcome);
@@ -257,10 +247,7 @@ pub(super) async fn merge_name_index(
 /// idempotency conflict) has written nothing and is refused alone. When anything else
 /// fails, the transaction is rolled back and each of its creates runs again in a
 /// transaction of its own, so that only the failing one fails.
-async fn create_batch(
-    pool: &SqlitePool,
-    batch: &[PendingCreate],
-) -> StoreResult<Vec<StoreResult<JobDetail>>> {
+async fn create_batch(pool: &SqlitePool, batch: &[PendingCreate]) -> Vec<StoreResult<JobDetail>> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
     while !rest.is_empty() {
@@ -274,10 +261,17 @@ async fn create_batch(
             })
             .unwrap_or(rest.len());
         let (now, later) = rest.split_at(n);
-        outcomes.extend(create_together(pool, now).await?);
+        match create_together(pool, now).await {
+            Ok(done) => outcomes.extend(done),
+            Err(e) => {
+                tracing::warn!(error = %e, creates = now.len(), "a batch of creates failed");
+                let why = e.to_string();
+                outcomes.extend(now.iter().map(|_| Err(StoreError::Batch(why.clone()))));
+            }
+        }
         rest = later;
     }
-    Ok(outcomes)
+    outcomes
 }
 
 /// Runs `creates`, whose idempotency keys all differ, in one transaction (see
