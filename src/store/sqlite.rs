@@ -225,20 +225,29 @@ async fn run_maintenance(
     }
 }
 
-/// One step of merging the name index's segments, writing at most about `pages` pages; true
-/// when it merged anything (FTS5 reports work by two changes or more).
+/// The name indexes: of trigrams, and of 4-grams.
+const NAME_INDEXES: [&str; 2] = ["jobs_name_fts", "jobs_name_grams"];
+
+/// One step of merging each name index's segments, writing at most about `pages` pages
+/// each; true when it merged anything (FTS5 reports work by two changes or more).
 pub(super) async fn merge_name_index(
     conn: &mut sqlx::SqliteConnection,
     pages: u32,
 ) -> StoreResult<bool> {
     let changes = "SELECT total_changes()";
-    let before: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
-    sqlx::query("INSERT INTO jobs_name_fts (jobs_name_fts, rank) VALUES ('merge', ?)")
+    let mut merged = false;
+    for index in NAME_INDEXES {
+        let before: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
+        sqlx::query(&format!(
+            "INSERT INTO {index} ({index}, rank) VALUES ('merge', ?)"
+        ))
         .bind(pages)
         .execute(&mut *conn)
         .await?;
-    let after: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
-    Ok(after - before >= 2)
+        let after: i64 = sqlx::query_scalar(changes).fetch_one(&mut *conn).await?;
+        merged |= after - before >= 2;
+    }
+    Ok(merged)
 }
 
 /// Runs the creates of `batch` in as few transactions as its idempotency keys allow (one,
@@ -449,11 +458,18 @@ pub(crate) mod tests {
     }
 
     /// Segments of the name index (each search reads every one).
+    /// The segments of the name index that has the most.
     async fn name_segments(store: &SqliteStore) -> i64 {
-        sqlx::query_scalar("SELECT count(DISTINCT segid) FROM jobs_name_fts_idx")
-            .fetch_one(&store.read)
-            .await
-            .expect("segments")
+        let mut most = 0;
+        for index in super::NAME_INDEXES {
+            let sql = format!("SELECT count(DISTINCT segid) FROM {index}_idx");
+            let n: i64 = sqlx::query_scalar(&sql)
+                .fetch_one(&store.read)
+                .await
+                .expect("segments");
+            most = most.max(n);
+        }
+        most
     }
 
     #[tokio::test]
@@ -474,7 +490,15 @@ pub(crate) mod tests {
             after = name_segments(&store).await;
         }
         assert!(after <= 2, "{before} segments, then {after}");
-        for (pattern, matches) in [("ALPHA", 24), ("run-07", 1), ("1-al", 3), ("alphx", 0)] {
+        let patterns = [
+            ("ALPHA", 24),
+            ("run-07", 1),
+            ("1-al", 3),
+            ("alphx", 0),
+            ("7-a", 2),
+            ("pha", 24),
+        ];
+        for (pattern, matches) in patterns {
             let pairs = vec![("name".to_string(), pattern.to_string())];
             let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 100).expect("query");
             let page = store.list_jobs(&project, &query, 100).await.expect("list");
@@ -488,6 +512,88 @@ pub(crate) mod tests {
             body_hash: body.to_string(),
             not_before_ms: 0,
         })
+    }
+
+    /// The names of the project's jobs holding `pattern` as the list finds them, sorted.
+    async fn names_found(store: &SqliteStore, project: &ProjectId, pattern: &str) -> Vec<String> {
+        let pairs = vec![("name".to_string(), pattern.to_string())];
+        let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 100).expect("query");
+        let page = store.list_jobs(project, &query, 100).await.expect("list");
+        let mut names: Vec<String> = page
+            .items()
+            .expect("items")
+            .into_iter()
+            .map(|j| j.name)
+            .collect();
+        assert_eq!(page.total, names.len() as u64, "{pattern}");
+        names.sort();
+        names
+    }
+
+    /// Both name indexes (trigrams for three characters, 4-grams from four) find what
+    /// reading every name finds, as jobs are added, renamed and removed: each index is kept
+    /// by triggers, and the 4-gram one forgets a row only when given its 4-grams again.
+    #[tokio::test]
+    async fn name_searches_find_what_reading_every_name_finds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
+        let mut names: Vec<String> = [
+            "Alpha-1",
+            "alphabet",
+            "BETA.alpha_2",
+            "gamma",
+            "a.b-c_d",
+            "xyz",
+            "ALPHA",
+            "pha-alp",
+            "alphalpha",
+        ]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+        for name in &names {
+            store
+                .create_job(&project, new_job(name, &["s1"]), None)
+                .await
+                .expect("create");
+        }
+        let patterns = [
+            "alp", "ALPH", "pha-", "lpha", "a.b-c", "b-c_", "xyz", "GAMMA", "mma", "ha_2",
+            "alpha-1x", "halp", "lphalpha", "Z", "a", "é-al", "al%", "a\"lp",
+        ];
+        for round in ["created", "renamed and removed"] {
+            for pattern in patterns {
+                let lower = pattern.to_ascii_lowercase();
+                let mut expected: Vec<String> = names
+                    .iter()
+                    .filter(|n| n.to_ascii_lowercase().contains(&lower))
+                    .cloned()
+                    .collect();
+                expected.sort();
+                let found = names_found(&store, &project, pattern).await;
+                assert_eq!(found, expected, "{pattern}, {round}");
+            }
+            // Names never change through the API; the triggers keep the indexes whatever
+            // changes a row.
+            sqlx::query("UPDATE jobs SET name = 'omega-alpha' WHERE name = 'gamma'")
+                .execute(&store.write)
+                .await
+                .expect("rename");
+            sqlx::query("DELETE FROM jobs WHERE name IN ('alphabet', 'xyz')")
+                .execute(&store.write)
+                .await
+                .expect("remove");
+            names.retain(|n| n != "alphabet" && n != "xyz");
+            for n in names.iter_mut().filter(|n| *n == "gamma") {
+                *n = "omega-alpha".to_string();
+            }
+        }
+        sqlx::query(
+            "INSERT INTO jobs_name_grams (jobs_name_grams, rank) VALUES ('integrity-check', 0)",
+        )
+        .execute(&store.write)
+        .await
+        .expect("the 4-gram index is whole");
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use super::sql::{
 };
 use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
+use crate::domain::ids::is_simple_name;
 use crate::domain::ProjectId;
 
 /// Connections kept open between reads.
@@ -188,10 +189,46 @@ pub(super) fn fts_query(pattern: &str) -> Option<String> {
     Some(format!("\"{}\"", pattern.replace('"', "\"\"")))
 }
 
-/// The jobs table as the list reads it: with a trigram search, the planner is kept from
-/// walking a sort index over the whole project (the candidates come from `jobs_name_fts`).
+/// Characters of a 4-gram of the name index (migration 0009).
+const GRAM: usize = 4;
+
+/// The FTS5 query of the 4-gram index finding the names that hold every 4-gram of a set
+/// covering `pattern` (those at 0, 4, 8, … and the last one): a superset of the names
+/// holding the pattern, checked after. `None` when the pattern has fewer than four
+/// characters or could not be part of a name (`[-_.a-zA-Z0-9]{1,64}`), which the trigram
+/// index then serves.
+pub(super) fn gram_query(pattern: &str) -> Option<String> {
+    if pattern.len() < GRAM || !is_simple_name(pattern) {
+        return None;
+    }
+    // ASCII only, so that byte offsets are character offsets.
+    let lower = lower_pattern(pattern);
+    let last = lower.len() - GRAM;
+    let mut grams: Vec<&str> = (0..=last)
+        .step_by(GRAM)
+        .map(|i| &lower[i..i + GRAM])
+        .collect();
+    grams.push(&lower[last..]);
+    grams.sort_unstable();
+    grams.dedup();
+    let quoted: Vec<String> = grams.iter().map(|g| format!("\"{g}\"")).collect();
+    Some(quoted.join(" AND "))
+}
+
+/// The name index serving `pattern` and its FTS5 query: the 4-gram index for four
+/// characters or more, else the trigram index; `None` when neither can help (the project's
+/// names are then read one by one).
+fn name_search(pattern: &str) -> Option<(&'static str, String)> {
+    match gram_query(pattern) {
+        Some(query) => Some(("jobs_name_grams", query)),
+        None => fts_query(pattern).map(|query| ("jobs_name_fts", query)),
+    }
+}
+
+/// The jobs table as the list reads it: with an indexed name search, the planner is kept
+/// from walking a sort index over the whole project (the candidates come from the index).
 fn jobs_source(filter: &JobFilter) -> &'static str {
-    match filter.name.as_deref().and_then(fts_query) {
+    match filter.name.as_deref().and_then(name_search) {
         Some(_) => "jobs NOT INDEXED",
         None => "jobs",
     }
@@ -215,11 +252,13 @@ impl Bind for Sql {
 fn push_filter(sql: &mut Sql, filter: &JobFilter) {
     push_exact_filters(sql, filter);
     if let Some(pattern) = &filter.name {
-        // Candidates from the trigram index, then the exact test on each candidate's name.
-        if let Some(query) = fts_query(pattern) {
-            sql.push(" AND seq IN (SELECT rowid FROM jobs_name_fts WHERE jobs_name_fts MATCH ")
-                .bind(query)
-                .push(")");
+        // Candidates from a name index, then the exact test on each candidate's name.
+        if let Some((index, query)) = name_search(pattern) {
+            sql.push(&format!(
+                " AND seq IN (SELECT rowid FROM {index} WHERE {index} MATCH "
+            ))
+            .bind(query)
+            .push(")");
         }
         sql.push(" AND instr(lower(name), ")
             .bind(lower_pattern(pattern))
@@ -414,7 +453,7 @@ fn list(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::{first_page_sql, fts_query, page_sql, Readers, LIST_ITEM};
+    use super::{first_page_sql, fts_query, gram_query, page_sql, Readers, LIST_ITEM};
     use crate::domain::filter::{SortDir, SortKey};
     use crate::store::page::list_query as query;
     use crate::store::sqlite::tests::{new_job, store_with_servers};
@@ -546,5 +585,27 @@ mod tests {
         assert_eq!(fts_query("AbC-1"), Some("\"AbC-1\"".to_string()));
         assert_eq!(fts_query("x\"yz"), Some("\"x\"\"yz\"".to_string()));
         assert_eq!(fts_query("é🙂ü"), Some("\"é🙂ü\"".to_string()));
+    }
+
+    #[test]
+    fn longer_patterns_are_asked_as_the_4_grams_covering_them() {
+        assert_eq!(gram_query("abc"), None);
+        assert_eq!(gram_query("ab c"), None);
+        assert_eq!(gram_query("ab\"cd"), None);
+        assert_eq!(gram_query("é-abc"), None);
+        assert_eq!(gram_query("AbCd"), Some("\"abcd\"".to_string()));
+        assert_eq!(
+            gram_query("1F1F1"),
+            Some("\"1f1f\" AND \"f1f1\"".to_string())
+        );
+        assert_eq!(
+            gram_query("train-res.net_1"),
+            Some("\"et_1\" AND \"n-re\" AND \"s.ne\" AND \"trai\"".to_string())
+        );
+        // The last 4-gram is one of the set already.
+        assert_eq!(
+            gram_query("abcdefgh"),
+            Some("\"abcd\" AND \"efgh\"".to_string())
+        );
     }
 }
