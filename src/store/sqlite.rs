@@ -4,7 +4,7 @@
 //! writer commits all that are waiting in one transaction (one `fsync`). A bad request fails
 //! alone, and every request gets its own outcome. A checkpointer copies committed pages from
 //! the WAL into the database file on a connection of its own, off the commit path, and
-//! while no create is waiting it merges the name index's segments a step at a time.
+//! while no create is waiting it merges the name indexes' segments a step at a time.
 
 use std::collections::HashSet;
 use std::str::FromStr;
