@@ -273,6 +273,36 @@ fn push_page<'a>(
     }
 }
 
+/// Pushes a query of the first page of the list (`take` rows in `order`), each job's
+/// `list_item` after the total, that finds the matching jobs once for both: their keys are
+/// gathered (`MATERIALIZED`), counted, and the page's items read by id for the first `take`
+/// of them. For a filter that counts rows (a `name`) and matches more than a page, where
+/// [`push_page`]'s total would look for every matching row a second time.
+fn push_counted_page<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    project: &'a ProjectId,
+    filter: &JobFilter,
+    order: (SortKey, SortDir),
+    take: u64,
+) {
+    let (col, d) = (order_column(order.0), order_dir(order.1));
+    qb.push(format!(
+        "WITH matches AS MATERIALIZED (SELECT {col}, id FROM jobs WHERE project_id = "
+    ));
+    qb.push_bind(project.as_str());
+    push_filter(qb, filter);
+    let take = i64::try_from(take).unwrap_or(i64::MAX);
+    qb.push(format!(
+        ") SELECT (SELECT COUNT(*) FROM matches), j.list_item FROM (SELECT {col}, id FROM \
+         matches ORDER BY {col} {d}, id {d} LIMIT {take}) AS top JOIN jobs AS j ON \
+         j.project_id = "
+    ));
+    qb.push_bind(project.as_str());
+    qb.push(format!(
+        " AND j.id = top.id ORDER BY top.{col} {d}, top.id {d}"
+    ));
+}
+
 /// True when one plan serves the filter whatever its values: no filter but the project (the
 /// sort key's own index is the only one that gives the order), or an `id` (one row at most).
 /// PostgreSQL then runs the statement's generic plan, made once per connection, on the
@@ -412,6 +442,16 @@ async fn list_on(
                 data: page.json,
             });
         }
+        // More than a page matches: the page again with its total, in one snapshot, the
+        // matching rows found once for both.
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        push_counted_page(&mut qb, project, filter, order, limit);
+        let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+        let page = read_page(&rows, 1, false)?;
+        return Ok(JobPage {
+            total: page.total.unwrap_or(0),
+            data: page.json,
+        });
     }
     if offset == 0 {
         // The first page (what the SDK and consoles ask) with its total, in one statement
@@ -772,6 +812,80 @@ mod tests {
                 page.items().expect("items").len() as i64,
                 expected.min(1000)
             );
+        }
+        drop(store);
+        drop_database(&url, &admin).await;
+    }
+
+    /// A `name` matching more than a page: the first page holds the first matching jobs in
+    /// the page's order, and the total counts them all (through the 4-gram index, the
+    /// trigram one, and with an exact filter beside the name).
+    #[tokio::test]
+    async fn first_pages_of_common_names_are_the_first_matches_with_their_total() {
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let project = ProjectId::parse("p1").expect("project");
+        insert_analyzed(
+            &store,
+            &project,
+            "SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', \
+             CASE WHEN g % 3 = 0 THEN 'PROCESSING' ELSE 'FINISHED' END, TRUE, FALSE, 0, '[]', \
+             g, (g * 7919) % 20011 FROM generate_series(1, 3000) AS g",
+        )
+        .await;
+        let other = ProjectId::parse("p2").expect("project");
+        insert_analyzed(
+            &store,
+            &other,
+            "SELECT $1, 'other-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+             TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 500) AS g",
+        )
+        .await;
+        for (pattern, status) in [
+            ("NAME-", None),
+            ("ame-a", None),
+            ("4ca", None),
+            ("name-", Some("PROCESSING")),
+        ] {
+            for (key, dir) in [
+                ("create_at", "DESC"),
+                ("create_at", "ASC"),
+                ("update_at", "DESC"),
+                ("name", "ASC"),
+            ] {
+                let mut raw = format!(
+                    "name={pattern}&limit=7&sort_key={key}&sort_dir={}",
+                    dir.to_lowercase()
+                );
+                if let Some(status) = status {
+                    raw.push_str(&format!("&status={status}"));
+                }
+                let query = crate::store::page::list_query(&raw);
+                let page = store.list_page(&project, &query, 1000).await.expect("list");
+                let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+                    "SELECT id, COUNT(*) OVER () FROM jobs WHERE project_id = $1 \
+                     AND strpos(lower(name), lower($2)) > 0 AND ($3::text IS NULL OR status = $3) \
+                     ORDER BY {key} {dir}, id {dir}"
+                ))
+                .bind(project.as_str())
+                .bind(pattern)
+                .bind(status)
+                .fetch_all(&store.write)
+                .await
+                .expect("scan");
+                assert!(rows.len() > 7, "{raw}: {} rows", rows.len());
+                assert_eq!(page.total, rows.len() as u64, "{raw}");
+                let ids: Vec<String> = page
+                    .items()
+                    .expect("items")
+                    .into_iter()
+                    .map(|item| item.id)
+                    .collect();
+                let expected: Vec<String> = rows.into_iter().take(7).map(|(id, _)| id).collect();
+                assert_eq!(ids, expected, "{raw}");
+            }
         }
         drop(store);
         drop_database(&url, &admin).await;
