@@ -344,6 +344,37 @@ fn first_page_sql(
     sql
 }
 
+/// The first page (`take` rows in `order`) with its total (column 0), read by one statement
+/// that finds the matching jobs once for both: their keys are gathered (`MATERIALIZED`),
+/// counted, and the page's items read by row id for the first `take` of them. For a filter
+/// that counts rows (a `name`) and matches more than a page, where a count of its own would
+/// look for every matching row a second time.
+fn counted_page_sql(
+    project: &ProjectId,
+    filter: &JobFilter,
+    order: (SortKey, SortDir),
+    take: u64,
+) -> Sql {
+    let (col, dir) = (order_column(order.0), order_dir(order.1));
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "WITH matches AS MATERIALIZED (SELECT {col}, id, seq FROM "
+    ))
+    .push(jobs_source(filter))
+    .push(" WHERE project_id = ")
+    .bind(project.as_str().to_string());
+    push_filter(&mut sql, filter);
+    sql.push(&format!(
+        ") SELECT (SELECT COUNT(*) FROM matches), j.{LIST_ITEM} FROM (SELECT {col}, id, seq \
+         FROM matches ORDER BY {col} {dir}, id {dir} LIMIT "
+    ))
+    .bind(i64::try_from(take).unwrap_or(i64::MAX))
+    .push(&format!(
+        ") AS top JOIN jobs AS j ON j.seq = top.seq ORDER BY top.{col} {dir}, top.id {dir}"
+    ));
+    sql
+}
+
 /// Runs a page statement whose list item is column `first` (column 0, when `first` is 1, is
 /// the total); with `reversed`, the array holds the rows in the opposite order.
 fn read_page(
@@ -403,16 +434,20 @@ fn list(
     if offset == 0 && needs_row_count(filter) {
         // A selective filter (an id, a name) usually matches less than a page: the page then
         // is the whole result, and the rows are not looked for a second time to count them.
-        let _snapshot = Snapshot::begin(conn)?;
         let sql = page_sql(LIST_ITEM, project, filter, order, limit, 0);
         let page = read_page(conn, &sql, 0, false)?;
-        let total = if page.rows < limit {
-            page.rows
-        } else {
-            count(conn, project, filter)?
-        };
+        if page.rows < limit {
+            return Ok(JobPage {
+                total: page.rows,
+                data: page.json,
+            });
+        }
+        // More than a page matches: the page again with its total, in one snapshot, the
+        // matching rows found once for both.
+        let sql = counted_page_sql(project, filter, order, limit);
+        let page = read_page(conn, &sql, 1, false)?;
         return Ok(JobPage {
-            total,
+            total: page.total.unwrap_or(0),
             data: page.json,
         });
     }

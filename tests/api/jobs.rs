@@ -275,19 +275,44 @@ async fn paging_edges(app: TestApp) {
     .await;
     assert_eq!(by_name_desc, vec![ids[6].clone(), ids[5].clone()]);
     // Name and id filters: pages shorter than, as long as, and longer than the matches all
-    // carry the exact total.
-    for (query, total, len) in [
-        (vec![("name", "JOB"), ("limit", "3")], 7, 3),
-        (vec![("name", "job-"), ("limit", "7")], 7, 7),
-        (vec![("name", "ob"), ("limit", "8")], 7, 7),
-        (vec![("name", "job-3"), ("limit", "1")], 1, 1),
-        (vec![("name", "job-3"), ("limit", "2")], 1, 1),
-        (vec![("name", "job"), ("limit", "3"), ("offset", "5")], 7, 2),
-        (vec![("id", ids[2].as_str()), ("limit", "1")], 1, 1),
+    // carry the exact total, and hold the first matches in the page's order.
+    for (query, total, expected) in [
+        (vec![("name", "JOB"), ("limit", "3")], 7, &all[..3]),
+        (vec![("name", "job-"), ("limit", "7")], 7, &all[..]),
+        (vec![("name", "ob"), ("limit", "8")], 7, &all[..]),
+        (vec![("name", "job-3"), ("limit", "1")], 1, &ids[3..4]),
+        (vec![("name", "job-3"), ("limit", "2")], 1, &ids[3..4]),
+        (
+            vec![("name", "job"), ("limit", "3"), ("offset", "5")],
+            7,
+            &all[5..],
+        ),
+        (
+            vec![
+                ("name", "Job-"),
+                ("sort_key", "name"),
+                ("sort_dir", "asc"),
+                ("limit", "4"),
+            ],
+            7,
+            &ids[..4],
+        ),
+        (
+            vec![
+                ("name", "b-"),
+                ("sort_key", "name"),
+                ("sort_dir", "desc"),
+                ("limit", "2"),
+            ],
+            7,
+            &[ids[6].clone(), ids[5].clone()][..],
+        ),
+        (vec![("id", ids[2].as_str()), ("limit", "1")], 1, &ids[2..3]),
     ] {
         let q: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, v.to_string())).collect();
         let p = app.admin.list_jobs(&q).await.expect("list");
-        assert_eq!((p.total, p.data.len()), (total, len), "{query:?}");
+        let found: Vec<String> = p.data.into_iter().map(|j| j.id).collect();
+        assert_eq!((p.total, &found[..]), (total, expected), "{query:?}");
     }
 }
 
