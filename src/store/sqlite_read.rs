@@ -346,9 +346,9 @@ fn first_page_sql(
 
 /// The first page (`take` rows in `order`) with its total (column 0), read by one statement
 /// that finds the matching jobs once for both: their keys are gathered (`MATERIALIZED`),
-/// counted, and the page's items read by row id for the first `take` of them. For a filter
-/// that counts rows (a `name`) and matches more than a page, where a count of its own would
-/// look for every matching row a second time.
+/// counted, and the page's items read by row id for the first `take` of them. For a `name`
+/// that a name index serves, whose candidates are all read to order them: a count of its
+/// own would look for every matching row a second time.
 fn counted_page_sql(
     project: &ProjectId,
     filter: &JobFilter,
@@ -431,23 +431,30 @@ fn list(
     let order = (query.page.sort_key, query.page.sort_dir);
     let limit = query.page.effective_limit(max_page_size);
     let offset = query.page.offset;
-    if offset == 0 && needs_row_count(filter) {
-        // A selective filter (an id, a name) usually matches less than a page: the page then
-        // is the whole result, and the rows are not looked for a second time to count them.
-        let sql = page_sql(LIST_ITEM, project, filter, order, limit, 0);
-        let page = read_page(conn, &sql, 0, false)?;
-        if page.rows < limit {
-            return Ok(JobPage {
-                total: page.rows,
-                data: page.json,
-            });
-        }
-        // More than a page matches: the page again with its total, in one snapshot, the
-        // matching rows found once for both.
+    if offset == 0 && filter.name.as_deref().and_then(name_search).is_some() {
+        // A name index gives the candidates: the page reads every matching job to order
+        // them anyway, so one statement finds them once for the page and its total.
         let sql = counted_page_sql(project, filter, order, limit);
         let page = read_page(conn, &sql, 1, false)?;
         return Ok(JobPage {
             total: page.total.unwrap_or(0),
+            data: page.json,
+        });
+    }
+    if offset == 0 && needs_row_count(filter) {
+        // An id, or a name no index serves (the sort index is walked, stopping at a page):
+        // when the page is not full it is the whole result, and the rows are not looked
+        // for a second time to count them.
+        let _snapshot = Snapshot::begin(conn)?;
+        let sql = page_sql(LIST_ITEM, project, filter, order, limit, 0);
+        let page = read_page(conn, &sql, 0, false)?;
+        let total = if page.rows < limit {
+            page.rows
+        } else {
+            count(conn, project, filter)?
+        };
+        return Ok(JobPage {
+            total,
             data: page.json,
         });
     }
