@@ -63,10 +63,12 @@ fn keep_tail(out: &mut String) {
 }
 
 /// Runs one item: the template command under `sh -c` with the parameters as environment
-/// variables. Answers whether it succeeded and its output.
+/// variables, killed after `left` (what remains of the task's timeout, `timeout`). Answers
+/// whether it succeeded and its output.
 async fn run_item(
     command: &str,
     params: &BTreeMap<String, String>,
+    left: Duration,
     timeout: Duration,
 ) -> (bool, String) {
     let mut cmd = tokio::process::Command::new("/bin/sh");
@@ -95,7 +97,7 @@ async fn run_item(
         let status = child.wait().await;
         (status, out, err)
     };
-    match tokio::time::timeout(timeout, collect).await {
+    match tokio::time::timeout(left, collect).await {
         Ok((status, out, err)) => {
             let mut text = String::from_utf8_lossy(&out).into_owned();
             text.push_str(&String::from_utf8_lossy(&err));
@@ -106,39 +108,53 @@ async fn run_item(
                 Err(e) => (false, format!("{text}\n[cannot wait for the command: {e}]")),
             }
         }
-        Err(_) => (false, format!("timed out after {}s", timeout.as_secs())),
+        Err(_) => (false, timed_out(timeout)),
     }
 }
 
-/// Runs every item of a task in order; the task fails at the first failing item.
+fn timed_out(timeout: Duration) -> String {
+    format!(
+        "timed out after {}s (the task's timeout)",
+        timeout.as_secs()
+    )
+}
+
+/// Runs every item of a task in order; the task fails at the first failing item. The
+/// template's timeout bounds the whole task (every item together), so that the task ends
+/// and is reported within its lease.
 pub async fn execute(task: &AgentTask) -> AgentResult {
+    let result = |status: &str, message: String| AgentResult {
+        status: status.into(),
+        message,
+        lease_until: Some(task.lease_until),
+    };
     if task.command.is_empty() {
-        return AgentResult {
-            status: "FAILED".into(),
-            message: format!("no template for job type {}", task.job_type),
-        };
+        return result(
+            "FAILED",
+            format!("no template for job type {}", task.job_type),
+        );
     }
     let timeout = Duration::from_secs(task.timeout_secs.max(1));
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut message = String::new();
     for (i, item) in task.items.iter().enumerate() {
         let mut params = task.params.clone();
         if let Some(spec) = &item.spec {
             params.extend(spec.clone());
         }
-        let (ok, output) = run_item(&task.command, &params, timeout).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (ok, output) = if left.is_zero() {
+            (false, timed_out(timeout))
+        } else {
+            run_item(&task.command, &params, left, timeout).await
+        };
         message.push_str(&format!("[item {} {}]\n{output}", i + 1, item.item_type));
         keep_tail(&mut message);
         if !ok {
-            return AgentResult {
-                status: "FAILED".into(),
-                message,
-            };
+            return result("FAILED", message);
         }
     }
-    AgentResult {
-        status: "SUCCESS".into(),
-        message,
-    }
+    result("SUCCESS", message)
 }
 
 /// Serves the server's tasks until `shutdown`; tasks already running finish and report.

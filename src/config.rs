@@ -10,6 +10,22 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw).map_err(|e| e.to_string())
 }
 
+fn parse_interval(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw.parse().map_err(|_| format!("{raw} is not a number"))?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err("must be from 0.0 to 1.0".into());
+    }
+    Ok(rate)
+}
+
 fn parse_outcome(raw: &str) -> Result<(String, String), String> {
     let (server, outcome) = raw
         .split_once('=')
@@ -86,15 +102,15 @@ pub struct ServeConfig {
     pub simulate_delay: Duration,
 
     /// Chance (0.0 to 1.0) that a simulated task fails.
-    #[arg(long, env = "LITEJOBS_SIMULATE_FAILURE_RATE", default_value_t = 0.0)]
+    #[arg(long, env = "LITEJOBS_SIMULATE_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub simulate_failure_rate: f64,
 
     /// Fixed outcome of one simulated server, e.g. `sim-server-02=FAILED`; repeatable.
     #[arg(long = "simulate-outcome", value_parser = parse_outcome)]
     pub simulate_outcomes: Vec<(String, String)>,
 
-    /// Interval of the retention purge.
-    #[arg(long, env = "LITEJOBS_PURGE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    /// Interval of the retention purge (at least `1s`).
+    #[arg(long, env = "LITEJOBS_PURGE_INTERVAL", default_value = "1m", value_parser = parse_interval)]
     pub purge_interval: Duration,
 
     /// Also answer `GET /v1/{project_id}/bench-floor`: fixed bytes behind the same
@@ -116,5 +132,37 @@ impl ServeConfig {
             config: ServeConfig,
         }
         <Wrapper as clap::Parser>::parse_from(["litejobs"]).config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServeConfig, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let argv = std::iter::once("litejobs").chain(args.iter().copied());
+        <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.config)
+    }
+
+    #[test]
+    fn rates_and_intervals_out_of_range_are_refused() {
+        let ok = parse(&["--simulate-failure-rate", "0.25", "--purge-interval", "1s"])
+            .expect("valid settings");
+        assert_eq!(ok.simulate_failure_rate, 0.25);
+        assert_eq!(ok.purge_interval, Duration::from_secs(1));
+        for bad in [
+            &["--simulate-failure-rate", "NaN"][..],
+            &["--simulate-failure-rate", "1.5"],
+            &["--simulate-failure-rate", "-0.1"],
+            &["--purge-interval", "0s"],
+            &["--purge-interval", "500ms"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -58,6 +58,28 @@ async fn ensure_demo_account(store: &dyn Store, sealer: Option<&Sealer>) -> anyh
     Ok(())
 }
 
+/// Takes the demo account's access key, tokens and grant away, if an earlier
+/// `serve --simulate` on loopback made them: its credentials are public, and this server
+/// does not accept them.
+async fn retire_demo_account(store: &dyn Store) -> anyhow::Result<()> {
+    let Some(key) = store.find_access_key(demo::ACCESS_KEY).await? else {
+        return Ok(());
+    };
+    store.delete_access_key(demo::ACCESS_KEY).await?;
+    store
+        .revoke_user_tokens(&key.user_id, crate::domain::now_ms())
+        .await?;
+    store
+        .revoke(&key.user_id, demo::PROJECT_ID, iam::FULL_ACCESS)
+        .await?;
+    tracing::warn!(
+        access_key = demo::ACCESS_KEY,
+        "removed the demo account's access key, tokens and grant: its credentials are \
+         public, and only `serve --simulate` on a loopback address accepts them"
+    );
+    Ok(())
+}
+
 fn simulation(config: &ServeConfig) -> SimulationConfig {
     SimulationConfig {
         servers: config.simulate_servers,
@@ -98,8 +120,12 @@ impl Server {
             }
             Bootstrap::Existing => {}
         }
+        let demo_account = config.simulate && addr.ip().is_loopback();
+        if !demo_account {
+            retire_demo_account(store.as_ref()).await?;
+        }
         if config.simulate {
-            if addr.ip().is_loopback() {
+            if demo_account {
                 ensure_demo_account(store.as_ref(), sealer.as_ref()).await?;
                 tracing::info!(
                     project_id = demo::PROJECT_ID,
@@ -119,6 +145,7 @@ impl Server {
                 rate_limit_per_sec: config.rate_limit,
                 rate_burst: config.rate_burst,
                 cache_ttl: config.auth_cache_ttl,
+                demo_account,
             },
             bench_floor: config.bench_floor,
             ..ApiConfig::default()

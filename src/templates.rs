@@ -34,6 +34,9 @@ pub struct TemplateCatalog {
     templates: Vec<TemplateDetail>,
 }
 
+/// Longest timeout a template may give its tasks: a week.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 fn parse(origin: &str, raw: &str) -> anyhow::Result<TemplateDetail> {
     let t: TemplateDetail =
         serde_json::from_str(raw).with_context(|| format!("template {origin} is malformed"))?;
@@ -44,6 +47,12 @@ fn parse(origin: &str, raw: &str) -> anyhow::Result<TemplateDetail> {
     anyhow::ensure!(
         !t.id.is_empty() && t.id.len() <= 64,
         "template {origin}: bad id"
+    );
+    anyhow::ensure!(
+        t.timeout
+            .parse::<u64>()
+            .is_ok_and(|secs| (1..=MAX_TIMEOUT_SECS).contains(&secs)),
+        "template {origin}: timeout must be a number of seconds from 1 to {MAX_TIMEOUT_SECS}"
     );
     Ok(t)
 }
@@ -138,5 +147,30 @@ mod tests {
         assert_eq!(types.len(), BUILTIN.len());
         assert!(catalog.by_type("COMMON").is_some());
         assert_eq!(catalog.filter(None, Some("LOG"), None).len(), 2);
+    }
+
+    #[test]
+    fn a_template_timeout_is_a_number_of_seconds_up_to_a_week() {
+        let (_, common) = BUILTIN
+            .iter()
+            .find(|(name, _)| name.contains("common"))
+            .expect("the COMMON template");
+        let mut raw: serde_json::Value = serde_json::from_str(common).expect("json");
+        for (timeout, ok) in [
+            ("1", true),
+            ("604800", true),
+            ("0", false),
+            ("604801", false),
+            ("18446744073709551615", false),
+            ("1h", false),
+            ("", false),
+        ] {
+            raw["timeout"] = serde_json::json!(timeout);
+            assert_eq!(
+                parse("test", &raw.to_string()).is_ok(),
+                ok,
+                "timeout {timeout:?}"
+            );
+        }
     }
 }

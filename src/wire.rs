@@ -215,4 +215,8 @@ pub struct AgentResult {
     pub status: String,
     #[serde(default)]
     pub message: String,
+    /// The `lease_until` of the lease the task ran under: a report from a lease that
+    /// expired, after which the task was leased again, is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
 }

@@ -87,6 +87,8 @@ pub async fn finish_due_tasks(
         let failed = match task.outcome.as_str() {
             "FAILED" => true,
             "SUCCESS" => false,
+            // A rate that is not a number (the flag refuses one) fails nothing.
+            _ if config.failure_rate.is_nan() => false,
             _ => rand::thread_rng().gen_bool(config.failure_rate.clamp(0.0, 1.0)),
         };
         let (status, message) = if failed {
@@ -101,7 +103,14 @@ pub async fn finish_due_tasks(
             )
         };
         if store
-            .complete_task(&task.project_id, &task.task_id, status, &message, now_ms())
+            .complete_task(
+                &task.project_id,
+                &task.task_id,
+                status,
+                &message,
+                now_ms(),
+                None,
+            )
             .await?
         {
             ended += 1;

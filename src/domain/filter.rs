@@ -66,8 +66,17 @@ impl PageRequest {
         self.limit.unwrap_or(max_page_size)
     }
 
-    /// The page wrapper's numbers for `total` matching rows.
+    /// The page wrapper's numbers for `total` matching rows. A page past the end of a list
+    /// that holds jobs is numbered as its last page (`current <= pages`), its data empty.
     pub fn numbers(&self, total: u64, max_page_size: u64) -> PageNumbers {
+        let mut numbers = self.unclamped_numbers(total, max_page_size);
+        if numbers.pages > 0 {
+            numbers.current = numbers.current.min(numbers.pages);
+        }
+        numbers
+    }
+
+    fn unclamped_numbers(&self, total: u64, max_page_size: u64) -> PageNumbers {
         match self.limit {
             Some(limit) => PageNumbers {
                 current: self.offset / limit + 1,
@@ -265,5 +274,21 @@ mod tests {
         };
         let n = paged.numbers(31, 1000);
         assert_eq!((n.current, n.pages, n.size), (3, 4, 10));
+        // Past the end: the last page's number while the list holds jobs.
+        let past = PageRequest {
+            limit: Some(10),
+            offset: 50,
+            ..PageRequest::default()
+        };
+        let n = past.numbers(20, 1000);
+        assert_eq!((n.current, n.pages, n.size), (2, 2, 10));
+        let n = past.numbers(0, 1000);
+        assert_eq!((n.current, n.pages, n.size), (6, 0, 10));
+        let unlimited = PageRequest {
+            offset: 3000,
+            ..PageRequest::default()
+        };
+        let n = unlimited.numbers(2500, 1000);
+        assert_eq!((n.current, n.pages, n.size), (3, 3, 1000));
     }
 }

@@ -51,13 +51,16 @@ pub fn simple_name(field: &str, value: &str) -> Result<(), Invalid> {
     }
 }
 
-/// Checks a free-form identifier given by a client: 1 to 64 characters.
+/// Checks a free-form identifier given by a client: 1 to 64 characters, none of them a
+/// control character (PostgreSQL's text cannot hold U+0000, and no id or name needs one).
 pub fn bounded(field: &str, value: &str) -> Result<(), Invalid> {
     let n = value.chars().count();
-    if (1..=64).contains(&n) {
+    if (1..=64).contains(&n) && !value.chars().any(char::is_control) {
         Ok(())
     } else {
-        Err(Invalid(format!("{field} must be 1 to 64 characters")))
+        Err(Invalid(format!(
+            "{field} must be 1 to 64 characters, none of them a control character"
+        )))
     }
 }
 
@@ -107,6 +110,18 @@ mod tests {
         assert!(ProjectId::parse(&"a".repeat(65)).is_err());
         assert!(ProjectId::parse("a_b").is_err());
         assert!(ProjectId::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn bounded_values_have_no_control_characters() {
+        assert!(bounded("id", "Ünïcode name-1").is_ok());
+        assert!(bounded("id", &"é".repeat(64)).is_ok());
+        assert!(bounded("id", &"é".repeat(65)).is_err());
+        assert!(bounded("id", "").is_err());
+        for bad in ["a\0b", "\0", "tab\there", "line\n", "\u{7f}", "\u{85}"] {
+            let err = bounded("id", bad).expect_err(bad);
+            assert!(err.0.contains("id must be"), "{}", err.0);
+        }
     }
 
     #[test]

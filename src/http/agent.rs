@@ -15,7 +15,7 @@ use super::jobs::query_pairs;
 use super::AppState;
 use crate::domain::ids::bounded;
 use crate::domain::{now_ms, Action, Invalid, TaskStatus};
-use crate::store::NewServer;
+use crate::store::{NewServer, TaskLease};
 use crate::wire::{AgentLease, AgentRegistration, AgentResult, AgentTask};
 
 /// Longest a lease request waits for work.
@@ -104,7 +104,12 @@ pub async fn lease_tasks(
         .filter_map(|t| t.timeout.parse::<u64>().ok())
         .max()
         .unwrap_or(3600);
-    let lease_ms = ((longest + LEASE_GRACE_SECS) * 1000) as i64;
+    let lease_ms = i64::try_from(
+        longest
+            .saturating_add(LEASE_GRACE_SECS)
+            .saturating_mul(1000),
+    )
+    .unwrap_or(i64::MAX / 2);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let now = now_ms();
@@ -174,8 +179,13 @@ pub async fn report_result(
         s @ (TaskStatus::Success | TaskStatus::Failed) => s,
         _ => return Err(Invalid::new("status must be SUCCESS or FAILED").into()),
     };
-    // Keep the stored output bounded: its last 64 KiB.
-    let mut message = result.message;
+    // A command's output may hold NUL bytes, which PostgreSQL's text cannot: each is kept
+    // as U+FFFD. The stored output stays bounded: its last 64 KiB.
+    let mut message = if result.message.contains('\0') {
+        result.message.replace('\0', "\u{FFFD}")
+    } else {
+        result.message
+    };
     if message.len() > 65_536 {
         let mut cut = message.len() - 65_536;
         while !message.is_char_boundary(cut) {
@@ -185,13 +195,25 @@ pub async fn report_result(
     }
     let ended = state
         .store
-        .complete_task(&caller.project, &task_id, status, &message, now_ms())
+        .complete_task(
+            &caller.project,
+            &task_id,
+            status,
+            &message,
+            now_ms(),
+            Some(TaskLease {
+                server_id: &server_id,
+                owner: &caller.user_id,
+                until: result.lease_until,
+            }),
+        )
         .await?;
     if ended {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::Conflict(format!(
-            "The task {task_id} is not running (it ended, was cancelled, or does not exist)."
+            "The task {task_id} is not running under this lease on server {server_id} (it \
+             ended, was cancelled, was leased again, or does not exist)."
         )))
     }
 }

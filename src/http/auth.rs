@@ -88,6 +88,9 @@ pub struct AuthConfig {
     /// database again; zero asks every time. A revoked key, token or grant keeps working for
     /// at most this long.
     pub cache_ttl: Duration,
+    /// Accept the public demo credentials of `serve --simulate` (its access key, and tokens of
+    /// its user in its project): only a simulating server on a loopback address does.
+    pub demo_account: bool,
 }
 
 /// Default of [`AuthConfig::cache_ttl`].
@@ -222,6 +225,7 @@ pub struct Authenticator {
     /// Secret used to spend the same effort on unknown keys as on known ones.
     decoy_secret: String,
     cache: LookupCache,
+    demo_account: bool,
 }
 
 impl Authenticator {
@@ -236,7 +240,17 @@ impl Authenticator {
             failures: DashMap::new(),
             decoy_secret: crate::domain::ids::new_id(),
             cache: LookupCache::new(config.cache_ttl),
+            demo_account: config.demo_account,
         }
+    }
+
+    /// True for the public demo credentials on a server that does not accept them (another
+    /// replica on the same database may be a simulating one on loopback).
+    fn refuses_demo(&self, access_key: Option<&str>, user_project: Option<(&str, &str)>) -> bool {
+        use crate::serve::demo;
+        !self.demo_account
+            && (access_key == Some(demo::ACCESS_KEY)
+                || user_project == Some((demo::USER, demo::PROJECT_ID)))
     }
 
     fn is_locked(&self, key: &str) -> bool {
@@ -345,7 +359,7 @@ async fn verify_signature(
         return Err(ApiError::Unauthenticated);
     };
     let authn = &state.authenticator;
-    if authn.locked(&auth.access_key) {
+    if authn.locked(&auth.access_key) || authn.refuses_demo(Some(&auth.access_key), None) {
         return Err(ApiError::Unauthenticated);
     }
     let fail = || {
@@ -416,6 +430,9 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Identity, ApiErro
         .token(state.store.as_ref(), &hash, crate::domain::now_ms())
         .await?
     {
+        Some(t) if authn.refuses_demo(None, Some((&t.user_name, &t.project_id))) => {
+            Err(ApiError::Unauthenticated)
+        }
         Some(t) => Ok(Identity {
             limit_key: format!("user:{}", t.user_id),
             user_id: t.user_id,

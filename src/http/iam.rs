@@ -86,6 +86,8 @@ pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Re
         .ok_or_else(|| {
             ApiError::Invalid("auth.scope.project with an id or a name is required".into())
         })?;
+    crate::domain::ids::bounded("auth.identity.password.user", &user_ref)?;
+    crate::domain::ids::bounded("auth.scope.project", &scope)?;
 
     let authn = &state.authenticator;
     let limit_key = format!("password:{user_ref}");

@@ -53,6 +53,7 @@ impl Default for ApiConfig {
                 rate_limit_per_sec: 1000,
                 rate_burst: 2000,
                 cache_ttl: auth::DEFAULT_AUTH_CACHE_TTL,
+                demo_account: false,
             },
             bench_floor: false,
         }
@@ -134,6 +135,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api)
+        // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error
+        // format) before the handlers; the extractors' own 2 MB limit would answer bodies
+        // between the two in plain text.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(middleware::from_fn(request_context))
         .with_state(state)

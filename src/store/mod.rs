@@ -100,6 +100,17 @@ pub struct DueTask {
     pub outcome: String,
 }
 
+/// The lease an agent's report claims to hold.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskLease<'a> {
+    pub server_id: &'a str,
+    /// The user who leased the task.
+    pub owner: &'a str,
+    /// The lease's end as the lease answered it: a later lease of the same task (after this
+    /// one expired) has another. `None` accepts any lease of `owner` on `server_id`.
+    pub until: Option<i64>,
+}
+
 /// A task leased to a node agent.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct LeasedTask {
@@ -197,8 +208,9 @@ pub trait JobStore: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<Vec<JobListItem>>;
 
-    /// Ends a running task; the job finishes when its last task does. False when the task
-    /// was not running (already ended, cancelled, or unknown).
+    /// Ends a running task; the job finishes when its last task does. With `lease`, only the
+    /// holder of the task's lease on that server may end it. False when the task was not
+    /// running (already ended, cancelled, or unknown) or, with `lease`, not leased so.
     async fn complete_task(
         &self,
         project: &ProjectId,
@@ -206,6 +218,7 @@ pub trait JobStore: Send + Sync {
         status: TaskStatus,
         message: &str,
         now_ms: i64,
+        lease: Option<TaskLease<'_>>,
     ) -> StoreResult<bool>;
 
     /// Running tasks of simulated servers created before `created_before_ms`.

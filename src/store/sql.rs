@@ -283,7 +283,7 @@ macro_rules! sql_store {
         };
         use crate::store::{
             AccessKeyRecord, DueTask, IamStore, IdempotencyKey, JobPage, JobStore, LeasedTask, NewJob,
-            NewServer, PolicyRecord, ProjectRecord, StoreError, StoreResult, TokenRecord,
+            NewServer, PolicyRecord, ProjectRecord, StoreError, StoreResult, TaskLease, TokenRecord,
             UserRecord,
         };
         use crate::wire::{JobDetail, JobListItem, Server, Task};
@@ -584,13 +584,11 @@ macro_rules! sql_store {
                     if hash != key.body_hash {
                         return Ok(Some(Err(StoreError::IdempotencyConflict)));
                     }
-                    let earlier = Self::read_job(&mut *conn, project, &job_id).await?;
-                    return match earlier {
-                        Some(job) => Ok(Some(Ok(job))),
-                        None => Err(StoreError::Corrupt(format!(
-                            "idempotency key refers to missing job {job_id}"
-                        ))),
-                    };
+                    // A job deleted and purged since is gone: the key is then spent, as an
+                    // expired one is, and the request creates a job.
+                    if let Some(job) = Self::read_job(&mut *conn, project, &job_id).await? {
+                        return Ok(Some(Ok(job)));
+                    }
                 }
                 sqlx::query("DELETE FROM idempotency_keys WHERE project_id = $1 AND token = $2")
                     .bind(project.as_str())
@@ -769,24 +767,40 @@ macro_rules! sql_store {
                 status: TaskStatus,
                 message: &str,
                 now_ms: i64,
+                lease: Option<TaskLease<'_>>,
             ) -> StoreResult<bool> {
                 if !status.is_terminal() {
                     return Ok(false);
                 }
+                // With a lease, the task must be leased, on that server, by that user, and
+                // (when the report names it) by that very lease.
+                let sql = if lease.is_some() {
+                    "UPDATE tasks SET status = $1, message = $2, \
+                     update_at = CASE WHEN update_at > $3 THEN update_at ELSE $3 END, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE project_id = $4 AND id = $5 AND status = 'PROCESSING' \
+                       AND server_id = $6 AND lease_owner = $7 \
+                       AND lease_until = COALESCE($8, lease_until) \
+                     RETURNING job_id"
+                } else {
+                    "UPDATE tasks SET status = $1, message = $2, \
+                     update_at = CASE WHEN update_at > $3 THEN update_at ELSE $3 END, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE project_id = $4 AND id = $5 AND status = 'PROCESSING' \
+                     RETURNING job_id"
+                };
                 retry_transient(|| async {
                     let mut tx = self.write.begin().await?;
-                    let job_id: Option<String> = sqlx::query(
-                        "UPDATE tasks SET status = $1, message = $2, \
-                         update_at = CASE WHEN update_at > $3 THEN update_at ELSE $3 END, \
-                         lease_owner = NULL, lease_until = NULL \
-                         WHERE project_id = $4 AND id = $5 AND status = 'PROCESSING' \
-                         RETURNING job_id",
-                    )
-                    .bind(status.as_str())
-                    .bind(message)
-                    .bind(now_ms)
-                    .bind(project.as_str())
-                    .bind(task_id)
+                    let mut query = sqlx::query(sql)
+                        .bind(status.as_str())
+                        .bind(message)
+                        .bind(now_ms)
+                        .bind(project.as_str())
+                        .bind(task_id);
+                    if let Some(lease) = lease {
+                        query = query.bind(lease.server_id).bind(lease.owner).bind(lease.until);
+                    }
+                    let job_id: Option<String> = query
                     .fetch_optional(&mut *tx)
                     .await?
                     .map(|r| r.try_get(0))

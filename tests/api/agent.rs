@@ -9,7 +9,9 @@ use litejobs::wire::{AgentResult, JobCreateRequest, JobItem};
 use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::TestApp;
+use crate::backend_tests;
+use crate::helpers::{user_with_policy, TestApp};
+use litejobs::client::ClientError;
 
 fn shell_job(name: &str, servers: &[&str], cmd: &str) -> JobCreateRequest {
     JobCreateRequest {
@@ -122,25 +124,46 @@ async fn agents_run_commands_and_report_outcomes() {
     b.await.expect("agent b").expect("agent b ran");
 }
 
-#[tokio::test]
-async fn results_must_be_for_running_tasks_and_terminal() {
-    let app = TestApp::sqlite().await;
+fn result(status: &str, message: &str, lease_until: Option<i64>) -> AgentResult {
+    AgentResult {
+        status: status.into(),
+        message: message.into(),
+        lease_until,
+    }
+}
+
+fn api_status<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
+    match r {
+        Ok(_) => 200,
+        Err(ClientError::Api { status, .. }) => status,
+        Err(e) => panic!("not an API answer: {e}"),
+    }
+}
+
+async fn results_must_come_from_the_lease_holder(app: TestApp) {
     let r = app
         .admin_send(Method::POST, "/agent/servers/node-9/lease", &[], None)
         .await;
     assert_eq!(r.status, 404, "unregistered servers lease nothing");
-    let r = app
-        .admin_send(
-            Method::PUT,
-            "/agent/servers/node-9",
-            &[],
-            Some(serde_json::json!({"name": "n9"})),
-        )
-        .await;
-    assert_eq!(r.status, 204);
+    for server in ["node-9", "node-10"] {
+        let r = app
+            .admin_send(
+                Method::PUT,
+                &format!("/agent/servers/{server}"),
+                &[],
+                Some(serde_json::json!({"name": server})),
+            )
+            .await;
+        assert_eq!(r.status, 204);
+    }
     let job = app
         .admin
         .create_job(&shell_job("x", &["node-9"], "true"), None)
+        .await
+        .expect("create");
+    let unleased = app
+        .admin
+        .create_job(&shell_job("y", &["node-10"], "true"), None)
         .await
         .expect("create");
     let lease = app.admin.lease_tasks("node-9", 0, 4).await.expect("lease");
@@ -154,54 +177,101 @@ async fn results_must_be_for_running_tasks_and_terminal() {
         .expect("lease")
         .tasks
         .is_empty());
-    let task_id = lease.tasks[0].task_id.clone();
-    let bad = app
-        .admin
-        .report_result(
+    let task = &lease.tasks[0];
+    let held = Some(task.lease_until);
+    let report =
+        |client: &litejobs::client::Client, server: &str, task_id: &str, r: AgentResult| {
+            let (client, server, task_id) =
+                (client.clone(), server.to_string(), task_id.to_string());
+            async move { client.report_result(&server, &task_id, &r).await }
+        };
+    let status = api_status(
+        report(
+            &app.admin,
             "node-9",
-            &task_id,
-            &AgentResult {
-                status: "PROCESSING".into(),
-                message: String::new(),
-            },
+            &task.task_id,
+            result("PROCESSING", "", held),
         )
-        .await;
-    assert!(matches!(
-        bad,
-        Err(litejobs::client::ClientError::Api { status: 400, .. })
-    ));
-    app.admin
-        .report_result(
+        .await,
+    );
+    assert_eq!(status, 400, "only SUCCESS or FAILED end a task");
+    // Another server, another user, or an earlier lease of the task cannot end it.
+    let status = api_status(
+        report(
+            &app.admin,
+            "node-10",
+            &task.task_id,
+            result("FAILED", "", held),
+        )
+        .await,
+    );
+    assert_eq!(status, 409, "a report from another server");
+    let other =
+        user_with_policy(&app, "other-agent", &app.project_id, "ModelArts FullAccess").await;
+    let status =
+        api_status(report(&other, "node-9", &task.task_id, result("FAILED", "", held)).await);
+    assert_eq!(
+        status, 409,
+        "a report from a user who does not hold the lease"
+    );
+    let earlier = Some(task.lease_until - 1);
+    let status = api_status(
+        report(
+            &app.admin,
             "node-9",
-            &task_id,
-            &AgentResult {
-                status: "SUCCESS".into(),
-                message: "done".into(),
-            },
+            &task.task_id,
+            result("FAILED", "", earlier),
         )
-        .await
-        .expect("reported");
-    let again = app
-        .admin
-        .report_result(
+        .await,
+    );
+    assert_eq!(status, 409, "a report of another lease");
+    // A task never leased is ended by no report.
+    let detail = app.admin.get_job(&unleased.id).await.expect("job");
+    let status = api_status(
+        report(
+            &app.admin,
+            "node-10",
+            &detail.tasks[0].id,
+            result("SUCCESS", "", None),
+        )
+        .await,
+    );
+    assert_eq!(status, 409, "a report of a task nobody leased");
+    let detail = app.admin.get_job(&job.id).await.expect("job");
+    assert_eq!(
+        (detail.status.as_str(), detail.tasks[0].status.as_str()),
+        ("PROCESSING", "PROCESSING")
+    );
+
+    // The holder's report ends it; output holding NUL bytes is kept (PostgreSQL's text
+    // cannot hold them: each becomes U+FFFD).
+    report(
+        &app.admin,
+        "node-9",
+        &task.task_id,
+        result("SUCCESS", "done\0and\0more", held),
+    )
+    .await
+    .expect("reported");
+    let status = api_status(
+        report(
+            &app.admin,
             "node-9",
-            &task_id,
-            &AgentResult {
-                status: "FAILED".into(),
-                message: String::new(),
-            },
+            &task.task_id,
+            result("FAILED", "", held),
         )
-        .await;
-    assert!(matches!(
-        again,
-        Err(litejobs::client::ClientError::Api { status: 409, .. })
-    ));
+        .await,
+    );
+    assert_eq!(status, 409, "a task reports once");
     let detail = app.admin.get_job(&job.id).await.expect("job");
     assert_eq!(
         (detail.status.as_str(), detail.abnormal_count),
         ("FINISHED", 0)
     );
+    assert_eq!(detail.tasks[0].message, "done\u{FFFD}and\u{FFFD}more");
 }
+
+backend_tests!(results_must_come_from_the_lease_holder);
 
 #[tokio::test]
 async fn the_agent_executes_items_in_order_and_stops_at_a_failure() {

@@ -13,29 +13,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{job_request, Backend, TestApp};
-
-/// A user with one policy in a project, and a signing client for it.
-async fn user_with_policy(app: &TestApp, name: &str, project: &str, policy: &str) -> Client {
-    let store = app.store.as_ref();
-    let user = iam::create_user(store, name, Some("pw-of-the-user"))
-        .await
-        .expect("user");
-    store.grant(&user.id, project, policy).await.expect("grant");
-    let sealer = litejobs::secrets::Sealer::for_database(&app.database_url).expect("master key");
-    let key = iam::create_access_key(store, sealer.as_ref(), &user, "test", None)
-        .await
-        .expect("key");
-    Client::new(
-        &app.endpoint,
-        project,
-        ClientAuth::AkSk(Credentials {
-            access_key: key.access_key,
-            secret_key: key.secret_key,
-        }),
-    )
-    .expect("client")
-}
+use crate::helpers::{job_request, user_with_policy, Backend, TestApp};
 
 async fn second_project(app: &TestApp) -> String {
     let project = iam::create_project(app.store.as_ref(), "second", None)
@@ -531,7 +509,105 @@ backend_tests!(
     custom_policies_grant_exactly_their_actions,
     tokens_authenticate_are_scoped_and_revocable,
     deleted_keys_stop_working,
+    demo_credentials_work_only_on_a_simulating_loopback_server,
 );
+
+/// A replica on the same database whose settings are those of the tests, adjusted.
+async fn replica(
+    app: &TestApp,
+    adjust: impl FnOnce(&mut litejobs::config::ServeConfig),
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = crate::helpers::test_config(dir.path(), &app.database_url);
+    config.admin_credentials = app.dir.path().join("admin.json");
+    adjust(&mut config);
+    TestApp::start(dir, config).await
+}
+
+/// The demo account's credentials are public: only a server started with `--simulate` on a
+/// loopback address accepts them. Any other start takes them away from the database, and a
+/// server that does not accept them refuses them while a simulating replica re-creates them.
+async fn demo_credentials_work_only_on_a_simulating_loopback_server(app: TestApp) {
+    use litejobs::serve::demo;
+    let demo_key = |server: &TestApp| {
+        Client::new(
+            &server.endpoint,
+            demo::PROJECT_ID,
+            ClientAuth::AkSk(Credentials {
+                access_key: demo::ACCESS_KEY.into(),
+                secret_key: demo::SECRET_KEY.into(),
+            }),
+        )
+        .expect("client")
+    };
+    let demo_token = |server: &TestApp, token: &str| {
+        Client::new(
+            &server.endpoint,
+            demo::PROJECT_ID,
+            ClientAuth::Token(token.to_string()),
+        )
+        .expect("client")
+    };
+    // `app` simulates on loopback.
+    assert!(demo_key(&app).list_jobs(&[]).await.is_ok());
+    let token = issue_token(&app.endpoint, demo::USER, demo::PASSWORD, demo::PROJECT_ID)
+        .await
+        .expect("a demo token");
+    assert!(demo_token(&app, &token).list_jobs(&[]).await.is_ok());
+
+    // A replica that does not simulate takes the key, the tokens and the grant away.
+    let plain = replica(&app, |c| c.simulate = false).await;
+    assert!(app
+        .store
+        .find_access_key(demo::ACCESS_KEY)
+        .await
+        .expect("lookup")
+        .is_none());
+    for server in [&app, &plain] {
+        assert_eq!(
+            api_error(demo_key(server).list_jobs(&[]).await),
+            (401, "APIG.0301".into())
+        );
+        assert_eq!(
+            api_error(demo_token(server, &token).list_jobs(&[]).await),
+            (401, "APIG.0301".into())
+        );
+    }
+    assert_eq!(
+        api_error(
+            issue_token(
+                &plain.endpoint,
+                demo::USER,
+                demo::PASSWORD,
+                demo::PROJECT_ID
+            )
+            .await
+        ),
+        (403, "ModelArts.0105".into())
+    );
+    assert!(plain.admin.list_jobs(&[]).await.is_ok());
+
+    // A simulating replica re-creates them; the plain one still refuses them.
+    let simulating = replica(&app, |_| {}).await;
+    assert!(demo_key(&simulating).list_jobs(&[]).await.is_ok());
+    let token = issue_token(
+        &simulating.endpoint,
+        demo::USER,
+        demo::PASSWORD,
+        demo::PROJECT_ID,
+    )
+    .await
+    .expect("a demo token");
+    assert!(demo_token(&simulating, &token).list_jobs(&[]).await.is_ok());
+    assert_eq!(
+        api_error(demo_key(&plain).list_jobs(&[]).await),
+        (401, "APIG.0301".into())
+    );
+    assert_eq!(
+        api_error(demo_token(&plain, &token).list_jobs(&[]).await),
+        (401, "APIG.0301".into())
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_the_database_alone_cannot_sign_requests() {

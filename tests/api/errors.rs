@@ -3,7 +3,8 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::backend_tests;
+use crate::helpers::{job_request, TestApp};
 
 async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status);
@@ -77,6 +78,24 @@ async fn oversized_bodies_and_uris_are_refused() {
         .expect("sent");
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error_code"], "APIG.0201");
+    // Below the limit, however large, a body is the handler's to judge, in the API's format.
+    let r = app
+        .admin
+        .send(
+            Method::POST,
+            &path,
+            &[],
+            Some(vec![b' '; 3 * 1024 * 1024]),
+            &[],
+        )
+        .await
+        .expect("sent");
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.headers["content-type"].to_str().ok(),
+        Some("application/json")
+    );
+    assert_eq!(r.json()["error_code"], "ModelArts.0107");
     let long = "a".repeat(33 * 1024);
     let r = app
         .raw(
@@ -136,3 +155,70 @@ async fn undecodable_path_parameters_are_invalid_in_the_api_format() {
         .as_str()
         .is_some_and(|m| m.contains("job 1/ü")));
 }
+
+/// Control characters (U+0000 among them, which PostgreSQL's text cannot hold) in an id, a
+/// name filter, a server id or a user name are the client's mistake on both backends: 400,
+/// and nothing changes.
+async fn control_characters_are_invalid(app: TestApp) {
+    let job = app.create_job("kept", &["sim-server-01"]).await;
+    let invalid = |r: litejobs::client::RawResponse, what: &str| {
+        assert_eq!(
+            r.status,
+            400,
+            "{what}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["error_code"], "ModelArts.0107", "{what}");
+    };
+    invalid(
+        app.admin_send(Method::GET, "/dev-servers/jobs/a%00b", &[], None)
+            .await,
+        "a job id",
+    );
+    for (key, value) in [("id", "a\0b"), ("name", "\0abc"), ("name", "ab\tcd")] {
+        invalid(
+            app.admin_send(Method::GET, "/dev-servers/jobs", &[(key, value)], None)
+                .await,
+            key,
+        );
+    }
+    invalid(
+        app.admin_send(
+            Method::DELETE,
+            "/dev-servers/jobs",
+            &[],
+            Some(json!({"job_ids": [job.id, "x\u{0}"]})),
+        )
+        .await,
+        "job_ids",
+    );
+    let mut create = serde_json::to_value(job_request("nul", &["sim-server-01"])).expect("json");
+    create["server_ids"] = json!(["sim-server-01", "\u{0}"]);
+    invalid(
+        app.admin_send(Method::POST, "/dev-servers/jobs", &[], Some(create))
+            .await,
+        "server_ids",
+    );
+    invalid(
+        app.admin_send(
+            Method::GET,
+            "/dev-servers/jobs/templates",
+            &[("name", "\0")],
+            None,
+        )
+        .await,
+        "a template name",
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/v3/auth/tokens", app.endpoint))
+        .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "ad\u{0}min", "password": "x"}}}, "scope": {"project": {"id": app.project_id}}}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_error(r, 400, "ModelArts.0107").await;
+    let list = app.admin.list_jobs(&[]).await.expect("list");
+    assert_eq!(list.total, 1);
+    assert_eq!(list.data[0].status, "PROCESSING");
+}
+
+backend_tests!(control_characters_are_invalid);

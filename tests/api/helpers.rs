@@ -261,6 +261,28 @@ pub fn job_request(name: &str, servers: &[&str]) -> JobCreateRequest {
     }
 }
 
+/// A user with one policy in a project, and a signing client for it.
+pub async fn user_with_policy(app: &TestApp, name: &str, project: &str, policy: &str) -> Client {
+    let store = app.store.as_ref();
+    let user = litejobs::iam::create_user(store, name, Some("pw-of-the-user"))
+        .await
+        .expect("user");
+    store.grant(&user.id, project, policy).await.expect("grant");
+    let sealer = litejobs::secrets::Sealer::for_database(&app.database_url).expect("master key");
+    let key = litejobs::iam::create_access_key(store, sealer.as_ref(), &user, "test", None)
+        .await
+        .expect("key");
+    Client::new(
+        &app.endpoint,
+        project,
+        ClientAuth::AkSk(Credentials {
+            access_key: key.access_key,
+            secret_key: key.secret_key,
+        }),
+    )
+    .expect("client")
+}
+
 /// Runs each named test on SQLite and on PostgreSQL: `backend_tests!(a, b)` makes
 /// `sqlite::a`, `postgres::a`, … from `async fn a(app: TestApp)`.
 #[macro_export]

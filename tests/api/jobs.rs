@@ -673,7 +673,12 @@ async fn retention_purges_deleted_jobs(backend: crate::helpers::Backend) {
     else {
         return;
     };
-    let gone = app.create_job("gone", &["sim-server-01"]).await;
+    let request = job_request("gone", &["sim-server-01"]);
+    let gone = app
+        .admin
+        .create_job(&request, Some("retried-after-purge"))
+        .await
+        .expect("create");
     let kept = app.create_job("kept", &["sim-server-01"]).await;
     app.admin
         .delete_jobs(std::slice::from_ref(&gone.id))
@@ -701,6 +706,21 @@ async fn retention_purges_deleted_jobs(backend: crate::helpers::Backend) {
         )
         .await;
     assert_eq!(r.status, 404);
+    // Its idempotency key is spent with it: the same request creates a job again.
+    let again = app
+        .admin
+        .create_job(&request, Some("retried-after-purge"))
+        .await
+        .expect("a create after the purge");
+    assert_ne!(again.id, gone.id);
+    let page = app.admin.list_jobs(&[]).await.expect("list");
+    assert_eq!(page.total, 2);
+    let repeat = app
+        .admin
+        .create_job(&request, Some("retried-after-purge"))
+        .await
+        .expect("a repeat");
+    assert_eq!(repeat.id, again.id);
 }
 
 backend_tests!(
