@@ -199,6 +199,12 @@ const NAME_SEARCH_WORK_MEM: &str = "64MB";
 const NAME_GRAM: usize = 4;
 
 /// Appends the filter's predicates (after `WHERE project_id = …`).
+/// True when a name index serves `pattern`: the 4-gram index from four characters, the
+/// trigram index for three.
+fn name_index_serves(pattern: &str) -> bool {
+    lower_pattern(pattern).chars().count() >= 3
+}
+
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
     push_exact_filters(qb, filter);
     if let Some(pattern) = &filter.name {
@@ -274,11 +280,13 @@ fn push_page<'a>(
 }
 
 /// Pushes a query of the first page of the list (`take` rows in `order`), each job's
-/// `list_item` after the total, that finds the matching jobs once for both: their keys are
-/// gathered (`MATERIALIZED`), counted, and the page's items read by id for the first `take`
-/// of them. For a filter that counts rows (a `name`) and matches more than a page, where
-/// [`push_page`]'s total would look for every matching row a second time.
-fn push_counted_page<'a>(
+/// `list_item` after the number of matching jobs, counted by a window over all of them
+/// before the page is taken: the matching jobs are found once for both. For a `name` that a
+/// name index serves, whose page reads every candidate to order them anyway, where
+/// [`push_page`]'s total would look for every matching row a second time. (A statement
+/// that gathers the keys first, counts them and joins the page back is as fast for a common
+/// name, but costs PostgreSQL twice the planning of a selective one.)
+fn push_window_counted_page<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
     project: &'a ProjectId,
     filter: &JobFilter,
@@ -286,21 +294,11 @@ fn push_counted_page<'a>(
     take: u64,
 ) {
     let (col, d) = (order_column(order.0), order_dir(order.1));
-    qb.push(format!(
-        "WITH matches AS MATERIALIZED (SELECT {col}, id FROM jobs WHERE project_id = "
-    ));
+    qb.push("SELECT COUNT(*) OVER (), list_item FROM jobs WHERE project_id = ");
     qb.push_bind(project.as_str());
     push_filter(qb, filter);
-    let take = i64::try_from(take).unwrap_or(i64::MAX);
-    qb.push(format!(
-        ") SELECT (SELECT COUNT(*) FROM matches), j.list_item FROM (SELECT {col}, id FROM \
-         matches ORDER BY {col} {d}, id {d} LIMIT {take}) AS top JOIN jobs AS j ON \
-         j.project_id = "
-    ));
-    qb.push_bind(project.as_str());
-    qb.push(format!(
-        " AND j.id = top.id ORDER BY top.{col} {d}, top.id {d}"
-    ));
+    qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
+    qb.push_bind(i64::try_from(take).unwrap_or(i64::MAX));
 }
 
 /// True when one plan serves the filter whatever its values: no filter but the project (the
@@ -429,9 +427,22 @@ async fn list_on(
     // A statement filtering by name is planned for its pattern: a generic plan cannot
     // tell a selective pattern from a common one, and walks the whole project.
     let keep = filter.name.is_none();
+    if offset == 0 && filter.name.as_deref().is_some_and(name_index_serves) {
+        // A name index gives the candidates, all of which the page reads to order them: one
+        // statement finds them once for the page and its total.
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        push_window_counted_page(&mut qb, project, filter, order, limit);
+        let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+        let page = read_page(&rows, 1, false)?;
+        return Ok(JobPage {
+            total: page.total.unwrap_or(0),
+            data: page.json,
+        });
+    }
     if offset == 0 && needs_row_count(filter) {
-        // A selective filter (an id, a name) usually matches less than a page: the page
-        // is then the whole result, and the rows need not be looked for again to count.
+        // An id, or a name too short for the name indexes (whose page may walk the order's
+        // index and stop at a page): when the page is not full it is the whole result, and
+        // the rows need not be looked for again to count.
         let mut qb = QueryBuilder::<Postgres>::new("");
         push_page(&mut qb, project, filter, order, limit, 0, false);
         let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
@@ -442,10 +453,9 @@ async fn list_on(
                 data: page.json,
             });
         }
-        // More than a page matches: the page again with its total, in one snapshot, the
-        // matching rows found once for both.
+        // More than a page matches: the page again with its total, in one snapshot.
         let mut qb = QueryBuilder::<Postgres>::new("");
-        push_counted_page(&mut qb, project, filter, order, limit);
+        push_page(&mut qb, project, filter, order, limit, 0, true);
         let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
         let page = read_page(&rows, 1, false)?;
         return Ok(JobPage {
@@ -541,7 +551,7 @@ mod queries {
 mod tests {
     use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
-    use super::{one_plan_fits, push_page, PgStore};
+    use super::{one_plan_fits, push_page, push_window_counted_page, PgStore};
     use crate::domain::filter::{ListJobsQuery, SortDir};
     use crate::domain::ProjectId;
 
@@ -586,16 +596,32 @@ mod tests {
             .expect("analyze");
     }
 
+    /// A statement of the list.
+    #[derive(Debug, Clone, Copy)]
+    enum Statement {
+        Page,
+        PageWithTotal,
+        WindowCounted,
+    }
+
     /// The plan of a page statement, as EXPLAIN writes it.
     async fn explain<'e>(
         on: impl sqlx::Executor<'e, Database = Postgres>,
         project: &ProjectId,
         filter: &crate::domain::filter::JobFilter,
         order: (crate::domain::filter::SortKey, SortDir),
-        (take, skip, with_total): (u64, u64, bool),
+        (take, skip, statement): (u64, u64, Statement),
     ) -> String {
         let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
-        push_page(&mut qb, project, filter, order, take, skip, with_total);
+        match statement {
+            Statement::Page => push_page(&mut qb, project, filter, order, take, skip, false),
+            Statement::PageWithTotal => {
+                push_page(&mut qb, project, filter, order, take, skip, true)
+            }
+            Statement::WindowCounted => {
+                push_window_counted_page(&mut qb, project, filter, order, take)
+            }
+        }
         let plan: Vec<String> = qb
             .build()
             .fetch_all(on)
@@ -759,7 +785,8 @@ mod tests {
     }
 
     /// A `name` pattern of four characters or more is looked for through the 4-gram index,
-    /// with its page and its count, and finds what a scan finds; a shorter one never is.
+    /// with its page, its count and its window-counted first page, and finds what a scan
+    /// finds; a shorter one never is.
     #[tokio::test]
     async fn name_patterns_use_the_index_of_their_length() {
         let Some((url, admin)) = fresh_database().await else {
@@ -777,14 +804,18 @@ mod tests {
         // (A three-character pattern matches too many of these names for any index to pay.)
         for (pattern, grams) in [("E-C4CA", true), ("c4ca42", true), ("4ca", false)] {
             let query = crate::store::page::list_query(&format!("name={pattern}"));
-            for with_total in [true, false] {
+            for statement in [
+                Statement::PageWithTotal,
+                Statement::Page,
+                Statement::WindowCounted,
+            ] {
                 let order = (query.page.sort_key, query.page.sort_dir);
                 let plan = explain(
                     &store.write,
                     &project,
                     &query.filter,
                     order,
-                    (50, 0, with_total),
+                    (50, 0, statement),
                 )
                 .await;
                 assert_eq!(
@@ -848,6 +879,9 @@ mod tests {
             ("ame-a", None),
             ("4ca", None),
             ("name-", Some("PROCESSING")),
+            // Too short for the name indexes: the page first, then the page with its count.
+            ("e-", None),
+            ("a", Some("PROCESSING")),
         ] {
             for (key, dir) in [
                 ("create_at", "DESC"),
@@ -937,17 +971,17 @@ mod tests {
             let Some(index) = index else {
                 continue;
             };
-            for (dir, take, skip, with_total) in [
-                (SortDir::Desc, 50, 0, true),
-                (SortDir::Asc, 1000, 0, false),
-                (SortDir::Desc, 50, 500_000, false),
+            for (dir, take, skip, statement) in [
+                (SortDir::Desc, 50, 0, Statement::PageWithTotal),
+                (SortDir::Asc, 1000, 0, Statement::Page),
+                (SortDir::Desc, 50, 500_000, Statement::Page),
             ] {
                 let plan = explain(
                     taken.conn().expect("a connection"),
                     &project,
                     filter,
                     (key, dir),
-                    (take, skip, with_total),
+                    (take, skip, statement),
                 )
                 .await;
                 assert!(
