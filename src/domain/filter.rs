@@ -1,6 +1,6 @@
 //! The job list's filters and paging, validated from the raw query.
 
-use super::ids::{bounded, simple_name};
+use super::ids::{holds_nul, lookup, simple_name};
 use super::{Invalid, JobStatus};
 
 /// Filters of the job list; each applies only when set, and they combine with AND.
@@ -14,6 +14,16 @@ pub struct JobFilter {
     pub job_type: Option<String>,
     pub status: Option<JobStatus>,
     pub visible: Option<bool>,
+}
+
+impl JobFilter {
+    /// True when no job can match: an `id` or `name` holding U+0000, which no stored text
+    /// holds.
+    pub fn matches_nothing(&self) -> bool {
+        [&self.id, &self.name]
+            .into_iter()
+            .any(|v| v.as_deref().is_some_and(holds_nul))
+    }
 }
 
 /// Column the list is ordered by; ties are broken by id in the same direction.
@@ -153,11 +163,11 @@ impl ListJobsQuery {
             }
             match *key {
                 "id" => {
-                    bounded("id", value)?;
+                    lookup("id", value)?;
                     q.filter.id = Some(value.clone());
                 }
                 "name" => {
-                    bounded("name", value)?;
+                    lookup("name", value)?;
                     q.filter.name = Some(value.clone());
                 }
                 "type" => {

@@ -64,6 +64,24 @@ pub fn bounded(field: &str, value: &str) -> Result<(), Invalid> {
     }
 }
 
+/// Checks a value a client looks up (a filter, an id to show or delete): 1 to 64
+/// characters, any of them. One that no stored id or name can hold, such as U+0000, simply
+/// matches nothing (see [`holds_nul`]).
+pub fn lookup(field: &str, value: &str) -> Result<(), Invalid> {
+    if (1..=64).contains(&value.chars().count()) {
+        Ok(())
+    } else {
+        Err(Invalid(format!("{field} must be 1 to 64 characters")))
+    }
+}
+
+/// True for a looked-up value holding U+0000: no stored text holds it (PostgreSQL's text
+/// cannot, and [`bounded`] refuses it), so it matches nothing, and it is not sent to the
+/// database, which would refuse it.
+pub fn holds_nul(value: &str) -> bool {
+    value.contains('\0')
+}
+
 /// A new random id (UUIDv4, lower-case, hyphenated): the ids of jobs.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -121,7 +139,12 @@ mod tests {
         for bad in ["a\0b", "\0", "tab\there", "line\n", "\u{7f}", "\u{85}"] {
             let err = bounded("id", bad).expect_err(bad);
             assert!(err.0.contains("id must be"), "{}", err.0);
+            // Looked up, the same value is valid, and matches nothing when it holds U+0000.
+            assert!(lookup("id", bad).is_ok());
+            assert_eq!(holds_nul(bad), bad.contains('\0'));
         }
+        assert!(lookup("id", "").is_err());
+        assert!(lookup("id", &"\0".repeat(65)).is_err());
     }
 
     #[test]

@@ -13,9 +13,9 @@ use super::auth::Caller;
 use super::error::{parse_json, ApiError, ApiPath};
 use super::AppState;
 use crate::domain::filter::ListJobsQuery;
-use crate::domain::ids::{bounded, new_id, simple_name};
+use crate::domain::ids::{bounded, holds_nul, lookup, new_id, simple_name};
 use crate::domain::{now_ms, Action, Invalid};
-use crate::store::{IdempotencyKey, NewJob};
+use crate::store::{IdempotencyKey, JobPage, NewJob};
 use crate::wire::{DeleteJobsRequest, JobCreateRequest, JobDetail, JobListItem, Page};
 
 /// Most servers one job may target, and most items one job may carry.
@@ -41,7 +41,14 @@ pub async fn list_jobs(
     caller.require(Action::ListJobs)?;
     let max = state.config.max_page_size;
     let query = ListJobsQuery::parse(&query_pairs(raw.as_deref()), max)?;
-    let page = state.store.list_jobs(&caller.project, &query, max).await?;
+    let page = if query.filter.matches_nothing() {
+        JobPage {
+            total: 0,
+            data: b"[]".to_vec(),
+        }
+    } else {
+        state.store.list_jobs(&caller.project, &query, max).await?
+    };
     let n = query.page.numbers(page.total, max);
     // The store wrote the items' JSON; the page wraps it as `Page<JobListItem>` would.
     let mut body = Vec::with_capacity(page.data.len() + 100);
@@ -158,11 +165,13 @@ pub async fn get_job(
     ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Json<JobDetail>, ApiError> {
     caller.require(Action::GetJob)?;
-    bounded("id", &id)?;
-    state
-        .store
-        .get_job(&caller.project, &id)
-        .await?
+    lookup("id", &id)?;
+    let found = if holds_nul(&id) {
+        None
+    } else {
+        state.store.get_job(&caller.project, &id).await?
+    };
+    found
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("The job {id} does not exist.")))
 }
@@ -182,11 +191,19 @@ pub async fn delete_jobs(
         )));
     }
     for id in &req.job_ids {
-        bounded("job_ids[]", id)?;
+        lookup("job_ids[]", id)?;
     }
-    let mut ids = req.job_ids;
+    // Unknown ids are ignored, and one holding U+0000 is known to none.
+    let mut ids: Vec<String> = req
+        .job_ids
+        .into_iter()
+        .filter(|id| !holds_nul(id))
+        .collect();
     ids.sort();
     ids.dedup();
+    if ids.is_empty() {
+        return Ok(Json(Page::whole(Vec::new())));
+    }
     let deleted = state
         .store
         .delete_jobs(&caller.project, &ids, now_ms())

@@ -7,7 +7,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiPath};
 use super::jobs::query_pairs;
 use super::AppState;
-use crate::domain::ids::{bounded, simple_name};
+use crate::domain::ids::{lookup, simple_name};
 use crate::domain::{Action, Invalid};
 use crate::wire::{Page, TemplateDetail, TemplateListItem};
 
@@ -34,10 +34,10 @@ pub async fn list_templates(
         }
     }
     if let Some(v) = &id {
-        bounded("id", v)?;
+        lookup("id", v)?;
     }
     if let Some(v) = &name {
-        bounded("name", v)?;
+        lookup("name", v)?;
     }
     if let Some(v) = &ty {
         simple_name("type", v)?;

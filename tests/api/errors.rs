@@ -156,69 +156,105 @@ async fn undecodable_path_parameters_are_invalid_in_the_api_format() {
         .is_some_and(|m| m.contains("job 1/ü")));
 }
 
-/// Control characters (U+0000 among them, which PostgreSQL's text cannot hold) in an id, a
-/// name filter, a server id or a user name are the client's mistake on both backends: 400,
-/// and nothing changes.
-async fn control_characters_are_invalid(app: TestApp) {
+/// Control characters, U+0000 among them (which PostgreSQL's text cannot hold), behave the
+/// same on both backends: a value looked up (an id, a filter, a user name) matches nothing,
+/// a value that would be stored (a server id) is refused with 400; nothing changes.
+async fn control_characters_match_nothing_and_are_never_stored(app: TestApp) {
     let job = app.create_job("kept", &["sim-server-01"]).await;
-    let invalid = |r: litejobs::client::RawResponse, what: &str| {
+    let r = app
+        .admin_send(Method::GET, "/dev-servers/jobs/a%00b", &[], None)
+        .await;
+    assert_eq!(r.status, 404, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error_code"], "ModelArts.0102");
+    for (key, value) in [
+        ("id", "a\0b"),
+        ("name", "\0abc"),
+        ("name", "ab\tcd"),
+        ("name", "\0"),
+    ] {
+        let r = app
+            .admin_send(Method::GET, "/dev-servers/jobs", &[(key, value)], None)
+            .await;
         assert_eq!(
             r.status,
-            400,
-            "{what}: {:?}",
+            200,
+            "{key}={value:?}: {:?}",
             String::from_utf8_lossy(&r.body)
         );
-        assert_eq!(r.json()["error_code"], "ModelArts.0107", "{what}");
-    };
-    invalid(
-        app.admin_send(Method::GET, "/dev-servers/jobs/a%00b", &[], None)
-            .await,
-        "a job id",
-    );
-    for (key, value) in [("id", "a\0b"), ("name", "\0abc"), ("name", "ab\tcd")] {
-        invalid(
-            app.admin_send(Method::GET, "/dev-servers/jobs", &[(key, value)], None)
-                .await,
-            key,
+        assert_eq!(
+            r.json(),
+            json!({"current": 1, "data": [], "pages": 0, "size": 0, "total": 0}),
+            "{key}={value:?}"
         );
     }
-    invalid(
-        app.admin_send(
+    let r = app
+        .admin_send(
             Method::DELETE,
             "/dev-servers/jobs",
             &[],
-            Some(json!({"job_ids": [job.id, "x\u{0}"]})),
+            Some(json!({"job_ids": ["x\u{0}", "\u{0}"]})),
         )
-        .await,
-        "job_ids",
-    );
-    let mut create = serde_json::to_value(job_request("nul", &["sim-server-01"])).expect("json");
-    create["server_ids"] = json!(["sim-server-01", "\u{0}"]);
-    invalid(
-        app.admin_send(Method::POST, "/dev-servers/jobs", &[], Some(create))
-            .await,
-        "server_ids",
-    );
-    invalid(
-        app.admin_send(
+        .await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["total"], 0);
+    let r = app
+        .admin_send(
             Method::GET,
             "/dev-servers/jobs/templates",
             &[("name", "\0")],
             None,
         )
-        .await,
-        "a template name",
-    );
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["total"], 0);
+    // Values that would be stored.
+    let mut create = serde_json::to_value(job_request("nul", &["sim-server-01"])).expect("json");
+    create["server_ids"] = json!(["sim-server-01", "\u{0}"]);
+    let r = app
+        .admin_send(Method::POST, "/dev-servers/jobs", &[], Some(create))
+        .await;
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error_code"], "ModelArts.0107");
+    let r = app
+        .admin_send(
+            Method::PUT,
+            "/agent/servers/a%00b",
+            &[],
+            Some(json!({"name": "n"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    let r = app
+        .admin_send(
+            Method::PUT,
+            "/agent/servers/node-1",
+            &[],
+            Some(json!({"name": "a\tb"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    // A user name holding U+0000 is no user's.
     let r = reqwest::Client::new()
         .post(format!("{}/v3/auth/tokens", app.endpoint))
         .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "ad\u{0}min", "password": "x"}}}, "scope": {"project": {"id": app.project_id}}}}))
         .send()
         .await
         .expect("sent");
-    assert_error(r, 400, "ModelArts.0107").await;
+    assert_error(r, 401, "APIG.0301").await;
     let list = app.admin.list_jobs(&[]).await.expect("list");
     assert_eq!(list.total, 1);
-    assert_eq!(list.data[0].status, "PROCESSING");
+    assert_eq!(
+        (list.data[0].id.as_str(), list.data[0].status.as_str()),
+        (job.id.as_str(), "PROCESSING")
+    );
+    let servers = app
+        .store
+        .list_servers(&litejobs::domain::ProjectId::parse(&app.project_id).expect("project"))
+        .await
+        .expect("servers");
+    assert!(servers
+        .iter()
+        .all(|s| s.id != "node-1" && !s.id.contains('\0')));
 }
 
-backend_tests!(control_characters_are_invalid);
+backend_tests!(control_characters_match_nothing_and_are_never_stored);
