@@ -110,7 +110,19 @@ impl Server {
         let endpoint = format!("http://{addr}");
         match iam::bootstrap_admin(store.as_ref(), sealer.as_ref(), &endpoint).await? {
             Bootstrap::Created(profile) => {
-                iam::write_profile(&config.admin_credentials, &profile)?;
+                if let Err(e) = iam::write_profile(&config.admin_credentials, &profile) {
+                    // Without its credentials the administrator is of no use, and the next
+                    // start would find it and write none: it goes, and the next start
+                    // creates it again.
+                    if let Some(admin) = store.find_user("admin").await? {
+                        store.delete_user(&admin.id).await?;
+                    }
+                    return Err(e.context(format!(
+                        "cannot write the administrator's credentials to {}; nothing was kept, \
+                         start again once it can be written (--admin-credentials)",
+                        config.admin_credentials.display()
+                    )));
+                }
                 tracing::info!(
                     path = %config.admin_credentials.display(),
                     user = "admin",

@@ -695,3 +695,29 @@ async fn derived_key_signatures_are_accepted_for_their_day_only() {
         .to_string();
     assert_eq!(send(yesterday).await.expect("sent").status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn an_administrator_whose_credentials_cannot_be_written_is_not_kept() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("litejobs.db").display());
+    let mut config = crate::helpers::test_config(dir.path(), &url);
+    config.admin_credentials = dir.path().join("no-such-directory").join("admin.json");
+    let error = match litejobs::serve::Server::bind(config.clone()).await {
+        Ok(_) => panic!("a server whose administrator has no credentials started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains("cannot write the administrator's credentials"),
+        "{error}"
+    );
+    // The next start, able to write them, creates the administrator and writes them.
+    config.admin_credentials = dir.path().join("admin.json");
+    let app = TestApp::start(dir, config).await;
+    assert!(app.admin.list_jobs(&[]).await.is_ok());
+    let users = app.store.list_users().await.expect("users");
+    assert_eq!(
+        users.iter().filter(|u| u.name == "admin").count(),
+        1,
+        "{users:?}"
+    );
+}
