@@ -710,6 +710,67 @@ mod tests {
         drop_database(&url, &admin).await;
     }
 
+    /// The name indexes move new names from their pending lists (which every search reads
+    /// in full) into the index by 64 kB, rather than letting them grow to 4 MB between
+    /// vacuums.
+    #[tokio::test]
+    async fn name_index_pending_lists_stay_small_under_creates() {
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        for index in ["jobs_name_grams", "jobs_name_trgm"] {
+            let options: Vec<String> =
+                sqlx::query_scalar("SELECT unnest(reloptions) FROM pg_class WHERE relname = $1")
+                    .bind(index)
+                    .fetch_all(&store.write)
+                    .await
+                    .expect("reloptions");
+            assert!(
+                options.iter().any(|o| o == "gin_pending_list_limit=64"),
+                "{index}: {options:?}"
+            );
+        }
+        let project = ProjectId::parse("p1").expect("project");
+        for batch in 0..30 {
+            sqlx::query(
+                "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+                 is_reboot, pending_tasks, items, create_at, update_at) \
+                 SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+                 TRUE, FALSE, 0, '[]', g, g FROM generate_series($2 * 100 + 1, $2 * 100 + 100) AS g",
+            )
+            .bind(project.as_str())
+            .bind(batch)
+            .execute(&store.write)
+            .await
+            .expect("insert jobs");
+        }
+        // The pending list's size, where the page inspector is at hand (a superuser's
+        // extension that ships with PostgreSQL).
+        let inspect = sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+            .execute(&store.write)
+            .await;
+        if inspect.is_ok() {
+            for index in ["jobs_name_grams", "jobs_name_trgm"] {
+                let pages: i64 = sqlx::query_scalar(
+                    "SELECT n_pending_pages FROM gin_metapage_info(get_raw_page($1, 0))",
+                )
+                .bind(index)
+                .fetch_one(&store.write)
+                .await
+                .expect("metapage");
+                assert!(pages <= 8, "{index}: {pages} pending pages");
+            }
+        } else {
+            eprintln!("pageinspect unavailable: the pending lists' sizes are not checked");
+        }
+        let query = crate::store::page::list_query("name=c4ca42");
+        let page = store.list_page(&project, &query, 1000).await.expect("list");
+        assert!(page.total >= 1);
+        drop(store);
+        drop_database(&url, &admin).await;
+    }
+
     /// Name searches keep their bitmaps exact up to a large table: every connection has
     /// 64 MB of `work_mem`, unless the database URL sets its own.
     #[tokio::test]
