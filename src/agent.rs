@@ -135,7 +135,11 @@ pub async fn execute(task: &AgentTask) -> AgentResult {
         );
     }
     let timeout = Duration::from_secs(task.timeout_secs.max(1));
-    let deadline = tokio::time::Instant::now() + timeout;
+    let now = tokio::time::Instant::now();
+    // (A timeout too far off to be an instant is as good as none.)
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
     let mut message = String::new();
     for (i, item) in task.items.iter().enumerate() {
         let mut params = task.params.clone();

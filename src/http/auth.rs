@@ -253,6 +253,13 @@ impl Authenticator {
                 || user_project == Some((demo::USER, demo::PROJECT_ID)))
     }
 
+    /// True for the demo user's public password on a server that does not accept the demo
+    /// credentials, whatever project it asks a token for.
+    pub fn refuses_demo_password(&self, user_name: &str, password: &str) -> bool {
+        use crate::serve::demo;
+        !self.demo_account && user_name == demo::USER && password == demo::PASSWORD
+    }
+
     fn is_locked(&self, key: &str) -> bool {
         self.failures
             .get(key)

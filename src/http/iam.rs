@@ -108,7 +108,10 @@ pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Re
         }
         None => false,
     };
-    let Some(user) = user.filter(|_| verified) else {
+    let public = user
+        .as_ref()
+        .is_some_and(|u| authn.refuses_demo_password(&u.name, &password.user.password));
+    let Some(user) = user.filter(|_| verified && !public) else {
         authn.record_failure(&limit_key);
         return Err(ApiError::Unauthenticated);
     };

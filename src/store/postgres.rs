@@ -198,13 +198,13 @@ const NAME_SEARCH_WORK_MEM: &str = "64MB";
 /// The length of the substrings in the `jobs_name_grams` index (migration 0008).
 const NAME_GRAM: usize = 4;
 
-/// Appends the filter's predicates (after `WHERE project_id = …`).
 /// True when a name index serves `pattern`: the 4-gram index from four characters, the
 /// trigram index for three.
 fn name_index_serves(pattern: &str) -> bool {
     lower_pattern(pattern).chars().count() >= 3
 }
 
+/// Appends the filter's predicates (after `WHERE project_id = …`).
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
     push_exact_filters(qb, filter);
     if let Some(pattern) = &filter.name {

@@ -583,7 +583,7 @@ async fn demo_credentials_work_only_on_a_simulating_loopback_server(app: TestApp
             )
             .await
         ),
-        (403, "ModelArts.0105".into())
+        (401, "APIG.0301".into())
     );
     assert!(plain.admin.list_jobs(&[]).await.is_ok());
 
@@ -606,6 +606,31 @@ async fn demo_credentials_work_only_on_a_simulating_loopback_server(app: TestApp
     assert_eq!(
         api_error(demo_token(&plain, &token).list_jobs(&[]).await),
         (401, "APIG.0301".into())
+    );
+    // Nor does it issue a token for the public password, whatever the grants.
+    let demo_user = app
+        .store
+        .find_user(demo::USER)
+        .await
+        .expect("lookup")
+        .expect("the demo user");
+    let other = iam::create_project(app.store.as_ref(), "granted-to-demo", None)
+        .await
+        .expect("project");
+    app.store
+        .grant(&demo_user.id, &other.id, iam::FULL_ACCESS)
+        .await
+        .expect("grant");
+    for project in [demo::PROJECT_ID, other.id.as_str()] {
+        assert_eq!(
+            api_error(issue_token(&plain.endpoint, demo::USER, demo::PASSWORD, project).await),
+            (401, "APIG.0301".into())
+        );
+    }
+    assert!(
+        issue_token(&simulating.endpoint, demo::USER, demo::PASSWORD, &other.id)
+            .await
+            .is_ok()
     );
 }
 
