@@ -48,9 +48,9 @@ pub struct ServeConfig {
     #[arg(long, env = "LITEJOBS_DATABASE_URL", default_value = "litejobs.db")]
     pub database_url: String,
 
-    /// Most connections to PostgreSQL this server keeps, a third each for the job list's
-    /// unfiltered and `id` pages, its other pages, and the rest (default: two per core and two
-    /// more).
+    /// Most connections to PostgreSQL this server keeps, a quarter each for the job list's
+    /// unfiltered and `id` pages, its `name` searches, its other pages, and the rest (default:
+    /// two per core and four more).
     #[arg(long, env = "LITEJOBS_DB_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: Option<u32>,

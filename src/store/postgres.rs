@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
@@ -26,9 +27,18 @@ pub struct PgStore {
     /// pages one plan fits whatever the values ([`one_plan_fits`]), which PostgreSQL then
     /// plans once per connection instead of at every run. None with a single connection.
     generic: Option<Arc<PageConnections>>,
+    /// Connections for the list pages that a name index serves ([`by_name_index`]), on
+    /// generic plans too, which can only read the name index of the project. None with fewer
+    /// than four connections.
+    names: Option<Arc<PageConnections>>,
     /// Connections for the other list pages, planned for their values at each run. None with
     /// fewer than three connections.
     planned: Option<Arc<PageConnections>>,
+    /// Projects' numbers of jobs, with when each was read: which way their names are
+    /// searched ([`Jobs::names_of_all`]).
+    sizes: Arc<DashMap<String, (u64, Instant)>>,
+    /// [`LARGE_PROJECT`], but in tests.
+    large_project: u64,
 }
 
 /// The list pages' own connections, taken and given back without a pool's round trips: a
@@ -58,7 +68,7 @@ fn is_lost_connection(e: &StoreError) -> bool {
 /// What is read on the list's connections.
 enum Read<'a> {
     /// A page: [`list_on`]'s arguments.
-    Page(&'a ProjectId, &'a ListJobsQuery, u64),
+    Page(Jobs<'a>, &'a ListJobsQuery, u64, bool),
     /// `SELECT 1`.
     Ping,
 }
@@ -66,8 +76,8 @@ enum Read<'a> {
 impl Read<'_> {
     async fn on(&self, conn: &mut PgConnection) -> StoreResult<Option<JobPage>> {
         match self {
-            Self::Page(project, query, max_page_size) => {
-                list_on(conn, project, query, *max_page_size)
+            Self::Page(jobs, query, max_page_size, keep) => {
+                list_on(conn, *jobs, query, *max_page_size, *keep)
                     .await
                     .map(Some)
             }
@@ -204,46 +214,119 @@ fn name_index_serves(pattern: &str) -> bool {
     lower_pattern(pattern).chars().count() >= 3
 }
 
-/// Appends the filter's predicates (after `WHERE project_id = …`).
+/// True when the list finds the jobs matching `filter` through a name index: a `name` that
+/// one serves, and no `id` (whose one job the id's index finds). Both name indexes lead with
+/// the project (migration 0010), so that one plan fits every such search: a bitmap of the
+/// project's candidates from the name index, their rows read, checked, counted and ordered.
+/// Their statements run that generic plan on the `names` connections, which have no other
+/// kind of scan; planning a search for its pattern had cost PostgreSQL three times what
+/// running a selective one does.
+fn by_name_index(filter: &JobFilter) -> bool {
+    filter.id.is_none() && filter.name.as_deref().is_some_and(name_index_serves)
+}
+
+/// The jobs a list statement reads: a project's, and how a name index is asked for them.
+#[derive(Debug, Clone, Copy)]
+struct Jobs<'a> {
+    project: &'a ProjectId,
+    /// The name index is asked for the names of every project holding the pattern, and the
+    /// project's are kept after: for a project with a large share of all jobs
+    /// ([`LARGE_PROJECT`]), whose own entry in the index (every one of its jobs) costs more
+    /// to read than the few candidates of a selective pattern in other projects.
+    names_of_all: bool,
+}
+
+#[cfg(test)]
+impl<'a> Jobs<'a> {
+    fn of(project: &'a ProjectId) -> Self {
+        Self {
+            project,
+            names_of_all: false,
+        }
+    }
+}
+
+/// Jobs in a project from which its name searches ask the name index for every project's
+/// names ([`Jobs::names_of_all`]). The index hands over a project's candidates by reading
+/// through its entry for the project, some 120 pages for a million jobs: a millisecond, where
+/// the benchmark's selective pattern has a handful of candidates in all projects (0.05 ms).
+const LARGE_PROJECT: u64 = 100_000;
+
+/// How long a project's number of jobs is reused to choose how its names are searched (the
+/// choice changes how fast a search is, never what it finds).
+const PROJECT_SIZE_TTL: Duration = Duration::from_secs(60);
+
+/// Appends the filter's exact predicates, then the name's.
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
     push_exact_filters(qb, filter);
     if let Some(pattern) = &filter.name {
-        let lower = lower_pattern(pattern);
-        if lower.chars().count() >= NAME_GRAM {
-            // The names holding all of the pattern's 4-grams (the `jobs_name_grams` index),
-            // then the substring itself, in a test no other index offers to serve.
-            qb.push(" AND litejobs_name_grams(lower(name)) @> litejobs_name_grams(")
-                .push_bind(lower.clone())
-                .push(") AND strpos(lower(name), ")
-                .push_bind(lower)
-                .push(") > 0");
-        } else {
-            // `lower(name) LIKE '%…%'`, which the `jobs_name_trgm` trigram index serves.
-            qb.push(" AND lower(name) LIKE ")
-                .push_bind(like_substring(&lower));
+        qb.push(" AND ");
+        push_name(qb, pattern);
+    }
+}
+
+/// Appends the predicate of the names holding `pattern`.
+fn push_name(qb: &mut QueryBuilder<'_, Postgres>, pattern: &str) {
+    let lower = lower_pattern(pattern);
+    if lower.chars().count() >= NAME_GRAM {
+        // The names holding all of the pattern's 4-grams (the `jobs_name_grams` index),
+        // then the substring itself, in a test no other index offers to serve.
+        qb.push("litejobs_name_grams(lower(name)) @> litejobs_name_grams(")
+            .push_bind(lower.clone())
+            .push(") AND strpos(lower(name), ")
+            .push_bind(lower)
+            .push(") > 0");
+    } else {
+        // `lower(name) LIKE '%…%'`, which the `jobs_name_trgm` trigram index serves.
+        qb.push("lower(name) LIKE ")
+            .push_bind(like_substring(&lower));
+    }
+}
+
+/// Pushes ` FROM jobs WHERE` the project's jobs matching `filter`. For a search of every
+/// project's names, the names found are those of a subquery that knows no project (`OFFSET
+/// 0` keeps PostgreSQL from moving the project's predicate into it, where the name index
+/// would serve it), and the project's are kept after.
+fn push_from<'a>(qb: &mut QueryBuilder<'a, Postgres>, jobs: Jobs<'a>, filter: &JobFilter) {
+    match filter.name.as_deref() {
+        Some(pattern) if jobs.names_of_all => {
+            qb.push(
+                " FROM (SELECT project_id, id, name, type, status, visible, create_at, \
+                 update_at, list_item FROM jobs WHERE ",
+            );
+            push_name(qb, pattern);
+            qb.push(" OFFSET 0) AS jobs WHERE project_id = ")
+                .push_bind(jobs.project.as_str());
+            push_exact_filters(qb, filter);
+        }
+        _ => {
+            qb.push(" FROM jobs WHERE project_id = ")
+                .push_bind(jobs.project.as_str());
+            push_filter(qb, filter);
         }
     }
 }
 
 /// Pushes a query of the number of the project's jobs matching `filter`: from the counters,
 /// unless the filter needs the rows themselves.
-fn push_count<'a>(qb: &mut QueryBuilder<'a, Postgres>, project: &'a ProjectId, filter: &JobFilter) {
+fn push_count<'a>(qb: &mut QueryBuilder<'a, Postgres>, jobs: Jobs<'a>, filter: &JobFilter) {
     if needs_row_count(filter) {
-        qb.push("SELECT COUNT(*) FROM jobs WHERE project_id = ");
+        qb.push("SELECT COUNT(*)");
+        push_from(qb, jobs, filter);
     } else {
         qb.push("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM ")
             .push(counters(filter))
-            .push(" WHERE project_id = ");
+            .push(" WHERE project_id = ")
+            .push_bind(jobs.project.as_str());
+        push_exact_filters(qb, filter);
     }
-    qb.push_bind(project.as_str());
-    push_filter(qb, filter);
 }
 
 /// Pushes a query of one page of the list: each job's `list_item` (after the total when
 /// `with_total`), `take` rows after `skip` in `order`.
 fn push_page<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
-    project: &'a ProjectId,
+    jobs: Jobs<'a>,
     filter: &JobFilter,
     order: (SortKey, SortDir),
     take: u64,
@@ -254,12 +337,11 @@ fn push_page<'a>(
     qb.push("SELECT ");
     if with_total {
         qb.push("(");
-        push_count(qb, project, filter);
+        push_count(qb, jobs, filter);
         qb.push("), ");
     }
-    qb.push("list_item FROM jobs WHERE project_id = ");
-    qb.push_bind(project.as_str());
-    push_filter(qb, filter);
+    qb.push("list_item");
+    push_from(qb, jobs, filter);
     if filter.id.is_none() {
         qb.push(format!(" ORDER BY {col} {d}, id {d}"));
     }
@@ -288,31 +370,28 @@ fn push_page<'a>(
 /// name, but costs PostgreSQL twice the planning of a selective one.)
 fn push_window_counted_page<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
-    project: &'a ProjectId,
+    jobs: Jobs<'a>,
     filter: &JobFilter,
     order: (SortKey, SortDir),
     take: u64,
 ) {
     let (col, d) = (order_column(order.0), order_dir(order.1));
-    qb.push("SELECT COUNT(*) OVER (), list_item FROM jobs WHERE project_id = ");
-    qb.push_bind(project.as_str());
-    push_filter(qb, filter);
+    qb.push("SELECT COUNT(*) OVER (), list_item");
+    push_from(qb, jobs, filter);
     qb.push(format!(" ORDER BY {col} {d}, id {d} LIMIT "));
     qb.push_bind(i64::try_from(take).unwrap_or(i64::MAX));
 }
 
 /// True when one plan serves the filter whatever its values: no filter but the project (the
-/// sort key's own index is the only one that gives the order), or an `id` (one row at most).
+/// sort key's own index is the only one that gives the order), or an `id` (one row at most,
+/// whatever else is asked). (Names a name index serves have their own plan, [`by_name_index`].)
 /// PostgreSQL then runs the statement's generic plan, made once per connection, on the
 /// `generic` connections. With a `status`, `type` or `visible` filter more than one index could
 /// serve, and a generic plan, which does not know the value, could walk the newest jobs and
 /// drop those that do not match: fine for a common value, the whole project for a rare one.
 /// Those statements are planned for their values at each run.
 fn one_plan_fits(filter: &JobFilter) -> bool {
-    if filter.name.is_some() {
-        return false;
-    }
-    filter.id.is_some() || any_status_type_visibility(filter)
+    filter.id.is_some() || (filter.name.is_none() && any_status_type_visibility(filter))
 }
 
 /// The list item in column `i` of the row: the JSON object PostgreSQL stored (migration
@@ -352,20 +431,19 @@ impl PgStore {
             // given in the URL's options is kept.
             options = options.options([("work_mem", NAME_SEARCH_WORK_MEM)]);
         }
-        // The connections are shared between the list pages (on generic plans, and planned
-        // at each run) and everything else; with fewer, the pool serves some pages too.
+        // The connections are shared between the list pages (on generic plans, the name
+        // searches on theirs, and the pages planned at each run) and everything else; with
+        // fewer, the pool serves some pages too.
         let max_connections = max_connections.max(1);
-        let generic = if max_connections > 1 {
-            (max_connections / 3).max(1)
-        } else {
-            0
+        let share = |from: u32| {
+            if max_connections >= from {
+                (max_connections / 4).max(1)
+            } else {
+                0
+            }
         };
-        let planned = if max_connections > 2 {
-            (max_connections / 3).max(1)
-        } else {
-            0
-        };
-        let rest = max_connections - generic - planned;
+        let (generic, planned, names) = (share(2), share(3), share(4));
+        let rest = max_connections - generic - planned - names;
         let pool = PgPoolOptions::new()
             .max_connections(rest)
             .acquire_timeout(TAKE_TIMEOUT)
@@ -386,14 +464,57 @@ impl PgStore {
                 generic,
             ))
         });
+        let names = (names > 0).then(|| {
+            Arc::new(PageConnections::new(
+                options.clone().options([
+                    ("plan_cache_mode", "force_generic_plan"),
+                    // A bitmap of the candidates from the project's name index is the only
+                    // scan left (see `by_name_index`), on this process alone: a parallel
+                    // plan's workers cost a selective search more than they could save.
+                    ("enable_indexscan", "off"),
+                    ("enable_indexonlyscan", "off"),
+                    ("enable_seqscan", "off"),
+                    ("max_parallel_workers_per_gather", "0"),
+                ]),
+                names,
+            ))
+        });
         let planned =
             (planned > 0).then(|| Arc::new(PageConnections::new(options.clone(), planned)));
         Ok(Self {
             read: pool.clone(),
             write: pool,
             generic,
+            names,
             planned,
+            sizes: Arc::default(),
+            large_project: LARGE_PROJECT,
         })
+    }
+
+    /// True when `project` holds [`LARGE_PROJECT`] jobs or more, as its counters said at
+    /// most [`PROJECT_SIZE_TTL`] ago.
+    async fn is_large(&self, project: &ProjectId) -> StoreResult<bool> {
+        if let Some(entry) = self.sizes.get(project.as_str()) {
+            let (jobs, read_at) = *entry;
+            if read_at.elapsed() < PROJECT_SIZE_TTL {
+                return Ok(jobs >= self.large_project);
+            }
+        }
+        let jobs: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_totals WHERE project_id = $1",
+        )
+        .bind(project.as_str())
+        .fetch_one(&self.read)
+        .await?;
+        let jobs = u64::try_from(jobs).unwrap_or(0);
+        if self.sizes.len() >= 100_000 {
+            // Sizes are cheap to read again: forget them all rather than grow without end.
+            self.sizes.clear();
+        }
+        self.sizes
+            .insert(project.as_str().to_string(), (jobs, Instant::now()));
+        Ok(jobs >= self.large_project)
     }
 
     /// One page of the job list and its exact total, read in one snapshot.
@@ -403,35 +524,47 @@ impl PgStore {
         query: &ListJobsQuery,
         max_page_size: u64,
     ) -> StoreResult<JobPage> {
-        let read = Read::Page(project, query, max_page_size);
-        let page = match (&self.generic, &self.planned) {
-            (Some(generic), _) if one_plan_fits(&query.filter) => generic.run(&read).await?,
-            (_, Some(planned)) => planned.run(&read).await?,
-            _ => read.on(&mut *self.read.acquire().await?).await?,
+        let filter = &query.filter;
+        // Statements are kept prepared, their plans with them, except those filtering by a
+        // name off the `names` connections: planned for its pattern at each run, as a plan
+        // made for one pattern could walk the whole project for another.
+        let jobs = Jobs {
+            project,
+            names_of_all: by_name_index(filter) && self.is_large(project).await?,
+        };
+        let read = |keep| Read::Page(jobs, query, max_page_size, keep);
+        let page = match (&self.generic, &self.names, &self.planned) {
+            (Some(generic), _, _) if one_plan_fits(filter) => generic.run(&read(true)).await?,
+            (_, Some(names), _) if by_name_index(filter) => names.run(&read(true)).await?,
+            (_, _, Some(planned)) => planned.run(&read(filter.name.is_none())).await?,
+            _ => {
+                read(filter.name.is_none())
+                    .on(&mut *self.read.acquire().await?)
+                    .await?
+            }
         };
         page.ok_or_else(|| StoreError::Batch("a page read answered no page".to_string()))
     }
 }
 
-/// One page of the job list and its exact total, read in one snapshot on `conn`.
+/// One page of the job list and its exact total, read in one snapshot on `conn`; its
+/// statements are kept prepared on the connection when `keep`, else prepared and planned anew.
 async fn list_on(
     conn: &mut PgConnection,
-    project: &ProjectId,
+    jobs: Jobs<'_>,
     query: &ListJobsQuery,
     max_page_size: u64,
+    keep: bool,
 ) -> StoreResult<JobPage> {
     let filter = &query.filter;
     let order = (query.page.sort_key, query.page.sort_dir);
     let limit = query.page.effective_limit(max_page_size);
     let offset = query.page.offset;
-    // A statement filtering by name is planned for its pattern: a generic plan cannot
-    // tell a selective pattern from a common one, and walks the whole project.
-    let keep = filter.name.is_none();
-    if offset == 0 && filter.name.as_deref().is_some_and(name_index_serves) {
+    if offset == 0 && by_name_index(filter) {
         // A name index gives the candidates, all of which the page reads to order them: one
         // statement finds them once for the page and its total.
         let mut qb = QueryBuilder::<Postgres>::new("");
-        push_window_counted_page(&mut qb, project, filter, order, limit);
+        push_window_counted_page(&mut qb, jobs, filter, order, limit);
         let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
         let page = read_page(&rows, 1, false)?;
         return Ok(JobPage {
@@ -444,7 +577,7 @@ async fn list_on(
         // index and stop at a page): when the page is not full it is the whole result, and
         // the rows need not be looked for again to count.
         let mut qb = QueryBuilder::<Postgres>::new("");
-        push_page(&mut qb, project, filter, order, limit, 0, false);
+        push_page(&mut qb, jobs, filter, order, limit, 0, false);
         let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
         let page = read_page(&rows, 0, false)?;
         if page.rows < limit {
@@ -455,7 +588,7 @@ async fn list_on(
         }
         // More than a page matches: the page again with its total, in one snapshot.
         let mut qb = QueryBuilder::<Postgres>::new("");
-        push_page(&mut qb, project, filter, order, limit, 0, true);
+        push_page(&mut qb, jobs, filter, order, limit, 0, true);
         let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
         let page = read_page(&rows, 1, false)?;
         return Ok(JobPage {
@@ -467,7 +600,7 @@ async fn list_on(
         // The first page (what the SDK and consoles ask) with its total, in one statement
         // (one snapshot, one round trip). No row means no matching job.
         let mut qb = QueryBuilder::<Postgres>::new("");
-        push_page(&mut qb, project, filter, order, limit, 0, true);
+        push_page(&mut qb, jobs, filter, order, limit, 0, true);
         let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
         let page = read_page(&rows, 1, false)?;
         return Ok(JobPage {
@@ -479,7 +612,7 @@ async fn list_on(
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
     let mut qb = QueryBuilder::<Postgres>::new("");
-    push_count(&mut qb, project, filter);
+    push_count(&mut qb, jobs, filter);
     let total: i64 = qb
         .build()
         .persistent(keep)
@@ -497,7 +630,7 @@ async fn list_on(
     let mut qb = QueryBuilder::<Postgres>::new("");
     push_page(
         &mut qb,
-        project,
+        jobs,
         filter,
         (order.0, plan.dir),
         plan.take,
@@ -551,7 +684,10 @@ mod queries {
 mod tests {
     use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
-    use super::{one_plan_fits, push_page, push_window_counted_page, PgStore};
+    use super::{
+        by_name_index, one_plan_fits, push_count, push_page, push_window_counted_page, Jobs,
+        PgStore,
+    };
     use crate::domain::filter::{ListJobsQuery, SortDir};
     use crate::domain::ProjectId;
 
@@ -602,6 +738,23 @@ mod tests {
         Page,
         PageWithTotal,
         WindowCounted,
+        Count,
+    }
+
+    /// Pushes a statement of the list after what `qb` holds.
+    fn push_statement<'a>(
+        qb: &mut QueryBuilder<'a, Postgres>,
+        jobs: Jobs<'a>,
+        filter: &crate::domain::filter::JobFilter,
+        order: (crate::domain::filter::SortKey, SortDir),
+        (take, skip, statement): (u64, u64, Statement),
+    ) {
+        match statement {
+            Statement::Page => push_page(qb, jobs, filter, order, take, skip, false),
+            Statement::PageWithTotal => push_page(qb, jobs, filter, order, take, skip, true),
+            Statement::WindowCounted => push_window_counted_page(qb, jobs, filter, order, take),
+            Statement::Count => push_count(qb, jobs, filter),
+        }
     }
 
     /// The plan of a page statement, as EXPLAIN writes it.
@@ -610,18 +763,10 @@ mod tests {
         project: &ProjectId,
         filter: &crate::domain::filter::JobFilter,
         order: (crate::domain::filter::SortKey, SortDir),
-        (take, skip, statement): (u64, u64, Statement),
+        statement: (u64, u64, Statement),
     ) -> String {
         let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
-        match statement {
-            Statement::Page => push_page(&mut qb, project, filter, order, take, skip, false),
-            Statement::PageWithTotal => {
-                push_page(&mut qb, project, filter, order, take, skip, true)
-            }
-            Statement::WindowCounted => {
-                push_window_counted_page(&mut qb, project, filter, order, take)
-            }
-        }
+        push_statement(&mut qb, Jobs::of(project), filter, order, statement);
         let plan: Vec<String> = qb
             .build()
             .fetch_all(on)
@@ -778,9 +923,9 @@ mod tests {
         let Some((url, admin)) = fresh_database().await else {
             return;
         };
-        async fn work_mem(store: &PgStore) -> [String; 3] {
+        async fn work_mem(store: &PgStore) -> Vec<String> {
             let mut on_sets = Vec::new();
-            for set in [&store.generic, &store.planned] {
+            for set in [&store.generic, &store.planned, &store.names] {
                 let set = set.as_ref().expect("list connections");
                 let mut taken = set.take().await.expect("take");
                 let value: String = sqlx::query_scalar("SHOW work_mem")
@@ -794,20 +939,15 @@ mod tests {
                 .fetch_one(&store.read)
                 .await
                 .expect("show");
-            [on_pool, on_sets[0].clone(), on_sets[1].clone()]
+            on_sets.insert(0, on_pool);
+            on_sets
         }
         let store = PgStore::connect(&url, 6).await.expect("connect");
-        assert_eq!(
-            work_mem(&store).await,
-            ["64MB", "64MB", "64MB"].map(String::from)
-        );
+        assert_eq!(work_mem(&store).await, ["64MB"; 4]);
         drop(store);
         let own = format!("{url}?options=-c%20work_mem%3D8MB");
         let store = PgStore::connect(&own, 6).await.expect("connect");
-        assert_eq!(
-            work_mem(&store).await,
-            ["8MB", "8MB", "8MB"].map(String::from)
-        );
+        assert_eq!(work_mem(&store).await, ["8MB"; 4]);
         drop(store);
         drop_database(&url, &admin).await;
     }
@@ -917,7 +1057,7 @@ mod tests {
         let Some((url, admin)) = fresh_database().await else {
             return;
         };
-        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let mut store = PgStore::connect(&url, 4).await.expect("connect");
         let project = ProjectId::parse("p1").expect("project");
         insert_analyzed(
             &store,
@@ -935,15 +1075,25 @@ mod tests {
              TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 500) AS g",
         )
         .await;
-        for (pattern, status) in [
-            ("NAME-", None),
-            ("ame-a", None),
-            ("4ca", None),
-            ("name-", Some("PROCESSING")),
-            // Too short for the name indexes: the page first, then the page with its count.
-            ("e-", None),
-            ("a", Some("PROCESSING")),
-        ] {
+        // Searched in the project's names, then in every project's (as in a large project).
+        for (large_project, pattern, status, offset) in [0, 1]
+            .into_iter()
+            .flat_map(|offset| [super::LARGE_PROJECT, 1].map(|large| (large, offset * 9)))
+            .flat_map(|(large, offset)| {
+                [
+                    ("NAME-", None),
+                    ("ame-a", None),
+                    ("4ca", None),
+                    ("name-", Some("PROCESSING")),
+                    // Too short for the name indexes: the page first, then with its count.
+                    ("e-", None),
+                    ("a", Some("PROCESSING")),
+                ]
+                .map(|(pattern, status)| (large, pattern, status, offset))
+            })
+        {
+            store.large_project = large_project;
+            store.sizes.clear();
             for (key, dir) in [
                 ("create_at", "DESC"),
                 ("create_at", "ASC"),
@@ -951,7 +1101,7 @@ mod tests {
                 ("name", "ASC"),
             ] {
                 let mut raw = format!(
-                    "name={pattern}&limit=7&sort_key={key}&sort_dir={}",
+                    "name={pattern}&limit=7&offset={offset}&sort_key={key}&sort_dir={}",
                     dir.to_lowercase()
                 );
                 if let Some(status) = status {
@@ -971,15 +1121,20 @@ mod tests {
                 .await
                 .expect("scan");
                 assert!(rows.len() > 7, "{raw}: {} rows", rows.len());
-                assert_eq!(page.total, rows.len() as u64, "{raw}");
+                assert_eq!(page.total, rows.len() as u64, "{raw} ({large_project})");
                 let ids: Vec<String> = page
                     .items()
                     .expect("items")
                     .into_iter()
                     .map(|item| item.id)
                     .collect();
-                let expected: Vec<String> = rows.into_iter().take(7).map(|(id, _)| id).collect();
-                assert_eq!(ids, expected, "{raw}");
+                let expected: Vec<String> = rows
+                    .into_iter()
+                    .skip(offset)
+                    .take(7)
+                    .map(|(id, _)| id)
+                    .collect();
+                assert_eq!(ids, expected, "{raw} ({large_project})");
             }
         }
         drop(store);
@@ -1020,6 +1175,7 @@ mod tests {
                 "id=job-7&status=FINISHED&sort_key=name",
                 Some("jobs_by_project_id"),
             ),
+            ("id=job-7&name=name-7", Some("jobs_by_project_id")),
             ("status=DELETED", None),
             ("type=LOG_COLLECT&status=FINISHED&visible=false", None),
             ("status=PROCESSING&sort_key=update_at", None),
@@ -1060,8 +1216,245 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 3 * 5);
+        assert_eq!(checked, 3 * 6);
         taken.give_back();
+        drop(store);
+        drop_database(&url, &admin).await;
+    }
+
+    /// The plan PostgreSQL runs for `statement` on `conn` as a prepared statement executed
+    /// with `args` (SQL literals, one per parameter), with its row counts when `analyze`:
+    /// the generic plan, on connections that force one.
+    async fn prepared_plan(
+        conn: &mut sqlx::PgConnection,
+        statement: &str,
+        args: &[&str],
+        analyze: bool,
+    ) -> String {
+        sqlx::query(&format!("PREPARE litejobs_plan AS {statement}"))
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .expect("prepare");
+        let plan: Vec<String> = sqlx::query(&format!(
+            "EXPLAIN (ANALYZE {analyze}) EXECUTE litejobs_plan({})",
+            args.join(", ")
+        ))
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
+        sqlx::query("DEALLOCATE litejobs_plan")
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .expect("deallocate");
+        plan.join("\n")
+    }
+
+    /// On the `names` connections every statement of a name search runs one generic plan: a
+    /// bitmap of the project's candidates from the name index of the pattern's length, and
+    /// nothing else, whatever the filters beside the name, the order and the page; and the
+    /// index gives only the project's candidates, not those of another project holding the
+    /// pattern (which the name indexes before migration 0010 gave too).
+    #[tokio::test]
+    async fn name_searches_run_one_generic_plan_on_the_projects_name_index() {
+        let Some((url, admin)) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(&url, 4).await.expect("connect");
+        let (big, small) = (
+            ProjectId::parse("p1").expect("project"),
+            ProjectId::parse("p2").expect("project"),
+        );
+        insert_analyzed(
+            &store,
+            &big,
+            "SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', \
+             CASE WHEN g % 3 = 0 THEN 'COMMON' ELSE 'LOG_COLLECT' END, \
+             CASE WHEN g % 7 = 0 THEN 'PROCESSING' ELSE 'FINISHED' END, g % 5 <> 0, FALSE, \
+             0, '[]', g, g FROM generate_series(1, 6000) AS g",
+        )
+        .await;
+        insert_analyzed(
+            &store,
+            &small,
+            "SELECT $1, 'small-' || g, 'Other-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+             TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 40) AS g",
+        )
+        .await;
+        let names = store.names.clone().expect("name search connections");
+        let mut taken = names.take().await.expect("a name search connection");
+        let (grams, trigrams) = ("jobs_name_grams", "jobs_name_trgm");
+        // The query, a statement of its search, its parameters (the project, exact filters,
+        // the pattern, the page), and the index it reads.
+        let p = "'p1'";
+        for (raw, statement, args, index) in [
+            (
+                "name=c4ca42",
+                (50, 0, Statement::WindowCounted),
+                vec![p, "'c4ca42'", "'c4ca42'", "50"],
+                grams,
+            ),
+            (
+                "name=NAME-&status=FINISHED&sort_key=name",
+                (50, 0, Statement::WindowCounted),
+                vec![p, "'FINISHED'", "'name-'", "'name-'", "50"],
+                grams,
+            ),
+            (
+                "name=4ca&sort_key=update_at&sort_dir=asc",
+                (20, 0, Statement::WindowCounted),
+                vec![p, "'%4ca%'", "20"],
+                trigrams,
+            ),
+            (
+                "name=ame-a&type=COMMON&status=FINISHED&visible=true",
+                (50, 100, Statement::Page),
+                vec![
+                    p,
+                    "'FINISHED'",
+                    "'COMMON'",
+                    "TRUE",
+                    "'ame-a'",
+                    "'ame-a'",
+                    "50",
+                    "100",
+                ],
+                grams,
+            ),
+            (
+                "name=ame-a&status=PROCESSING",
+                (0, 0, Statement::Count),
+                vec![p, "'PROCESSING'", "'ame-a'", "'ame-a'"],
+                grams,
+            ),
+            (
+                "name=e-a",
+                (0, 0, Statement::Count),
+                vec![p, "'%e-a%'"],
+                trigrams,
+            ),
+        ] {
+            let query = crate::store::page::list_query(raw);
+            assert!(by_name_index(&query.filter), "{raw}");
+            let order = (query.page.sort_key, query.page.sort_dir);
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            push_statement(&mut qb, Jobs::of(&big), &query.filter, order, statement);
+            let plan = prepared_plan(taken.conn().expect("conn"), qb.sql(), &args, false).await;
+            let scan = format!("Bitmap Index Scan on {index}");
+            assert_eq!(
+                plan.matches("Bitmap Index Scan").count(),
+                1,
+                "{raw}:\n{plan}"
+            );
+            assert!(plan.contains(&scan), "{raw}:\n{plan}");
+            let cond = plan.split(&scan).nth(1).unwrap_or_default();
+            assert!(
+                cond.contains("Index Cond: ((project_id = $1) AND"),
+                "{raw}:\n{plan}"
+            );
+            for bad in [
+                "BitmapAnd",
+                "Seq Scan",
+                "Index Scan using",
+                "Index Only",
+                "Gather",
+            ] {
+                assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
+            }
+        }
+        // Searched in every project's names (a large project), the index is asked for the
+        // pattern alone, its parameters first, and the project's rows kept after.
+        let all = Jobs {
+            project: &big,
+            names_of_all: true,
+        };
+        for (raw, statement, args, index) in [
+            (
+                "name=c4ca42",
+                (50, 0, Statement::WindowCounted),
+                vec!["'c4ca42'", "'c4ca42'", p, "50"],
+                grams,
+            ),
+            (
+                "name=4ca&sort_key=name",
+                (20, 0, Statement::WindowCounted),
+                vec!["'%4ca%'", p, "20"],
+                trigrams,
+            ),
+            (
+                "name=ame-a&status=PROCESSING",
+                (0, 0, Statement::Count),
+                vec!["'ame-a'", "'ame-a'", p, "'PROCESSING'"],
+                grams,
+            ),
+            (
+                "name=ame-a&visible=false",
+                (50, 100, Statement::Page),
+                vec!["'ame-a'", "'ame-a'", p, "FALSE", "50", "100"],
+                grams,
+            ),
+        ] {
+            let query = crate::store::page::list_query(raw);
+            let order = (query.page.sort_key, query.page.sort_dir);
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            push_statement(&mut qb, all, &query.filter, order, statement);
+            let plan = prepared_plan(taken.conn().expect("conn"), qb.sql(), &args, false).await;
+            let scan = format!("Bitmap Index Scan on {index}");
+            assert_eq!(
+                plan.matches("Bitmap Index Scan").count(),
+                1,
+                "{raw}:\n{plan}"
+            );
+            assert!(plan.contains(&scan), "{raw}:\n{plan}");
+            let cond = plan.split(&scan).nth(1).unwrap_or_default();
+            assert!(!cond.contains("project_id"), "{raw}:\n{plan}");
+            for bad in [
+                "BitmapAnd",
+                "Seq Scan",
+                "Index Scan using",
+                "Index Only",
+                "Gather",
+            ] {
+                assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
+            }
+        }
+        assert!(!by_name_index(
+            &crate::store::page::list_query("name=c4ca42&id=job-1").filter
+        ));
+        assert!(!by_name_index(
+            &crate::store::page::list_query("name=c4").filter
+        ));
+        taken.give_back();
+        // A pattern that every name of the big project holds, looked for in the small one:
+        // the index hands over the small project's candidates alone.
+        for (pattern, args) in [
+            ("name-", vec!["'p2'", "'name-'", "'name-'", "50"]),
+            ("ame", vec!["'p2'", "'%ame%'", "50"]),
+            ("other-", vec!["'p2'", "'other-'", "'other-'", "50"]),
+        ] {
+            let query = crate::store::page::list_query(&format!("name={pattern}"));
+            let order = (query.page.sort_key, query.page.sort_dir);
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            push_window_counted_page(&mut qb, Jobs::of(&small), &query.filter, order, 50);
+            let mut taken = names.take().await.expect("a name search connection");
+            let plan = prepared_plan(taken.conn().expect("conn"), qb.sql(), &args, true).await;
+            taken.give_back();
+            let expected = if pattern == "other-" { 40 } else { 0 };
+            let index_rows = plan
+                .lines()
+                .find(|line| line.contains("Bitmap Index Scan"))
+                .and_then(|line| line.split("rows=").nth(2))
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            assert_eq!(index_rows, Some(expected), "{pattern}:\n{plan}");
+            let page = store.list_page(&small, &query, 1000).await.expect("list");
+            assert_eq!(page.total, expected, "{pattern}");
+        }
         drop(store);
         drop_database(&url, &admin).await;
     }
