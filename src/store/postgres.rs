@@ -217,10 +217,11 @@ fn name_index_serves(pattern: &str) -> bool {
 /// True when the list finds the jobs matching `filter` through a name index: a `name` that
 /// one serves, and no `id` (whose one job the id's index finds). Both name indexes lead with
 /// the project (migration 0010), so that one plan fits every such search: a bitmap of the
-/// project's candidates from the name index, their rows read, checked, counted and ordered.
-/// Their statements run that generic plan on the `names` connections, which have no other
-/// kind of scan; planning a search for its pattern had cost PostgreSQL three times what
-/// running a selective one does.
+/// candidates from the name index (the project's, or every project's in a large project:
+/// [`Jobs::names_of_all`]), their rows read, checked, counted and ordered. Their statements
+/// run that generic plan on the `names` connections, which have no other kind of scan;
+/// planning a search for its pattern had cost PostgreSQL three times what running a
+/// selective one does.
 fn by_name_index(filter: &JobFilter) -> bool {
     filter.id.is_none() && filter.name.as_deref().is_some_and(name_index_serves)
 }
