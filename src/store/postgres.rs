@@ -502,12 +502,13 @@ impl PgStore {
                 return Ok(jobs >= self.large_project);
             }
         }
-        let jobs: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_totals WHERE project_id = $1",
-        )
-        .bind(project.as_str())
-        .fetch_one(&self.read)
-        .await?;
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        let all = Jobs {
+            project,
+            names_of_all: false,
+        };
+        push_count(&mut qb, all, &JobFilter::default());
+        let jobs: i64 = qb.build().fetch_one(&self.read).await?.try_get(0)?;
         let jobs = u64::try_from(jobs).unwrap_or(0);
         if self.sizes.len() >= 100_000 {
             // Sizes are cheap to read again: forget them all rather than grow without end.
@@ -526,13 +527,13 @@ impl PgStore {
         max_page_size: u64,
     ) -> StoreResult<JobPage> {
         let filter = &query.filter;
-        // Statements are kept prepared, their plans with them, except those filtering by a
-        // name off the `names` connections: planned for its pattern at each run, as a plan
-        // made for one pattern could walk the whole project for another.
         let jobs = Jobs {
             project,
             names_of_all: by_name_index(filter) && self.is_large(project).await?,
         };
+        // Statements are kept prepared, their plans with them, except those filtering by a
+        // name off the `names` connections: planned for its pattern at each run, as a plan
+        // made for one pattern could walk the whole project for another.
         let read = |keep| Read::Page(jobs, query, max_page_size, keep);
         let page = match (&self.generic, &self.names, &self.planned) {
             (Some(generic), _, _) if one_plan_fits(filter) => generic.run(&read(true)).await?,
@@ -1256,6 +1257,50 @@ mod tests {
         plan.join("\n")
     }
 
+    /// Checks the generic plan of `statement` for `raw` on the names connection `conn`: one
+    /// bitmap scan, of `index`, whose condition holds the project when `project_in_index`
+    /// (and never does otherwise), and no other kind of scan.
+    async fn check_name_plan(
+        conn: &mut sqlx::PgConnection,
+        jobs: Jobs<'_>,
+        raw: &str,
+        statement: (u64, u64, Statement),
+        args: &[&str],
+        index: &str,
+    ) {
+        let query = crate::store::page::list_query(raw);
+        assert!(by_name_index(&query.filter), "{raw}");
+        let order = (query.page.sort_key, query.page.sort_dir);
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        push_statement(&mut qb, jobs, &query.filter, order, statement);
+        let plan = prepared_plan(conn, qb.sql(), args, false).await;
+        let scan = format!("Bitmap Index Scan on {index}");
+        assert_eq!(
+            plan.matches("Bitmap Index Scan").count(),
+            1,
+            "{raw}:\n{plan}"
+        );
+        assert!(plan.contains(&scan), "{raw}:\n{plan}");
+        let cond = plan.split(&scan).nth(1).unwrap_or_default();
+        if jobs.names_of_all {
+            assert!(!cond.contains("project_id"), "{raw}:\n{plan}");
+        } else {
+            assert!(
+                cond.contains("Index Cond: ((project_id = $1) AND"),
+                "{raw}:\n{plan}"
+            );
+        }
+        for bad in [
+            "BitmapAnd",
+            "Seq Scan",
+            "Index Scan using",
+            "Index Only",
+            "Gather",
+        ] {
+            assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
+        }
+    }
+
     /// On the `names` connections every statement of a name search runs one generic plan: a
     /// bitmap of the project's candidates from the name index of the pattern's length, and
     /// nothing else, whatever the filters beside the name, the order and the page; and the
@@ -1340,33 +1385,8 @@ mod tests {
                 trigrams,
             ),
         ] {
-            let query = crate::store::page::list_query(raw);
-            assert!(by_name_index(&query.filter), "{raw}");
-            let order = (query.page.sort_key, query.page.sort_dir);
-            let mut qb = QueryBuilder::<Postgres>::new("");
-            push_statement(&mut qb, Jobs::of(&big), &query.filter, order, statement);
-            let plan = prepared_plan(taken.conn().expect("conn"), qb.sql(), &args, false).await;
-            let scan = format!("Bitmap Index Scan on {index}");
-            assert_eq!(
-                plan.matches("Bitmap Index Scan").count(),
-                1,
-                "{raw}:\n{plan}"
-            );
-            assert!(plan.contains(&scan), "{raw}:\n{plan}");
-            let cond = plan.split(&scan).nth(1).unwrap_or_default();
-            assert!(
-                cond.contains("Index Cond: ((project_id = $1) AND"),
-                "{raw}:\n{plan}"
-            );
-            for bad in [
-                "BitmapAnd",
-                "Seq Scan",
-                "Index Scan using",
-                "Index Only",
-                "Gather",
-            ] {
-                assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
-            }
+            let conn = taken.conn().expect("conn");
+            check_name_plan(conn, Jobs::of(&big), raw, statement, &args, index).await;
         }
         // Searched in every project's names (a large project), the index is asked for the
         // pattern alone, its parameters first, and the project's rows kept after.
@@ -1400,29 +1420,8 @@ mod tests {
                 grams,
             ),
         ] {
-            let query = crate::store::page::list_query(raw);
-            let order = (query.page.sort_key, query.page.sort_dir);
-            let mut qb = QueryBuilder::<Postgres>::new("");
-            push_statement(&mut qb, all, &query.filter, order, statement);
-            let plan = prepared_plan(taken.conn().expect("conn"), qb.sql(), &args, false).await;
-            let scan = format!("Bitmap Index Scan on {index}");
-            assert_eq!(
-                plan.matches("Bitmap Index Scan").count(),
-                1,
-                "{raw}:\n{plan}"
-            );
-            assert!(plan.contains(&scan), "{raw}:\n{plan}");
-            let cond = plan.split(&scan).nth(1).unwrap_or_default();
-            assert!(!cond.contains("project_id"), "{raw}:\n{plan}");
-            for bad in [
-                "BitmapAnd",
-                "Seq Scan",
-                "Index Scan using",
-                "Index Only",
-                "Gather",
-            ] {
-                assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
-            }
+            let conn = taken.conn().expect("conn");
+            check_name_plan(conn, all, raw, statement, &args, index).await;
         }
         assert!(!by_name_index(
             &crate::store::page::list_query("name=c4ca42&id=job-1").filter
