@@ -15,5 +15,6 @@ pub mod serve;
 pub mod sign;
 pub mod store;
 pub mod templates;
+pub mod testkit;
 pub mod wire;
 pub mod worker;

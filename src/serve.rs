@@ -11,73 +11,17 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::http::auth::AuthConfig;
 use crate::http::{self, ApiConfig, AppState};
-use crate::iam::{self, Bootstrap, Profile};
+use crate::iam::{self, demo, Bootstrap, Profile};
 use crate::secrets::Sealer;
 use crate::store::{self, Store};
 use crate::templates::TemplateCatalog;
 use crate::worker::{self, SimulationConfig};
-
-/// Fixed credentials of `serve --simulate` on a loopback address, so examples can be pasted.
-pub mod demo {
-    pub const PROJECT_ID: &str = "5f3c9e2a7d104b6c8e1f0a2b3c4d5e6f";
-    pub const PROJECT_NAME: &str = "demo";
-    pub const USER: &str = "demo";
-    pub const PASSWORD: &str = "demo-password";
-    pub const ACCESS_KEY: &str = "LITEJOBSDEMOACCESSKY";
-    pub const SECRET_KEY: &str = "LiteJobsDemoSecretKey0000000000000000000";
-}
 
 /// A server that has bound its address and is ready to run.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
     config: ServeConfig,
-}
-
-async fn ensure_demo_account(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Result<()> {
-    if store.find_project(demo::PROJECT_ID).await?.is_none() {
-        iam::create_project(store, demo::PROJECT_NAME, Some(demo::PROJECT_ID)).await?;
-    }
-    let user = match store.find_user(demo::USER).await? {
-        Some(u) => u,
-        None => iam::create_user(store, demo::USER, Some(demo::PASSWORD)).await?,
-    };
-    store
-        .grant(&user.id, demo::PROJECT_ID, iam::FULL_ACCESS)
-        .await?;
-    if store.find_access_key(demo::ACCESS_KEY).await?.is_none() {
-        iam::create_access_key(
-            store,
-            sealer,
-            &user,
-            "demo key of serve --simulate",
-            Some((demo::ACCESS_KEY, demo::SECRET_KEY)),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Takes the demo account's access key, tokens and grant away, if an earlier
-/// `serve --simulate` on loopback made them: its credentials are public, and this server
-/// does not accept them.
-async fn retire_demo_account(store: &dyn Store) -> anyhow::Result<()> {
-    let Some(key) = store.find_access_key(demo::ACCESS_KEY).await? else {
-        return Ok(());
-    };
-    store.delete_access_key(demo::ACCESS_KEY).await?;
-    store
-        .revoke_user_tokens(&key.user_id, crate::domain::now_ms())
-        .await?;
-    store
-        .revoke(&key.user_id, demo::PROJECT_ID, iam::FULL_ACCESS)
-        .await?;
-    tracing::warn!(
-        access_key = demo::ACCESS_KEY,
-        "removed the demo account's access key, tokens and grant: its credentials are \
-         public, and only `serve --simulate` on a loopback address accepts them"
-    );
-    Ok(())
 }
 
 fn simulation(config: &ServeConfig) -> SimulationConfig {
@@ -134,11 +78,11 @@ impl Server {
         }
         let demo_account = config.simulate && addr.ip().is_loopback();
         if !demo_account {
-            retire_demo_account(store.as_ref()).await?;
+            demo::retire(store.as_ref()).await?;
         }
         if config.simulate {
             if demo_account {
-                ensure_demo_account(store.as_ref(), sealer.as_ref()).await?;
+                demo::ensure(store.as_ref(), sealer.as_ref()).await?;
                 tracing::info!(
                     project_id = demo::PROJECT_ID,
                     access_key = demo::ACCESS_KEY,

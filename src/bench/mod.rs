@@ -6,7 +6,6 @@
 //! server's peak memory and one summary line per backend.
 
 pub mod dataset;
-pub mod floor;
 pub mod load;
 pub mod report;
 pub mod server;

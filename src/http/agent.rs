@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::auth::Caller;
-use super::error::{parse_json, ApiError, ApiPath};
-use super::jobs::query_pairs;
+use super::error::ApiError;
+use super::extract::{parse_json, query_pairs, ApiPath};
 use super::AppState;
 use crate::domain::ids::bounded;
 use crate::domain::{now_ms, Action, Invalid, TaskStatus};

@@ -14,26 +14,24 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::extract::read_body;
 use super::AppState;
 use crate::domain::permission::allows;
 use crate::domain::{Action, ProjectId};
 use crate::sign::{self, Authorization, RequestParts};
 use crate::store::{AccessKeyRecord, Store, TokenRecord};
 
-/// Largest request body accepted (the real gateway's limit for signed bodies).
-pub const MAX_BODY_BYTES: usize = 12 * 1024 * 1024;
 /// Largest `X-Sdk-Date` distance from the server's clock.
 pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 /// Failed attempts after which a key is locked, and for how long.
@@ -247,7 +245,7 @@ impl Authenticator {
     /// True for the public demo credentials on a server that does not accept them (another
     /// replica on the same database may be a simulating one on loopback).
     fn refuses_demo(&self, access_key: Option<&str>, user_project: Option<(&str, &str)>) -> bool {
-        use crate::serve::demo;
+        use crate::iam::demo;
         !self.demo_account
             && (access_key == Some(demo::ACCESS_KEY)
                 || user_project == Some((demo::USER, demo::PROJECT_ID)))
@@ -256,7 +254,7 @@ impl Authenticator {
     /// True for the demo user's public password on a server that does not accept the demo
     /// credentials, whatever project it asks a token for.
     pub fn refuses_demo_password(&self, user_name: &str, password: &str) -> bool {
-        use crate::serve::demo;
+        use crate::iam::demo;
         !self.demo_account && user_name == demo::USER && password == demo::PASSWORD
     }
 
@@ -461,20 +459,6 @@ fn path_project(path: &str) -> Result<ProjectId, ApiError> {
         .unwrap_or("");
     let decoded = percent_decode_str(raw).decode_utf8_lossy();
     Ok(ProjectId::parse(&decoded)?)
-}
-
-/// Reads a body, refusing more than [`MAX_BODY_BYTES`].
-pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge),
-        Err(_) => Err(ApiError::Invalid(
-            "the request body could not be read".into(),
-        )),
-    }
 }
 
 async fn authenticate_parts(

@@ -23,6 +23,9 @@ pub fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Seconds a client is asked to wait before trying again after a 503.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
 /// The one message of every authentication failure.
 pub const AUTH_FAILED_MSG: &str = "Incorrect IAM authentication information: verify aksk \
     signature fail, or the token is missing, expired or invalid";
@@ -56,7 +59,8 @@ pub enum ApiError {
     /// 409 `ModelArts.0103`.
     #[error("{0}")]
     Conflict(String),
-    /// 503 `ModelArts.0013`: the database cannot be reached right now.
+    /// 503 `ModelArts.0013` with `Retry-After`: the database cannot be reached right now,
+    /// refuses work, or a transaction kept conflicting with concurrent ones.
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] anyhow::Error),
     /// 500 `ModelArts.0010`.
@@ -100,18 +104,8 @@ impl From<StoreError> for ApiError {
                 Self::Conflict(e.to_string())
             }
             StoreError::NotFound(_) => Self::NotFound(e.to_string()),
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => Self::Unavailable(e.into()),
-            StoreError::Sqlite(ref inner)
-                if matches!(
-                    inner.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                ) =>
-            {
-                Self::Unavailable(e.into())
-            }
-            other => Self::Internal(other.into()),
+            StoreError::Unavailable(_) | StoreError::Transient(_) => Self::Unavailable(e.into()),
+            StoreError::Internal(_) => Self::Internal(e.into()),
         }
     }
 }
@@ -128,33 +122,17 @@ impl IntoResponse for ApiError {
             error_msg: self.to_string(),
             request_id,
         };
+        let retry_after = match self {
+            Self::Throttled { retry_after_secs } => Some(retry_after_secs.max(1)),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::Throttled { retry_after_secs } = self {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs.max(1)),
-            );
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
 }
-
-/// Parses a JSON body, answering a client's mistake as a 400 that says what is wrong.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::Invalid("the request body is empty".into()));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::Invalid(format!("invalid request body: {e}")))
-}
-
-impl From<axum::extract::rejection::PathRejection> for ApiError {
-    fn from(e: axum::extract::rejection::PathRejection) -> Self {
-        Self::Invalid(format!("invalid path: {}", e.body_text()))
-    }
-}
-
-/// `axum::extract::Path` whose failures are answered in the API's error format.
-#[derive(axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);

@@ -10,8 +10,9 @@ use base64::Engine;
 use rand::RngCore;
 use serde::Deserialize;
 
-use super::auth::{read_body, token_hash};
-use super::error::{parse_json, ApiError};
+use super::auth::token_hash;
+use super::error::ApiError;
+use super::extract::{parse_json, read_body};
 use super::AppState;
 use crate::domain::ids::holds_nul;
 use crate::domain::now_ms;

@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::auth::Caller;
-use super::error::{parse_json, ApiError, ApiPath};
+use super::error::ApiError;
+use super::extract::{parse_json, query_pairs, ApiPath};
 use super::AppState;
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::ids::{bounded, holds_nul, lookup, new_id, simple_name};
 use crate::domain::{now_ms, Action, Invalid};
-use crate::store::{IdempotencyKey, JobPage, NewJob};
+use crate::store::{IdempotencyKey, NewJob};
 use crate::wire::{DeleteJobsRequest, JobCreateRequest, JobDetail, JobListItem, Page};
 
 /// Most servers one job may target, and most items one job may carry.
@@ -23,13 +24,6 @@ pub const MAX_SERVERS_PER_JOB: usize = 1000;
 pub const MAX_ITEMS_PER_JOB: usize = 100;
 /// Most job ids one delete may name.
 pub const MAX_IDS_PER_DELETE: usize = 1000;
-
-/// Decodes a query string into pairs (`+` is a space, as in any form encoding).
-pub(super) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
-}
 
 /// `GET /v1/{project_id}/dev-servers/jobs`: the project's jobs, newest first, filtered by
 /// `id`, `name`, `type`, `status` and `visible`, with an exact total.
@@ -41,14 +35,7 @@ pub async fn list_jobs(
     caller.require(Action::ListJobs)?;
     let max = state.config.max_page_size;
     let query = ListJobsQuery::parse(&query_pairs(raw.as_deref()), max)?;
-    let page = if query.filter.matches_nothing() {
-        JobPage {
-            total: 0,
-            data: b"[]".to_vec(),
-        }
-    } else {
-        state.store.list_jobs(&caller.project, &query, max).await?
-    };
+    let page = state.store.list_jobs(&caller.project, &query, max).await?;
     let n = query.page.numbers(page.total, max);
     // The store wrote the items' JSON; the page wraps it as `Page<JobListItem>` would.
     let mut body = Vec::with_capacity(page.data.len() + 100);

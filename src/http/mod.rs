@@ -7,6 +7,8 @@
 mod agent;
 pub mod auth;
 pub mod error;
+pub mod extract;
+mod floor;
 mod iam;
 mod jobs;
 mod templates;
@@ -39,7 +41,7 @@ pub struct ApiConfig {
     /// How long a token from `POST /v3/auth/tokens` is valid.
     pub token_ttl: std::time::Duration,
     pub auth: AuthConfig,
-    /// Serve the benchmark's floor route (see [`crate::bench::floor`]).
+    /// Serve the benchmark's floor route (see `floor.rs`).
     pub bench_floor: bool,
 }
 
@@ -120,7 +122,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/result",
             post(agent::report_result),
         )
-        .merge(crate::bench::floor::routes(&state.config))
+        .merge(floor::routes(&state.config))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

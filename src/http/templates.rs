@@ -4,8 +4,8 @@ use axum::extract::{RawQuery, State};
 use axum::Json;
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiPath};
-use super::jobs::query_pairs;
+use super::error::ApiError;
+use super::extract::{query_pairs, ApiPath};
 use super::AppState;
 use crate::domain::ids::{lookup, simple_name};
 use crate::domain::{Action, Invalid};

@@ -4,11 +4,9 @@
 //!
 //! Load only into a database nothing else uses meanwhile, migrated first ([`super::open`]).
 
-use std::str::FromStr;
-
 use sqlx::postgres::PgConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::{ProjectRecord, StoreResult};
 
@@ -65,17 +63,9 @@ impl BulkLoader {
                 .await?;
             return Ok(Self::Postgres(conn));
         }
-        let url = if url.starts_with("sqlite:") {
-            url.to_string()
-        } else {
-            format!("sqlite://{url}")
-        };
-        let conn = SqliteConnectOptions::from_str(&url)?
-            .synchronous(SqliteSynchronous::Off)
-            .pragma("cache_size", "-262144")
-            .connect()
-            .await?;
-        Ok(Self::Sqlite(conn))
+        Ok(Self::Sqlite(
+            super::SqliteStore::bulk_connection(url).await?,
+        ))
     }
 
     /// Adds projects.
@@ -221,15 +211,14 @@ impl BulkLoader {
 
     /// Makes the load durable. PostgreSQL also gets the vacuum and statistics its autovacuum
     /// would give a table grown this much, and a checkpoint. SQLite gets its name index
-    /// merged as an idle server merges it (see `sqlite::run_maintenance`), and is left
+    /// merged as an idle server merges it (see `sqlite/maintenance.rs`), and is left
     /// without statistics, as a database grown through the API is (and with `STAT4`
     /// statistics, SQLite would prepare every statement with bound values again at each run).
     pub async fn finish(self) -> StoreResult<()> {
         match self {
             Self::Sqlite(mut conn) => {
-                while super::sqlite::merge_name_index(&mut conn, super::sqlite::LOAD_MERGE_PAGES)
-                    .await?
-                {}
+                use super::sqlite::maintenance::{merge_name_indexes, LOAD_MERGE_PAGES};
+                while merge_name_indexes(&mut conn, LOAD_MERGE_PAGES).await? {}
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(&mut conn)
                     .await?;

@@ -2,68 +2,32 @@
 //! and on PostgreSQL (shared by any number of replicas).
 //!
 //! Every job method takes the project first, and every query is scoped to it when built, so
-//! no caller can read or change another project's rows. Both backends run the same SQL text
-//! (see `sql.rs`); only connection set-up, migrations and a few dialect fragments differ.
+//! no caller can read or change another project's rows. Where to find what:
+//! - `error.rs`: the store's failures, classified where the drivers' errors arise;
+//! - `list/`: the job list's planner (`plan.rs`) and the page it answers (`item.rs`);
+//! - `shared/`: the SQL both backends run (identities, jobs, tasks, servers, creates);
+//! - `sqlite/` and `postgres/`: each backend's connections, list and creates;
+//! - `bulk.rs`: bulk loading, for the benchmark.
 
 pub mod bulk;
-mod page;
-mod postgres;
-mod sql;
-mod sqlite;
-mod sqlite_read;
+pub mod error;
+pub mod list;
+pub mod postgres;
+mod shared;
+pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use async_trait::async_trait;
 
+pub use error::{StoreError, StoreResult};
+pub use list::JobPage;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::{ProjectId, TaskStatus};
 use crate::wire::{JobDetail, JobItem, JobListItem, Server};
-
-/// One page of the job list, as the store read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobPage {
-    /// Jobs matching the filter, on every page.
-    pub total: u64,
-    /// The page's jobs: a JSON array of list items (`JobListItem`), written by the store
-    /// (UTF-8).
-    pub data: Vec<u8>,
-}
-
-impl JobPage {
-    /// The page's jobs, decoded.
-    pub fn items(&self) -> StoreResult<Vec<JobListItem>> {
-        serde_json::from_slice(&self.data)
-            .map_err(|e| StoreError::Corrupt(format!("job page: {e}")))
-    }
-}
-
-/// Failures of the store. Only `Database` and `Corrupt` are the service's fault.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("unknown servers in this project: {}", .0.join(", "))]
-    UnknownServers(Vec<String>),
-    #[error("the X-Client-Token was already used with another request body")]
-    IdempotencyConflict,
-    #[error("{0} already exists")]
-    Conflict(String),
-    #[error("{0} does not exist")]
-    NotFound(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stored data is malformed: {0}")]
-    Corrupt(String),
-    /// The transaction a write was committed in, together with others, failed.
-    #[error("the write's transaction failed: {0}")]
-    Batch(String),
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A validated job to create.
 #[derive(Debug, Clone)]
@@ -325,29 +289,19 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty() && !path.contains(":memory:")).then(|| std::path::PathBuf::from(path))
 }
 
-/// Connections to PostgreSQL a process keeps at most unless told: two per core of this
-/// machine and four more, a quarter each for the list's three kinds of page and the rest
-/// (see `PgStore::connect`). More connections than PostgreSQL can run at once only make each
-/// query wait longer (with PostgreSQL on the same two cores, 6 connections served 25% more
-/// pages than 16, with a lower p99); a set of connections serves only its kind of page.
-pub fn default_pg_connections() -> u32 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    u32::try_from(cores * 2 + 4).unwrap_or(u32::MAX)
-}
-
 /// Opens the store a database URL names (`sqlite:…` or a path, `postgres://…`) and migrates it.
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     open_with(url, None).await
 }
 
 /// [`open`], with at most `pg_connections` connections to PostgreSQL (default:
-/// [`default_pg_connections`]); SQLite has its own fixed set.
+/// [`postgres::default_connections`]); SQLite has its own fixed set.
 pub async fn open_with(
     url: &str,
     pg_connections: Option<u32>,
 ) -> StoreResult<std::sync::Arc<dyn Store>> {
     if is_postgres_url(url) {
-        let connections = pg_connections.unwrap_or_else(default_pg_connections);
+        let connections = pg_connections.unwrap_or_else(postgres::default_connections);
         Ok(std::sync::Arc::new(
             PgStore::connect(url, connections).await?,
         ))

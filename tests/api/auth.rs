@@ -528,7 +528,7 @@ async fn replica(
 /// loopback address accepts them. Any other start takes them away from the database, and a
 /// server that does not accept them refuses them while a simulating replica re-creates them.
 async fn demo_credentials_work_only_on_a_simulating_loopback_server(app: TestApp) {
-    use litejobs::serve::demo;
+    use litejobs::iam::demo;
     let demo_key = |server: &TestApp| {
         Client::new(
             &server.endpoint,

@@ -1,6 +1,8 @@
 //! Identity operations shared by the server's start-up, the token API and the admin
 //! commands: users with hashed passwords, access keys, projects, policies and grants.
 
+pub mod demo;
+
 use anyhow::{bail, Context};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;

@@ -14,10 +14,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::query_pairs;
+use super::{ApiConfig, AppState};
 use crate::domain::Action;
-use crate::http::auth::Caller;
-use crate::http::error::ApiError;
-use crate::http::{ApiConfig, AppState};
 
 /// Largest answer of the floor route.
 pub const MAX_FLOOR_BYTES: usize = 4 * 1024 * 1024;
@@ -51,11 +52,12 @@ async fn answer(
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Action::ListJobs)?;
-    let raw = raw.unwrap_or_default();
+    let pairs = query_pairs(raw.as_deref());
     let param = |name: &str| {
-        form_urlencoded::parse(raw.as_bytes())
+        pairs
+            .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+            .map(|(_, v)| v.clone())
     };
     let wanted = param("bytes")
         .map(|v| v.parse::<usize>())

@@ -1,19 +1,23 @@
-//! Pages of the job list: JSON arrays of the items the database wrote.
+//! A page of the job list as the answer holds it: a JSON array of list items that the
+//! database wrote.
 //!
-//! Each job's list item is kept by the database as the JSON object a page holds (the
-//! `list_item` column: SQLite migration 0008, PostgreSQL migration 0007), so a page is those
-//! objects copied one after the other, with no column read or encoded again here.
+//! The shape of a list item is the Rust type [`crate::wire::JobListItem`]. Each database
+//! keeps every job's item as the JSON object serde writes for that type (the `list_item`
+//! column: SQLite migration 0008, PostgreSQL migration 0007, which hold the same shape as
+//! SQL), so a page is those objects copied one after the other, with no column read or
+//! encoded again here. [`check_items_are_the_bytes_serde_writes`] proves, on each backend,
+//! that the migrations' objects are byte for byte what serde writes for the Rust type.
 
 /// What reading a page gave: its JSON array, its length, and the total when the statement
 /// read it too.
-pub(super) struct PageRead {
+pub(crate) struct PageRead {
     pub json: Vec<u8>,
     pub rows: u64,
     pub total: Option<u64>,
 }
 
 /// A JSON array of list items, written as the rows come.
-pub(super) struct PageWriter {
+pub(crate) struct PageWriter {
     out: Vec<u8>,
     /// With the rows coming in the opposite order of the page's, where each item ends.
     held: Option<Vec<usize>>,
@@ -22,7 +26,7 @@ pub(super) struct PageWriter {
 
 impl PageWriter {
     /// A page whose rows come in its order, or (`reversed`) in the opposite one.
-    pub(super) fn new(reversed: bool) -> Self {
+    pub(crate) fn new(reversed: bool) -> Self {
         let mut out = Vec::with_capacity(16 * 1024);
         out.push(b'[');
         Self {
@@ -33,7 +37,7 @@ impl PageWriter {
     }
 
     /// Appends an item: a JSON object as the database wrote it (UTF-8).
-    pub(super) fn push(&mut self, item: &[u8]) {
+    pub(crate) fn push(&mut self, item: &[u8]) {
         self.rows += 1;
         match &mut self.held {
             Some(ends) => {
@@ -50,7 +54,7 @@ impl PageWriter {
     }
 
     /// The page as read, with the total the statement read beside it, if any.
-    pub(super) fn read(self, total: Option<u64>) -> PageRead {
+    pub(crate) fn read(self, total: Option<u64>) -> PageRead {
         PageRead {
             rows: self.rows,
             json: self.finish(),
@@ -59,7 +63,7 @@ impl PageWriter {
     }
 
     /// The array's text.
-    pub(super) fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         if let Some(ends) = self.held.take() {
             // The items were appended as they came; the array holds them the other way round.
             let mut out = Vec::with_capacity(self.out.len() + ends.len() + 1);
@@ -79,21 +83,12 @@ impl PageWriter {
     }
 }
 
-/// The list query a query string asks for (pages of at most 1,000 jobs).
-#[cfg(test)]
-pub(crate) fn list_query(raw: &str) -> crate::domain::filter::ListJobsQuery {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
-        .into_owned()
-        .collect();
-    crate::domain::filter::ListJobsQuery::parse(&pairs, 1000).expect("query")
-}
-
 /// Checks a store whose project holds no job yet and has the server `s1`: the items the
 /// database writes (`list_item`) are byte for byte what serde_json writes for the same job,
 /// whatever its text holds, on every path a page takes.
 #[cfg(test)]
 pub(crate) async fn check_items_are_the_bytes_serde_writes(
-    store: &impl super::JobStore,
+    store: &impl crate::store::JobStore,
     project: &crate::domain::ProjectId,
     nul: bool,
 ) {
@@ -109,7 +104,7 @@ pub(crate) async fn check_items_are_the_bytes_serde_writes(
         descriptions.push(Some("nul \u{0} in text"));
     }
     for (n, description) in descriptions.iter().enumerate() {
-        let mut job = super::sqlite::tests::new_job(&format!("Job-é\"{n}\""), &["s1"]);
+        let mut job = crate::store::testing::new_job(&format!("Job-é\"{n}\""), &["s1"]);
         job.description = description.map(str::to_string);
         job.now_ms = n as i64;
         store.create_job(project, job, None).await.expect("create");
@@ -123,7 +118,7 @@ pub(crate) async fn check_items_are_the_bytes_serde_writes(
         "status=PROCESSING&type=COMMON&visible=true",
     ] {
         let page = store
-            .list_jobs(project, &list_query(raw), 1000)
+            .list_jobs(project, &crate::store::testing::list_query(raw), 1000)
             .await
             .expect("list");
         let items = page.items().expect("a JSON array of items");

@@ -1,9 +1,12 @@
-//! The SQLite read path of the job list, on connections of its own.
+//! The job list on SQLite: the planner's plans (`store/list/plan.rs`) run as SQL on read
+//! connections of the list's own.
 //!
-//! A list page is a few microseconds of SQLite work, so it runs on the calling thread: first
-//! with a budget of virtual-machine steps, and only when a query outgrows that budget (a
-//! short `name` pattern scanning the project, say) is it run again, without a budget, on a
+//! A page is a few microseconds of SQLite work, so it runs on the calling thread: first with
+//! a budget of virtual-machine steps, and only when a read outgrows that budget (a short
+//! `name` pattern scanning the project, say) is it run again, without a budget, on a
 //! blocking thread. Each row gives its list item as SQLite wrote it, copied into the page.
+//! These connections are rusqlite's, not sqlx's: sqlx runs every SQLite statement on a
+//! worker thread of its own, a hand-over that costs more than the page.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,15 +16,12 @@ use std::time::Duration;
 use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::page::{PageRead, PageWriter};
-use super::sql::{
-    counters, lower_pattern, needs_row_count, order_column, order_dir, plan_page,
-    push_exact_filters, Bind,
-};
-use super::{JobPage, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
 use crate::domain::ids::is_simple_name;
 use crate::domain::ProjectId;
+use crate::store::list::item::{PageRead, PageWriter};
+use crate::store::list::plan::{self, Backend, Facts, ListPlan, NameIndex, NameSearch, Steps};
+use crate::store::{JobPage, StoreError, StoreResult};
 
 /// Connections kept open between reads.
 const MAX_IDLE: usize = 8;
@@ -49,6 +49,15 @@ pub(super) struct Readers {
     moved: AtomicU64,
 }
 
+/// True when a read on the calling thread stopped without an answer: its budget ran out,
+/// or the database was locked (the read then goes to a blocking thread, where it may wait).
+fn stopped_inline(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::OperationInterrupted | ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
 impl Readers {
     /// Opens the first connection to `path`, which must already hold the migrated schema.
     pub(super) fn open(path: &Path) -> StoreResult<Arc<Self>> {
@@ -68,7 +77,7 @@ impl Readers {
         Ok(Arc::new(readers))
     }
 
-    fn connect(&self) -> StoreResult<Connection> {
+    fn connect(&self) -> rusqlite::Result<Connection> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -81,14 +90,6 @@ impl Readers {
         Ok(conn)
     }
 
-    fn take(&self) -> StoreResult<Connection> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => self.connect(),
-        }
-    }
-
     fn put(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
@@ -97,11 +98,18 @@ impl Readers {
     }
 
     /// Runs `read` on an idle connection (or a new one), which is kept afterwards.
-    fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
-        let conn = self.take()?;
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
         let outcome = read(&conn);
         self.put(conn);
-        Ok(outcome?)
+        outcome
     }
 
     /// One page of the project's jobs matching `query`, and the exact number of matches.
@@ -111,6 +119,14 @@ impl Readers {
         query: &ListJobsQuery,
         max_page_size: u64,
     ) -> StoreResult<JobPage> {
+        let facts = Facts {
+            backend: Backend::Sqlite,
+            large_project: false,
+        };
+        let plan = plan::plan(query, max_page_size, facts);
+        if plan.steps == Steps::Nothing {
+            return Ok(JobPage::empty());
+        }
         let (period, most) = self.budget;
         let inline = self.with(|conn| {
             // Never wait for a lock on the calling thread: a busy database sends the read to
@@ -124,22 +140,14 @@ impl Readers {
                     calls > most
                 }),
             );
-            let page = list(conn, project, query, max_page_size);
+            let page = run(conn, project, query, &plan);
             conn.progress_handler(0, None::<fn() -> bool>);
             conn.busy_timeout(BUSY_TIMEOUT)?;
             page
         });
         match inline {
-            Err(StoreError::Sqlite(e))
-                if matches!(
-                    e.sqlite_error_code(),
-                    Some(
-                        ErrorCode::OperationInterrupted
-                            | ErrorCode::DatabaseBusy
-                            | ErrorCode::DatabaseLocked
-                    )
-                ) => {}
-            done => return done,
+            Err(e) if stopped_inline(&e) => {}
+            done => return Ok(done?),
         }
         self.moved.fetch_add(1, Ordering::Relaxed);
         let permit = self
@@ -147,14 +155,15 @@ impl Readers {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| StoreError::Batch("the store is closed".to_string()))?;
+            .map_err(|_| StoreError::internal("the store is closed"))?;
         let (me, project, query) = (self.clone(), project.clone(), query.clone());
-        tokio::task::spawn_blocking(move || {
+        let page = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            me.with(|conn| list(conn, &project, &query, max_page_size))
+            me.with(|conn| run(conn, &project, &query, &plan))
         })
         .await
-        .map_err(|e| StoreError::Batch(format!("a read stopped: {e}")))?
+        .map_err(|e| StoreError::internal(format!("a read stopped: {e}")))?;
+        Ok(page?)
     }
 }
 
@@ -178,114 +187,102 @@ impl Sql {
     }
 }
 
-/// The FTS5 query finding the names that hold `pattern` case-folded: the pattern as one
-/// phrase, which the trigram tokenizer splits into its trigrams at consecutive positions (a
-/// superset of the names holding the pattern as `lower()` folds it, which is checked after).
-/// `None` when the index cannot help: fewer than three characters, or control characters.
-pub(super) fn fts_query(pattern: &str) -> Option<String> {
-    if pattern.chars().count() < 3 || pattern.chars().any(char::is_control) {
-        return None;
-    }
-    Some(format!("\"{}\"", pattern.replace('"', "\"\"")))
-}
-
 /// Characters of a 4-gram of the name index (migration 0009).
 const GRAM: usize = 4;
 
+/// The FTS5 query finding the names that hold `pattern` case-folded through the trigram
+/// index: the pattern as one phrase, which the trigram tokenizer splits into its trigrams at
+/// consecutive positions (a superset of the names holding the pattern as `lower()` folds it,
+/// which is checked after).
+fn trigram_query(pattern: &str) -> String {
+    format!("\"{}\"", pattern.replace('"', "\"\""))
+}
+
 /// The FTS5 query of the 4-gram index finding the names that hold every 4-gram of a set
 /// covering `pattern` (those at 0, 4, 8, … and the last one): a superset of the names
-/// holding the pattern, checked after. `None` when the pattern has fewer than four
-/// characters or could not be part of a name (`[-_.a-zA-Z0-9]{1,64}`), which the trigram
-/// index then serves.
-pub(super) fn gram_query(pattern: &str) -> Option<String> {
-    if pattern.len() < GRAM || !is_simple_name(pattern) {
-        return None;
-    }
-    // ASCII only, so that byte offsets are character offsets.
-    let lower = lower_pattern(pattern);
-    let last = lower.len() - GRAM;
+/// holding the pattern, checked after. The planner sends only name characters here
+/// (`[-_.a-zA-Z0-9]`, ASCII: byte offsets are character offsets), four or more.
+fn gram_query(pattern: &str) -> String {
+    debug_assert!(pattern.len() >= GRAM && is_simple_name(pattern));
+    let lower = pattern.to_ascii_lowercase();
+    let last = lower.len().saturating_sub(GRAM);
     let mut grams: Vec<&str> = (0..=last)
         .step_by(GRAM)
-        .map(|i| &lower[i..i + GRAM])
+        .filter_map(|i| lower.get(i..i + GRAM))
         .collect();
-    grams.push(&lower[last..]);
+    grams.extend(lower.get(last..));
     grams.sort_unstable();
     grams.dedup();
     let quoted: Vec<String> = grams.iter().map(|g| format!("\"{g}\"")).collect();
-    Some(quoted.join(" AND "))
+    quoted.join(" AND ")
 }
 
-/// The name index serving `pattern` and its FTS5 query: the 4-gram index for four
-/// characters or more, else the trigram index; `None` when neither can help (the project's
-/// names are then read one by one).
-fn name_search(pattern: &str) -> Option<(&'static str, String)> {
-    match gram_query(pattern) {
-        Some(query) => Some(("jobs_name_grams", query)),
-        None => fts_query(pattern).map(|query| ("jobs_name_fts", query)),
-    }
-}
-
-/// The jobs table as the list reads it: with an indexed name search, the planner is kept
-/// from walking a sort index over the whole project (the candidates come from the index).
-fn jobs_source(filter: &JobFilter) -> &'static str {
-    match filter.name.as_deref().and_then(name_search) {
-        Some(_) => "jobs NOT INDEXED",
-        None => "jobs",
+/// The jobs table as a page reads it: with a name index's candidates, the planner is kept
+/// from walking a sort index over the whole project.
+fn jobs_source(plan: &ListPlan) -> &'static str {
+    match plan.name {
+        Some(NameSearch::Index(..)) => "jobs NOT INDEXED",
+        _ => "jobs",
     }
 }
 
-impl Bind for Sql {
-    fn sql(&mut self, text: &str) {
-        self.push(text);
+/// Appends the filter's predicates (after `WHERE project_id = ?`). Job names only hold
+/// `[-_.a-zA-Z0-9]`, so a case-insensitive match is one of ASCII-lower-cased text
+/// (characters outside ASCII are left as they are, and then match nothing).
+fn push_filter(sql: &mut Sql, filter: &JobFilter, name: Option<NameSearch>) {
+    if let Some(id) = &filter.id {
+        sql.push(" AND id = ").bind(id.clone());
     }
-
-    fn bind_text(&mut self, value: String) {
-        self.bind(value);
+    if let Some(status) = filter.status {
+        sql.push(" AND status = ").bind(status.as_str().to_string());
     }
-
-    fn bind_bool(&mut self, value: bool) {
-        self.bind(value);
+    if let Some(t) = &filter.job_type {
+        sql.push(" AND type = ").bind(t.clone());
     }
+    if let Some(v) = filter.visible {
+        sql.push(" AND visible = ").bind(v);
+    }
+    let Some(pattern) = &filter.name else {
+        return;
+    };
+    // Candidates from a name index, then the exact test on each candidate's name.
+    if let Some(NameSearch::Index(index, _)) = name {
+        let (table, query) = match index {
+            NameIndex::Grams => ("jobs_name_grams", gram_query(pattern)),
+            NameIndex::Trigrams => ("jobs_name_fts", trigram_query(pattern)),
+        };
+        sql.push(&format!(
+            " AND seq IN (SELECT rowid FROM {table} WHERE {table} MATCH "
+        ))
+        .bind(query)
+        .push(")");
+    }
+    sql.push(" AND instr(lower(name), ")
+        .bind(pattern.to_ascii_lowercase())
+        .push(") > 0");
 }
 
-/// Appends the filter's predicates (after `WHERE project_id = ?`).
-fn push_filter(sql: &mut Sql, filter: &JobFilter) {
-    push_exact_filters(sql, filter);
-    if let Some(pattern) = &filter.name {
-        // Candidates from a name index, then the exact test on each candidate's name.
-        if let Some((index, query)) = name_search(pattern) {
-            sql.push(&format!(
-                " AND seq IN (SELECT rowid FROM {index} WHERE {index} MATCH "
-            ))
-            .bind(query)
-            .push(")");
-        }
-        sql.push(" AND instr(lower(name), ")
-            .bind(lower_pattern(pattern))
-            .push(") > 0");
-    }
+/// Appends a query of the number of the project's jobs matching the filter: from the
+/// counters, unless the plan counts rows.
+fn push_count(sql: &mut Sql, project: &ProjectId, filter: &JobFilter, plan: &ListPlan) {
+    match plan.count.table() {
+        Some(counters) => sql.push(&format!("SELECT COALESCE(SUM(n), 0) FROM {counters}")),
+        None => sql.push("SELECT COUNT(*) FROM ").push(jobs_source(plan)),
+    };
+    sql.push(" WHERE project_id = ")
+        .bind(project.as_str().to_string());
+    push_filter(sql, filter, plan.name);
 }
 
-/// Appends a query of the number of the project's jobs matching `filter`: from the counters,
-/// unless the filter needs the rows themselves.
-fn push_count(sql: &mut Sql, project: &ProjectId, filter: &JobFilter) {
-    if needs_row_count(filter) {
-        sql.push("SELECT COUNT(*) FROM ")
-            .push(jobs_source(filter))
-            .push(" WHERE project_id = ");
-    } else {
-        sql.push("SELECT COALESCE(SUM(n), 0) FROM ")
-            .push(counters(filter))
-            .push(" WHERE project_id = ");
-    }
-    sql.bind(project.as_str().to_string());
-    push_filter(sql, filter);
-}
-
-/// The number of the project's jobs matching `filter`.
-fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite::Result<u64> {
+/// The number of the project's jobs matching the filter.
+fn count(
+    conn: &Connection,
+    project: &ProjectId,
+    filter: &JobFilter,
+    plan: &ListPlan,
+) -> rusqlite::Result<u64> {
     let mut sql = Sql::default();
-    push_count(&mut sql, project, filter);
+    push_count(&mut sql, project, filter, plan);
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let n: i64 = stmt.query_row(rusqlite::params_from_iter(&sql.params), |row| row.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
@@ -294,32 +291,36 @@ fn count(conn: &Connection, project: &ProjectId, filter: &JobFilter) -> rusqlite
 /// What a SQLite page reads of each job: its list item as JSON, kept in the list indexes.
 const LIST_ITEM: &str = "list_item";
 
-/// The list item in column `i` of the row: the JSON object SQLite wrote (migration 0008).
-fn item<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
-    row.get_ref(i)?
-        .as_bytes()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+fn order_sql(order: (SortKey, SortDir)) -> (&'static str, &'static str) {
+    let col = match order.0 {
+        SortKey::CreateAt => "create_at",
+        SortKey::UpdateAt => "update_at",
+        SortKey::Name => "name",
+    };
+    let dir = match order.1 {
+        SortDir::Asc => "ASC",
+        SortDir::Desc => "DESC",
+    };
+    (col, dir)
 }
 
-/// A page being read: the statement's text, ending with its `ORDER BY`, `LIMIT` and
-/// `OFFSET`, and what to bind.
+/// A page: `columns` of the matching jobs, `take` after `skip` in `order`.
 fn page_sql(
     columns: &str,
-    project: &ProjectId,
-    filter: &JobFilter,
+    (project, filter, plan): (&ProjectId, &JobFilter, &ListPlan),
     order: (SortKey, SortDir),
     take: u64,
     skip: u64,
 ) -> Sql {
-    let (col, dir) = (order_column(order.0), order_dir(order.1));
+    let (col, dir) = order_sql(order);
     let mut sql = Sql::default();
     sql.push("SELECT ")
         .push(columns)
         .push(" FROM ")
-        .push(jobs_source(filter))
+        .push(jobs_source(plan))
         .push(" WHERE project_id = ")
         .bind(project.as_str().to_string());
-    push_filter(&mut sql, filter);
+    push_filter(&mut sql, filter, plan.name);
     sql.push(&format!(" ORDER BY {col} {dir}, id {dir} LIMIT "))
         .bind(i64::try_from(take).unwrap_or(i64::MAX))
         .push(" OFFSET ")
@@ -328,51 +329,50 @@ fn page_sql(
 }
 
 /// The first page with its total from the counters (column 0), read by one statement.
-fn first_page_sql(
-    project: &ProjectId,
-    filter: &JobFilter,
-    order: (SortKey, SortDir),
-    limit: u64,
-) -> Sql {
+fn first_page_sql(scope: (&ProjectId, &JobFilter, &ListPlan), order: (SortKey, SortDir)) -> Sql {
+    let (project, filter, plan) = scope;
     let mut columns = Sql::default();
     columns.push("(");
-    push_count(&mut columns, project, filter);
+    push_count(&mut columns, project, filter, plan);
     columns.push("), ").push(LIST_ITEM);
-    let mut sql = page_sql(&columns.text, project, filter, order, limit, 0);
+    let mut sql = page_sql(&columns.text, scope, order, plan.limit, 0);
     columns.params.append(&mut sql.params);
     sql.params = columns.params;
     sql
 }
 
-/// The first page (`take` rows in `order`) with its total (column 0), read by one statement
-/// that finds the matching jobs once for both: their keys are gathered (`MATERIALIZED`),
-/// counted, and the page's items read by row id for the first `take` of them. For a `name`
-/// that a name index serves, whose candidates are all read to order them: a count of its
-/// own would look for every matching row a second time.
-fn counted_page_sql(
-    project: &ProjectId,
-    filter: &JobFilter,
+/// The first page with its total (column 0), read by one statement that finds the matching
+/// jobs once for both: their keys are gathered (`MATERIALIZED`), counted, and the page's
+/// items read by row id for the first of them.
+fn counting_page_sql(
+    (project, filter, plan): (&ProjectId, &JobFilter, &ListPlan),
     order: (SortKey, SortDir),
-    take: u64,
 ) -> Sql {
-    let (col, dir) = (order_column(order.0), order_dir(order.1));
+    let (col, dir) = order_sql(order);
     let mut sql = Sql::default();
     sql.push(&format!(
         "WITH matches AS MATERIALIZED (SELECT {col}, id, seq FROM "
     ))
-    .push(jobs_source(filter))
+    .push(jobs_source(plan))
     .push(" WHERE project_id = ")
     .bind(project.as_str().to_string());
-    push_filter(&mut sql, filter);
+    push_filter(&mut sql, filter, plan.name);
     sql.push(&format!(
         ") SELECT (SELECT COUNT(*) FROM matches), j.{LIST_ITEM} FROM (SELECT {col}, id, seq \
          FROM matches ORDER BY {col} {dir}, id {dir} LIMIT "
     ))
-    .bind(i64::try_from(take).unwrap_or(i64::MAX))
+    .bind(i64::try_from(plan.limit).unwrap_or(i64::MAX))
     .push(&format!(
         ") AS top JOIN jobs AS j ON j.seq = top.seq ORDER BY top.{col} {dir}, top.id {dir}"
     ));
     sql
+}
+
+/// The list item in column `i` of the row: the JSON object SQLite wrote (migration 0008).
+fn item<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
+    row.get_ref(i)?
+        .as_bytes()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
 }
 
 /// Runs a page statement whose list item is column `first` (column 0, when `first` is 1, is
@@ -420,92 +420,87 @@ impl Drop for Snapshot<'_> {
     }
 }
 
-/// One page and its total, read in one snapshot.
-fn list(
+/// Runs `plan`: one page and its total, read in one snapshot.
+fn run(
     conn: &Connection,
     project: &ProjectId,
     query: &ListJobsQuery,
-    max_page_size: u64,
+    plan: &ListPlan,
 ) -> rusqlite::Result<JobPage> {
     let filter = &query.filter;
+    let scope = (project, filter, plan);
     let order = (query.page.sort_key, query.page.sort_dir);
-    let limit = query.page.effective_limit(max_page_size);
-    let offset = query.page.offset;
-    if offset == 0 && filter.name.as_deref().and_then(name_search).is_some() {
-        // A name index gives the candidates: the page reads every matching job to order
-        // them anyway, so one statement finds them once for the page and its total.
-        let sql = counted_page_sql(project, filter, order, limit);
-        let page = read_page(conn, &sql, 1, false)?;
-        return Ok(JobPage {
-            total: page.total.unwrap_or(0),
-            data: page.json,
-        });
-    }
-    if offset == 0 && needs_row_count(filter) {
-        // An id, or a name no index serves (the sort index is walked, stopping at a page):
-        // when the page is not full it is the whole result, and the rows are not looked
-        // for a second time to count them.
-        let _snapshot = Snapshot::begin(conn)?;
-        let sql = page_sql(LIST_ITEM, project, filter, order, limit, 0);
-        let page = read_page(conn, &sql, 0, false)?;
-        let total = if page.rows < limit {
-            page.rows
-        } else {
-            count(conn, project, filter)?
-        };
-        return Ok(JobPage {
-            total,
-            data: page.json,
-        });
-    }
-    if offset == 0 {
-        // The first page (what the SDK and consoles ask): its total from the counters, read
-        // once by the same statement. No row means no job, as the counters agree.
-        let sql = first_page_sql(project, filter, order, limit);
-        let page = read_page(conn, &sql, 1, false)?;
-        return Ok(JobPage {
-            total: page.total.unwrap_or(0),
-            data: page.json,
-        });
-    }
-    let _snapshot = Snapshot::begin(conn)?;
-    let total = count(conn, project, filter)?;
-    let Some(plan) = plan_page(order.1, offset, limit, total) else {
-        return Ok(JobPage {
-            total,
-            data: b"[]".to_vec(),
-        });
-    };
-    let sql = page_sql(
-        LIST_ITEM,
-        project,
-        filter,
-        (order.0, plan.dir),
-        plan.take,
-        plan.skip,
-    );
-    let page = read_page(conn, &sql, 0, plan.reversed)?;
-    Ok(JobPage {
-        total,
+    let counted = |page: PageRead| JobPage {
+        total: page.total.unwrap_or(0),
         data: page.json,
-    })
+    };
+    match plan.steps {
+        Steps::Nothing => Ok(JobPage::empty()),
+        Steps::FirstPageWithTotal => Ok(counted(read_page(
+            conn,
+            &first_page_sql(scope, order),
+            1,
+            false,
+        )?)),
+        Steps::FirstPageCountingMatches => Ok(counted(read_page(
+            conn,
+            &counting_page_sql(scope, order),
+            1,
+            false,
+        )?)),
+        Steps::FirstPageThenCount => {
+            let _snapshot = Snapshot::begin(conn)?;
+            let sql = page_sql(LIST_ITEM, scope, order, plan.limit, 0);
+            let page = read_page(conn, &sql, 0, false)?;
+            let total = if page.rows < plan.limit {
+                page.rows
+            } else {
+                count(conn, project, filter, plan)?
+            };
+            Ok(JobPage {
+                total,
+                data: page.json,
+            })
+        }
+        Steps::CountThenPage => {
+            let _snapshot = Snapshot::begin(conn)?;
+            let total = count(conn, project, filter, plan)?;
+            let Some(w) = plan::window(order.1, query.page.offset, plan.limit, total) else {
+                return Ok(JobPage {
+                    total,
+                    data: b"[]".to_vec(),
+                });
+            };
+            let sql = page_sql(LIST_ITEM, scope, (order.0, w.dir), w.take, w.skip);
+            let page = read_page(conn, &sql, 0, w.reversed)?;
+            Ok(JobPage {
+                total,
+                data: page.json,
+            })
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::{first_page_sql, fts_query, gram_query, page_sql, Readers, LIST_ITEM};
+    use super::{first_page_sql, gram_query, page_sql, trigram_query, Readers, LIST_ITEM};
     use crate::domain::filter::{SortDir, SortKey};
-    use crate::store::page::list_query as query;
-    use crate::store::sqlite::tests::{new_job, store_with_servers};
+    use crate::store::list::plan::{plan, Backend, Facts};
+    use crate::store::testing::{list_query as query, new_job, sqlite_with_servers};
     use crate::store::JobStore;
+
+    const FACTS: Facts = Facts {
+        backend: Backend::Sqlite,
+        large_project: false,
+    };
 
     #[tokio::test]
     async fn reads_that_outgrow_their_budget_run_again_on_a_blocking_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
-        let (store, project) = store_with_servers(&path, &["s1"]).await;
+        let (store, project) = sqlite_with_servers(&path, &["s1"]).await;
         for n in 0..30 {
             let mut job = new_job(&format!("name-{n:02}"), &["s1"]);
             job.id = format!("job-{n:02}");
@@ -547,8 +542,9 @@ mod tests {
     #[tokio::test]
     async fn items_written_by_sqlite_are_the_bytes_serde_writes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
-        crate::store::page::check_items_are_the_bytes_serde_writes(&store, &project, true).await;
+        let (store, project) = sqlite_with_servers(&dir.path().join("t.db"), &["s1"]).await;
+        crate::store::list::item::check_items_are_the_bytes_serde_writes(&store, &project, true)
+            .await;
     }
 
     /// Pages of the common list orders and filters, first or further, read the list index
@@ -557,7 +553,7 @@ mod tests {
     async fn common_pages_read_their_items_from_the_list_index_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
-        let (_store, project) = store_with_servers(&path, &[]).await;
+        let (_store, project) = sqlite_with_servers(&path, &[]).await;
         let conn = rusqlite::Connection::open(&path).expect("connection");
         let table: i64 = conn
             .query_row(
@@ -567,19 +563,21 @@ mod tests {
             )
             .expect("the jobs table");
         for (raw, index) in [
-            ("", "jobs_by_create_items"),
-            ("status=FINISHED", "jobs_by_status_items"),
+            ("limit=50", "jobs_by_create_items"),
+            ("limit=50&status=FINISHED", "jobs_by_status_items"),
             (
-                "type=COMMON&status=DELETED&visible=false",
+                "limit=50&type=COMMON&status=DELETED&visible=false",
                 "jobs_by_type_items",
             ),
         ] {
-            let filter = &query(raw).filter;
+            let query = query(raw);
+            let plan = plan(&query, 1000, FACTS);
+            let scope = (&project, &query.filter, &plan);
             for dir in [SortDir::Desc, SortDir::Asc] {
                 let order = (SortKey::CreateAt, dir);
                 for sql in [
-                    first_page_sql(&project, filter, order, 50),
-                    page_sql(LIST_ITEM, &project, filter, order, 50, 1000),
+                    first_page_sql(scope, order),
+                    page_sql(LIST_ITEM, scope, order, 50, 1000),
                 ] {
                     let params = rusqlite::params_from_iter(&sql.params);
                     let mut plan = conn
@@ -621,33 +619,21 @@ mod tests {
     }
 
     #[test]
-    fn name_patterns_are_asked_as_one_quoted_phrase() {
-        assert_eq!(fts_query("ab"), None);
-        assert_eq!(fts_query("a\u{0}bc"), None);
-        assert_eq!(fts_query("AbC-1"), Some("\"AbC-1\"".to_string()));
-        assert_eq!(fts_query("x\"yz"), Some("\"x\"\"yz\"".to_string()));
-        assert_eq!(fts_query("é🙂ü"), Some("\"é🙂ü\"".to_string()));
+    fn three_character_patterns_are_asked_as_one_quoted_phrase() {
+        assert_eq!(trigram_query("AbC-1"), "\"AbC-1\"");
+        assert_eq!(trigram_query("x\"yz"), "\"x\"\"yz\"");
+        assert_eq!(trigram_query("é🙂ü"), "\"é🙂ü\"");
     }
 
     #[test]
     fn longer_patterns_are_asked_as_the_4_grams_covering_them() {
-        assert_eq!(gram_query("abc"), None);
-        assert_eq!(gram_query("ab c"), None);
-        assert_eq!(gram_query("ab\"cd"), None);
-        assert_eq!(gram_query("é-abc"), None);
-        assert_eq!(gram_query("AbCd"), Some("\"abcd\"".to_string()));
-        assert_eq!(
-            gram_query("1F1F1"),
-            Some("\"1f1f\" AND \"f1f1\"".to_string())
-        );
+        assert_eq!(gram_query("AbCd"), "\"abcd\"");
+        assert_eq!(gram_query("1F1F1"), "\"1f1f\" AND \"f1f1\"");
         assert_eq!(
             gram_query("train-res.net_1"),
-            Some("\"et_1\" AND \"n-re\" AND \"s.ne\" AND \"trai\"".to_string())
+            "\"et_1\" AND \"n-re\" AND \"s.ne\" AND \"trai\""
         );
         // The last 4-gram is one of the set already.
-        assert_eq!(
-            gram_query("abcdefgh"),
-            Some("\"abcd\" AND \"efgh\"".to_string())
-        );
+        assert_eq!(gram_query("abcdefgh"), "\"abcd\" AND \"efgh\"");
     }
 }

@@ -1,0 +1,74 @@
+//! The demo account of `serve --simulate` on a loopback address: fixed, documented
+//! credentials, so that examples can be pasted. They are public, so only such a server
+//! accepts them; any other start takes them away from the database.
+
+use super::{create_access_key, create_project, create_user, FULL_ACCESS};
+use crate::secrets::Sealer;
+use crate::store::{Store, StoreError};
+
+pub const PROJECT_ID: &str = "5f3c9e2a7d104b6c8e1f0a2b3c4d5e6f";
+pub const PROJECT_NAME: &str = "demo";
+pub const USER: &str = "demo";
+pub const PASSWORD: &str = "demo-password";
+pub const ACCESS_KEY: &str = "LITEJOBSDEMOACCESSKY";
+pub const SECRET_KEY: &str = "LiteJobsDemoSecretKey0000000000000000000";
+
+/// True when `e` says a row is already there (another replica made it meanwhile).
+fn already_there(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::Conflict(_))
+    )
+}
+
+/// Makes the demo project, user, grant and access key, those that are missing. Replicas
+/// starting together may all do it: what another made first is taken as it is.
+pub async fn ensure(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Result<()> {
+    if store.find_project(PROJECT_ID).await?.is_none() {
+        match create_project(store, PROJECT_NAME, Some(PROJECT_ID)).await {
+            Err(e) if !already_there(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    let user = match store.find_user(USER).await? {
+        Some(u) => u,
+        None => match create_user(store, USER, Some(PASSWORD)).await {
+            Ok(u) => u,
+            Err(e) if already_there(&e) => store
+                .find_user(USER)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the demo user vanished as it was made"))?,
+            Err(e) => return Err(e),
+        },
+    };
+    store.grant(&user.id, PROJECT_ID, FULL_ACCESS).await?;
+    if store.find_access_key(ACCESS_KEY).await?.is_none() {
+        let fixed = Some((ACCESS_KEY, SECRET_KEY));
+        let description = "demo key of serve --simulate";
+        match create_access_key(store, sealer, &user, description, fixed).await {
+            Err(e) if !already_there(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Takes the demo account's access key, tokens and grant away, if an earlier
+/// `serve --simulate` on loopback made them: its credentials are public, and this server
+/// does not accept them.
+pub async fn retire(store: &dyn Store) -> anyhow::Result<()> {
+    let Some(key) = store.find_access_key(ACCESS_KEY).await? else {
+        return Ok(());
+    };
+    store.delete_access_key(ACCESS_KEY).await?;
+    store
+        .revoke_user_tokens(&key.user_id, crate::domain::now_ms())
+        .await?;
+    store.revoke(&key.user_id, PROJECT_ID, FULL_ACCESS).await?;
+    tracing::warn!(
+        access_key = ACCESS_KEY,
+        "removed the demo account's access key, tokens and grant: its credentials are \
+         public, and only `serve --simulate` on a loopback address accepts them"
+    );
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The job list on PostgreSQL: the planner's plans (`store/list/plan.rs`) as SQL.
+//!
+//! Every statement is built here, from the plan: the first page with its total from the
+//! counters, a name search's first page counted by a window over its matches, a page then
+//! its count, or a count then a page read from the nearer end. Which connections run them
+//! (and with which plans) is `mod.rs`'s choice.
+
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
+
+use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
+use crate::domain::ProjectId;
+use crate::store::list::item::{PageRead, PageWriter};
+use crate::store::list::plan::{self, Count, ListPlan, NameIndex, NameScope, NameSearch, Steps};
+use crate::store::{JobPage, StoreResult};
+
+/// What a list statement reads: the project's jobs matching the filter, as the plan finds
+/// them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scope<'a> {
+    pub project: &'a ProjectId,
+    pub filter: &'a JobFilter,
+    pub plan: &'a ListPlan,
+}
+
+impl Scope<'_> {
+    /// The name index is asked for every project's names holding the pattern, the project's
+    /// kept after (see [`plan::LARGE_PROJECT`]).
+    fn names_of_all(&self) -> bool {
+        matches!(
+            self.plan.name,
+            Some(NameSearch::Index(_, NameScope::AllProjects))
+        )
+    }
+}
+
+/// True when one plan serves the statements of `plan` whatever their values: no filter
+/// but the project (the sort key's own index is the only one that gives the order), or an
+/// `id` (one row at most, whatever else is asked). With a `status`, `type` or `visible`
+/// filter more than one index could serve, and a generic plan, which does not know the
+/// value, could walk the newest jobs and drop those that do not match: fine for a common
+/// value, the whole project for a rare one.
+pub(super) fn one_plan_fits(filter: &JobFilter, plan: &ListPlan) -> bool {
+    filter.id.is_some() || plan.count == Count::ProjectTotal
+}
+
+fn order_sql(order: (SortKey, SortDir)) -> (&'static str, &'static str) {
+    let col = match order.0 {
+        SortKey::CreateAt => "create_at",
+        SortKey::UpdateAt => "update_at",
+        SortKey::Name => "name",
+    };
+    let dir = match order.1 {
+        SortDir::Asc => "ASC",
+        SortDir::Desc => "DESC",
+    };
+    (col, dir)
+}
+
+/// Appends the filter's exact predicates (`id`, `status`, `type`, `visible`).
+fn push_exact(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
+    if let Some(id) = &filter.id {
+        qb.push(" AND id = ").push_bind(id.clone());
+    }
+    if let Some(status) = filter.status {
+        qb.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(t) = &filter.job_type {
+        qb.push(" AND type = ").push_bind(t.clone());
+    }
+    if let Some(v) = filter.visible {
+        qb.push(" AND visible = ").push_bind(v);
+    }
+}
+
+/// A `LIKE` pattern matching `text` anywhere (`\` escapes `%`, `_` and itself).
+fn like_substring(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Appends the predicate of the names holding `pattern`, as `search` finds them. Job names
+/// only hold `[-_.a-zA-Z0-9]`, so a case-insensitive match is one of ASCII-lower-cased text
+/// (characters outside ASCII are left as they are, and then match nothing).
+fn push_name(qb: &mut QueryBuilder<'_, Postgres>, pattern: &str, search: NameSearch) {
+    let lower = pattern.to_ascii_lowercase();
+    match search {
+        NameSearch::Index(NameIndex::Grams, _) => {
+            // The names holding all of the pattern's 4-grams (the `jobs_name_grams` index),
+            // then the substring itself, in a test no other index offers to serve.
+            qb.push("litejobs_name_grams(lower(name)) @> litejobs_name_grams(")
+                .push_bind(lower.clone())
+                .push(") AND strpos(lower(name), ")
+                .push_bind(lower)
+                .push(") > 0");
+        }
+        NameSearch::Index(NameIndex::Trigrams, _) => {
+            // `lower(name) LIKE '%…%'`, which the `jobs_name_trgm` trigram index serves.
+            qb.push("lower(name) LIKE ")
+                .push_bind(like_substring(&lower));
+        }
+        NameSearch::Check => {
+            qb.push("strpos(lower(name), ")
+                .push_bind(lower)
+                .push(") > 0");
+        }
+    }
+}
+
+/// Pushes ` FROM jobs WHERE` the project's jobs matching the filter. For a search of every
+/// project's names, the names found are those of a subquery that knows no project (`OFFSET
+/// 0` keeps PostgreSQL from moving the project's predicate into it, where the name index
+/// would serve it), and the project's are kept after.
+fn push_from<'a>(qb: &mut QueryBuilder<'a, Postgres>, scope: Scope<'a>) {
+    let name = scope.filter.name.as_deref().zip(scope.plan.name);
+    if let (Some((pattern, search)), true) = (name, scope.names_of_all()) {
+        qb.push(
+            " FROM (SELECT project_id, id, name, type, status, visible, create_at, \
+             update_at, list_item FROM jobs WHERE ",
+        );
+        push_name(qb, pattern, search);
+        qb.push(" OFFSET 0) AS jobs WHERE project_id = ")
+            .push_bind(scope.project.as_str());
+        push_exact(qb, scope.filter);
+        return;
+    }
+    qb.push(" FROM jobs WHERE project_id = ")
+        .push_bind(scope.project.as_str());
+    push_exact(qb, scope.filter);
+    if let Some((pattern, search)) = name {
+        qb.push(" AND ");
+        push_name(qb, pattern, search);
+    }
+}
+
+/// Pushes a query of the number of the project's jobs matching the filter: from the
+/// counters, unless the plan counts rows.
+pub(super) fn push_count<'a>(qb: &mut QueryBuilder<'a, Postgres>, scope: Scope<'a>) {
+    match scope.plan.count.table() {
+        Some(counters) => {
+            qb.push("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM ")
+                .push(counters)
+                .push(" WHERE project_id = ")
+                .push_bind(scope.project.as_str());
+            push_exact(qb, scope.filter);
+        }
+        None => {
+            qb.push("SELECT COUNT(*)");
+            push_from(qb, scope);
+        }
+    }
+}
+
+/// Pushes a query of one page of the list: each job's `list_item` (after the total when
+/// `with_total`), `take` rows after `skip` in `order`. With `literal_limits`, the limit and
+/// offset are numbers in the text rather than parameters: PostgreSQL plans a parameterised
+/// `LIMIT` as if a tenth of the rows were wanted, and would never settle on a statement's
+/// generic plan.
+pub(super) fn push_page<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    scope: Scope<'a>,
+    order: (SortKey, SortDir),
+    (take, skip): (u64, u64),
+    with_total: bool,
+    literal_limits: bool,
+) {
+    let (col, dir) = order_sql(order);
+    qb.push("SELECT ");
+    if with_total {
+        qb.push("(");
+        push_count(qb, scope);
+        qb.push("), ");
+    }
+    qb.push("list_item");
+    push_from(qb, scope);
+    // (An `id` is one job at most: nothing to order, and no plan that would walk an index
+    // for its order instead of finding the id.)
+    if scope.filter.id.is_none() {
+        qb.push(format!(" ORDER BY {col} {dir}, id {dir}"));
+    }
+    qb.push(" LIMIT ");
+    let (take, skip) = (
+        i64::try_from(take).unwrap_or(i64::MAX),
+        i64::try_from(skip).unwrap_or(i64::MAX),
+    );
+    if literal_limits {
+        qb.push(format!("{take} OFFSET {skip}"));
+    } else {
+        qb.push_bind(take).push(" OFFSET ").push_bind(skip);
+    }
+}
+
+/// Pushes a query of the first page (`take` rows in `order`), each job's `list_item` after
+/// the number of matching jobs, counted by a window over all of them before the page is
+/// taken: the matching jobs are found once for both. For a name a name index serves, whose
+/// page reads every candidate to order them anyway. (A statement that gathers the keys
+/// first, counts them and joins the page back is as fast for a common name, but costs
+/// PostgreSQL twice the planning of a selective one.)
+pub(super) fn push_counting_page<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    scope: Scope<'a>,
+    order: (SortKey, SortDir),
+    take: u64,
+) {
+    let (col, dir) = order_sql(order);
+    qb.push("SELECT COUNT(*) OVER (), list_item");
+    push_from(qb, scope);
+    qb.push(format!(" ORDER BY {col} {dir}, id {dir} LIMIT "));
+    qb.push_bind(i64::try_from(take).unwrap_or(i64::MAX));
+}
+
+/// The page read from `rows`, whose list item is column `first` (column 0, when `first` is
+/// 1, is the total). The item is the JSON object PostgreSQL stored (migration 0007), taken
+/// as the bytes it sends (UTF-8, in the binary format of a prepared statement).
+fn read_page(rows: &[PgRow], first: usize, reversed: bool) -> Result<PageRead, sqlx::Error> {
+    let mut page = PageWriter::new(reversed);
+    for row in rows {
+        page.push(row.try_get_unchecked::<&[u8], _>(first)?);
+    }
+    let total = match rows.first() {
+        Some(row) if first > 0 => Some(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0)),
+        _ => None,
+    };
+    Ok(page.read(total))
+}
+
+/// Runs `plan` on `conn`: one page of the job list and its exact total, read in one
+/// snapshot. Its statements are kept prepared on the connection when `keep`, else prepared
+/// and planned anew; with `literal_limits`, page limits are written as numbers.
+pub(super) async fn run(
+    conn: &mut PgConnection,
+    (project, query, plan): (&ProjectId, &ListJobsQuery, &ListPlan),
+    keep: bool,
+    literal_limits: bool,
+) -> StoreResult<JobPage> {
+    let scope = Scope {
+        project,
+        filter: &query.filter,
+        plan,
+    };
+    let order = (query.page.sort_key, query.page.sort_dir);
+    let counted = |page: PageRead| JobPage {
+        total: page.total.unwrap_or(0),
+        data: page.json,
+    };
+    let mut qb = QueryBuilder::<Postgres>::new("");
+    match plan.steps {
+        Steps::Nothing => Ok(JobPage::empty()),
+        Steps::FirstPageWithTotal => {
+            // One statement: one snapshot, one round trip. No row means no matching job.
+            push_page(&mut qb, scope, order, (plan.limit, 0), true, literal_limits);
+            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            Ok(counted(read_page(&rows, 1, false)?))
+        }
+        Steps::FirstPageCountingMatches => {
+            push_counting_page(&mut qb, scope, order, plan.limit);
+            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            Ok(counted(read_page(&rows, 1, false)?))
+        }
+        Steps::FirstPageThenCount => {
+            push_page(
+                &mut qb,
+                scope,
+                order,
+                (plan.limit, 0),
+                false,
+                literal_limits,
+            );
+            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            let page = read_page(&rows, 0, false)?;
+            if page.rows < plan.limit {
+                return Ok(JobPage {
+                    total: page.rows,
+                    data: page.json,
+                });
+            }
+            // More than a page matches: the page again with its total, in one snapshot.
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            push_page(&mut qb, scope, order, (plan.limit, 0), true, literal_limits);
+            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            Ok(counted(read_page(&rows, 1, false)?))
+        }
+        Steps::CountThenPage => {
+            let mut tx = conn
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await?;
+            push_count(&mut qb, scope);
+            let total: i64 = qb
+                .build()
+                .persistent(keep)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            let total = u64::try_from(total).unwrap_or(0);
+            let Some(w) = plan::window(order.1, query.page.offset, plan.limit, total) else {
+                tx.commit().await?;
+                return Ok(JobPage {
+                    total,
+                    data: b"[]".to_vec(),
+                });
+            };
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            let window = (w.take, w.skip);
+            push_page(
+                &mut qb,
+                scope,
+                (order.0, w.dir),
+                window,
+                false,
+                literal_limits,
+            );
+            let rows = qb.build().persistent(keep).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            let page = read_page(&rows, 0, w.reversed)?;
+            Ok(JobPage {
+                total,
+                data: page.json,
+            })
+        }
+    }
+}

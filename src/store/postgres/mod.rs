@@ -1,0 +1,255 @@
+//! The PostgreSQL backend, for replicas sharing one database.
+//!
+//! - `list.rs`: the job list's statements, from the planner's plans;
+//! - `connections.rs`: the list's own connection sets, and which runs which page;
+//! - everything else is the shared SQL (`store/shared/`), on one sqlx pool.
+
+mod connections;
+mod list;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use self::connections::{PageConnections, Read, TAKE_TIMEOUT};
+use super::list::plan::{self, Backend as PlanBackend, Facts, ListPlan, NameSearch, Steps};
+use super::shared::{create, impl_exec, Backend, SqlPools};
+use super::{IdempotencyKey, JobPage, NewJob, StoreResult};
+use crate::domain::filter::{JobFilter, ListJobsQuery};
+use crate::domain::ProjectId;
+use crate::wire::JobDetail;
+
+impl_exec!(PgConnection, Postgres, PgRow);
+
+/// Jobs and identities in PostgreSQL; any number of servers may share it.
+#[derive(Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    /// Connections whose prepared statements always run their generic plan: for the list
+    /// pages one plan fits whatever the values ([`list::one_plan_fits`]), which PostgreSQL
+    /// then plans once per connection instead of at every run. None with a single
+    /// connection.
+    generic: Option<Arc<PageConnections>>,
+    /// Connections for the list pages that a name index serves, on generic plans too, which
+    /// can only read the name index. None with fewer than four connections.
+    names: Option<Arc<PageConnections>>,
+    /// Connections for the other list pages, planned for their values at each run. None
+    /// with fewer than three connections.
+    planned: Option<Arc<PageConnections>>,
+    /// Projects' numbers of jobs, with when each was read: whether a project is large
+    /// ([`plan::LARGE_PROJECT`]).
+    sizes: Arc<DashMap<String, (u64, Instant)>>,
+    /// [`plan::LARGE_PROJECT`], but in tests.
+    large_project: u64,
+}
+
+/// `work_mem` of the connections, unless the database URL sets one: a name search gathers
+/// its candidate rows in a bitmap of the table's pages, which past `work_mem` keeps whole
+/// pages instead of rows, every row of which is then checked again (see
+/// `docs/design/job-list.md`).
+const NAME_SEARCH_WORK_MEM: &str = "64MB";
+
+/// How long a project's number of jobs is reused to choose how its names are searched (the
+/// choice changes how fast a search is, never what it finds).
+const PROJECT_SIZE_TTL: Duration = Duration::from_secs(60);
+
+/// Connections to PostgreSQL a process keeps at most unless told: two per core of this
+/// machine and four more, a quarter each for the list's three kinds of page and the rest.
+pub fn default_connections() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u32::try_from(cores * 2 + 4).unwrap_or(u32::MAX)
+}
+
+impl PgStore {
+    /// Connects to `url` with at most `max_connections` connections, and migrates the
+    /// database.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let mut options: PgConnectOptions = url.parse()?;
+        if !options
+            .get_options()
+            .is_some_and(|o| o.contains("work_mem"))
+        {
+            options = options.options([("work_mem", NAME_SEARCH_WORK_MEM)]);
+        }
+        // The connections are shared between the list pages (on generic plans, the name
+        // searches on theirs, and the pages planned at each run) and everything else; with
+        // fewer, the pool serves some pages too.
+        let max_connections = max_connections.max(1);
+        let share = |from: u32| {
+            if max_connections >= from {
+                (max_connections / 4).max(1)
+            } else {
+                0
+            }
+        };
+        let (generic, planned, names) = (share(2), share(3), share(4));
+        let rest = max_connections - generic - planned - names;
+        let pool = PgPoolOptions::new()
+            .max_connections(rest)
+            .acquire_timeout(TAKE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let generic = (generic > 0).then(|| {
+            Arc::new(PageConnections::new(
+                options.clone().options([
+                    ("plan_cache_mode", "force_generic_plan"),
+                    // A generic plan does not know the project's size: without sorting or
+                    // scanning it all, only the index that gives the page's order is left.
+                    ("enable_sort", "off"),
+                    ("enable_bitmapscan", "off"),
+                    ("enable_seqscan", "off"),
+                ]),
+                generic,
+            ))
+        });
+        let names = (names > 0).then(|| {
+            Arc::new(PageConnections::new(
+                options.clone().options([
+                    ("plan_cache_mode", "force_generic_plan"),
+                    // A bitmap of the candidates from the name index is the only scan left,
+                    // on this process alone: a parallel plan's workers cost a selective
+                    // search more than they could save.
+                    ("enable_indexscan", "off"),
+                    ("enable_indexonlyscan", "off"),
+                    ("enable_seqscan", "off"),
+                    ("max_parallel_workers_per_gather", "0"),
+                ]),
+                names,
+            ))
+        });
+        let planned =
+            (planned > 0).then(|| Arc::new(PageConnections::new(options.clone(), planned)));
+        Ok(Self {
+            pool,
+            generic,
+            names,
+            planned,
+            sizes: Arc::default(),
+            large_project: plan::LARGE_PROJECT,
+        })
+    }
+
+    /// True when `project` holds [`plan::LARGE_PROJECT`] jobs or more, as its counters said
+    /// at most [`PROJECT_SIZE_TTL`] ago.
+    async fn is_large(&self, project: &ProjectId) -> StoreResult<bool> {
+        if let Some(entry) = self.sizes.get(project.as_str()) {
+            let (jobs, read_at) = *entry;
+            if read_at.elapsed() < PROJECT_SIZE_TTL {
+                return Ok(jobs >= self.large_project);
+            }
+        }
+        let all = plan::plan(&ListJobsQuery::default(), 1, self.facts(false));
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        let filter = JobFilter::default();
+        list::push_count(
+            &mut qb,
+            list::Scope {
+                project,
+                filter: &filter,
+                plan: &all,
+            },
+        );
+        let jobs: i64 = qb.build().fetch_one(&self.pool).await?.try_get(0)?;
+        let jobs = u64::try_from(jobs).unwrap_or(0);
+        if self.sizes.len() >= 100_000 {
+            // Sizes are cheap to read again: forget them all rather than grow without end.
+            self.sizes.clear();
+        }
+        self.sizes
+            .insert(project.as_str().to_string(), (jobs, Instant::now()));
+        Ok(jobs >= self.large_project)
+    }
+
+    fn facts(&self, large_project: bool) -> Facts {
+        Facts {
+            backend: PlanBackend::Postgres,
+            large_project,
+        }
+    }
+
+    /// The plan of a page of `query` in `project`.
+    async fn plan(
+        &self,
+        project: &ProjectId,
+        query: &ListJobsQuery,
+        max_page_size: u64,
+    ) -> StoreResult<ListPlan> {
+        let large = plan::wants_project_size(query, PlanBackend::Postgres)
+            && self.is_large(project).await?;
+        Ok(plan::plan(query, max_page_size, self.facts(large)))
+    }
+}
+
+impl SqlPools for PgStore {
+    type Db = Postgres;
+    fn read_pool(&self) -> &PgPool {
+        &self.pool
+    }
+    fn write_pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Backend for PgStore {
+    const NAME: &'static str = "postgres";
+
+    /// One page of the job list and its exact total, read in one snapshot, on the list
+    /// connections that suit its plan. Statements are kept prepared, their plans with them,
+    /// except those filtering by a name off the `names` connections: planned for its
+    /// pattern at each run, as a plan made for one pattern could walk the whole project for
+    /// another.
+    async fn list_jobs(
+        &self,
+        project: &ProjectId,
+        query: &ListJobsQuery,
+        max_page_size: u64,
+    ) -> StoreResult<JobPage> {
+        let plan = self.plan(project, query, max_page_size).await?;
+        if plan.steps == Steps::Nothing {
+            return Ok(JobPage::empty());
+        }
+        let fits = list::one_plan_fits(&query.filter, &plan);
+        let by_index = matches!(plan.name, Some(NameSearch::Index(..)));
+        let read = |keep| Read::Page {
+            job: (project, query, &plan),
+            keep,
+            literal_limits: fits,
+        };
+        let unnamed = query.filter.name.is_none();
+        match (&self.generic, &self.names, &self.planned) {
+            (Some(generic), _, _) if fits => generic.run(&read(true)).await,
+            (_, Some(names), _) if by_index => names.run(&read(true)).await,
+            (_, _, Some(planned)) => planned.run(&read(unnamed)).await,
+            _ => read(unnamed).on(&mut *self.pool.acquire().await?).await,
+        }
+    }
+
+    /// Creates a job in a transaction of its own, which PostgreSQL commits together with
+    /// concurrent ones.
+    async fn create_job(
+        &self,
+        project: &ProjectId,
+        job: NewJob,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<JobDetail> {
+        create::create_job_alone(self, project, &job, idempotency.as_ref()).await
+    }
+
+    /// One `SELECT 1`, on a connection of the list's when there are (as a page is read).
+    async fn ping(&self) -> StoreResult<()> {
+        match self.planned.as_ref().or(self.generic.as_ref()) {
+            Some(set) => set.run(&Read::Ping).await?,
+            None => Read::Ping.on(&mut *self.pool.acquire().await?).await?,
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,769 @@
+//! Tests of what is PostgreSQL's own: the list's statements and their plans, the name
+//! indexes, the list connections and their settings. What every backend does is tested by
+//! the conformance suite (`tests/api/store.rs`).
+
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
+
+use super::list::{one_plan_fits, push_count, push_counting_page, push_page, Scope};
+use super::PgStore;
+use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
+use crate::domain::ProjectId;
+use crate::store::list::plan::{self, Backend, Facts, ListPlan, NameSearch};
+use crate::store::testing::list_query;
+use crate::store::JobStore;
+use crate::testkit::{pg_admin_url, test_database};
+
+/// A query and its plan on PostgreSQL, in a large project or not.
+fn planned(raw: &str, large_project: bool) -> (ListJobsQuery, ListPlan) {
+    let query = list_query(raw);
+    let facts = Facts {
+        backend: Backend::Postgres,
+        large_project,
+    };
+    let plan = plan::plan(&query, 1000, facts);
+    (query, plan)
+}
+
+fn by_name_index(plan: &ListPlan) -> bool {
+    matches!(plan.name, Some(NameSearch::Index(..)))
+}
+
+/// Adds the jobs `select` gives (the columns of the insert below, `$1` the project) and
+/// gathers the planner's statistics.
+async fn insert_analyzed(store: &PgStore, project: &ProjectId, select: &str) {
+    sqlx::query(&format!(
+        "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+         is_reboot, pending_tasks, items, create_at, update_at) {select}"
+    ))
+    .bind(project.as_str())
+    .execute(&store.pool)
+    .await
+    .expect("insert jobs");
+    sqlx::query("ANALYZE jobs")
+        .execute(&store.pool)
+        .await
+        .expect("analyze");
+}
+
+/// A statement of the list.
+#[derive(Debug, Clone, Copy)]
+enum Statement {
+    Page,
+    PageWithTotal,
+    WindowCounted,
+    Count,
+}
+
+/// Pushes a statement of the list after what `qb` holds.
+fn push_statement<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    scope: Scope<'a>,
+    order: (SortKey, SortDir),
+    (take, skip, statement): (u64, u64, Statement),
+) {
+    let literal = one_plan_fits(scope.filter, scope.plan);
+    match statement {
+        Statement::Page => push_page(qb, scope, order, (take, skip), false, literal),
+        Statement::PageWithTotal => push_page(qb, scope, order, (take, skip), true, literal),
+        Statement::WindowCounted => push_counting_page(qb, scope, order, take),
+        Statement::Count => push_count(qb, scope),
+    }
+}
+
+/// The plan of a page statement, as EXPLAIN writes it.
+async fn explain<'e>(
+    on: impl sqlx::Executor<'e, Database = Postgres>,
+    scope: Scope<'_>,
+    order: (SortKey, SortDir),
+    statement: (u64, u64, Statement),
+) -> String {
+    let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN ");
+    push_statement(&mut qb, scope, order, statement);
+    let plan: Vec<String> = qb
+        .build()
+        .fetch_all(on)
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
+    plan.join("\n")
+}
+
+/// Page connections the server ended (a restart, an administrator) are replaced: the
+/// next page is read on a new connection instead of failing.
+#[tokio::test]
+async fn pages_outlive_their_connections() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let store = PgStore::connect(&url, 4).await.expect("connect");
+    let project = ProjectId::parse("p1").expect("project");
+    let unfiltered = ListJobsQuery::parse(&[], 100).expect("query");
+    let pairs = [("status".to_string(), "FINISHED".to_string())];
+    let by_status = ListJobsQuery::parse(&pairs, 100).expect("query");
+    for round in 0..3 {
+        // On the generic-plan connections, on the others, and a ping.
+        for query in [&unfiltered, &by_status] {
+            let page = JobStore::list_jobs(&store, &project, query, 100)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(page.total, 0);
+        }
+        crate::store::Store::ping(&store)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: ping: {e}"));
+        // End every other connection to this database, as a restart would.
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connection");
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND application_name = '' AND backend_type = 'client backend') AS t",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("terminate");
+        assert!(ended >= 2, "round {round}: {ended} connections ended");
+    }
+    drop(store);
+}
+
+/// A server that ends idle sessions (`idle_session_timeout`) does not fail the pages
+/// read after it did.
+#[tokio::test]
+async fn pages_outlive_idle_session_timeouts() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let name = url
+        .rsplit_once('/')
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_default();
+    let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
+        .await
+        .expect("admin");
+    sqlx::query(&format!(
+        "ALTER DATABASE {name} SET idle_session_timeout = '200ms'"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("set idle_session_timeout");
+    let store = PgStore::connect(&url, 4).await.expect("connect");
+    let project = ProjectId::parse("p1").expect("project");
+    let pairs = [("status".to_string(), "FINISHED".to_string())];
+    for query in [
+        ListJobsQuery::parse(&[], 100).expect("query"),
+        ListJobsQuery::parse(&pairs, 100).expect("query"),
+    ] {
+        for round in 0..2 {
+            JobStore::list_jobs(&store, &project, &query, 100)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+    drop(store);
+}
+
+/// The name indexes move new names from their pending lists (which every search reads
+/// in full) into the index by 64 kB, rather than letting them grow to 4 MB between
+/// vacuums.
+#[tokio::test]
+async fn name_index_pending_lists_stay_small_under_creates() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let store = PgStore::connect(&url, 4).await.expect("connect");
+    for index in ["jobs_name_grams", "jobs_name_trgm"] {
+        let options: Vec<String> =
+            sqlx::query_scalar("SELECT unnest(reloptions) FROM pg_class WHERE relname = $1")
+                .bind(index)
+                .fetch_all(&store.pool)
+                .await
+                .expect("reloptions");
+        assert!(
+            options.iter().any(|o| o == "gin_pending_list_limit=64"),
+            "{index}: {options:?}"
+        );
+    }
+    let project = ProjectId::parse("p1").expect("project");
+    for batch in 0..30 {
+        sqlx::query(
+            "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+             is_reboot, pending_tasks, items, create_at, update_at) \
+             SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+             TRUE, FALSE, 0, '[]', g, g FROM generate_series($2 * 100 + 1, $2 * 100 + 100) AS g",
+        )
+        .bind(project.as_str())
+        .bind(batch)
+        .execute(&store.pool)
+        .await
+        .expect("insert jobs");
+    }
+    // The pending list's size, where the page inspector is at hand (a superuser's
+    // extension that ships with PostgreSQL).
+    let inspect = sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .execute(&store.pool)
+        .await;
+    if inspect.is_ok() {
+        for index in ["jobs_name_grams", "jobs_name_trgm"] {
+            let pages: i64 = sqlx::query_scalar(
+                "SELECT n_pending_pages FROM gin_metapage_info(get_raw_page($1, 0))",
+            )
+            .bind(index)
+            .fetch_one(&store.pool)
+            .await
+            .expect("metapage");
+            assert!(pages <= 8, "{index}: {pages} pending pages");
+        }
+    } else {
+        eprintln!("pageinspect unavailable: the pending lists' sizes are not checked");
+    }
+    let query = list_query("name=c4ca42");
+    let page = JobStore::list_jobs(&store, &project, &query, 1000)
+        .await
+        .expect("list");
+    assert!(page.total >= 1);
+    drop(store);
+}
+
+/// Name searches keep their bitmaps exact up to a large table: every connection has
+/// 64 MB of `work_mem`, unless the database URL sets its own.
+#[tokio::test]
+async fn connections_have_the_work_mem_of_name_searches_unless_the_url_sets_one() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    async fn work_mem(store: &PgStore) -> Vec<String> {
+        let mut on_sets = Vec::new();
+        for set in [&store.generic, &store.planned, &store.names] {
+            let set = set.as_ref().expect("list connections");
+            let mut taken = set.take().await.expect("take");
+            let value: String = sqlx::query_scalar("SHOW work_mem")
+                .fetch_one(taken.conn().expect("conn"))
+                .await
+                .expect("show");
+            taken.give_back();
+            on_sets.push(value);
+        }
+        let on_pool: String = sqlx::query_scalar("SHOW work_mem")
+            .fetch_one(&store.pool)
+            .await
+            .expect("show");
+        on_sets.insert(0, on_pool);
+        on_sets
+    }
+    let store = PgStore::connect(&url, 6).await.expect("connect");
+    assert_eq!(work_mem(&store).await, ["64MB"; 4]);
+    drop(store);
+    let own = format!("{url}?options=-c%20work_mem%3D8MB");
+    let store = PgStore::connect(&own, 6).await.expect("connect");
+    assert_eq!(work_mem(&store).await, ["8MB"; 4]);
+    drop(store);
+}
+
+/// PostgreSQL writes each item as serde_json does (its text cannot hold NUL).
+#[tokio::test]
+async fn items_written_by_postgres_are_the_bytes_serde_writes() {
+    use crate::store::JobStore;
+
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let store = PgStore::connect(&url, 4).await.expect("connect");
+    let project = ProjectId::parse("p1").expect("project");
+    let server = crate::store::NewServer {
+        id: "s1".to_string(),
+        name: "s1".to_string(),
+        kind: "agent".to_string(),
+        sim_outcome: None,
+        cloud_server: Default::default(),
+        now_ms: 1,
+    };
+    store.upsert_server(&project, server).await.expect("server");
+    crate::store::list::item::check_items_are_the_bytes_serde_writes(&store, &project, false).await;
+    drop(store);
+}
+
+/// A `name` pattern of four characters or more is looked for through the 4-gram index,
+/// with its page, its count and its window-counted first page, and finds what a scan
+/// finds; a shorter one never is.
+#[tokio::test]
+async fn name_patterns_use_the_index_of_their_length() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let store = PgStore::connect(&url, 4).await.expect("connect");
+    let project = ProjectId::parse("p1").expect("project");
+    insert_analyzed(
+        &store,
+        &project,
+        "SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+         TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 20000) AS g",
+    )
+    .await;
+    // (A three-character pattern matches too many of these names for any index to pay.)
+    for (pattern, grams) in [("E-C4CA", true), ("c4ca42", true), ("4ca", false)] {
+        let (query, list_plan) = planned(&format!("name={pattern}"), false);
+        let scope = Scope {
+            project: &project,
+            filter: &query.filter,
+            plan: &list_plan,
+        };
+        for statement in [
+            Statement::PageWithTotal,
+            Statement::Page,
+            Statement::WindowCounted,
+        ] {
+            let order = (query.page.sort_key, query.page.sort_dir);
+            let plan = explain(&store.pool, scope, order, (50, 0, statement)).await;
+            assert_eq!(
+                plan.contains("jobs_name_grams"),
+                grams,
+                "{pattern}:\n{plan}"
+            );
+            if grams {
+                assert!(!plan.contains("Seq Scan"), "{pattern}:\n{plan}");
+                assert!(!plan.contains("jobs_name_trgm"), "{pattern}:\n{plan}");
+            }
+        }
+        // The answer is the names holding the pattern, case-insensitively.
+        let page = JobStore::list_jobs(&store, &project, &query, 1000)
+            .await
+            .expect("list");
+        let expected: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE strpos(lower(name), lower($1)) > 0",
+        )
+        .bind(pattern)
+        .fetch_one(&store.pool)
+        .await
+        .expect("count");
+        assert!(expected > 0, "{pattern}");
+        assert_eq!(page.total, expected as u64, "{pattern}");
+        assert_eq!(
+            page.items().expect("items").len() as i64,
+            expected.min(1000)
+        );
+    }
+    drop(store);
+}
+
+/// A `name` matching more than a page: the first page holds the first matching jobs in
+/// the page's order, and the total counts them all (through the 4-gram index, the
+/// trigram one, and with an exact filter beside the name).
+#[tokio::test]
+async fn first_pages_of_common_names_are_the_first_matches_with_their_total() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let mut store = PgStore::connect(&url, 4).await.expect("connect");
+    let project = ProjectId::parse("p1").expect("project");
+    insert_analyzed(
+        &store,
+        &project,
+        "SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', \
+         CASE WHEN g % 3 = 0 THEN 'PROCESSING' ELSE 'FINISHED' END, TRUE, FALSE, 0, '[]', \
+         g, (g * 7919) % 20011 FROM generate_series(1, 3000) AS g",
+    )
+    .await;
+    let other = ProjectId::parse("p2").expect("project");
+    insert_analyzed(
+        &store,
+        &other,
+        "SELECT $1, 'other-' || g, 'Name-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+         TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 500) AS g",
+    )
+    .await;
+    // Searched in the project's names, then in every project's (as in a large project).
+    for (large_project, pattern, status, offset) in [0, 1]
+        .into_iter()
+        .flat_map(|offset| [plan::LARGE_PROJECT, 1].map(|large| (large, offset * 9)))
+        .flat_map(|(large, offset)| {
+            [
+                ("NAME-", None),
+                ("ame-a", None),
+                ("4ca", None),
+                ("name-", Some("PROCESSING")),
+                // Too short for the name indexes: the page first, then with its count.
+                ("e-", None),
+                ("a", Some("PROCESSING")),
+            ]
+            .map(|(pattern, status)| (large, pattern, status, offset))
+        })
+    {
+        store.large_project = large_project;
+        store.sizes.clear();
+        for (key, dir) in [
+            ("create_at", "DESC"),
+            ("create_at", "ASC"),
+            ("update_at", "DESC"),
+            ("name", "ASC"),
+        ] {
+            let mut raw = format!(
+                "name={pattern}&limit=7&offset={offset}&sort_key={key}&sort_dir={}",
+                dir.to_lowercase()
+            );
+            if let Some(status) = status {
+                raw.push_str(&format!("&status={status}"));
+            }
+            let query = list_query(&raw);
+            let page = JobStore::list_jobs(&store, &project, &query, 1000)
+                .await
+                .expect("list");
+            let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+                "SELECT id, COUNT(*) OVER () FROM jobs WHERE project_id = $1 \
+                 AND strpos(lower(name), lower($2)) > 0 AND ($3::text IS NULL OR status = $3) \
+                 ORDER BY {key} {dir}, id {dir}"
+            ))
+            .bind(project.as_str())
+            .bind(pattern)
+            .bind(status)
+            .fetch_all(&store.pool)
+            .await
+            .expect("scan");
+            assert!(rows.len() > 7, "{raw}: {} rows", rows.len());
+            assert_eq!(page.total, rows.len() as u64, "{raw} ({large_project})");
+            let ids: Vec<String> = page
+                .items()
+                .expect("items")
+                .into_iter()
+                .map(|item| item.id)
+                .collect();
+            let expected: Vec<String> = rows
+                .into_iter()
+                .skip(offset)
+                .take(7)
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(ids, expected, "{raw} ({large_project})");
+        }
+    }
+    drop(store);
+}
+
+/// On the connections that keep generic plans, every page statement that is sent there
+/// is read from the one index that gives the page's order and answers its conditions (or
+/// finds its id): no sort, no scan of the table or of a bitmap, no row read to be
+/// dropped, whatever the project's size (a generic plan does not know it).
+#[tokio::test]
+async fn pages_on_generic_plans_walk_an_index_in_their_order() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let store = PgStore::connect(&url, 4).await.expect("connect");
+    let project = ProjectId::parse("0123456789abcdef0123456789abcdef").expect("project");
+    // Jobs in this project and another, with their statistics, as a planner sees them.
+    insert_analyzed(
+        &store,
+        &project,
+        "SELECT CASE WHEN g % 10 = 0 THEN 'other' ELSE $1 END, 'job-' || g, 'name-' || g, \
+         'u', CASE WHEN g % 3 = 0 THEN 'COMMON' ELSE 'LOG_COLLECT' END, \
+         CASE WHEN g % 50 = 0 THEN 'PROCESSING' ELSE 'FINISHED' END, g % 12 <> 0, FALSE, \
+         0, '[]', g, g FROM generate_series(1, 5000) AS g",
+    )
+    .await;
+    let mut checked = 0;
+    let pages = store.generic.clone().expect("page connections");
+    let mut taken = pages.take().await.expect("a page connection");
+    // The filter, and the index a page must be read from when one plan fits it.
+    for (raw, index) in [
+        ("", Some("jobs_by_create_items")),
+        ("sort_key=update_at&sort_dir=asc", Some("jobs_by_update")),
+        ("sort_key=name", Some("jobs_by_name")),
+        ("id=job-7", Some("jobs_by_project_id")),
+        (
+            "id=job-7&status=FINISHED&sort_key=name",
+            Some("jobs_by_project_id"),
+        ),
+        ("id=job-7&name=name-7", Some("jobs_by_project_id")),
+        ("status=DELETED", None),
+        ("type=LOG_COLLECT&status=FINISHED&visible=false", None),
+        ("status=PROCESSING&sort_key=update_at", None),
+        ("visible=true", None),
+        ("name=abc", None),
+    ] {
+        let (query, list_plan) = planned(raw, false);
+        let (filter, key) = (&query.filter, query.page.sort_key);
+        let fits = one_plan_fits(filter, &list_plan) && !by_name_index(&list_plan);
+        assert_eq!(fits, index.is_some(), "{raw}");
+        let scope = Scope {
+            project: &project,
+            filter,
+            plan: &list_plan,
+        };
+        let Some(index) = index else {
+            continue;
+        };
+        for (dir, take, skip, statement) in [
+            (SortDir::Desc, 50, 0, Statement::PageWithTotal),
+            (SortDir::Asc, 1000, 0, Statement::Page),
+            (SortDir::Desc, 50, 500_000, Statement::Page),
+        ] {
+            let conn = taken.conn().expect("a connection");
+            let plan = explain(conn, scope, (key, dir), (take, skip, statement)).await;
+            assert!(
+                plan.contains(&format!(" using {index} on jobs")),
+                "{raw}:\n{plan}"
+            );
+            for bad in ["Sort", "Seq Scan", "Bitmap"] {
+                assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
+            }
+            // Rows read to be dropped: only the one row an id finds may be.
+            assert!(
+                index == "jobs_by_project_id" || !plan.contains("Filter"),
+                "{raw}:\n{plan}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 * 6);
+    taken.give_back();
+    drop(store);
+}
+
+/// The plan PostgreSQL runs for `statement` on `conn` as a prepared statement executed
+/// with `args` (SQL literals, one per parameter), with its row counts when `analyze`:
+/// the generic plan, on connections that force one.
+async fn prepared_plan(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    args: &[&str],
+    analyze: bool,
+) -> String {
+    sqlx::query(&format!("PREPARE litejobs_plan AS {statement}"))
+        .persistent(false)
+        .execute(&mut *conn)
+        .await
+        .expect("prepare");
+    let plan: Vec<String> = sqlx::query(&format!(
+        "EXPLAIN (ANALYZE {analyze}) EXECUTE litejobs_plan({})",
+        args.join(", ")
+    ))
+    .persistent(false)
+    .fetch_all(&mut *conn)
+    .await
+    .expect("explain")
+    .iter()
+    .map(|row| row.get::<String, _>(0))
+    .collect();
+    sqlx::query("DEALLOCATE litejobs_plan")
+        .persistent(false)
+        .execute(&mut *conn)
+        .await
+        .expect("deallocate");
+    plan.join("\n")
+}
+
+/// Checks the generic plan of `statement` for `raw` on the names connection `conn`: one
+/// bitmap scan, of `index`, whose condition holds the project when `project_in_index`
+/// (and never does otherwise), and no other kind of scan.
+async fn check_name_plan(
+    conn: &mut sqlx::PgConnection,
+    (project, names_of_all): (&ProjectId, bool),
+    raw: &str,
+    statement: (u64, u64, Statement),
+    args: &[&str],
+    index: &str,
+) {
+    let (query, list_plan) = planned(raw, names_of_all);
+    assert!(by_name_index(&list_plan), "{raw}");
+    let order = (query.page.sort_key, query.page.sort_dir);
+    let scope = Scope {
+        project,
+        filter: &query.filter,
+        plan: &list_plan,
+    };
+    let mut qb = QueryBuilder::<Postgres>::new("");
+    push_statement(&mut qb, scope, order, statement);
+    let plan = prepared_plan(conn, qb.sql(), args, false).await;
+    let scan = format!("Bitmap Index Scan on {index}");
+    assert_eq!(
+        plan.matches("Bitmap Index Scan").count(),
+        1,
+        "{raw}:\n{plan}"
+    );
+    assert!(plan.contains(&scan), "{raw}:\n{plan}");
+    let cond = plan.split(&scan).nth(1).unwrap_or_default();
+    if names_of_all {
+        assert!(!cond.contains("project_id"), "{raw}:\n{plan}");
+    } else {
+        assert!(
+            cond.contains("Index Cond: ((project_id = $1) AND"),
+            "{raw}:\n{plan}"
+        );
+    }
+    for bad in [
+        "BitmapAnd",
+        "Seq Scan",
+        "Index Scan using",
+        "Index Only",
+        "Gather",
+    ] {
+        assert!(!plan.contains(bad), "{raw}: {bad} in\n{plan}");
+    }
+}
+
+/// On the `names` connections every statement of a name search runs one generic plan: a
+/// bitmap of the project's candidates from the name index of the pattern's length, and
+/// nothing else, whatever the filters beside the name, the order and the page; and the
+/// index gives only the project's candidates, not those of another project holding the
+/// pattern (which the name indexes before migration 0010 gave too).
+#[tokio::test]
+async fn name_searches_run_one_generic_plan_on_the_projects_name_index() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let store = PgStore::connect(&url, 4).await.expect("connect");
+    let (big, small) = (
+        ProjectId::parse("p1").expect("project"),
+        ProjectId::parse("p2").expect("project"),
+    );
+    insert_analyzed(
+        &store,
+        &big,
+        "SELECT $1, 'job-' || g, 'Name-' || md5(g::text), 'u', \
+         CASE WHEN g % 3 = 0 THEN 'COMMON' ELSE 'LOG_COLLECT' END, \
+         CASE WHEN g % 7 = 0 THEN 'PROCESSING' ELSE 'FINISHED' END, g % 5 <> 0, FALSE, \
+         0, '[]', g, g FROM generate_series(1, 6000) AS g",
+    )
+    .await;
+    insert_analyzed(
+        &store,
+        &small,
+        "SELECT $1, 'small-' || g, 'Other-' || md5(g::text), 'u', 'COMMON', 'FINISHED', \
+         TRUE, FALSE, 0, '[]', g, g FROM generate_series(1, 40) AS g",
+    )
+    .await;
+    let names = store.names.clone().expect("name search connections");
+    let mut taken = names.take().await.expect("a name search connection");
+    let (grams, trigrams) = ("jobs_name_grams", "jobs_name_trgm");
+    // The query, a statement of its search, its parameters (the project, exact filters,
+    // the pattern, the page), and the index it reads.
+    let p = "'p1'";
+    for (raw, statement, args, index) in [
+        (
+            "name=c4ca42",
+            (50, 0, Statement::WindowCounted),
+            vec![p, "'c4ca42'", "'c4ca42'", "50"],
+            grams,
+        ),
+        (
+            "name=NAME-&status=FINISHED&sort_key=name",
+            (50, 0, Statement::WindowCounted),
+            vec![p, "'FINISHED'", "'name-'", "'name-'", "50"],
+            grams,
+        ),
+        (
+            "name=4ca&sort_key=update_at&sort_dir=asc",
+            (20, 0, Statement::WindowCounted),
+            vec![p, "'%4ca%'", "20"],
+            trigrams,
+        ),
+        (
+            "name=ame-a&type=COMMON&status=FINISHED&visible=true",
+            (50, 100, Statement::Page),
+            vec![
+                p,
+                "'FINISHED'",
+                "'COMMON'",
+                "TRUE",
+                "'ame-a'",
+                "'ame-a'",
+                "50",
+                "100",
+            ],
+            grams,
+        ),
+        (
+            "name=ame-a&status=PROCESSING",
+            (0, 0, Statement::Count),
+            vec![p, "'PROCESSING'", "'ame-a'", "'ame-a'"],
+            grams,
+        ),
+        (
+            "name=e-a",
+            (0, 0, Statement::Count),
+            vec![p, "'%e-a%'"],
+            trigrams,
+        ),
+    ] {
+        let conn = taken.conn().expect("conn");
+        check_name_plan(conn, (&big, false), raw, statement, &args, index).await;
+    }
+    // Searched in every project's names (a large project), the index is asked for the
+    // pattern alone, its parameters first, and the project's rows kept after.
+    for (raw, statement, args, index) in [
+        (
+            "name=c4ca42",
+            (50, 0, Statement::WindowCounted),
+            vec!["'c4ca42'", "'c4ca42'", p, "50"],
+            grams,
+        ),
+        (
+            "name=4ca&sort_key=name",
+            (20, 0, Statement::WindowCounted),
+            vec!["'%4ca%'", p, "20"],
+            trigrams,
+        ),
+        (
+            "name=ame-a&status=PROCESSING",
+            (0, 0, Statement::Count),
+            vec!["'ame-a'", "'ame-a'", p, "'PROCESSING'"],
+            grams,
+        ),
+        (
+            "name=ame-a&visible=false",
+            (50, 100, Statement::Page),
+            vec!["'ame-a'", "'ame-a'", p, "FALSE", "50", "100"],
+            grams,
+        ),
+    ] {
+        let conn = taken.conn().expect("conn");
+        check_name_plan(conn, (&big, true), raw, statement, &args, index).await;
+    }
+    assert!(!by_name_index(&planned("name=c4ca42&id=job-1", false).1));
+    assert!(!by_name_index(&planned("name=c4", false).1));
+    taken.give_back();
+    // A pattern that every name of the big project holds, looked for in the small one:
+    // the index hands over the small project's candidates alone.
+    for (pattern, args) in [
+        ("name-", vec!["'p2'", "'name-'", "'name-'", "50"]),
+        ("ame", vec!["'p2'", "'%ame%'", "50"]),
+        ("other-", vec!["'p2'", "'other-'", "'other-'", "50"]),
+    ] {
+        let (query, list_plan) = planned(&format!("name={pattern}"), false);
+        let order = (query.page.sort_key, query.page.sort_dir);
+        let scope = Scope {
+            project: &small,
+            filter: &query.filter,
+            plan: &list_plan,
+        };
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        push_counting_page(&mut qb, scope, order, 50);
+        let mut taken = names.take().await.expect("a name search connection");
+        let plan = prepared_plan(taken.conn().expect("conn"), qb.sql(), &args, true).await;
+        taken.give_back();
+        let expected = if pattern == "other-" { 40 } else { 0 };
+        let index_rows = plan
+            .lines()
+            .find(|line| line.contains("Bitmap Index Scan"))
+            .and_then(|line| line.split("rows=").nth(2))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        assert_eq!(index_rows, Some(expected), "{pattern}:\n{plan}");
+        let page = JobStore::list_jobs(&store, &small, &query, 1000)
+            .await
+            .expect("list");
+        assert_eq!(page.total, expected, "{pattern}");
+    }
+    drop(store);
+}

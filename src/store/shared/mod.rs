@@ -1,0 +1,299 @@
+//! The SQL both backends share, written once.
+//!
+//! SQLite accepts PostgreSQL's `$N` placeholders, and everything here is SQL both speak, so
+//! these functions run unchanged on either database. They are written against [`Exec`], a
+//! connection that runs a [`Statement`] (text and values), rather than generically over
+//! `sqlx::Database`: sqlx's generic bounds (every bound type, the executor, the row index)
+//! would have to be restated at every function, as Rust does not carry them along from one
+//! trait; here they are spelled out once per backend, in [`impl_exec!`].
+//!
+//! - [`iam`]: users, keys, projects, policies, grants and tokens: all of [`super::IamStore`].
+//! - [`jobs`]: the rest of [`super::JobStore`] beside what each [`Backend`] writes itself
+//!   (the list and the creates): reading and deleting jobs, ending and leasing tasks,
+//!   servers, retention.
+//! - [`create`]: creating jobs with their tasks and idempotency keys, several in one
+//!   transaction.
+
+pub mod create;
+pub mod iam;
+pub mod jobs;
+
+use std::future::Future;
+
+use super::{IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
+use crate::domain::filter::ListJobsQuery;
+use crate::domain::ProjectId;
+use crate::wire::JobDetail;
+
+/// A value bound to a statement's placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Bool(bool),
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Self::Text(v)
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Self::Text(v.clone())
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Self::OptText(v)
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        Self::OptText(v.map(str::to_string))
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Self::OptInt(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+/// A statement: SQL text with `$1`, `$2`, … placeholders, and their values in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub sql: String,
+    pub values: Vec<Value>,
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Binds the next placeholder.
+    pub fn bind(mut self, value: impl Into<Value>) -> Self {
+        self.values.push(value.into());
+        self
+    }
+
+    /// Appends text.
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder (`$N`, numbered after those already bound) and its value.
+    pub fn push_bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.values.push(value.into());
+        self.sql.push('$');
+        self.sql.push_str(&self.values.len().to_string());
+        self
+    }
+
+    /// Appends `(v, v, …)`, one placeholder a value.
+    pub fn push_tuple(&mut self, values: impl IntoIterator<Item = Value>) -> &mut Self {
+        self.push("(");
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(value);
+        }
+        self.push(")")
+    }
+}
+
+/// A row a statement answered, read by column position.
+pub trait SqlRow {
+    fn text(&self, i: usize) -> StoreResult<String>;
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>>;
+    fn int(&self, i: usize) -> StoreResult<i64>;
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>>;
+    fn boolean(&self, i: usize) -> StoreResult<bool>;
+}
+
+/// A database connection that runs statements (a pooled one, or one in a transaction).
+pub trait Exec: Send {
+    type Row: SqlRow + Send;
+    /// Every row the statement answers.
+    fn rows(&mut self, s: Statement) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send;
+    /// The first row the statement answers, if any.
+    fn row(&mut self, s: Statement) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send;
+    /// Runs the statement; answers the rows it changed.
+    fn run(&mut self, s: Statement) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
+/// The pools of a store whose SQL is shared: `read` for queries, `write` for changes
+/// (SQLite's single writing connection; on PostgreSQL the same pool).
+pub trait SqlPools: Send + Sync {
+    type Db: sqlx::Database<Connection: Exec>;
+    fn read_pool(&self) -> &sqlx::Pool<Self::Db>;
+    fn write_pool(&self) -> &sqlx::Pool<Self::Db>;
+}
+
+/// What each backend writes itself; the shared SQL does the rest of [`super::JobStore`]
+/// and [`super::Store`] for it (`jobs.rs`), and all of [`super::IamStore`] (`iam.rs`).
+#[async_trait::async_trait]
+pub trait Backend: SqlPools {
+    /// Short name, for logs and the benchmark.
+    const NAME: &'static str;
+
+    /// One page of the job list and the exact number of matching jobs.
+    async fn list_jobs(
+        &self,
+        project: &ProjectId,
+        query: &ListJobsQuery,
+        max_page_size: u64,
+    ) -> StoreResult<JobPage>;
+
+    /// Creates a job with its tasks (see [`super::JobStore::create_job`]).
+    async fn create_job(
+        &self,
+        project: &ProjectId,
+        job: NewJob,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<JobDetail>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Implements [`Exec`] for a sqlx connection type and [`SqlRow`] for its row type: the one
+/// place the shared SQL meets a driver's types.
+macro_rules! impl_exec {
+    ($conn:ty, $db:ty, $row:ty) => {
+        impl $crate::store::shared::SqlRow for $row {
+            fn text(&self, i: usize) -> $crate::store::StoreResult<String> {
+                Ok(sqlx::Row::try_get(self, i)?)
+            }
+            fn opt_text(&self, i: usize) -> $crate::store::StoreResult<Option<String>> {
+                Ok(sqlx::Row::try_get(self, i)?)
+            }
+            fn int(&self, i: usize) -> $crate::store::StoreResult<i64> {
+                Ok(sqlx::Row::try_get(self, i)?)
+            }
+            fn opt_int(&self, i: usize) -> $crate::store::StoreResult<Option<i64>> {
+                Ok(sqlx::Row::try_get(self, i)?)
+            }
+            fn boolean(&self, i: usize) -> $crate::store::StoreResult<bool> {
+                Ok(sqlx::Row::try_get(self, i)?)
+            }
+        }
+
+        impl $crate::store::shared::Exec for $conn {
+            type Row = $row;
+            async fn rows(
+                &mut self,
+                s: $crate::store::shared::Statement,
+            ) -> $crate::store::StoreResult<Vec<$row>> {
+                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
+                Ok(query.fetch_all(self).await?)
+            }
+            async fn row(
+                &mut self,
+                s: $crate::store::shared::Statement,
+            ) -> $crate::store::StoreResult<Option<$row>> {
+                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
+                Ok(query.fetch_optional(self).await?)
+            }
+            async fn run(
+                &mut self,
+                s: $crate::store::shared::Statement,
+            ) -> $crate::store::StoreResult<u64> {
+                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
+                Ok(query.execute(self).await?.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use impl_exec;
+
+/// Binds `values` to `query` in order.
+pub(crate) fn bind_all<'q, DB>(
+    mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    values: &'q [Value],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for value in values {
+        query = match value {
+            Value::Text(v) => query.bind(v.as_str()),
+            Value::OptText(v) => query.bind(v.as_deref()),
+            Value::Int(v) => query.bind(*v),
+            Value::OptInt(v) => query.bind(*v),
+            Value::Bool(v) => query.bind(*v),
+        };
+    }
+    query
+}
+
+/// Decodes a JSON column.
+pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, raw: &str) -> StoreResult<T> {
+    serde_json::from_str(raw).map_err(|e| StoreError::internal(format!("{what}: {e}")))
+}
+
+/// Encodes a value for a JSON column.
+pub fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Statement, Value};
+
+    #[test]
+    fn placeholders_are_numbered_in_the_order_values_are_bound() {
+        let mut s = Statement::new("SELECT 1 FROM t WHERE a = $1").bind("x");
+        s.push(" AND b IN ")
+            .push_tuple([Value::Int(1), Value::Int(2)])
+            .push(" AND c = ")
+            .push_bind(true);
+        assert_eq!(
+            s.sql,
+            "SELECT 1 FROM t WHERE a = $1 AND b IN ($2, $3) AND c = $4"
+        );
+        assert_eq!(
+            s.values,
+            vec![
+                Value::Text("x".into()),
+                Value::Int(1),
+                Value::Int(2),
+                Value::Bool(true)
+            ]
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The SQLite backend: one file, WAL journal, durable commits, zero set-up.
+//!
+//! - `writer.rs`: creates go through a group-commit writer (one transaction, one `fsync`,
+//!   for every create waiting), each with its own outcome;
+//! - `list.rs`: the job list, on read connections of its own;
+//! - `maintenance.rs`: WAL checkpoints off the commit path, and name index merges while idle;
+//! - everything else is the shared SQL (`store/shared/`), run on a pool of readers and the
+//!   one writing connection.
+
+mod list;
+pub(crate) mod maintenance;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Sqlite, SqlitePool};
+
+use self::list::Readers;
+use self::writer::Writer;
+use super::shared::{impl_exec, Backend, SqlPools};
+use super::{IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
+use crate::domain::filter::ListJobsQuery;
+use crate::domain::ProjectId;
+use crate::wire::JobDetail;
+
+impl_exec!(SqliteConnection, Sqlite, SqliteRow);
+
+/// Page cache of the writer and of each reader, in KiB. Small on purpose: the operating
+/// system caches the file too, and the server's memory stays bounded. The writer's is the
+/// larger: inserts touch index pages all over the file.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+const READER_CACHE_KIB: i64 = 8 * 1024;
+/// WAL pages past which a commit still checkpoints by itself: a backstop, should the
+/// checkpointer fall behind.
+const BACKSTOP_CHECKPOINT_PAGES: u32 = 20_000;
+/// Reading connections (WAL lets them run beside the writer).
+const READERS: u32 = 4;
+
+/// Jobs and identities in one SQLite file.
+///
+/// Writes go through a single connection (SQLite has one writer at a time anyway), reads
+/// through a pool of several, which WAL lets run beside the writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pub(crate) read: SqlitePool,
+    pub(crate) write: SqlitePool,
+    writer: Writer,
+    list: Arc<Readers>,
+}
+
+/// The `sqlite:` URL a URL or plain file path names.
+fn sqlite_url(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        url.to_string()
+    } else {
+        format!("sqlite://{url}")
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) and migrates the database at `url`: a `sqlite:` URL or
+    /// a plain file path.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let url = sqlite_url(url);
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
+                    .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string()),
+            )
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let checkpoint = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().pragma("cache_size", "-1024"))
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(
+                options
+                    .read_only(true)
+                    .pragma("cache_size", (-READER_CACHE_KIB).to_string()),
+            )
+            .await?;
+        let file = super::sqlite_file(&url)
+            .ok_or_else(|| StoreError::internal(format!("{url} names no database file")))?;
+        let list = Readers::open(&file)?;
+        let (writer, watch) = Writer::start(write.clone());
+        tokio::spawn(maintenance::run(checkpoint, write.clone(), watch));
+        Ok(Self {
+            read,
+            write,
+            writer,
+            list,
+        })
+    }
+
+    /// A connection for a bulk load: no durable commits and a large page cache.
+    pub(crate) async fn bulk_connection(url: &str) -> StoreResult<SqliteConnection> {
+        use sqlx::ConnectOptions;
+        Ok(SqliteConnectOptions::from_str(&sqlite_url(url))?
+            .synchronous(SqliteSynchronous::Off)
+            .pragma("cache_size", "-262144")
+            .connect()
+            .await?)
+    }
+}
+
+impl SqlPools for SqliteStore {
+    type Db = Sqlite;
+    fn read_pool(&self) -> &SqlitePool {
+        &self.read
+    }
+    fn write_pool(&self) -> &SqlitePool {
+        &self.write
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    const NAME: &'static str = "sqlite";
+
+    async fn list_jobs(
+        &self,
+        project: &ProjectId,
+        query: &ListJobsQuery,
+        max_page_size: u64,
+    ) -> StoreResult<JobPage> {
+        self.list.list_jobs(project, query, max_page_size).await
+    }
+
+    async fn create_job(
+        &self,
+        project: &ProjectId,
+        job: NewJob,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<JobDetail> {
+        self.writer.create(project, job, idempotency).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

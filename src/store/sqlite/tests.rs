@@ -1,0 +1,295 @@
+//! Tests of what is SQLite's own: upgrades of an older schema, the FTS5 name indexes and
+//! their merges, and the group-commit writer. What every backend does is tested by the
+//! conformance suite (`tests/api/store.rs`).
+
+use super::maintenance::NAME_INDEXES;
+use super::SqliteStore;
+use crate::domain::ProjectId;
+use crate::store::testing::{new_job, sqlite_with_servers as store_with_servers};
+use crate::store::{IdempotencyKey, JobStore, StoreError};
+
+/// A database of the previous schema (migrations before 0004: a name index without
+/// positions) keeps its jobs through the upgrade, and the rebuilt index finds them.
+#[tokio::test]
+async fn upgrading_finds_and_counts_the_jobs_already_there() {
+    use std::str::FromStr;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).expect("dir");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name < "0004" {
+            std::fs::copy(&path, old_migrations.join(name)).expect("copy");
+        }
+    }
+    let path = dir.path().join("old.db");
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .expect("options")
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let old = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+    sqlx::migrate::Migrator::new(old_migrations.as_path())
+        .await
+        .expect("old migrations")
+        .run(&old)
+        .await
+        .expect("old schema");
+    for (n, name) in ["alpha-Common", "beta-log", "gamma-common-2"]
+        .iter()
+        .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+             is_reboot, pending_tasks, items, create_at, update_at) \
+             VALUES ('p1', ?, ?, 'u', 'COMMON', 'FINISHED', 1, 0, 0, '[]', ?, ?)",
+        )
+        .bind(format!("job-{n}"))
+        .bind(name)
+        .bind(n as i64)
+        .bind(n as i64)
+        .execute(&old)
+        .await
+        .expect("old job");
+    }
+    old.close().await;
+
+    let (store, project) = store_with_servers(&path, &[]).await;
+    for (pattern, expected) in [
+        ("COMMON", vec!["job-2", "job-0"]),
+        ("a-com", vec!["job-2", "job-0"]),
+        ("log", vec!["job-1"]),
+        ("mon-2", vec!["job-2"]),
+        ("alphabeta", vec![]),
+    ] {
+        let pairs = vec![("name".to_string(), pattern.to_string())];
+        let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 100).expect("query");
+        let page = store.list_jobs(&project, &query, 100).await.expect("list");
+        let ids: Vec<String> = page
+            .items()
+            .expect("items")
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids, expected, "{pattern}");
+        assert_eq!(page.total, expected.len() as u64, "{pattern}");
+    }
+    // The project's total, counted by the upgrade from the jobs already there.
+    let query = crate::domain::filter::ListJobsQuery::parse(&[], 100).expect("query");
+    let page = store.list_jobs(&project, &query, 100).await.expect("list");
+    assert_eq!(page.total, 3);
+}
+
+/// The segments of the name index that has the most (each search reads every one).
+async fn name_segments(store: &SqliteStore) -> i64 {
+    let mut most = 0;
+    for index in NAME_INDEXES {
+        let sql = format!("SELECT count(DISTINCT segid) FROM {index}_idx");
+        let n: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&store.read)
+            .await
+            .expect("segments");
+        most = most.max(n);
+    }
+    most
+}
+
+#[tokio::test]
+async fn an_idle_server_merges_the_name_index_and_still_finds_every_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
+    // One create at a time: each commit adds a segment of its own to the index.
+    for n in 0..24 {
+        let job = new_job(&format!("run-{n:02}-Alpha"), &["s1"]);
+        store.create_job(&project, job, None).await.expect("create");
+    }
+    let before = name_segments(&store).await;
+    assert!(before >= 4, "{before} segments");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut after = before;
+    while after > 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = name_segments(&store).await;
+    }
+    assert!(after <= 2, "{before} segments, then {after}");
+    let patterns = [
+        ("ALPHA", 24),
+        ("run-07", 1),
+        ("1-al", 3),
+        ("alphx", 0),
+        ("7-a", 2),
+        ("pha", 24),
+    ];
+    for (pattern, matches) in patterns {
+        let pairs = vec![("name".to_string(), pattern.to_string())];
+        let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 100).expect("query");
+        let page = store.list_jobs(&project, &query, 100).await.expect("list");
+        assert_eq!(page.total, matches, "{pattern}");
+    }
+}
+
+fn key(token: &str, body: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey {
+        token: token.to_string(),
+        body_hash: body.to_string(),
+        not_before_ms: 0,
+    })
+}
+
+/// The names of the project's jobs holding `pattern` as the list finds them, sorted.
+async fn names_found(store: &SqliteStore, project: &ProjectId, pattern: &str) -> Vec<String> {
+    let pairs = vec![("name".to_string(), pattern.to_string())];
+    let query = crate::domain::filter::ListJobsQuery::parse(&pairs, 100).expect("query");
+    let page = store.list_jobs(project, &query, 100).await.expect("list");
+    let mut names: Vec<String> = page
+        .items()
+        .expect("items")
+        .into_iter()
+        .map(|j| j.name)
+        .collect();
+    assert_eq!(page.total, names.len() as u64, "{pattern}");
+    names.sort();
+    names
+}
+
+/// Both name indexes (trigrams for three characters, 4-grams from four) find what
+/// reading every name finds, as jobs are added, renamed and removed: each index is kept
+/// by triggers, and the 4-gram one forgets a row only when given its 4-grams again.
+#[tokio::test]
+async fn name_searches_find_what_reading_every_name_finds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
+    let mut names: Vec<String> = [
+        "Alpha-1",
+        "alphabet",
+        "BETA.alpha_2",
+        "gamma",
+        "a.b-c_d",
+        "xyz",
+        "ALPHA",
+        "pha-alp",
+        "alphalpha",
+    ]
+    .iter()
+    .map(|n| n.to_string())
+    .collect();
+    for name in &names {
+        store
+            .create_job(&project, new_job(name, &["s1"]), None)
+            .await
+            .expect("create");
+    }
+    let patterns = [
+        "alp", "ALPH", "pha-", "lpha", "a.b-c", "b-c_", "xyz", "GAMMA", "mma", "ha_2", "alpha-1x",
+        "halp", "lphalpha", "Z", "a", "é-al", "al%", "a\"lp",
+    ];
+    for round in ["created", "renamed and removed"] {
+        for pattern in patterns {
+            let lower = pattern.to_ascii_lowercase();
+            let mut expected: Vec<String> = names
+                .iter()
+                .filter(|n| n.to_ascii_lowercase().contains(&lower))
+                .cloned()
+                .collect();
+            expected.sort();
+            let found = names_found(&store, &project, pattern).await;
+            assert_eq!(found, expected, "{pattern}, {round}");
+        }
+        // Names never change through the API; the triggers keep the indexes whatever
+        // changes a row.
+        sqlx::query("UPDATE jobs SET name = 'omega-alpha' WHERE name = 'gamma'")
+            .execute(&store.write)
+            .await
+            .expect("rename");
+        sqlx::query("DELETE FROM jobs WHERE name IN ('alphabet', 'xyz')")
+            .execute(&store.write)
+            .await
+            .expect("remove");
+        names.retain(|n| n != "alphabet" && n != "xyz");
+        for n in names.iter_mut().filter(|n| *n == "gamma") {
+            *n = "omega-alpha".to_string();
+        }
+    }
+    sqlx::query(
+        "INSERT INTO jobs_name_grams (jobs_name_grams, rank) VALUES ('integrity-check', 0)",
+    )
+    .execute(&store.write)
+    .await
+    .expect("the 4-gram index is whole");
+}
+
+#[tokio::test]
+async fn concurrent_creates_share_commits_but_not_outcomes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1", "s2"]).await;
+    let creates = (0..40).map(|n| {
+        let servers: &[&str] = if n % 5 == 0 {
+            &["s1", "nope"]
+        } else {
+            &["s1", "s2"]
+        };
+        store.create_job(&project, new_job(&format!("j{n}"), servers), None)
+    });
+    let outcomes = futures::future::join_all(creates).await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(job) => {
+                assert!(n % 5 != 0, "j{n} names an unknown server");
+                assert_eq!(job.tasks.len(), 2);
+                let stored = store.get_job(&project, &job.id).await.expect("get");
+                assert_eq!(stored.as_ref(), Some(job), "j{n} as stored");
+                let servers: Vec<_> = job.tasks.iter().map(|t| t.server_id.as_str()).collect();
+                assert_eq!(servers, ["s1", "s2"]);
+                let mut query = crate::domain::filter::ListJobsQuery::default();
+                query.filter.name = Some(format!("J{n}"));
+                let found = store.list_jobs(&project, &query, 1000).await.expect("list");
+                let names: Vec<String> = found
+                    .items()
+                    .expect("items")
+                    .into_iter()
+                    .map(|j| j.name)
+                    .collect();
+                assert!(names.contains(&format!("j{n}")), "j{n} by name: {names:?}");
+            }
+            Err(StoreError::UnknownServers(missing)) => {
+                assert_eq!(n % 5, 0);
+                assert_eq!(missing, &["nope".to_string()]);
+            }
+            Err(e) => panic!("j{n}: {e}"),
+        }
+    }
+    let (same_a, same_b, other) = futures::future::join3(
+        store.create_job(&project, new_job("k", &["s1"]), key("t", "h1")),
+        store.create_job(&project, new_job("k", &["s1"]), key("t", "h1")),
+        store.create_job(&project, new_job("k2", &["s1"]), key("t", "h2")),
+    )
+    .await;
+    assert_eq!(same_a.expect("a").id, same_b.expect("b").id);
+    assert!(matches!(other, Err(StoreError::IdempotencyConflict)));
+
+    // A create failing in the database (a job id taken, here by a create of the same
+    // batch) fails alone: the others of its batch are created.
+    let twin = new_job("twin", &["s1"]);
+    let mut taken = new_job("taken", &["s2"]);
+    taken.id = twin.id.clone();
+    let (first, second, third) = futures::future::join3(
+        store.create_job(&project, twin.clone(), None),
+        store.create_job(&project, taken, None),
+        store.create_job(&project, new_job("third", &["s1"]), None),
+    )
+    .await;
+    assert_eq!(first.expect("first").name, "twin");
+    assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
+    assert_eq!(third.expect("third").name, "third");
+
+    let query = crate::domain::filter::ListJobsQuery::default();
+    let page = store.list_jobs(&project, &query, 1000).await.expect("list");
+    assert_eq!(page.total, 32 + 1 + 2);
+    assert_eq!(page.items().expect("items").len(), 35);
+}
