@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-fn parse_duration(raw: &str) -> Result<Duration, String> {
+/// A duration as people write it (`500ms`, `30s`, `2m`, `30d`), for the command line.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw).map_err(|e| e.to_string())
 }
 

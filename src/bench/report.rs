@@ -10,6 +10,8 @@ use super::load::Measured;
 pub struct Target {
     /// Least throughput as a share of the floor's.
     pub min_floor_ratio: Option<f64>,
+    /// Least throughput as a share of the reference row's ([`REFERENCE`]).
+    pub min_ref_ratio: Option<f64>,
     pub max_p99: Option<Duration>,
     /// Least successful requests per second.
     pub min_rate: Option<f64>,
@@ -25,10 +27,15 @@ pub struct Row {
     pub target: Target,
     /// Throughput as a share of the floor's (the faster of the floor's two measurements).
     pub floor_ratio: Option<f64>,
+    /// Throughput as a share of the reference row's, where there is one.
+    pub ref_ratio: Option<f64>,
 }
 
 /// Labels of the floor's rows start with this.
 pub const FLOOR: &str = "floor";
+/// Label of the reference row of PostgreSQL runs: the floor after one `SELECT 1`, the least
+/// any query costs there.
+pub const REFERENCE: &str = "round trip (floor + SELECT 1)";
 
 impl Row {
     /// True for a measurement of the floor.
@@ -44,6 +51,14 @@ impl Row {
             if ratio < min {
                 misses.push(format!(
                     "{}: {ratio:.2}x of the floor < {min:.2}x",
+                    self.label
+                ));
+            }
+        }
+        if let (Some(min), Some(ratio)) = (t.min_ref_ratio, self.ref_ratio) {
+            if ratio < min {
+                misses.push(format!(
+                    "{}: {ratio:.2}x of the reference < {min:.2}x",
                     self.label
                 ));
             }
@@ -73,7 +88,10 @@ impl Row {
 
     fn has_target(&self) -> bool {
         let t = &self.target;
-        t.min_floor_ratio.is_some() || t.max_p99.is_some() || t.min_rate.is_some()
+        t.min_floor_ratio.is_some()
+            || t.min_ref_ratio.is_some()
+            || t.max_p99.is_some()
+            || t.min_rate.is_some()
     }
 }
 
@@ -84,11 +102,12 @@ fn ms(d: Duration) -> String {
 /// The table's header.
 pub fn header() -> String {
     format!(
-        "{:<34} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}  {}",
+        "{:<34} {:>9} {:>10} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7}  {}",
         "query",
         "total",
         "req/s",
         "x floor",
+        "x ref",
         "p50 ms",
         "p90 ms",
         "p99 ms",
@@ -109,12 +128,13 @@ pub fn line(row: &Row) -> String {
         "MISSED"
     };
     format!(
-        "{:<34} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}  {}",
+        "{:<34} {:>9} {:>10.1} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7}  {}",
         row.label,
         row.total.map_or("-".to_string(), |t| t.to_string()),
         m.rate(),
         row.floor_ratio
             .map_or("-".to_string(), |r| format!("{r:.2}")),
+        row.ref_ratio.map_or("-".to_string(), |r| format!("{r:.2}")),
         ms(m.quantile(0.5)),
         ms(m.quantile(0.9)),
         ms(m.quantile(0.99)),
@@ -130,6 +150,13 @@ pub fn fastest_floor(rows: &[Row]) -> f64 {
         .filter(|r| r.is_floor())
         .map(|r| r.measured.rate())
         .fold(0.0, f64::max)
+}
+
+/// The rate of the reference row, when the run has one.
+pub fn reference_rate(rows: &[Row]) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.label == REFERENCE)
+        .map(|r| r.measured.rate())
 }
 
 /// The one-line summary of a backend's run: the floor (the faster of its measurements), then
@@ -167,6 +194,10 @@ pub fn summary(backend: &str, rows: &[Row], peak_memory: Option<u64>, memory_lim
             let ratio = r
                 .floor_ratio
                 .map_or(String::new(), |ratio| format!(" {ratio:.2}x"));
+            let ratio = match r.ref_ratio {
+                Some(reference) => format!("{ratio} ({reference:.2}x ref)"),
+                None => ratio,
+            };
             format!(
                 "{} {:.0}/s{ratio} p99 {} ms",
                 r.label,

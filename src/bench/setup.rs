@@ -4,42 +4,40 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::dataset::Generator;
 use super::{report, BenchArgs};
 use crate::sign::Credentials;
 use crate::store::bulk::BulkLoader;
 use crate::store::NewServer;
+use crate::testkit::ScratchDatabase;
 
 /// PostgreSQL server on which a fresh database is created when none is named.
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Jobs generated and loaded per transaction.
 const LOAD_CHUNK: u64 = 10_000;
 
-/// A fresh database and how to clean it up.
+/// A fresh database, removed afterwards unless kept.
 pub struct Database {
     pub backend: &'static str,
     pub url: String,
     /// What to print for it (no password).
     pub shown: String,
-    cleanup: Cleanup,
+    /// A PostgreSQL database the run made (dropped with it), or the temporary directory of
+    /// a SQLite file.
+    scratch: Option<ScratchDatabase>,
+    temp_dir: Option<PathBuf>,
 }
 
-enum Cleanup {
-    Nothing,
-    RemoveDir(PathBuf),
-    DropPg { admin_url: String, name: String },
-}
-
+/// A fresh database of `backend`: a new SQLite file at `given` (which must not exist) or in
+/// a temporary directory, or a new database on the PostgreSQL server `given` names.
 pub async fn fresh_database(
     backend: &'static str,
     given: Option<&str>,
-    keep: bool,
 ) -> anyhow::Result<Database> {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
     if backend == "sqlite" {
-        let (path, cleanup) = match given {
+        let (path, temp_dir) = match given {
             Some(raw) => {
                 let path = PathBuf::from(raw.strip_prefix("sqlite://").unwrap_or(raw));
                 if path.exists() {
@@ -48,67 +46,45 @@ pub async fn fresh_database(
                         path.display()
                     );
                 }
-                (path, Cleanup::Nothing)
+                (path, None)
             }
             None => {
                 let dir = super::new_temp_dir("litejobs-bench")?;
-                let cleanup = if keep {
-                    Cleanup::Nothing
-                } else {
-                    Cleanup::RemoveDir(dir.clone())
-                };
-                (dir.join("litejobs.db"), cleanup)
+                (dir.join("litejobs.db"), Some(dir))
             }
         };
         return Ok(Database {
             backend,
             url: format!("sqlite://{}", path.display()),
             shown: path.display().to_string(),
-            cleanup,
+            scratch: None,
+            temp_dir,
         });
     }
-    use sqlx::Connection;
-    let admin_url = given.unwrap_or(DEFAULT_PG_URL).to_string();
-    let name = format!("litejobs_bench_{}", &suffix[..12]);
-    let mut conn = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("cannot create the database {name}"))?;
-    let mut url = reqwest::Url::parse(&admin_url).context("bad PostgreSQL URL")?;
-    url.set_path(&format!("/{name}"));
-    let mut shown = url.clone();
-    let _ = shown.set_password(None);
+    let scratch =
+        ScratchDatabase::create(given.unwrap_or(DEFAULT_PG_URL), "litejobs_bench").await?;
     Ok(Database {
         backend,
-        url: url.to_string(),
-        shown: shown.to_string(),
-        cleanup: Cleanup::DropPg { admin_url, name },
+        url: scratch.url.clone(),
+        shown: scratch.shown.clone(),
+        scratch: Some(scratch),
+        temp_dir: None,
     })
 }
 
-pub async fn clean_up(db: Database, keep: bool) {
+/// Removes the database, or says where it was kept.
+pub fn clean_up(mut db: Database, keep: bool) {
     if keep {
+        if let Some(scratch) = db.scratch.as_mut() {
+            scratch.keep();
+        }
         println!("kept the {} database: {}", db.backend, db.shown);
         return;
     }
-    match db.cleanup {
-        Cleanup::Nothing => {}
-        Cleanup::RemoveDir(dir) => {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        Cleanup::DropPg { admin_url, name } => {
-            use sqlx::Connection;
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                if let Err(e) = sqlx::query(&drop).execute(&mut conn).await {
-                    eprintln!("cannot drop the benchmark database {name}: {e}");
-                }
-            }
-        }
+    if let Some(dir) = db.temp_dir.take() {
+        let _ = std::fs::remove_dir_all(dir);
     }
+    // A scratch PostgreSQL database is dropped with `db`.
 }
 
 /// What the queries need to know about the data set.

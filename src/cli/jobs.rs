@@ -12,6 +12,7 @@ use super::api::{call, print_answer, Answer};
 use super::connect::ConnectArgs;
 use super::output::{self, OutputArgs, Table};
 use crate::client::Client;
+use crate::config::parse_duration;
 use crate::sign;
 use crate::wire::{DeleteJobsRequest, JobCreateRequest, JobDetail, JobItem, JobListItem, Page};
 
@@ -122,10 +123,6 @@ pub struct CreateJobArgs {
         conflicts_with_all = ["name", "job_type", "servers", "item_type", "spec", "description", "reboot", "hidden"]
     )]
     pub body: Option<PathBuf>,
-}
-
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw).map_err(|e| e.to_string())
 }
 
 fn parse_spec(raw: &str) -> Result<(String, String), String> {

@@ -10,25 +10,29 @@ struct ReportRow {
     total: Option<u64>,
     rate: f64,
     floor_ratio: f64,
+    /// Throughput as a share of the reference row's (PostgreSQL runs only).
+    ref_ratio: Option<f64>,
     p99_ms: f64,
     errors: u64,
 }
 
-/// Rows end with nine columns: total, req/s, x floor, p50, p90, p99, max, errors, target.
+/// Rows end with ten columns: total, req/s, x floor, x ref, p50, p90, p99, max, errors,
+/// target.
 fn parse_row(line: &str) -> Option<ReportRow> {
     let tokens: Vec<&str> = line.split_whitespace().collect();
-    if tokens.len() < 10 {
+    if tokens.len() < 11 {
         return None;
     }
-    let (label, columns) = tokens.split_at(tokens.len() - 9);
+    let (label, columns) = tokens.split_at(tokens.len() - 10);
     let rate: f64 = columns[1].parse().ok()?;
     Some(ReportRow {
         label: label.join(" "),
         total: columns[0].parse().ok(),
         rate,
         floor_ratio: columns[2].parse().ok()?,
-        p99_ms: columns[5].parse().ok()?,
-        errors: columns[7].parse().ok()?,
+        ref_ratio: columns[3].parse().ok(),
+        p99_ms: columns[6].parse().ok()?,
+        errors: columns[8].parse().ok()?,
     })
 }
 
@@ -81,6 +85,12 @@ fn bench_loads_measures_every_query_and_reports() {
         &db_arg,
     ]);
     let stdout = stdout_of(&output);
+    assert!(
+        stdout
+            .lines()
+            .all(|l| parse_row(l).is_none_or(|r| r.ref_ratio.is_none())),
+        "a SQLite run has no reference row:\n{stdout}"
+    );
 
     assert!(stdout.contains("machine: "), "{stdout}");
     assert!(
@@ -155,9 +165,10 @@ fn bench_loads_measures_every_query_and_reports() {
 
 #[tokio::test]
 async fn bench_on_postgresql_measures_a_round_trip_too() {
-    let Some(url) = crate::helpers::fresh_pg_database().await else {
+    let Some(database) = crate::helpers::test_database().await else {
         return;
     };
+    let url = database.url.clone();
     // A blocking wait is fine here: the test's runtime has nothing else to run.
     let output = bench(&[
         "--backend",
@@ -171,7 +182,7 @@ async fn bench_on_postgresql_measures_a_round_trip_too() {
         "--database-url",
         &url,
     ]);
-    crate::helpers::drop_pg_database(&url);
+    drop(database);
     let stdout = stdout_of(&output);
     let rows: Vec<ReportRow> = stdout.lines().filter_map(parse_row).collect();
     for expected in [
@@ -193,6 +204,21 @@ async fn bench_on_postgresql_measures_a_round_trip_too() {
             .and_then(|r| r.total),
         Some(200)
     );
+    // Every row is also a share of the reference row (the floor after one `SELECT 1`).
+    let reference = rows
+        .iter()
+        .find(|r| r.label == "round trip (floor + SELECT 1)")
+        .map(|r| r.rate)
+        .expect("the reference row");
+    for row in &rows {
+        let expected = row.rate / reference;
+        let shown = row.ref_ratio.expect("an x ref column");
+        assert!(
+            (shown - expected).abs() < 0.006,
+            "{}: x ref {shown} where {expected:.3} was expected:\n{stdout}",
+            row.label
+        );
+    }
     assert!(
         stdout
             .lines()
@@ -243,4 +269,39 @@ async fn floor_route_on_sqlite() {
 #[tokio::test]
 async fn floor_route_on_postgres() {
     floor_route_answers_fixed_bytes_and_pings_on_request(crate::helpers::Backend::Postgres).await;
+}
+
+/// With `--server-exe` given twice, the data set is loaded once and each server measured on
+/// it, each with its own table and summary line.
+#[test]
+fn bench_measures_each_server_build_on_the_same_data() {
+    let exe = env!("CARGO_BIN_EXE_litejobs");
+    let output = bench(&[
+        "--backend",
+        "sqlite",
+        "--jobs",
+        "100",
+        "--other-projects",
+        "1",
+        "--other-jobs",
+        "10",
+        "--server-exe",
+        exe,
+        "--server-exe",
+        exe,
+    ]);
+    let stdout = stdout_of(&output);
+    assert_eq!(stdout.matches("loaded 110 jobs").count(), 1, "{stdout}");
+    assert_eq!(
+        stdout.matches(&format!("-- server {exe}")).count(),
+        2,
+        "{stdout}"
+    );
+    let summaries: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("summary sqlite ({exe}): floor ")))
+        .collect();
+    assert_eq!(summaries.len(), 2, "{stdout}");
+    let tables = stdout.lines().filter(|l| l.starts_with("query ")).count();
+    assert_eq!(tables, 2, "{stdout}");
 }

@@ -8,14 +8,14 @@ use std::time::Duration;
 use litejobs::client::{Client, ClientAuth};
 use litejobs::sign::Credentials;
 
-use crate::helpers::{job_request, ServerProcess};
+use crate::helpers::{job_request, serve_process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_jobs_survive_kill_9() {
     let dir = tempfile::tempdir().expect("dir");
     let db = format!("sqlite://{}", dir.path().join("crash.db").display());
     let sim = ["--simulate", "--simulate-delay", "50ms"];
-    let server = ServerProcess::start(dir.path(), &db, &sim).await;
+    let server = serve_process(dir.path(), &db, &sim).await;
     let profile =
         litejobs::serve::read_profile(&dir.path().join("litejobs-admin.json")).expect("profile");
     let credentials = Credentials {
@@ -55,14 +55,14 @@ async fn acknowledged_jobs_survive_kill_9() {
     while acknowledged.lock().expect("lock").len() < 150 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.kill_hard().await;
+    server.kill_hard().await.expect("kill");
     for w in writers {
         w.await.expect("writer");
     }
     let acked: HashSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
     assert!(acked.len() >= 20, "the load made progress before the crash");
 
-    let restarted = ServerProcess::start(dir.path(), &db, &sim).await;
+    let restarted = serve_process(dir.path(), &db, &sim).await;
     let c = client(&restarted.endpoint);
     let page = c
         .list_jobs(&[("limit", "1000".into())])
@@ -92,13 +92,14 @@ async fn acknowledged_jobs_survive_kill_9() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    restarted.kill_hard().await;
+    restarted.kill_hard().await.expect("kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
     let db = format!("sqlite://{}", dir.path().join("term.db").display());
-    let server = ServerProcess::start(dir.path(), &db, &[]).await;
-    server.terminate().await;
+    let server = serve_process(dir.path(), &db, &[]).await;
+    let exit = server.terminate().await.expect("exits after SIGTERM");
+    assert!(exit.success(), "clean exit, got {exit:?}");
 }

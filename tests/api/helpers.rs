@@ -9,6 +9,8 @@ use litejobs::config::ServeConfig;
 use litejobs::serve::Server;
 use litejobs::sign::Credentials;
 use litejobs::store::Store;
+use litejobs::testkit::ScratchDatabase;
+pub use litejobs::testkit::{test_database, ServerProcess};
 use litejobs::wire::{JobCreateRequest, JobDetail, JobItem};
 use reqwest::Method;
 use tokio_util::sync::CancellationToken;
@@ -18,39 +20,6 @@ use tokio_util::sync::CancellationToken;
 pub enum Backend {
     Sqlite,
     Postgres,
-}
-
-/// The PostgreSQL server tests create their databases on.
-pub fn pg_admin_url() -> String {
-    std::env::var("LITEJOBS_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
-
-/// A fresh, empty PostgreSQL database; `None` (with a message) when PostgreSQL cannot be
-/// reached and `LITEJOBS_REQUIRE_PG` is not set. With it set, an unreachable server fails
-/// the test.
-pub async fn fresh_pg_database() -> Option<String> {
-    use sqlx::Connection;
-    let admin = pg_admin_url();
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) => {
-            if std::env::var_os("LITEJOBS_REQUIRE_PG").is_some() {
-                panic!(
-                    "PostgreSQL is required (LITEJOBS_REQUIRE_PG) but unreachable at {admin}: {e}"
-                );
-            }
-            eprintln!("SKIPPED: PostgreSQL unreachable at {admin} ({e}); set LITEJOBS_TEST_PG_URL");
-            return None;
-        }
-    };
-    let name = format!("litejobs_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some(format!("{base}/{name}"))
 }
 
 pub struct TestApp {
@@ -63,6 +32,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub database_url: String,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of the test, dropped with it.
+    pub database: Option<ScratchDatabase>,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -99,13 +70,21 @@ impl TestApp {
         adjust: impl FnOnce(&mut ServeConfig),
     ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("litejobs.db").display()),
-            Backend::Postgres => fresh_pg_database().await?,
+        let (database_url, database) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("litejobs.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let db = test_database().await?;
+                (db.url.clone(), Some(db))
+            }
         };
         let mut config = test_config(dir.path(), &database_url);
         adjust(&mut config);
-        Some(Self::start(dir, config).await)
+        let mut app = Self::start(dir, config).await;
+        app.database = database;
+        Some(app)
     }
 
     /// Starts a server with exactly `config` (whose files live in `dir`).
@@ -138,6 +117,7 @@ impl TestApp {
             store,
             database_url,
             dir,
+            database: None,
             shutdown,
             handle: Some(handle),
         }
@@ -211,38 +191,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        if self.database_url.starts_with("postgres") {
-            drop_pg_database(&self.database_url);
-        }
     }
-}
-
-/// Drops a test database (closing its connections), from any context.
-pub fn drop_pg_database(url: &str) {
-    let Some((_, name)) = url.rsplit_once('/') else {
-        return;
-    };
-    if !name.starts_with("litejobs_test_") {
-        return;
-    }
-    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    let admin = pg_admin_url();
-    // A thread of its own: this may run inside an async test's runtime.
-    let _ = std::thread::spawn(move || {
-        use sqlx::Connection;
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(&sql).execute(&mut conn).await;
-            }
-        });
-    })
-    .join();
 }
 
 /// A create request for a `COMMON` job running `echo hi`.
@@ -315,76 +264,19 @@ macro_rules! backend_tests {
     };
 }
 
-/// The real `litejobs serve` binary as a child process.
-pub struct ServerProcess {
-    pub child: tokio::process::Child,
-    pub addr: std::net::SocketAddr,
-    pub endpoint: String,
-}
-
-impl ServerProcess {
-    /// Starts `litejobs serve` on a free loopback port with `args` added, and waits for its
-    /// "listening" log line.
-    pub async fn start(dir: &std::path::Path, database_url: &str, args: &[&str]) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
-            .current_dir(dir)
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--rate-limit",
-                "0",
-            ])
-            .args(["--database-url", database_url])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("server process starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.expect("read log") {
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if let Some(addr) = entry["fields"]["addr"].as_str() {
-                    if entry["fields"]["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("litejobs listening"))
-                    {
-                        return addr.parse::<std::net::SocketAddr>().expect("addr");
-                    }
-                }
-            }
-            panic!("server exited before listening");
-        })
+/// The real `litejobs serve` binary on a free loopback port, with JSON logs and `args`
+/// added, its files in `dir`.
+pub async fn serve_process(
+    dir: &std::path::Path,
+    database_url: &str,
+    args: &[&str],
+) -> ServerProcess {
+    let mut all = vec!["--log-format", "json"];
+    all.extend_from_slice(args);
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_litejobs"));
+    ServerProcess::serve(exe, dir, database_url, &all)
         .await
-        .expect("server listens within a minute");
-        // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            addr,
-            endpoint: format!("http://{addr}"),
-        }
-    }
-
-    /// Sends SIGTERM and waits for the process to exit cleanly.
-    pub async fn terminate(mut self) {
-        terminate_cleanly(&mut self.child).await;
-    }
-
-    /// Sends SIGKILL: no chance to finish anything.
-    pub async fn kill_hard(mut self) {
-        self.child.kill().await.expect("kill");
-    }
+        .expect("the server starts")
 }
 
 /// Sends SIGTERM to a child process and asserts that it exits with success within 20 s.

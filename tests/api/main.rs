@@ -13,3 +13,4 @@ mod errors;
 mod jobs;
 mod readme;
 mod replicas;
+mod store;

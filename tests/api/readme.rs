@@ -1,6 +1,6 @@
 //! The README's quickstart, run as written against `serve --simulate`, so it stays true.
 
-use crate::helpers::ServerProcess;
+use crate::helpers::serve_process;
 
 /// The first ```sh block after the quickstart heading.
 fn quickstart_script() -> String {
@@ -20,7 +20,7 @@ async fn the_readme_quickstart_works_as_written() {
     assert!(script.contains("EP=http://127.0.0.1:8080"));
     let dir = tempfile::tempdir().expect("dir");
     let db = format!("sqlite://{}", dir.path().join("qs.db").display());
-    let server = ServerProcess::start(dir.path(), &db, &["--simulate"]).await;
+    let server = serve_process(dir.path(), &db, &["--simulate"]).await;
     let script = script.replace(
         "EP=http://127.0.0.1:8080",
         &format!("EP={}", server.endpoint),
@@ -51,5 +51,5 @@ async fn the_readme_quickstart_works_as_written() {
     assert_eq!(finished["data"][0]["user_name"], "demo");
     assert_eq!(json(2)["tasks"].as_array().map(Vec::len), Some(2));
     assert_eq!(json(3)["data"][0]["status"], "DELETED");
-    server.kill_hard().await;
+    server.kill_hard().await.expect("kill");
 }

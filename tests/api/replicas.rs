@@ -3,51 +3,33 @@
 //! exact through concurrent creates, deletes and task completions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use litejobs::bench::server::ServerProcess;
 use litejobs::client::{Client, ClientAuth, ClientError};
 use litejobs::sign::Credentials;
 use litejobs::wire::{JobCreateRequest, JobListItem};
 
-use crate::helpers::{drop_pg_database, fresh_pg_database, job_request};
-
-/// Drops the test database however the test ends.
-struct DatabaseGuard(String);
-
-impl Drop for DatabaseGuard {
-    fn drop(&mut self) {
-        drop_pg_database(&self.0);
-    }
-}
+use crate::helpers::{job_request, test_database, ServerProcess};
 
 /// A replica with a simulated fleet whose tasks end quickly, no caching of grants or keys, and
 /// few database connections (the concurrent requests below wait for them in turn).
 async fn start_replica(database_url: &str, admin_file: &Path) -> ServerProcess {
-    let args: Vec<OsString> = [
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--rate-limit",
-        "0",
+    let admin = admin_file.display().to_string();
+    let args = [
         "--auth-cache-ttl",
         "0s",
         "--simulate",
         "--simulate-delay",
         "200ms",
-        "--database-url",
-        database_url,
         "--db-max-connections",
         "3",
         "--admin-credentials",
-    ]
-    .iter()
-    .map(OsString::from)
-    .chain([admin_file.as_os_str().to_owned()])
-    .collect();
-    ServerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_litejobs")), &args)
+        &admin,
+    ];
+    let exe = Path::new(env!("CARGO_BIN_EXE_litejobs"));
+    let dir = admin_file.parent().unwrap_or(Path::new("."));
+    ServerProcess::serve(exe, dir, database_url, &args)
         .await
         .expect("replica starts")
 }
@@ -83,10 +65,10 @@ async fn total(client: &Client, query: &[(&str, &str)]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_database_behave_as_one_service() {
-    let Some(database_url) = fresh_pg_database().await else {
+    let Some(database) = test_database().await else {
         return;
     };
-    let _guard = DatabaseGuard(database_url.clone());
+    let database_url = database.url.clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let (a_file, b_file) = (dir.path().join("a.json"), dir.path().join("b.json"));
     let a = start_replica(&database_url, &a_file).await;
@@ -246,8 +228,8 @@ async fn two_servers_on_one_database_behave_as_one_service() {
         }
     }
 
-    a.stop().await.expect("stop a");
-    b.stop().await.expect("stop b");
+    a.kill_hard().await.expect("stop a");
+    b.kill_hard().await.expect("stop b");
 }
 
 /// The id of the listed job named `name`.

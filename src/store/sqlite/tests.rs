@@ -6,7 +6,7 @@ use super::maintenance::NAME_INDEXES;
 use super::SqliteStore;
 use crate::domain::ProjectId;
 use crate::store::testing::{new_job, sqlite_with_servers as store_with_servers};
-use crate::store::{IdempotencyKey, JobStore, StoreError};
+use crate::store::{JobStore, StoreError};
 
 /// A database of the previous schema (migrations before 0004: a name index without
 /// positions) keeps its jobs through the upgrade, and the rebuilt index finds them.
@@ -134,14 +134,6 @@ async fn an_idle_server_merges_the_name_index_and_still_finds_every_name() {
     }
 }
 
-fn key(token: &str, body: &str) -> Option<IdempotencyKey> {
-    Some(IdempotencyKey {
-        token: token.to_string(),
-        body_hash: body.to_string(),
-        not_before_ms: 0,
-    })
-}
-
 /// The names of the project's jobs holding `pattern` as the list finds them, sorted.
 async fn names_found(store: &SqliteStore, project: &ProjectId, pattern: &str) -> Vec<String> {
     let pairs = vec![("name".to_string(), pattern.to_string())];
@@ -224,57 +216,13 @@ async fn name_searches_find_what_reading_every_name_finds() {
     .expect("the 4-gram index is whole");
 }
 
+/// Creates waiting together share one transaction; one failing in the database (a job id
+/// taken, here by a create of the same batch) fails alone, the others of its batch are
+/// created. (That every create gets its own outcome is the conformance suite's.)
 #[tokio::test]
-async fn concurrent_creates_share_commits_but_not_outcomes() {
+async fn a_create_failing_in_a_batch_fails_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1", "s2"]).await;
-    let creates = (0..40).map(|n| {
-        let servers: &[&str] = if n % 5 == 0 {
-            &["s1", "nope"]
-        } else {
-            &["s1", "s2"]
-        };
-        store.create_job(&project, new_job(&format!("j{n}"), servers), None)
-    });
-    let outcomes = futures::future::join_all(creates).await;
-    for (n, outcome) in outcomes.iter().enumerate() {
-        match outcome {
-            Ok(job) => {
-                assert!(n % 5 != 0, "j{n} names an unknown server");
-                assert_eq!(job.tasks.len(), 2);
-                let stored = store.get_job(&project, &job.id).await.expect("get");
-                assert_eq!(stored.as_ref(), Some(job), "j{n} as stored");
-                let servers: Vec<_> = job.tasks.iter().map(|t| t.server_id.as_str()).collect();
-                assert_eq!(servers, ["s1", "s2"]);
-                let mut query = crate::domain::filter::ListJobsQuery::default();
-                query.filter.name = Some(format!("J{n}"));
-                let found = store.list_jobs(&project, &query, 1000).await.expect("list");
-                let names: Vec<String> = found
-                    .items()
-                    .expect("items")
-                    .into_iter()
-                    .map(|j| j.name)
-                    .collect();
-                assert!(names.contains(&format!("j{n}")), "j{n} by name: {names:?}");
-            }
-            Err(StoreError::UnknownServers(missing)) => {
-                assert_eq!(n % 5, 0);
-                assert_eq!(missing, &["nope".to_string()]);
-            }
-            Err(e) => panic!("j{n}: {e}"),
-        }
-    }
-    let (same_a, same_b, other) = futures::future::join3(
-        store.create_job(&project, new_job("k", &["s1"]), key("t", "h1")),
-        store.create_job(&project, new_job("k", &["s1"]), key("t", "h1")),
-        store.create_job(&project, new_job("k2", &["s1"]), key("t", "h2")),
-    )
-    .await;
-    assert_eq!(same_a.expect("a").id, same_b.expect("b").id);
-    assert!(matches!(other, Err(StoreError::IdempotencyConflict)));
-
-    // A create failing in the database (a job id taken, here by a create of the same
-    // batch) fails alone: the others of its batch are created.
     let twin = new_job("twin", &["s1"]);
     let mut taken = new_job("taken", &["s2"]);
     taken.id = twin.id.clone();
@@ -287,9 +235,7 @@ async fn concurrent_creates_share_commits_but_not_outcomes() {
     assert_eq!(first.expect("first").name, "twin");
     assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
     assert_eq!(third.expect("third").name, "third");
-
     let query = crate::domain::filter::ListJobsQuery::default();
     let page = store.list_jobs(&project, &query, 1000).await.expect("list");
-    assert_eq!(page.total, 32 + 1 + 2);
-    assert_eq!(page.items().expect("items").len(), 35);
+    assert_eq!(page.total, 2);
 }

@@ -1,0 +1,937 @@
+//! The store's conformance suite: every method of `JobStore`, `IamStore` and `Store`, its
+//! errors and its isolation by project, run against SQLite and PostgreSQL alike.
+
+use std::sync::Arc;
+
+use litejobs::domain::filter::ListJobsQuery;
+use litejobs::domain::{ProjectId, TaskStatus};
+use litejobs::store::{
+    AccessKeyRecord, IdempotencyKey, NewJob, NewServer, PolicyRecord, ProjectRecord, Store,
+    StoreError, TaskLease, UserRecord,
+};
+use litejobs::testkit::ScratchDatabase;
+use litejobs::wire::JobItem;
+
+/// A freshly migrated store, and what keeps its database alive.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    _pg: Option<ScratchDatabase>,
+}
+
+impl TestStore {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = litejobs::store::open(&url).await.expect("open");
+        Self {
+            store,
+            _dir: dir,
+            _pg: None,
+        }
+    }
+
+    async fn postgres() -> Option<Self> {
+        let db = litejobs::testkit::test_database().await?;
+        let store = litejobs::store::open(&db.url).await.expect("open");
+        Some(Self {
+            store,
+            _dir: tempfile::tempdir().expect("tempdir"),
+            _pg: Some(db),
+        })
+    }
+}
+
+/// Runs each named test on SQLite and on PostgreSQL: `store_tests!(a)` makes `sqlite::a`
+/// and `postgres::a` from `async fn a(store: &dyn Store)`.
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let t = super::TestStore::sqlite().await;
+                    super::$name(t.store.as_ref()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(t) = super::TestStore::postgres().await else {
+                        return;
+                    };
+                    super::$name(t.store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    servers_are_registered_listed_touched_and_removed_per_project,
+    creates_check_servers_and_answer_the_job_as_stored,
+    idempotency_keys_answer_the_same_job_or_conflict,
+    a_taken_job_id_is_a_conflict,
+    deletes_are_soft_cancel_running_tasks_and_stay_in_the_project,
+    tasks_end_once_and_finish_their_job,
+    leases_hand_each_task_to_one_holder_until_it_lapses,
+    due_simulated_tasks_are_those_of_simulated_servers_past_their_delay,
+    purges_remove_old_deleted_jobs_keys_and_tokens,
+    lists_are_scoped_to_the_project_with_exact_totals,
+    concurrent_creates_each_get_their_own_outcome,
+    projects_and_users_are_found_by_id_or_name,
+    access_keys_belong_to_their_user,
+    policies_and_grants_give_actions_per_project,
+    tokens_are_found_until_they_expire_or_are_revoked,
+    the_store_answers_a_ping_and_names_its_backend,
+);
+
+fn project(id: &str) -> ProjectId {
+    ProjectId::parse(id).expect("project id")
+}
+
+fn server(id: &str, kind: &str) -> NewServer {
+    NewServer {
+        id: id.to_string(),
+        name: format!("{id}-name"),
+        kind: kind.to_string(),
+        sim_outcome: (kind == "simulated").then(|| "SUCCESS".to_string()),
+        cloud_server: [("type".to_string(), "BMS".to_string())].into(),
+        now_ms: 1,
+    }
+}
+
+async fn add_servers(store: &dyn Store, p: &ProjectId, ids: &[&str]) {
+    for id in ids {
+        store
+            .upsert_server(p, server(id, "agent"))
+            .await
+            .expect("server");
+    }
+}
+
+fn job(name: &str, servers: &[&str], now_ms: i64) -> NewJob {
+    NewJob {
+        id: litejobs::domain::ids::new_id(),
+        name: name.to_string(),
+        description: Some("d".to_string()),
+        job_type: "COMMON".to_string(),
+        template_id: Some("t-1".to_string()),
+        user_name: "alice".to_string(),
+        visible: true,
+        is_reboot: false,
+        items: vec![JobItem {
+            item_type: "COMMON".to_string(),
+            spec: Some([("cmd".to_string(), "echo hi".to_string())].into()),
+        }],
+        server_ids: servers.iter().map(|s| s.to_string()).collect(),
+        now_ms,
+    }
+}
+
+fn key(token: &str, body: &str, not_before_ms: i64) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey {
+        token: token.to_string(),
+        body_hash: body.to_string(),
+        not_before_ms,
+    })
+}
+
+fn query(raw: &str) -> ListJobsQuery {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect();
+    ListJobsQuery::parse(&pairs, 1000).expect("query")
+}
+
+/// `(total, ids)` of a page.
+async fn list(store: &dyn Store, p: &ProjectId, raw: &str) -> (u64, Vec<String>) {
+    let page = store.list_jobs(p, &query(raw), 1000).await.expect("list");
+    let ids = page
+        .items()
+        .expect("items")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    (page.total, ids)
+}
+
+async fn servers_are_registered_listed_touched_and_removed_per_project(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    store
+        .upsert_server(&p1, server("b", "agent"))
+        .await
+        .expect("b");
+    store
+        .upsert_server(&p1, server("a", "simulated"))
+        .await
+        .expect("a");
+    store
+        .upsert_server(&p2, server("a", "agent"))
+        .await
+        .expect("a in p2");
+    // Registering again updates the server.
+    let mut renamed = server("b", "agent");
+    renamed.name = "b-renamed".to_string();
+    store.upsert_server(&p1, renamed).await.expect("update");
+    let listed = store.list_servers(&p1).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(listed[1].name, "b-renamed");
+    assert_eq!(listed[0].kind, "simulated");
+    assert_eq!(listed[0].cloud_server["type"], "BMS");
+    assert_eq!(listed[0].last_seen_at, None);
+
+    assert!(store.touch_server(&p1, "a", 42).await.expect("touch"));
+    assert!(!store.touch_server(&p1, "nope", 42).await.expect("touch"));
+    let seen = store.list_servers(&p1).await.expect("list");
+    assert_eq!(seen[0].last_seen_at, Some(42));
+    // The other project's server of the same id is its own.
+    assert_eq!(
+        store.list_servers(&p2).await.expect("list")[0].last_seen_at,
+        None
+    );
+
+    assert!(store.delete_server(&p1, "a").await.expect("delete"));
+    assert!(!store.delete_server(&p1, "a").await.expect("again"));
+    assert_eq!(store.list_servers(&p1).await.expect("list").len(), 1);
+    assert_eq!(store.list_servers(&p2).await.expect("list").len(), 1);
+}
+
+async fn creates_check_servers_and_answer_the_job_as_stored(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1", "s2"]).await;
+    add_servers(store, &p2, &["s3"]).await;
+    // A server of another project is unknown here; nothing is created.
+    match store
+        .create_job(&p1, job("j", &["s1", "s3"], 5), None)
+        .await
+    {
+        Err(StoreError::UnknownServers(missing)) => assert_eq!(missing, ["s3"]),
+        other => panic!("expected unknown servers, got {other:?}"),
+    }
+    assert_eq!(list(store, &p1, "").await.0, 0);
+
+    let created = store
+        .create_job(&p1, job("j", &["s2", "s1"], 5), None)
+        .await
+        .expect("create");
+    assert_eq!(created.status, "PROCESSING");
+    assert_eq!((created.create_at, created.update_at), (5, 5));
+    let servers: Vec<&str> = created.tasks.iter().map(|t| t.server_id.as_str()).collect();
+    assert_eq!(
+        servers,
+        ["s2", "s1"],
+        "one task per server, in the job's order"
+    );
+    assert!(created.tasks.iter().all(|t| t.status == "PROCESSING"));
+    assert_eq!(created.tasks[0].server_name, "s2-name");
+    assert_eq!(created.tasks[0].cloud_server["type"], "BMS");
+    let stored = store.get_job(&p1, &created.id).await.expect("get");
+    assert_eq!(stored.as_ref(), Some(&created));
+    // Another project does not see it.
+    assert_eq!(store.get_job(&p2, &created.id).await.expect("get"), None);
+    assert_eq!(store.get_job(&p1, "no-such-job").await.expect("get"), None);
+}
+
+async fn idempotency_keys_answer_the_same_job_or_conflict(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1"]).await;
+    add_servers(store, &p2, &["s1"]).await;
+    let first = store
+        .create_job(&p1, job("a", &["s1"], 10), key("tok", "h1", 0))
+        .await
+        .expect("create");
+    let again = store
+        .create_job(&p1, job("a", &["s1"], 11), key("tok", "h1", 0))
+        .await
+        .expect("repeat");
+    assert_eq!(again.id, first.id);
+    let other_body = store
+        .create_job(&p1, job("b", &["s1"], 12), key("tok", "h2", 0))
+        .await;
+    assert!(matches!(other_body, Err(StoreError::IdempotencyConflict)));
+    // A key is the project's own.
+    let elsewhere = store
+        .create_job(&p2, job("a", &["s1"], 13), key("tok", "h2", 0))
+        .await
+        .expect("other project");
+    assert_ne!(elsewhere.id, first.id);
+    // An expired key is spent: the request creates a job.
+    let later = store
+        .create_job(&p1, job("c", &["s1"], 20), key("tok", "h3", 15))
+        .await
+        .expect("after expiry");
+    assert_ne!(later.id, first.id);
+    assert_eq!(list(store, &p1, "").await.0, 2);
+}
+
+async fn a_taken_job_id_is_a_conflict(store: &dyn Store) {
+    let p1 = project("p1");
+    add_servers(store, &p1, &["s1"]).await;
+    let first = job("a", &["s1"], 1);
+    let mut twin = job("b", &["s1"], 2);
+    twin.id = first.id.clone();
+    store.create_job(&p1, first, None).await.expect("first");
+    let refused = store.create_job(&p1, twin, None).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(list(store, &p1, "").await.0, 1);
+}
+
+async fn deletes_are_soft_cancel_running_tasks_and_stay_in_the_project(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1", "s2"]).await;
+    add_servers(store, &p2, &["s1"]).await;
+    let gone = store
+        .create_job(&p1, job("gone", &["s1", "s2"], 1), None)
+        .await
+        .expect("create");
+    // Same create_at: only the job id tells the jobs' tasks apart.
+    let kept = store
+        .create_job(&p1, job("kept", &["s1", "s2"], 1), None)
+        .await
+        .expect("create");
+    let theirs = store
+        .create_job(&p2, job("theirs", &["s1"], 1), None)
+        .await
+        .expect("create");
+    // One task of `gone` already ended: it stays as it ended.
+    let ended = &gone.tasks[0].id;
+    let end = store.complete_task(&p1, ended, TaskStatus::Success, "ok", 2, None);
+    assert!(end.await.expect("complete"));
+
+    assert!(store
+        .delete_jobs(&p1, &[], 5)
+        .await
+        .expect("none")
+        .is_empty());
+    let ids = [gone.id.clone(), theirs.id.clone(), "unknown".to_string()];
+    let deleted = store.delete_jobs(&p1, &ids, 5).await.expect("delete");
+    assert_eq!(
+        deleted.len(),
+        1,
+        "unknown ids and other projects' are ignored"
+    );
+    assert_eq!(
+        (deleted[0].status.as_str(), deleted[0].update_at),
+        ("DELETED", 5)
+    );
+
+    let shown = store
+        .get_job(&p1, &gone.id)
+        .await
+        .expect("get")
+        .expect("soft");
+    assert_eq!(shown.status, "DELETED");
+    let statuses: Vec<&str> = shown.tasks.iter().map(|t| t.status.as_str()).collect();
+    assert_eq!(statuses, ["SUCCESS", "SKIPPED"]);
+    assert!(shown.tasks[1].message.contains("deleted"));
+    let other = store
+        .get_job(&p1, &kept.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert!(other.tasks.iter().all(|t| t.status == "PROCESSING"));
+    let theirs = store
+        .get_job(&p2, &theirs.id)
+        .await
+        .expect("get")
+        .expect("theirs");
+    assert_eq!(theirs.status, "PROCESSING");
+    // Deleted jobs stay listed, and deleting again changes nothing.
+    assert_eq!(
+        list(store, &p1, "status=DELETED").await,
+        (1, vec![gone.id.clone()])
+    );
+    let again = store
+        .delete_jobs(&p1, std::slice::from_ref(&gone.id), 9)
+        .await
+        .expect("again");
+    assert_eq!(again[0].update_at, 5);
+    // A task of a deleted job cannot end any more.
+    let late = store.complete_task(&p1, &gone.tasks[1].id, TaskStatus::Success, "", 9, None);
+    assert!(!late.await.expect("complete"));
+}
+
+async fn tasks_end_once_and_finish_their_job(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1", "s2", "s3"]).await;
+    let created = store
+        .create_job(&p1, job("j", &["s1", "s2", "s3"], 1), None)
+        .await
+        .expect("create");
+    let [t1, t2, t3] = [0, 1, 2].map(|i| created.tasks[i].id.clone());
+    // Not an end, another project's task, an unknown task: nothing changes.
+    let not_end = store.complete_task(&p1, &t1, TaskStatus::Processing, "", 2, None);
+    assert!(!not_end.await.expect("complete"));
+    let other = store.complete_task(&p2, &t1, TaskStatus::Success, "", 2, None);
+    assert!(!other.await.expect("complete"));
+    let unknown = store.complete_task(&p1, "nope", TaskStatus::Success, "", 2, None);
+    assert!(!unknown.await.expect("complete"));
+
+    let done = store.complete_task(&p1, &t1, TaskStatus::Failed, "boom\nline 2", 3, None);
+    assert!(done.await.expect("complete"));
+    let twice = store.complete_task(&p1, &t1, TaskStatus::Success, "", 4, None);
+    assert!(!twice.await.expect("complete"), "a task ends once");
+    let skipped = store.complete_task(&p1, &t2, TaskStatus::Skipped, "", 4, None);
+    assert!(skipped.await.expect("complete"));
+    let job = store
+        .get_job(&p1, &created.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!((job.status.as_str(), job.abnormal_count), ("PROCESSING", 1));
+    assert_eq!(job.tasks[0].message, "boom\nline 2");
+    assert_eq!(job.tasks[0].update_at, "3");
+
+    let last = store.complete_task(&p1, &t3, TaskStatus::Success, "ok", 7, None);
+    assert!(last.await.expect("complete"));
+    let job = store
+        .get_job(&p1, &created.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!((job.status.as_str(), job.abnormal_count), ("FINISHED", 1));
+    assert_eq!(job.update_at, 7);
+    assert_eq!(list(store, &p1, "status=FINISHED").await.0, 1);
+    assert_eq!(list(store, &p1, "status=PROCESSING").await.0, 0);
+}
+
+async fn leases_hand_each_task_to_one_holder_until_it_lapses(store: &dyn Store) {
+    let p1 = project("p1");
+    add_servers(store, &p1, &["s1", "s2"]).await;
+    for n in 0..3 {
+        let created = store.create_job(&p1, job(&format!("j{n}"), &["s1", "s2"], n), None);
+        created.await.expect("create");
+    }
+    let first = store
+        .lease_tasks(&p1, "s1", "agent-a", 100, 200, 2)
+        .await
+        .expect("lease");
+    assert_eq!(first.len(), 2, "at most the limit");
+    assert_eq!(first[0].job_type, "COMMON");
+    assert_eq!(first[0].items[0].item_type, "COMMON");
+    assert_eq!(first[0].lease_until, 200);
+    let second = store
+        .lease_tasks(&p1, "s1", "agent-b", 150, 250, 5)
+        .await
+        .expect("lease");
+    assert_eq!(second.len(), 1, "the rest, not those leased");
+    assert!(store
+        .lease_tasks(&p1, "s1", "agent-b", 150, 250, 5)
+        .await
+        .expect("lease")
+        .is_empty());
+
+    // Only the holder of the lease, on its server, may end the task.
+    let task = &first[0].task_id;
+    let holder = |owner, server_id, until| TaskLease {
+        server_id,
+        owner,
+        until,
+    };
+    for wrong in [
+        holder("agent-b", "s1", None),
+        holder("agent-a", "s2", None),
+        holder("agent-a", "s1", Some(999)),
+    ] {
+        let end = store.complete_task(&p1, task, TaskStatus::Success, "", 160, Some(wrong));
+        assert!(!end.await.expect("complete"), "{wrong:?}");
+    }
+    // A lapsed lease is taken again; the old holder's report is then refused.
+    let retaken = store
+        .lease_tasks(&p1, "s1", "agent-b", 300, 400, 5)
+        .await
+        .expect("lease");
+    assert_eq!(retaken.len(), 3);
+    let late = holder("agent-a", "s1", Some(200));
+    let refused = store.complete_task(&p1, task, TaskStatus::Success, "", 310, Some(late));
+    assert!(!refused.await.expect("complete"));
+    let current = holder("agent-b", "s1", Some(400));
+    let ended = store.complete_task(&p1, task, TaskStatus::Success, "", 320, Some(current));
+    assert!(ended.await.expect("complete"));
+    // Another server's tasks are its own.
+    let other = store
+        .lease_tasks(&p1, "s2", "agent-c", 320, 420, 10)
+        .await
+        .expect("lease");
+    assert_eq!(other.len(), 3);
+}
+
+async fn due_simulated_tasks_are_those_of_simulated_servers_past_their_delay(store: &dyn Store) {
+    let p1 = project("p1");
+    store
+        .upsert_server(&p1, server("sim", "simulated"))
+        .await
+        .expect("sim");
+    add_servers(store, &p1, &["real"]).await;
+    store
+        .create_job(&p1, job("old", &["sim", "real"], 10), None)
+        .await
+        .expect("old");
+    store
+        .create_job(&p1, job("new", &["sim"], 50), None)
+        .await
+        .expect("new");
+    let due = store.due_simulated_tasks(30, 10).await.expect("due");
+    assert_eq!(
+        due.len(),
+        1,
+        "the simulated server's task created before 30"
+    );
+    assert_eq!(
+        (due[0].server_id.as_str(), due[0].outcome.as_str()),
+        ("sim", "SUCCESS")
+    );
+    assert_eq!(due[0].project_id, p1);
+    assert_eq!(
+        store.due_simulated_tasks(100, 10).await.expect("due").len(),
+        2
+    );
+    assert_eq!(
+        store.due_simulated_tasks(100, 1).await.expect("due").len(),
+        1
+    );
+}
+
+async fn purges_remove_old_deleted_jobs_keys_and_tokens(store: &dyn Store) {
+    let p1 = project("p1");
+    add_servers(store, &p1, &["s1"]).await;
+    let old = store
+        .create_job(&p1, job("old", &["s1"], 1), key("k", "h", 0))
+        .await
+        .expect("old");
+    let recent = store
+        .create_job(&p1, job("recent", &["s1"], 1), None)
+        .await
+        .expect("recent");
+    store
+        .delete_jobs(&p1, std::slice::from_ref(&old.id), 10)
+        .await
+        .expect("delete");
+    store
+        .delete_jobs(&p1, std::slice::from_ref(&recent.id), 100)
+        .await
+        .expect("delete");
+    let (user, project_id) = iam_user_with_project(store).await;
+    store
+        .insert_token("expired", &user.id, &project_id, 1, 20)
+        .await
+        .expect("token");
+    store
+        .insert_token("valid", &user.id, &project_id, 1, 10_000)
+        .await
+        .expect("token");
+
+    assert_eq!(store.purge(50, 50).await.expect("purge"), 1);
+    assert_eq!(store.get_job(&p1, &old.id).await.expect("get"), None);
+    assert!(store.get_job(&p1, &recent.id).await.expect("get").is_some());
+    assert_eq!(list(store, &p1, "").await, (1, vec![recent.id.clone()]));
+    assert!(store.find_token("valid", 30).await.expect("find").is_some());
+    // The purged job's key is spent: the same key creates a new job.
+    let again = store
+        .create_job(&p1, job("old", &["s1"], 60), key("k", "h", 0))
+        .await;
+    assert_ne!(again.expect("create").id, old.id);
+    assert_eq!(store.purge(50, 50).await.expect("purge"), 0);
+}
+
+async fn lists_are_scoped_to_the_project_with_exact_totals(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1"]).await;
+    add_servers(store, &p2, &["s1"]).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let mut new = job(&format!("Alpha-{n:02}"), &["s1"], n);
+        new.visible = n % 3 != 0;
+        new.job_type = if n % 2 == 0 { "COMMON" } else { "LOG_COLLECT" }.to_string();
+        ids.push(store.create_job(&p1, new, None).await.expect("create").id);
+    }
+    store
+        .create_job(&p2, job("Alpha-99", &["s1"], 99), None)
+        .await
+        .expect("other");
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(list(store, &p1, "").await, (12, newest_first.clone()));
+    assert_eq!(
+        list(store, &p1, "limit=5&offset=5").await,
+        (12, newest_first[5..10].to_vec())
+    );
+    assert_eq!(
+        list(store, &p1, "limit=5&offset=10").await,
+        (12, newest_first[10..].to_vec())
+    );
+    assert_eq!(list(store, &p1, "limit=5&offset=12").await, (12, vec![]));
+    assert_eq!(list(store, &p1, "name=alpha").await.0, 12);
+    assert_eq!(list(store, &p1, "name=A-0&limit=3").await.0, 10);
+    assert_eq!(list(store, &p1, "name=99").await.0, 0);
+    assert_eq!(list(store, &p1, "type=COMMON").await.0, 6);
+    assert_eq!(list(store, &p1, "visible=false").await.0, 4);
+    assert_eq!(list(store, &p1, "type=LOG_COLLECT&visible=true").await.0, 4);
+    assert_eq!(
+        list(store, &p1, &format!("id={}", ids[3])).await,
+        (1, vec![ids[3].clone()])
+    );
+    assert_eq!(list(store, &p2, &format!("id={}", ids[3])).await.0, 0);
+    assert_eq!(list(store, &p1, "id=a%00b").await, (0, vec![]));
+    assert_eq!(list(store, &p2, "").await.0, 1);
+    assert_eq!(list(store, &project("p3"), "").await, (0, vec![]));
+}
+
+async fn concurrent_creates_each_get_their_own_outcome(store: &dyn Store) {
+    let p1 = project("p1");
+    add_servers(store, &p1, &["s1", "s2"]).await;
+    let creates = (0..30).map(|n| {
+        let servers: &[&str] = if n % 5 == 0 {
+            &["s1", "nope"]
+        } else {
+            &["s1", "s2"]
+        };
+        store.create_job(&p1, job(&format!("j{n}"), servers, n), None)
+    });
+    let outcomes = futures::future::join_all(creates).await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(created) => {
+                assert!(n % 5 != 0, "j{n} names an unknown server");
+                let stored = store.get_job(&p1, &created.id).await.expect("get");
+                assert_eq!(stored.as_ref(), Some(created), "j{n}");
+            }
+            Err(StoreError::UnknownServers(missing)) => {
+                assert_eq!((n % 5, missing.as_slice()), (0, &["nope".to_string()][..]));
+            }
+            Err(e) => panic!("j{n}: {e}"),
+        }
+    }
+    let (a, b, c) = futures::future::join3(
+        store.create_job(&p1, job("k", &["s1"], 40), key("t", "h1", 0)),
+        store.create_job(&p1, job("k", &["s1"], 40), key("t", "h1", 0)),
+        store.create_job(&p1, job("k2", &["s1"], 40), key("t", "h2", 0)),
+    )
+    .await;
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert_eq!(a.id, b.id);
+    assert!(matches!(c, Err(StoreError::IdempotencyConflict)), "{c:?}");
+    assert_eq!(list(store, &p1, "").await.0, 24 + 1);
+}
+
+/// A user `u` with a project `proj`, answered with the project's id.
+async fn iam_user_with_project(store: &dyn Store) -> (UserRecord, String) {
+    let user = UserRecord {
+        id: "user-1".to_string(),
+        name: "u".to_string(),
+        password_hash: Some("hash".to_string()),
+        create_at: 1,
+    };
+    store.create_user(&user).await.expect("user");
+    let p = ProjectRecord {
+        id: "proj-1".to_string(),
+        name: "proj".to_string(),
+        create_at: 1,
+    };
+    store.create_project(&p).await.expect("project");
+    (user, p.id)
+}
+
+async fn projects_and_users_are_found_by_id_or_name(store: &dyn Store) {
+    let (user, project_id) = iam_user_with_project(store).await;
+    let found = store
+        .find_project("proj")
+        .await
+        .expect("find")
+        .expect("by name");
+    assert_eq!(found.id, project_id);
+    assert_eq!(
+        store
+            .find_project(&project_id)
+            .await
+            .expect("find")
+            .map(|p| p.name),
+        Some("proj".into())
+    );
+    assert_eq!(
+        store
+            .find_project("nope")
+            .await
+            .expect("find")
+            .map(|p| p.id),
+        None
+    );
+    let taken = ProjectRecord {
+        id: "proj-2".to_string(),
+        name: "proj".to_string(),
+        create_at: 2,
+    };
+    assert!(matches!(
+        store.create_project(&taken).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // An id wins over a name that looks like it.
+    let tricky = ProjectRecord {
+        id: "proj".to_string(),
+        name: "other".to_string(),
+        create_at: 3,
+    };
+    store.create_project(&tricky).await.expect("tricky");
+    assert_eq!(
+        store
+            .find_project("proj")
+            .await
+            .expect("find")
+            .map(|p| p.id),
+        Some("proj".into())
+    );
+    let names: Vec<String> = store
+        .list_projects()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["other", "proj"]);
+
+    assert_eq!(
+        store.find_user("u").await.expect("find").map(|u| u.id),
+        Some(user.id.clone())
+    );
+    assert_eq!(
+        store
+            .find_user(&user.id)
+            .await
+            .expect("find")
+            .map(|u| u.name),
+        Some("u".into())
+    );
+    let twin = UserRecord {
+        id: "user-2".to_string(),
+        ..user.clone()
+    };
+    assert!(matches!(
+        store.create_user(&twin).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.set_password(&user.id, "new-hash").await.expect("set");
+    let changed = store.find_user("u").await.expect("find").expect("user");
+    assert_eq!(changed.password_hash.as_deref(), Some("new-hash"));
+    assert!(matches!(
+        store.set_password("nobody", "h").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.list_users().await.expect("list").len(), 1);
+    assert!(store.delete_user(&user.id).await.expect("delete"));
+    assert!(!store.delete_user(&user.id).await.expect("again"));
+    assert!(store.list_users().await.expect("list").is_empty());
+}
+
+async fn access_keys_belong_to_their_user(store: &dyn Store) {
+    let (user, _) = iam_user_with_project(store).await;
+    let record = |ak: &str, at: i64| AccessKeyRecord {
+        access_key: ak.to_string(),
+        secret_key: "sealed-secret".to_string(),
+        user_id: user.id.clone(),
+        user_name: String::new(),
+        description: "ci".to_string(),
+        create_at: at,
+    };
+    store
+        .create_access_key(&record("AK2", 2))
+        .await
+        .expect("key");
+    store
+        .create_access_key(&record("AK1", 1))
+        .await
+        .expect("key");
+    assert!(matches!(
+        store.create_access_key(&record("AK1", 3)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = store
+        .find_access_key("AK1")
+        .await
+        .expect("find")
+        .expect("key");
+    assert_eq!(
+        (found.user_name.as_str(), found.secret_key.as_str()),
+        ("u", "sealed-secret")
+    );
+    assert_eq!(
+        store
+            .find_access_key("AK9")
+            .await
+            .expect("find")
+            .map(|k| k.user_id),
+        None
+    );
+    let listed: Vec<String> = store
+        .list_access_keys(&user.id)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|k| k.access_key)
+        .collect();
+    assert_eq!(listed, ["AK1", "AK2"], "oldest first");
+    assert!(store.delete_access_key("AK1").await.expect("delete"));
+    assert!(!store.delete_access_key("AK1").await.expect("again"));
+    // A user's keys go with the user.
+    store.delete_user(&user.id).await.expect("delete user");
+    assert_eq!(
+        store
+            .find_access_key("AK2")
+            .await
+            .expect("find")
+            .map(|k| k.user_id),
+        None
+    );
+}
+
+async fn policies_and_grants_give_actions_per_project(store: &dyn Store) {
+    let (user, project_id) = iam_user_with_project(store).await;
+    let policy = |name: &str, actions: &[&str], builtin| PolicyRecord {
+        name: name.to_string(),
+        actions: actions.iter().map(|a| a.to_string()).collect(),
+        builtin,
+    };
+    store
+        .upsert_policy(&policy("readers", &["a:list"], false))
+        .await
+        .expect("policy");
+    store
+        .upsert_policy(&policy("readers", &["a:list", "a:get"], false))
+        .await
+        .expect("update");
+    store
+        .upsert_policy(&policy("Builtin", &["*"], true))
+        .await
+        .expect("builtin");
+    let listed = store.list_policies().await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].actions, ["a:list", "a:get"]);
+
+    assert_eq!(
+        store
+            .project_actions(&user.id, &project_id)
+            .await
+            .expect("none"),
+        None
+    );
+    store
+        .grant(&user.id, &project_id, "readers")
+        .await
+        .expect("grant");
+    store
+        .grant(&user.id, &project_id, "readers")
+        .await
+        .expect("twice is once");
+    store
+        .grant(&user.id, &project_id, "Builtin")
+        .await
+        .expect("grant");
+    let mut actions = store
+        .project_actions(&user.id, &project_id)
+        .await
+        .expect("actions")
+        .expect("granted");
+    actions.sort();
+    assert_eq!(actions, ["*", "a:get", "a:list"]);
+    assert_eq!(
+        store
+            .project_actions(&user.id, "other")
+            .await
+            .expect("none"),
+        None
+    );
+    assert_eq!(
+        store.list_grants(&user.id).await.expect("grants"),
+        [
+            (project_id.clone(), "Builtin".to_string()),
+            (project_id.clone(), "readers".to_string())
+        ]
+    );
+    // A grant names a project and a policy that exist.
+    let missing = store.grant(&user.id, "no-such-project", "readers").await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+
+    assert!(store
+        .revoke(&user.id, &project_id, "Builtin")
+        .await
+        .expect("revoke"));
+    assert!(!store
+        .revoke(&user.id, &project_id, "Builtin")
+        .await
+        .expect("again"));
+    // A built-in policy stays; a custom one goes, with its grants.
+    assert!(!store.delete_policy("Builtin").await.expect("builtin stays"));
+    assert!(store.delete_policy("readers").await.expect("delete"));
+    assert_eq!(
+        store
+            .project_actions(&user.id, &project_id)
+            .await
+            .expect("none"),
+        None
+    );
+}
+
+async fn tokens_are_found_until_they_expire_or_are_revoked(store: &dyn Store) {
+    let (user, project_id) = iam_user_with_project(store).await;
+    store
+        .insert_token("h1", &user.id, &project_id, 1, 100)
+        .await
+        .expect("token");
+    store
+        .insert_token("h2", &user.id, &project_id, 1, 100)
+        .await
+        .expect("token");
+    store
+        .insert_token("h3", &user.id, &project_id, 1, 100)
+        .await
+        .expect("token");
+    let found = store
+        .find_token("h1", 50)
+        .await
+        .expect("find")
+        .expect("valid");
+    assert_eq!(
+        (
+            found.user_name.as_str(),
+            found.project_id.as_str(),
+            found.expires_at
+        ),
+        ("u", project_id.as_str(), 100)
+    );
+    assert!(
+        store.find_token("h1", 100).await.expect("find").is_none(),
+        "expired"
+    );
+    assert!(store.find_token("nope", 50).await.expect("find").is_none());
+    assert!(store.revoke_token("h1", 60).await.expect("revoke"));
+    assert!(!store.revoke_token("h1", 61).await.expect("again"));
+    assert!(store.find_token("h1", 62).await.expect("find").is_none());
+    assert_eq!(
+        store
+            .revoke_user_tokens(&user.id, 70)
+            .await
+            .expect("revoke all"),
+        2
+    );
+    assert!(store.find_token("h2", 71).await.expect("find").is_none());
+    assert_eq!(
+        store
+            .revoke_user_tokens(&user.id, 72)
+            .await
+            .expect("none left"),
+        0
+    );
+}
+
+async fn the_store_answers_a_ping_and_names_its_backend(store: &dyn Store) {
+    store.ping().await.expect("ping");
+    assert!(["sqlite", "postgres"].contains(&store.backend()));
+}
