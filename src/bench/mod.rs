@@ -93,6 +93,11 @@ pub struct BenchArgs {
     /// several builds on the same data, one after the other, in one run.
     #[arg(long = "server-exe")]
     pub server_exes: Vec<PathBuf>,
+
+    /// Measure only the queries whose label starts with this (e.g. `name`, `status`,
+    /// `create`); repeatable. The floor and the reference row are always measured.
+    #[arg(long = "only")]
+    pub only: Vec<String>,
 }
 
 /// Runs the benchmark; the exit code is 1 when a request failed.
@@ -422,6 +427,16 @@ async fn measure(
         label: "floor again (after the queries)".to_string(),
         ..queries[0].clone()
     };
+    let wanted = |q: &Query| {
+        args.only.is_empty()
+            || q.label.starts_with(report::FLOOR)
+            || q.label == report::REFERENCE
+            || args
+                .only
+                .iter()
+                .any(|prefix| q.label.starts_with(prefix.as_str()))
+    };
+    queries.retain(wanted);
     let concurrency = args.concurrency as usize;
     let mut rows: Vec<Row> = Vec::with_capacity(queries.len() + 1);
     let mut errors = false;

@@ -141,9 +141,17 @@ pub struct TokenRecord {
     pub expires_at: i64,
 }
 
-/// Jobs, tasks and servers of projects.
+/// What each backend does in its own way, in its own folder (`sqlite/`, `postgres/`): the
+/// job list, the creates, and whether its database answers. The rest of [`Store`] is the SQL
+/// both backends share (`shared/`), written once for all of them.
 #[async_trait]
-pub trait JobStore: Send + Sync {
+pub trait Backend: Send + Sync {
+    /// Short name of the backend, for logs and the benchmark.
+    fn backend(&self) -> &'static str;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
     /// One page of the list and the exact number of matching jobs.
     async fn list_jobs(
         &self,
@@ -160,7 +168,11 @@ pub trait JobStore: Send + Sync {
         job: NewJob,
         idempotency: Option<IdempotencyKey>,
     ) -> StoreResult<JobDetail>;
+}
 
+/// Jobs, tasks and servers of projects (beside the list and the creates: [`Backend`]).
+#[async_trait]
+pub trait JobStore: Send + Sync {
     async fn get_job(&self, project: &ProjectId, id: &str) -> StoreResult<Option<JobDetail>>;
 
     /// Soft-deletes the project's jobs among `ids`, cancelling their running tasks, and
@@ -263,13 +275,9 @@ pub trait IamStore: Send + Sync {
 }
 
 /// Everything the service keeps.
-#[async_trait]
-pub trait Store: JobStore + IamStore {
-    /// Short name of the backend, for logs and the benchmark.
-    fn backend(&self) -> &'static str;
-    /// Checks the database answers.
-    async fn ping(&self) -> StoreResult<()>;
-}
+pub trait Store: Backend + JobStore + IamStore {}
+
+impl<T: Backend + JobStore + IamStore> Store for T {}
 
 /// True when a database URL names PostgreSQL (otherwise it is a SQLite file).
 pub fn is_postgres_url(url: &str) -> bool {

@@ -88,7 +88,7 @@ impl PageWriter {
 /// whatever its text holds, on every path a page takes.
 #[cfg(test)]
 pub(crate) async fn check_items_are_the_bytes_serde_writes(
-    store: &impl crate::store::JobStore,
+    store: &(impl crate::store::Backend + crate::store::JobStore),
     project: &crate::domain::ProjectId,
     nul: bool,
 ) {

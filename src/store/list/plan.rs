@@ -18,12 +18,12 @@
 //!     is the whole answer, and only a full page has its total counted.
 //! - Any other page: the total first, then the page read from the nearer end ([`window`]).
 
-use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir};
+use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
 use crate::domain::ids::is_simple_name;
 
-/// The database a plan is for.
+// The database engine a plan is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Engine {
     Sqlite,
     Postgres,
 }
@@ -31,7 +31,7 @@ pub enum Backend {
 /// What the store knows beyond the query when it plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {
-    pub backend: Backend,
+    pub engine: Engine,
     /// The project holds [`LARGE_PROJECT`] jobs or more (asked only where
     /// [`wants_project_size`] says it matters).
     pub large_project: bool,
@@ -119,37 +119,37 @@ pub struct ListPlan {
     pub limit: u64,
 }
 
-/// The name index that serves `pattern` on `backend`, if any. SQLite's 4-gram index holds
+/// The name index that serves `pattern` on `engine`, if any. SQLite's 4-gram index holds
 /// the names' lower-cased 4-grams of name characters (`[-_.a-zA-Z0-9]`), so it serves such
 /// patterns of four characters or more; its trigram index serves any three characters or
 /// more but control characters. PostgreSQL's serve any pattern of four, or three,
 /// characters or more.
-pub fn name_index(pattern: &str, backend: Backend) -> Option<NameIndex> {
+pub fn name_index(pattern: &str, engine: Engine) -> Option<NameIndex> {
     let chars = pattern.chars().count();
-    match backend {
-        Backend::Sqlite if pattern.len() >= 4 && is_simple_name(pattern) => Some(NameIndex::Grams),
-        Backend::Sqlite if chars >= 3 && !pattern.chars().any(char::is_control) => {
+    match engine {
+        Engine::Sqlite if pattern.len() >= 4 && is_simple_name(pattern) => Some(NameIndex::Grams),
+        Engine::Sqlite if chars >= 3 && !pattern.chars().any(char::is_control) => {
             Some(NameIndex::Trigrams)
         }
-        Backend::Sqlite => None,
-        Backend::Postgres if chars >= 4 => Some(NameIndex::Grams),
-        Backend::Postgres if chars == 3 => Some(NameIndex::Trigrams),
-        Backend::Postgres => None,
+        Engine::Sqlite => None,
+        Engine::Postgres if chars >= 4 => Some(NameIndex::Grams),
+        Engine::Postgres if chars == 3 => Some(NameIndex::Trigrams),
+        Engine::Postgres => None,
     }
 }
 
 /// True when the plan depends on the project's size: a name a name index serves, on
 /// PostgreSQL.
-pub fn wants_project_size(query: &ListJobsQuery, backend: Backend) -> bool {
-    backend == Backend::Postgres && indexed_name(&query.filter, backend).is_some()
+pub fn wants_project_size(query: &ListJobsQuery, engine: Engine) -> bool {
+    engine == Engine::Postgres && indexed_name(&query.filter, engine).is_some()
 }
 
 /// The name index a filter's `name` goes through: one that serves the pattern, and no `id`.
-fn indexed_name(filter: &JobFilter, backend: Backend) -> Option<NameIndex> {
+fn indexed_name(filter: &JobFilter, engine: Engine) -> Option<NameIndex> {
     if filter.id.is_some() {
         return None;
     }
-    name_index(filter.name.as_deref()?, backend)
+    name_index(filter.name.as_deref()?, engine)
 }
 
 /// True when the filter asks for no `status`, `type` or `visible`.
@@ -168,9 +168,9 @@ pub fn plan(query: &ListJobsQuery, max_page_size: u64, facts: Facts) -> ListPlan
     } else {
         Count::KeyCounters
     };
-    let indexed = indexed_name(filter, facts.backend);
+    let indexed = indexed_name(filter, facts.engine);
     let name = filter.name.as_ref().map(|_| match indexed {
-        Some(index) if facts.large_project && facts.backend == Backend::Postgres => {
+        Some(index) if facts.large_project && facts.engine == Engine::Postgres => {
             NameSearch::Index(index, NameScope::AllProjects)
         }
         Some(index) => NameSearch::Index(index, NameScope::Project),
@@ -193,6 +193,21 @@ pub fn plan(query: &ListJobsQuery, max_page_size: u64, facts: Facts) -> ListPlan
         name,
         limit,
     }
+}
+
+/// The column and direction of `ORDER BY` for a sort (ties are broken by `id` in the same
+/// direction).
+pub fn order_sql(order: (SortKey, SortDir)) -> (&'static str, &'static str) {
+    let col = match order.0 {
+        SortKey::CreateAt => "create_at",
+        SortKey::UpdateAt => "update_at",
+        SortKey::Name => "name",
+    };
+    let dir = match order.1 {
+        SortDir::Asc => "ASC",
+        SortDir::Desc => "DESC",
+    };
+    (col, dir)
 }
 
 /// Where a page other than the first is read from.
@@ -243,15 +258,15 @@ mod tests {
     }
 
     const SQLITE: Facts = Facts {
-        backend: Backend::Sqlite,
+        engine: Engine::Sqlite,
         large_project: false,
     };
     const POSTGRES: Facts = Facts {
-        backend: Backend::Postgres,
+        engine: Engine::Postgres,
         large_project: false,
     };
     const LARGE_POSTGRES: Facts = Facts {
-        backend: Backend::Postgres,
+        engine: Engine::Postgres,
         large_project: true,
     };
 
@@ -344,12 +359,12 @@ mod tests {
             assert_eq!(steps, expected, "{raw} {facts:?}");
         }
         // Only a large project on PostgreSQL asks every project's names.
-        assert!(wants_project_size(&query("name=abcd"), Backend::Postgres));
-        assert!(!wants_project_size(&query("name=abcd"), Backend::Sqlite));
-        assert!(!wants_project_size(&query("name=ab"), Backend::Postgres));
+        assert!(wants_project_size(&query("name=abcd"), Engine::Postgres));
+        assert!(!wants_project_size(&query("name=abcd"), Engine::Sqlite));
+        assert!(!wants_project_size(&query("name=ab"), Engine::Postgres));
         assert!(!wants_project_size(
             &query("name=abcd&id=x"),
-            Backend::Postgres
+            Engine::Postgres
         ));
     }
 

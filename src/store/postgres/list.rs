@@ -44,19 +44,6 @@ pub(super) fn one_plan_fits(filter: &JobFilter, plan: &ListPlan) -> bool {
     filter.id.is_some() || plan.count == Count::ProjectTotal
 }
 
-fn order_sql(order: (SortKey, SortDir)) -> (&'static str, &'static str) {
-    let col = match order.0 {
-        SortKey::CreateAt => "create_at",
-        SortKey::UpdateAt => "update_at",
-        SortKey::Name => "name",
-    };
-    let dir = match order.1 {
-        SortDir::Asc => "ASC",
-        SortDir::Desc => "DESC",
-    };
-    (col, dir)
-}
-
 /// Appends the filter's exact predicates (`id`, `status`, `type`, `visible`).
 fn push_exact(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter) {
     if let Some(id) = &filter.id {
@@ -172,7 +159,7 @@ pub(super) fn push_page<'a>(
     with_total: bool,
     literal_limits: bool,
 ) {
-    let (col, dir) = order_sql(order);
+    let (col, dir) = plan::order_sql(order);
     qb.push("SELECT ");
     if with_total {
         qb.push("(");
@@ -210,7 +197,7 @@ pub(super) fn push_counting_page<'a>(
     order: (SortKey, SortDir),
     take: u64,
 ) {
-    let (col, dir) = order_sql(order);
+    let (col, dir) = plan::order_sql(order);
     qb.push("SELECT COUNT(*) OVER (), list_item");
     push_from(qb, scope);
     qb.push(format!(" ORDER BY {col} {dir}, id {dir} LIMIT "));

@@ -18,9 +18,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use self::connections::{PageConnections, Read, TAKE_TIMEOUT};
-use super::list::plan::{self, Backend as PlanBackend, Facts, ListPlan, NameSearch, Steps};
-use super::shared::{create, impl_exec, Backend, SqlPools};
-use super::{IdempotencyKey, JobPage, NewJob, StoreResult};
+use super::list::plan::{self, Engine, Facts, ListPlan, NameSearch, Steps};
+use super::shared::{create, impl_exec, SqlPools};
+use super::{Backend, IdempotencyKey, JobPage, NewJob, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery};
 use crate::domain::ProjectId;
 use crate::wire::JobDetail;
@@ -170,7 +170,7 @@ impl PgStore {
 
     fn facts(&self, large_project: bool) -> Facts {
         Facts {
-            backend: PlanBackend::Postgres,
+            engine: Engine::Postgres,
             large_project,
         }
     }
@@ -182,8 +182,8 @@ impl PgStore {
         query: &ListJobsQuery,
         max_page_size: u64,
     ) -> StoreResult<ListPlan> {
-        let large = plan::wants_project_size(query, PlanBackend::Postgres)
-            && self.is_large(project).await?;
+        let large =
+            plan::wants_project_size(query, Engine::Postgres) && self.is_large(project).await?;
         Ok(plan::plan(query, max_page_size, self.facts(large)))
     }
 }
@@ -200,7 +200,9 @@ impl SqlPools for PgStore {
 
 #[async_trait]
 impl Backend for PgStore {
-    const NAME: &'static str = "postgres";
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
 
     /// One page of the job list and its exact total, read in one snapshot, on the list
     /// connections that suit its plan. Statements are kept prepared, their plans with them,

@@ -8,16 +8,16 @@ use super::list::{one_plan_fits, push_count, push_counting_page, push_page, Scop
 use super::PgStore;
 use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
 use crate::domain::ProjectId;
-use crate::store::list::plan::{self, Backend, Facts, ListPlan, NameSearch};
+use crate::store::list::plan::{self, Engine, Facts, ListPlan, NameSearch};
 use crate::store::testing::list_query;
-use crate::store::JobStore;
+use crate::store::Backend;
 use crate::testkit::{pg_admin_url, test_database};
 
 /// A query and its plan on PostgreSQL, in a large project or not.
 fn planned(raw: &str, large_project: bool) -> (ListJobsQuery, ListPlan) {
     let query = list_query(raw);
     let facts = Facts {
-        backend: Backend::Postgres,
+        engine: Engine::Postgres,
         large_project,
     };
     let plan = plan::plan(&query, 1000, facts);
@@ -106,12 +106,12 @@ async fn pages_outlive_their_connections() {
     for round in 0..3 {
         // On the generic-plan connections, on the others, and a ping.
         for query in [&unfiltered, &by_status] {
-            let page = JobStore::list_jobs(&store, &project, query, 100)
+            let page = Backend::list_jobs(&store, &project, query, 100)
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
             assert_eq!(page.total, 0);
         }
-        crate::store::Store::ping(&store)
+        crate::store::Backend::ping(&store)
             .await
             .unwrap_or_else(|e| panic!("round {round}: ping: {e}"));
         // End every other connection to this database, as a restart would.
@@ -158,7 +158,7 @@ async fn pages_outlive_idle_session_timeouts() {
         ListJobsQuery::parse(&pairs, 100).expect("query"),
     ] {
         for round in 0..2 {
-            JobStore::list_jobs(&store, &project, &query, 100)
+            Backend::list_jobs(&store, &project, &query, 100)
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -223,7 +223,7 @@ async fn name_index_pending_lists_stay_small_under_creates() {
         eprintln!("pageinspect unavailable: the pending lists' sizes are not checked");
     }
     let query = list_query("name=c4ca42");
-    let page = JobStore::list_jobs(&store, &project, &query, 1000)
+    let page = Backend::list_jobs(&store, &project, &query, 1000)
         .await
         .expect("list");
     assert!(page.total >= 1);
@@ -334,7 +334,7 @@ async fn name_patterns_use_the_index_of_their_length() {
             }
         }
         // The answer is the names holding the pattern, case-insensitively.
-        let page = JobStore::list_jobs(&store, &project, &query, 1000)
+        let page = Backend::list_jobs(&store, &project, &query, 1000)
             .await
             .expect("list");
         let expected: i64 = sqlx::query_scalar(
@@ -414,7 +414,7 @@ async fn first_pages_of_common_names_are_the_first_matches_with_their_total() {
                 raw.push_str(&format!("&status={status}"));
             }
             let query = list_query(&raw);
-            let page = JobStore::list_jobs(&store, &project, &query, 1000)
+            let page = Backend::list_jobs(&store, &project, &query, 1000)
                 .await
                 .expect("list");
             let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
@@ -760,7 +760,7 @@ async fn name_searches_run_one_generic_plan_on_the_projects_name_index() {
             .and_then(|rest| rest.split(' ').next())
             .and_then(|n| n.parse::<u64>().ok());
         assert_eq!(index_rows, Some(expected), "{pattern}:\n{plan}");
-        let page = JobStore::list_jobs(&store, &small, &query, 1000)
+        let page = Backend::list_jobs(&store, &small, &query, 1000)
             .await
             .expect("list");
         assert_eq!(page.total, expected, "{pattern}");

@@ -1,18 +1,15 @@
-//! Jobs, tasks and servers as both backends read and change them: [`JobStore`] and
-//! [`Store`] for every [`Backend`], which writes the list and the creates itself.
+//! Jobs, tasks and servers as both backends read and change them: [`JobStore`] for every
+//! store whose pools run the shared SQL (the list and the creates are each backend's own:
+//! [`crate::store::Backend`]).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::{parse_json, to_json, Backend, Exec, SqlPools, SqlRow, Statement, Value};
-use crate::domain::filter::ListJobsQuery;
+use super::{parse_json, to_json, Exec, SqlPools, SqlRow, Statement, Value};
 use crate::domain::{JobStatus, ProjectId, TaskStatus};
 use crate::store::error::retry_transient;
-use crate::store::{
-    DueTask, IdempotencyKey, JobPage, JobStore, LeasedTask, NewJob, NewServer, Store, StoreError,
-    StoreResult, TaskLease,
-};
+use crate::store::{DueTask, JobStore, LeasedTask, NewServer, StoreError, StoreResult, TaskLease};
 use crate::wire::{JobDetail, JobItem, JobListItem, Server, Task};
 
 /// Columns of a job list item, in the order [`list_item`] reads them.
@@ -389,25 +386,7 @@ async fn touch_server(
 }
 
 #[async_trait]
-impl<B: Backend> JobStore for B {
-    async fn list_jobs(
-        &self,
-        project: &ProjectId,
-        query: &ListJobsQuery,
-        max_page_size: u64,
-    ) -> StoreResult<JobPage> {
-        Backend::list_jobs(self, project, query, max_page_size).await
-    }
-
-    async fn create_job(
-        &self,
-        project: &ProjectId,
-        job: NewJob,
-        idempotency: Option<IdempotencyKey>,
-    ) -> StoreResult<JobDetail> {
-        Backend::create_job(self, project, job, idempotency).await
-    }
-
+impl<P: SqlPools> JobStore for P {
     async fn get_job(&self, project: &ProjectId, id: &str) -> StoreResult<Option<JobDetail>> {
         read_job(&mut *self.read_pool().acquire().await?, project, id).await
     }
@@ -468,16 +447,5 @@ impl<B: Backend> JobStore for B {
 
     async fn touch_server(&self, project: &ProjectId, id: &str, now_ms: i64) -> StoreResult<bool> {
         touch_server(self, project, id, now_ms).await
-    }
-}
-
-#[async_trait]
-impl<B: Backend> Store for B {
-    fn backend(&self) -> &'static str {
-        B::NAME
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        Backend::ping(self).await
     }
 }

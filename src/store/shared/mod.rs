@@ -8,9 +8,9 @@
 //! trait; here they are spelled out once per backend, in [`impl_exec!`].
 //!
 //! - [`iam`]: users, keys, projects, policies, grants and tokens: all of [`super::IamStore`].
-//! - [`jobs`]: the rest of [`super::JobStore`] beside what each [`Backend`] writes itself
-//!   (the list and the creates): reading and deleting jobs, ending and leasing tasks,
-//!   servers, retention.
+//! - [`jobs`]: all of [`super::JobStore`]: reading and deleting jobs, ending and leasing
+//!   tasks, servers, retention (the list and the creates are each backend's own:
+//!   [`super::Backend`]).
 //! - [`create`]: creating jobs with their tasks and idempotency keys, several in one
 //!   transaction.
 
@@ -20,10 +20,7 @@ pub mod jobs;
 
 use std::future::Future;
 
-use super::{IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
-use crate::domain::filter::ListJobsQuery;
-use crate::domain::ProjectId;
-use crate::wire::JobDetail;
+use super::{StoreError, StoreResult};
 
 /// A value bound to a statement's placeholder.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,33 +154,6 @@ pub trait SqlPools: Send + Sync {
     type Db: sqlx::Database<Connection: Exec>;
     fn read_pool(&self) -> &sqlx::Pool<Self::Db>;
     fn write_pool(&self) -> &sqlx::Pool<Self::Db>;
-}
-
-/// What each backend writes itself; the shared SQL does the rest of [`super::JobStore`]
-/// and [`super::Store`] for it (`jobs.rs`), and all of [`super::IamStore`] (`iam.rs`).
-#[async_trait::async_trait]
-pub trait Backend: SqlPools {
-    /// Short name, for logs and the benchmark.
-    const NAME: &'static str;
-
-    /// One page of the job list and the exact number of matching jobs.
-    async fn list_jobs(
-        &self,
-        project: &ProjectId,
-        query: &ListJobsQuery,
-        max_page_size: u64,
-    ) -> StoreResult<JobPage>;
-
-    /// Creates a job with its tasks (see [`super::JobStore::create_job`]).
-    async fn create_job(
-        &self,
-        project: &ProjectId,
-        job: NewJob,
-        idempotency: Option<IdempotencyKey>,
-    ) -> StoreResult<JobDetail>;
-
-    /// Checks the database answers.
-    async fn ping(&self) -> StoreResult<()>;
 }
 
 /// Implements [`Exec`] for a sqlx connection type and [`SqlRow`] for its row type: the one

@@ -24,8 +24,8 @@ use sqlx::{Sqlite, SqlitePool};
 
 use self::list::Readers;
 use self::writer::Writer;
-use super::shared::{impl_exec, Backend, SqlPools};
-use super::{IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
+use super::shared::{impl_exec, SqlPools};
+use super::{Backend, IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::ProjectId;
 use crate::wire::JobDetail;
@@ -134,7 +134,9 @@ impl SqlPools for SqliteStore {
 
 #[async_trait]
 impl Backend for SqliteStore {
-    const NAME: &'static str = "sqlite";
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
 
     async fn list_jobs(
         &self,

@@ -6,7 +6,7 @@ use super::maintenance::NAME_INDEXES;
 use super::SqliteStore;
 use crate::domain::ProjectId;
 use crate::store::testing::{new_job, sqlite_with_servers as store_with_servers};
-use crate::store::{JobStore, StoreError};
+use crate::store::{Backend, StoreError};
 
 /// A database of the previous schema (migrations before 0004: a name index without
 /// positions) keeps its jobs through the upgrade, and the rebuilt index finds them.
