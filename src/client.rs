@@ -97,6 +97,9 @@ impl RawResponse {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Extra trusted certificates (PEM), and the local address to send from.
+    ca_pem: Option<Vec<u8>>,
+    local: Option<std::net::IpAddr>,
     endpoint: String,
     host: String,
     project_id: String,
@@ -105,7 +108,40 @@ pub struct Client {
 }
 
 impl Client {
-    /// `endpoint` is `http://host:port` (a trailing `/` is ignored).
+    /// The HTTP client: HTTPS verified against the public roots and `ca_pem`'s certificates
+    /// (a private CA, PEM), when given.
+    fn http(
+        ca_pem: Option<&[u8]>,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<reqwest::Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .use_rustls_tls()
+            .local_address(local);
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(builder.build()?)
+    }
+
+    /// The same client, also trusting the certificates of `ca_pem` (PEM): for a server whose
+    /// certificate a private CA signed.
+    pub fn trusting(mut self, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        self.ca_pem = Some(ca_pem.to_vec());
+        self.http = Self::http(self.ca_pem.as_deref(), self.local)?;
+        Ok(self)
+    }
+
+    /// The same client, sending from the local address `local` (a multi-homed host).
+    pub fn bound_to(mut self, local: std::net::IpAddr) -> Result<Self, ClientError> {
+        self.local = Some(local);
+        self.http = Self::http(self.ca_pem.as_deref(), self.local)?;
+        Ok(self)
+    }
+
+    /// `endpoint` is `http://host:port` or `https://host:port` (a trailing `/` is ignored).
     pub fn new(endpoint: &str, project_id: &str, auth: ClientAuth) -> Result<Self, ClientError> {
         let endpoint = endpoint.trim_end_matches('/').to_string();
         let url =
@@ -115,11 +151,11 @@ impl Client {
             (Some(h), None) => h.to_string(),
             _ => return Err(ClientError::Endpoint(format!("{endpoint} has no host"))),
         };
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()?;
+        let http = Self::http(None, None)?;
         Ok(Self {
             http,
+            ca_pem: None,
+            local: None,
             endpoint,
             host,
             project_id: project_id.to_string(),

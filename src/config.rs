@@ -19,6 +19,38 @@ fn parse_interval(raw: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A size in bytes as people write it: `256MiB`, `1GiB`, `512KiB`, or a number of bytes.
+pub fn parse_size(raw: &str) -> Result<usize, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{raw} is not a size (e.g. 256MiB)"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" | "KB" | "kB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other} (KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{raw} is too large"))
+}
+
+/// Open files this process may have, as `/proc/self/limits` says (its soft limit).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Default of `--max-connections`: three quarters of the open-file limit (the rest is left
+/// to the database, the log and the files of the process), at most 4,096.
+pub fn default_max_connections() -> usize {
+    open_file_limit().map_or(1024, |n| (n / 4 * 3).clamp(16, 4096))
+}
+
 fn parse_rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw.parse().map_err(|_| format!("{raw} is not a number"))?;
     if !(0.0..=1.0).contains(&rate) {
@@ -122,6 +154,45 @@ pub struct ServeConfig {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LITEJOBS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// A request's line and headers must arrive within this time (a TLS handshake too), and
+    /// a kept-alive connection is closed when its next request does not start within it.
+    #[arg(long, env = "LITEJOBS_HEADER_TIMEOUT", default_value = "15s", value_parser = parse_interval)]
+    pub header_timeout: Duration,
+
+    /// A request's body must arrive whole within this time (else 408 and the connection
+    /// closes).
+    #[arg(long, env = "LITEJOBS_BODY_TIMEOUT", default_value = "30s", value_parser = parse_interval)]
+    pub body_timeout: Duration,
+
+    /// Connections served at once; more are answered 503 and closed (default: three
+    /// quarters of the open-file limit, at most 4096).
+    #[arg(long, env = "LITEJOBS_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+
+    /// Memory that request bodies may take at once, all requests together (e.g. `256MiB`;
+    /// at least one 12 MB body); a body that cannot get its share in time is answered 503.
+    #[arg(long, env = "LITEJOBS_MAX_BODY_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    pub max_body_memory: usize,
+
+    /// Failed authentications from one address, with any credential, within five minutes,
+    /// after which that address is refused for the rest of them (0: no limit).
+    #[arg(
+        long,
+        env = "LITEJOBS_AUTH_FAILURES_PER_ADDRESS",
+        default_value_t = 100
+    )]
+    pub auth_failures_per_address: u32,
+
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`. Reloaded when the
+    /// file changes or on SIGHUP.
+    #[arg(long, env = "LITEJOBS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "LITEJOBS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -148,6 +219,21 @@ mod tests {
         }
         let argv = std::iter::once("litejobs").chain(args.iter().copied());
         <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.config)
+    }
+
+    #[test]
+    fn sizes_are_read_with_their_units() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "MiB", "12 parsecs", "-1MiB", "99999999999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&["--tls-cert", "c.pem"]).is_err(),
+            "a certificate needs its key"
+        );
     }
 
     #[test]

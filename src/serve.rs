@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::http::auth::AuthConfig;
+use crate::http::server::ConnectionLimits;
+use crate::http::tls::{TlsAcceptor, TlsFiles};
 use crate::http::{self, ApiConfig, AppState};
 use crate::iam::{self, demo, Bootstrap, Profile};
 use crate::secrets::Sealer;
@@ -20,6 +22,7 @@ use crate::worker::{self, SimulationConfig};
 /// A server that has bound its address and is ready to run.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: AppState,
     config: ServeConfig,
 }
@@ -50,8 +53,19 @@ impl Server {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                TlsAcceptor::new(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+                .context("cannot load the TLS certificate")?,
+            ),
+            _ => None,
+        };
         let addr = listener.local_addr()?;
-        let endpoint = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://{addr}");
         match iam::bootstrap_admin(store.as_ref(), sealer.as_ref(), &endpoint).await? {
             Bootstrap::Created(profile) => {
                 if let Err(e) = iam::write_profile(&config.admin_credentials, &profile) {
@@ -102,12 +116,24 @@ impl Server {
                 rate_burst: config.rate_burst,
                 cache_ttl: config.auth_cache_ttl,
                 demo_account,
+                failures_per_address: config.auth_failures_per_address,
             },
             bench_floor: config.bench_floor,
+            body_timeout: config.body_timeout,
+            max_body_memory: config.max_body_memory,
             ..ApiConfig::default()
         };
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "SERVING PLAIN HTTP ON A NON-LOOPBACK ADDRESS: tokens, passwords and job data \
+                 cross the network in clear; give --tls-cert and --tls-key, or serve on \
+                 loopback behind a TLS-terminating proxy"
+            );
+        }
         Ok(Self {
             listener,
+            tls,
             state: AppState {
                 sealer: sealer.map(std::sync::Arc::new),
                 ..AppState::new(store, templates, api)
@@ -142,23 +168,64 @@ impl Server {
             self.config.purge_interval,
             shutdown.clone(),
         ));
+        if let Some(tls) = &self.tls {
+            workers.spawn(tls.clone().watch(shutdown.clone()));
+        }
+        workers.spawn(log_abuse(
+            self.state.authenticator.clone(),
+            shutdown.clone(),
+        ));
         let addr = self.listener.local_addr()?;
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(
             %addr,
             backend = store.backend(),
-            "litejobs listening on http://{addr}"
+            "litejobs listening on {scheme}://{addr}"
         );
+        let limits = ConnectionLimits {
+            header_timeout: self.config.header_timeout,
+            max_connections: self
+                .config
+                .max_connections
+                .map_or_else(crate::config::default_max_connections, |n| n as usize),
+        };
         let mut state = self.state;
         state.shutdown = shutdown.clone();
         let app = http::router(state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        http::server::serve(self.listener, app, limits, self.tls, shutdown.clone())
             .await
             .context("server failed")?;
         shutdown.cancel();
         while workers.join_next().await.is_some() {}
         tracing::info!("litejobs stopped");
         Ok(())
+    }
+}
+
+/// How often failed authentications and throttled requests are summed up in the log.
+const ABUSE_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs, every [`ABUSE_SUMMARY_EVERY`] when there were any, how many authentications
+/// failed, how many requests were refused by a lock-out and how many were throttled: one
+/// line for a flood, where a line per request would flood the log.
+async fn log_abuse(authenticator: Arc<http::auth::Authenticator>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ABUSE_SUMMARY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (failed, locked_out, throttled) = authenticator.failures.counters.take();
+        if failed + locked_out + throttled > 0 {
+            tracing::warn!(
+                failed,
+                locked_out,
+                throttled,
+                every_secs = ABUSE_SUMMARY_EVERY.as_secs(),
+                "authentication failures and throttled requests"
+            );
+        }
     }
 }
 

@@ -1,11 +1,15 @@
 //! Job templates: the built-in ones shipped as data files in `templates/`, plus any an
 //! operator adds from a directory. A job's `type` names its template.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
+use regex::{Regex, RegexBuilder};
 
 use crate::domain::ids::is_simple_name;
+use crate::domain::Invalid;
 use crate::wire::{TemplateDetail, TemplateListItem};
 
 const BUILTIN: [(&str, &str); 5] = [
@@ -28,10 +32,61 @@ const BUILTIN: [(&str, &str); 5] = [
     ),
 ];
 
-/// Every template the service offers, in a stable order.
+/// Every template the service offers, in a stable order, with the rules of their parameters.
 #[derive(Debug, Clone)]
 pub struct TemplateCatalog {
     templates: Vec<TemplateDetail>,
+    /// Each template's parameter rules, by template id.
+    rules: HashMap<String, Vec<ParamRule>>,
+}
+
+/// A parameter's rule: its value must match the regular expression the template declares.
+/// The expression is compiled when a value is first checked against it (a rule such as
+/// `^.{1,4096}$` takes some milliseconds to compile, which the server's start need not
+/// wait for); its syntax is checked when the template loads.
+#[derive(Debug, Clone)]
+struct ParamRule {
+    name: String,
+    pattern: String,
+    regex: Arc<OnceLock<Result<Regex, String>>>,
+}
+
+/// Largest compiled form of a parameter's regular expression.
+const REGEX_SIZE_LIMIT: usize = 64 << 20;
+
+impl ParamRule {
+    /// True when `value` matches; an expression too large to compile is a fault of the
+    /// template, answered as the service's.
+    fn matches(&self, value: &str) -> anyhow::Result<bool> {
+        let compiled = self.regex.get_or_init(|| {
+            RegexBuilder::new(&self.pattern)
+                .dot_matches_new_line(true)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        match compiled {
+            Ok(regex) => Ok(regex.is_match(value)),
+            Err(e) => anyhow::bail!("parameter {}: rule {}: {e}", self.name, self.pattern),
+        }
+    }
+}
+
+/// The rules of a template's parameters. `.` matches line breaks too: a command may span
+/// lines, and a rule such as `^.{1,4096}$` is about its length.
+fn rules(origin: &str, t: &TemplateDetail) -> anyhow::Result<Vec<ParamRule>> {
+    let mut rules = Vec::new();
+    for p in t.params.iter().filter(|p| !p.regex.is_empty()) {
+        regex_syntax::Parser::new()
+            .parse(&p.regex)
+            .with_context(|| format!("template {origin}: parameter {}: bad regex", p.name))?;
+        rules.push(ParamRule {
+            name: p.name.clone(),
+            pattern: p.regex.clone(),
+            regex: Arc::new(OnceLock::new()),
+        });
+    }
+    Ok(rules)
 }
 
 /// Longest timeout a template may give its tasks: a week.
@@ -80,7 +135,43 @@ impl TemplateCatalog {
                 templates.push(t);
             }
         }
-        Ok(Self { templates })
+        let mut all_rules = HashMap::new();
+        for t in &templates {
+            all_rules.insert(t.id.clone(), rules(&t.id, t)?);
+        }
+        Ok(Self {
+            templates,
+            rules: all_rules,
+        })
+    }
+
+    /// Checks an item's `spec` (at `items[index]`) against the rules of `template`'s
+    /// parameters: each value given for a parameter with a rule must match it.
+    pub fn check_spec(
+        &self,
+        template: &TemplateDetail,
+        index: usize,
+        spec: Option<&BTreeMap<String, String>>,
+    ) -> Result<Result<(), Invalid>, anyhow::Error> {
+        let (Some(spec), Some(rules)) = (spec, self.rules.get(&template.id)) else {
+            return Ok(Ok(()));
+        };
+        for rule in rules {
+            let Some(value) = spec.get(&rule.name) else {
+                continue;
+            };
+            if !rule.matches(value)? {
+                return Ok(Err(Invalid(format!(
+                    "items[{index}].spec.{} ({} characters) does not match the {} template's \
+                     rule {}",
+                    rule.name,
+                    value.chars().count(),
+                    template.template_type,
+                    rule.pattern
+                ))));
+            }
+        }
+        Ok(Ok(()))
     }
 
     pub fn all(&self) -> &[TemplateDetail] {
@@ -147,6 +238,47 @@ mod tests {
         assert_eq!(types.len(), BUILTIN.len());
         assert!(catalog.by_type("COMMON").is_some());
         assert_eq!(catalog.filter(None, Some("LOG"), None).len(), 2);
+    }
+
+    #[test]
+    fn item_specs_follow_the_rules_of_the_templates_parameters() {
+        let catalog = TemplateCatalog::load(None).expect("built-ins parse");
+        let common = catalog.by_type("COMMON").expect("COMMON");
+        let spec = |cmd: String| Some(BTreeMap::from([("cmd".to_string(), cmd)]));
+        let ok = |cmd: &str| {
+            catalog
+                .check_spec(common, 0, spec(cmd.to_string()).as_ref())
+                .expect("the rule compiles")
+        };
+        assert!(ok("echo hi").is_ok());
+        assert!(ok("echo one\necho two").is_ok(), "a command may span lines");
+        assert!(
+            ok(&"é".repeat(4096)).is_ok(),
+            "4,096 characters, more bytes"
+        );
+        let long = catalog
+            .check_spec(common, 2, spec("x".repeat(4097)).as_ref())
+            .expect("the rule compiles");
+        let message = long.expect_err("too long").0;
+        assert!(message.contains("items[2].spec.cmd"), "{message}");
+        assert!(message.contains("^.{1,4096}$"), "{message}");
+        assert!(ok("").is_err(), "at least one character");
+        assert!(matches!(catalog.check_spec(common, 0, None), Ok(Ok(()))));
+        let other = BTreeMap::from([("other".to_string(), "x".repeat(10_000))]);
+        let unruled = catalog.check_spec(common, 0, Some(&other));
+        assert!(matches!(unruled, Ok(Ok(()))), "no rule");
+    }
+
+    #[test]
+    fn a_template_with_a_bad_regex_does_not_load() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut raw: serde_json::Value = serde_json::from_str(BUILTIN[0].1).expect("json");
+        raw["type"] = serde_json::json!("BAD_RULE");
+        raw["id"] = serde_json::json!("bad-rule");
+        raw["params"][0]["regex"] = serde_json::json!("^(unclosed$");
+        std::fs::write(dir.path().join("bad.json"), raw.to_string()).expect("write");
+        let error = TemplateCatalog::load(Some(dir.path())).expect_err("bad regex");
+        assert!(format!("{error:#}").contains("bad regex"), "{error:#}");
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct ConnectArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+
+    /// Also trust the certificates in this PEM file (a private CA) for https:// endpoints.
+    #[arg(long, env = "LITEJOBS_CA_CERT", global = true, value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ConnectArgs {
@@ -67,6 +71,7 @@ impl std::fmt::Debug for ConnectArgs {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert", &self.ca_cert)
             .finish()
     }
 }
@@ -139,7 +144,18 @@ impl ConnectArgs {
             }
         };
         check_endpoint(&endpoint)?;
-        Ok(Client::new(&endpoint, &project_id, auth)?)
+        let client = Client::new(&endpoint, &project_id, auth)?;
+        match &self.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("cannot read the CA certificate {}", path.display())
+                })?;
+                client
+                    .trusting(&pem)
+                    .with_context(|| format!("{} holds no usable PEM certificate", path.display()))
+            }
+            None => Ok(client),
+        }
     }
 }
 

@@ -10,12 +10,13 @@
 //! ([`AuthConfig::cache_ttl`]), so a warm request asks the database nothing; revoking a
 //! key, a token or a grant takes effect within that time.
 
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -26,6 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::extract::read_body;
+use super::lockout::FailureTracker;
 use super::AppState;
 use crate::domain::permission::allows;
 use crate::domain::{Action, ProjectId};
@@ -34,11 +36,6 @@ use crate::store::{AccessKeyRecord, Store, TokenRecord};
 
 /// Largest `X-Sdk-Date` distance from the server's clock.
 pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
-/// Failed attempts after which a key is locked, and for how long.
-const LOCK_AFTER_FAILURES: u32 = 5;
-const LOCK_FOR: Duration = Duration::from_secs(300);
-/// At most this many keys are tracked for failures; beyond it the oldest entries go.
-const MAX_TRACKED_FAILURES: usize = 100_000;
 
 /// The authenticated caller of a project-scoped API request.
 #[derive(Debug, Clone)]
@@ -89,6 +86,9 @@ pub struct AuthConfig {
     /// Accept the public demo credentials of `serve --simulate` (its access key, and tokens of
     /// its user in its project): only a simulating server on a loopback address does.
     pub demo_account: bool,
+    /// Failed attempts from one address (any credential) within five minutes after which
+    /// that address is refused for the rest of them; 0 turns the limit off.
+    pub failures_per_address: u32,
 }
 
 /// Default of [`AuthConfig::cache_ttl`].
@@ -209,17 +209,12 @@ impl LookupCache {
     }
 }
 
-struct Failures {
-    count: u32,
-    first: Instant,
-    locked_until: Option<Instant>,
-}
-
 /// Shared state of authentication: rate limiters, failed-attempt counters and the lookup
 /// cache.
 pub struct Authenticator {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
-    failures: DashMap<String, Failures>,
+    /// Failed attempts per credential and address, and per address.
+    pub failures: FailureTracker,
     /// Secret used to spend the same effort on unknown keys as on known ones.
     decoy_secret: String,
     cache: LookupCache,
@@ -235,7 +230,7 @@ impl Authenticator {
         });
         Self {
             limiter,
-            failures: DashMap::new(),
+            failures: FailureTracker::new(config.failures_per_address),
             decoy_secret: crate::domain::ids::new_id(),
             cache: LookupCache::new(config.cache_ttl),
             demo_account: config.demo_account,
@@ -258,48 +253,16 @@ impl Authenticator {
         !self.demo_account && user_name == demo::USER && password == demo::PASSWORD
     }
 
-    fn is_locked(&self, key: &str) -> bool {
-        self.failures
-            .get(key)
-            .and_then(|f| f.locked_until)
-            .is_some_and(|until| until > Instant::now())
-    }
-
-    /// Counts a failed attempt; the fifth within the lock period locks the key.
-    pub fn record_failure(&self, key: &str) {
-        if self.failures.len() >= MAX_TRACKED_FAILURES {
-            let now = Instant::now();
-            self.failures.retain(|_, f| {
-                now.duration_since(f.first) < LOCK_FOR || f.locked_until.is_some_and(|u| u > now)
-            });
-        }
-        let now = Instant::now();
-        let mut entry = self.failures.entry(key.to_string()).or_insert(Failures {
-            count: 0,
-            first: now,
-            locked_until: None,
-        });
-        if now.duration_since(entry.first) > LOCK_FOR {
-            entry.count = 0;
-            entry.first = now;
-            entry.locked_until = None;
-        }
-        entry.count += 1;
-        if entry.count >= LOCK_AFTER_FAILURES {
-            entry.locked_until = Some(now + LOCK_FOR);
-        }
-    }
-
-    fn clear_failures(&self, key: &str) {
-        self.failures.remove(key);
-    }
-
     /// Fails with 429 when `key` is over its rate.
     pub fn check_rate(&self, key: &str) -> Result<(), ApiError> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
         limiter.check_key(&key.to_string()).map_err(|not_until| {
+            self.failures
+                .counters
+                .throttled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
@@ -309,14 +272,20 @@ impl Authenticator {
         })
     }
 
-    /// True while `key` is locked out after repeated failures.
-    pub fn locked(&self, key: &str) -> bool {
-        self.is_locked(key)
+    /// True while `credential` is locked out at `addr` after repeated failures (or `addr`
+    /// failed too often).
+    pub fn locked(&self, credential: &str, addr: IpAddr) -> bool {
+        self.failures.locked(credential, addr)
     }
 
-    /// Forgets the failures of `key` after a success.
-    pub fn succeeded(&self, key: &str) {
-        self.clear_failures(key);
+    /// Counts a failed attempt with `credential` from `addr`.
+    pub fn record_failure(&self, credential: &str, addr: IpAddr) {
+        self.failures.failed(credential, addr);
+    }
+
+    /// Forgets the failures of `credential` from `addr` after a success there.
+    pub fn succeeded(&self, credential: &str, addr: IpAddr) {
+        self.failures.succeeded(credential, addr);
     }
 
     /// Drops a revoked token from this server's cache, so it is refused at once here
@@ -360,15 +329,17 @@ async fn verify_signature(
     body: &[u8],
     raw_auth: &str,
 ) -> Result<Identity, ApiError> {
+    let authn = &state.authenticator;
+    let peer = peer_ip(parts);
     let Some(auth) = Authorization::parse(raw_auth) else {
+        authn.record_failure("", peer);
         return Err(ApiError::Unauthenticated);
     };
-    let authn = &state.authenticator;
-    if authn.locked(&auth.access_key) || authn.refuses_demo(Some(&auth.access_key), None) {
+    if authn.locked(&auth.access_key, peer) || authn.refuses_demo(Some(&auth.access_key), None) {
         return Err(ApiError::Unauthenticated);
     }
     let fail = || {
-        authn.record_failure(&auth.access_key);
+        authn.record_failure(&auth.access_key, peer);
         ApiError::Unauthenticated
     };
     let signed = |h: &str| auth.signed_headers.iter().any(|s| s == h);
@@ -412,7 +383,7 @@ async fn verify_signature(
     let valid = sign::verify(&request, &auth, secret) && matches!(opened, Some(Ok(_)));
     match key {
         Some(key) if valid => {
-            authn.succeeded(&auth.access_key);
+            authn.succeeded(&auth.access_key, peer);
             Ok(Identity {
                 user_id: key.user_id,
                 user_name: key.user_name,
@@ -424,10 +395,10 @@ async fn verify_signature(
     }
 }
 
-async fn verify_token(state: &AppState, token: &str) -> Result<Identity, ApiError> {
+async fn verify_token(state: &AppState, token: &str, peer: IpAddr) -> Result<Identity, ApiError> {
     let hash = token_hash(token);
     let authn = &state.authenticator;
-    if authn.locked(&hash) {
+    if authn.locked(&hash, peer) {
         return Err(ApiError::Unauthenticated);
     }
     match authn
@@ -445,10 +416,19 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Identity, ApiErro
             token_project: Some(t.project_id),
         }),
         None => {
-            authn.record_failure(&hash);
+            authn.record_failure(&hash, peer);
             Err(ApiError::Unauthenticated)
         }
     }
+}
+
+/// The address the request came from (the TCP peer), or the unspecified address when the
+/// request did not come through a listener (a test calling the router).
+pub fn peer_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip())
 }
 
 /// The project id of a `/v1/{project_id}/…` path, decoded.
@@ -471,8 +451,9 @@ async fn authenticate_parts(
         verify_signature(state, parts, body, raw).await?
     } else if let Some(token) = parts.headers.get("x-auth-token") {
         let token = token.to_str().map_err(|_| ApiError::Unauthenticated)?;
-        verify_token(state, token.trim()).await?
+        verify_token(state, token.trim(), peer_ip(parts)).await?
     } else {
+        state.authenticator.record_failure("", peer_ip(parts));
         return Err(ApiError::Unauthenticated);
     };
     state.authenticator.check_rate(&identity.limit_key)?;
@@ -511,8 +492,9 @@ async fn authenticate_parts(
 /// caller, and hands the [`Caller`] to the handler.
 pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let body = match read_body(body).await {
-        Ok(body) => body,
+    // The body's share of the memory budget is held until the answer is made.
+    let (body, _budget) = match read_body(body, &state.bodies).await {
+        Ok(read) => read,
         Err(e) => return e.into_response(),
     };
     match authenticate_parts(&state, &parts, &body).await {

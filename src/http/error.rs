@@ -41,6 +41,15 @@ pub enum ApiError {
     /// 413 `APIG.0201`.
     #[error("Request entity too large: the body exceeds 12 MB.")]
     BodyTooLarge,
+    /// 408 `APIG.0201`: the body did not arrive in time.
+    #[error("Request timeout: the body did not arrive within {} s.", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
+    /// 431 `APIG.0201`.
+    #[error(
+        "Request header fields too large: more than {} headers.",
+        super::MAX_HEADERS
+    )]
+    TooManyHeaders,
     /// 414 `APIG.0201`.
     #[error("Request-URI too large: the URI exceeds 32 KB.")]
     UriTooLong,
@@ -63,6 +72,10 @@ pub enum ApiError {
     /// refuses work, or a transaction kept conflicting with concurrent ones.
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] anyhow::Error),
+    /// 503 `ModelArts.0013` with `Retry-After`: the server is at one of its limits (too
+    /// many request bodies in flight); not logged one by one.
+    #[error("The service is temporarily unavailable: {0}.")]
+    Overloaded(&'static str),
     /// 500 `ModelArts.0010`.
     #[error("Internal error.")]
     Internal(#[source] anyhow::Error),
@@ -78,13 +91,17 @@ impl ApiError {
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "APIG.0301"),
             Self::NoSuchApi => (StatusCode::NOT_FOUND, "APIG.0101"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "APIG.0201"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "APIG.0201"),
             Self::UriTooLong => (StatusCode::URI_TOO_LONG, "APIG.0201"),
+            Self::TooManyHeaders => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "APIG.0201"),
             Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "APIG.0308"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "ModelArts.0105"),
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "ModelArts.0107"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "ModelArts.0102"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "ModelArts.0103"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ModelArts.0013"),
+            Self::Unavailable(_) | Self::Overloaded(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "ModelArts.0013")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ModelArts.0010"),
         }
     }
@@ -124,10 +141,17 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match self {
             Self::Throttled { retry_after_secs } => Some(retry_after_secs.max(1)),
-            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Unavailable(_) | Self::Overloaded(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         };
+        // The rest of a body not read keeps the connection from serving another request.
+        let close = matches!(self, Self::BodyTimeout(_) | Self::BodyTooLarge);
         let mut response = (status, axum::Json(body)).into_response();
+        if close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -1,8 +1,15 @@
 //! What handlers take from a request, answered in the API's error format when it is not
-//! right: the query's pairs, JSON bodies, path parameters, bodies read within their limit.
+//! right: the query's pairs, JSON bodies, path parameters, and bodies read within their size,
+//! time and memory limits.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use bytes::BytesMut;
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 
@@ -36,16 +43,97 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// Reads a body, refusing more than [`MAX_BODY_BYTES`].
-pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge),
-        Err(_) => Err(ApiError::Invalid(
-            "the request body could not be read".into(),
-        )),
+/// How request bodies are read: each within a time, all of them together within a memory
+/// budget, so that a flood of slow or large requests can exhaust neither the server's memory
+/// nor its patience.
+#[derive(Clone)]
+pub struct BodyLimits {
+    /// A body must arrive whole within this time.
+    pub timeout: Duration,
+    /// KiB of bodies being read or held, one permit each.
+    budget: Arc<Semaphore>,
+}
+
+/// A body's share of the memory budget, given back when dropped.
+#[derive(Debug)]
+pub struct BodyPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+/// Permits (KiB) for `bytes` bytes.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl BodyLimits {
+    /// Bodies read within `timeout`, holding `max_memory` bytes at once at most (at least
+    /// one body of [`MAX_BODY_BYTES`]).
+    pub fn new(timeout: Duration, max_memory: usize) -> Self {
+        let permits = kib(max_memory.max(MAX_BODY_BYTES)) as usize;
+        Self {
+            timeout,
+            budget: Arc::new(Semaphore::new(permits)),
+        }
     }
+
+    /// Takes `bytes` more of the budget before `deadline`.
+    async fn reserve(
+        &self,
+        bytes: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+        if bytes == 0 {
+            return Ok(None);
+        }
+        let wanted = self.budget.clone().acquire_many_owned(kib(bytes));
+        match tokio::time::timeout_at(deadline, wanted).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(ApiError::Overloaded(
+                "request bodies being read take all the memory set aside for them",
+            )),
+        }
+    }
+}
+
+/// Reads a body within `limits`: more than [`MAX_BODY_BYTES`] is refused (413, at once when
+/// the length is declared), a body that does not arrive within the timeout is 408, and one
+/// that cannot get its share of the memory budget in that time is 503. The permit holds the
+/// body's share until dropped.
+pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPermit), ApiError> {
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    if declared > MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let mut permit = limits.reserve(declared, deadline).await?;
+    let mut reserved = declared;
+    let mut buf = BytesMut::with_capacity(declared);
+    let mut body = body;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ApiError::BodyTimeout(limits.timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::Invalid(
+                    "the request body could not be read".into(),
+                ))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = buf.len() + data.len();
+        if total > MAX_BODY_BYTES {
+            return Err(ApiError::BodyTooLarge);
+        }
+        if total > reserved {
+            let more = limits.reserve(total - reserved, deadline).await?;
+            match (&mut permit, more) {
+                (Some(held), Some(more)) => held.merge(more),
+                (held, more) => *held = held.take().or(more),
+            }
+            reserved = total;
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), BodyPermit(permit)))
 }

@@ -1,16 +1,16 @@
 //! `POST /v3/auth/tokens` and `DELETE /v3/auth/tokens`: project-scoped tokens in the shape
 //! of the cloud's IAM password authentication, answered in `X-Subject-Token`.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use rand::RngCore;
 use serde::Deserialize;
 
-use super::auth::token_hash;
+use super::auth::{peer_ip, token_hash};
 use super::error::ApiError;
 use super::extract::{parse_json, read_body};
 use super::AppState;
@@ -65,8 +65,13 @@ fn iso(ms: i64) -> String {
 }
 
 /// Issues a token for a user's password, scoped to one project the user holds a grant in.
-pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let body = read_body(body).await?;
+pub async fn issue_token(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let peer = peer_ip(&parts);
+    let (body, _budget) = read_body(body, &state.bodies).await?;
     let req: TokenRequest = parse_json(&body)?;
     let auth = req.auth;
     if !auth.identity.methods.iter().any(|m| m == "password") {
@@ -91,7 +96,7 @@ pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Re
 
     let authn = &state.authenticator;
     let limit_key = format!("password:{user_ref}");
-    if authn.locked(&limit_key) {
+    if authn.locked(&limit_key, peer) {
         return Err(ApiError::Unauthenticated);
     }
     // A name holding U+0000 is no user's (nor any project's below).
@@ -113,10 +118,10 @@ pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Re
         .as_ref()
         .is_some_and(|u| authn.refuses_demo_password(&u.name, &password.user.password));
     let Some(user) = user.filter(|_| verified && !public) else {
-        authn.record_failure(&limit_key);
+        authn.record_failure(&limit_key, peer);
         return Err(ApiError::Unauthenticated);
     };
-    authn.succeeded(&limit_key);
+    authn.succeeded(&limit_key, peer);
     let project = if holds_nul(&scope) {
         None
     } else {
@@ -176,8 +181,9 @@ pub async fn issue_token(State(state): State<AppState>, body: Body) -> Result<Re
 /// `X-Auth-Token` too.
 pub async fn revoke_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Result<StatusCode, ApiError> {
+    let headers = &parts.headers;
     let header = |name: &str| {
         headers
             .get(name)
@@ -195,7 +201,7 @@ pub async fn revoke_token(
     }
     let hash = token_hash(subject);
     if state.store.find_token(&hash, now_ms()).await?.is_none() {
-        state.authenticator.record_failure(&hash);
+        state.authenticator.record_failure(&hash, peer_ip(&parts));
         return Err(ApiError::Unauthenticated);
     }
     state.store.revoke_token(&hash, now_ms()).await?;

@@ -118,6 +118,12 @@ pub async fn create_job(
             req.job_type
         ))
     })?;
+    for (index, item) in req.items.iter().enumerate() {
+        state
+            .templates
+            .check_spec(template, index, item.spec.as_ref())
+            .map_err(ApiError::Internal)??;
+    }
     let now = now_ms();
     let idempotency = client_token(&headers)?.map(|token| IdempotencyKey {
         token,

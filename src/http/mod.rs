@@ -11,7 +11,10 @@ pub mod extract;
 mod floor;
 mod iam;
 mod jobs;
+pub mod lockout;
+pub mod server;
 mod templates;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,11 +28,14 @@ use axum::{Json, Router};
 
 use self::auth::{AuthConfig, Authenticator};
 use self::error::{ApiError, REQUEST_ID};
+use self::extract::BodyLimits;
 use crate::store::Store;
 use crate::templates::TemplateCatalog;
 
 /// Longest request URI accepted.
 pub const MAX_URI_BYTES: usize = 32 * 1024;
+/// Most headers a request may carry.
+pub const MAX_HEADERS: usize = 100;
 
 /// Settings the handlers need.
 #[derive(Debug, Clone)]
@@ -43,6 +49,10 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     /// Serve the benchmark's floor route (see `floor.rs`).
     pub bench_floor: bool,
+    /// A request body must arrive whole within this time.
+    pub body_timeout: std::time::Duration,
+    /// Bytes of request bodies held at once, by all requests together.
+    pub max_body_memory: usize,
 }
 
 impl Default for ApiConfig {
@@ -56,8 +66,11 @@ impl Default for ApiConfig {
                 rate_burst: 2000,
                 cache_ttl: auth::DEFAULT_AUTH_CACHE_TTL,
                 demo_account: false,
+                failures_per_address: lockout::DEFAULT_ADDRESS_FAILURES,
             },
             bench_floor: false,
+            body_timeout: std::time::Duration::from_secs(30),
+            max_body_memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -73,12 +86,15 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Opens the sealed secret keys of the store, when there is a master key.
     pub sealer: Option<Arc<crate::secrets::Sealer>>,
+    /// How request bodies are read: time and memory limits.
+    pub bodies: BodyLimits,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, templates: TemplateCatalog, config: ApiConfig) -> Self {
         Self {
             authenticator: Arc::new(Authenticator::new(&config.auth)),
+            bodies: BodyLimits::new(config.body_timeout, config.max_body_memory),
             store,
             templates: Arc::new(templates),
             config: Arc::new(config),
@@ -176,10 +192,13 @@ async fn request_context(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let uri_len = request.uri().to_string().len();
+    let headers = request.headers().len();
     let mut response = REQUEST_ID
         .scope(id.clone(), async move {
             if uri_len > MAX_URI_BYTES {
                 ApiError::UriTooLong.into_response()
+            } else if headers > MAX_HEADERS {
+                ApiError::TooManyHeaders.into_response()
             } else {
                 next.run(request).await
             }
@@ -190,9 +209,12 @@ async fn request_context(request: Request, next: Next) -> Response {
     }
     let status = response.status();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // 401 and 429 are summarised by `serve` (counted in the authenticator), not logged one by
+    // one: a flood of them must not flood the log.
+    let summarised = status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS;
     if status.is_server_error() {
         tracing::warn!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
-    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_client_error() {
+    } else if status.is_client_error() && !summarised {
         tracing::info!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
     } else {
         tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");

@@ -199,6 +199,20 @@ where
     }
 }
 
+/// Runs a read again, once, when the database was unavailable for it (a pooled connection
+/// the server had ended, a restart in progress): a read changes nothing, so trying it twice
+/// is safe, and the second try gets a new connection.
+pub async fn retry_read<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    match attempt().await {
+        Err(StoreError::Unavailable(_)) => attempt().await,
+        done => done,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

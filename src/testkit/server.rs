@@ -25,20 +25,23 @@ pub struct ServerProcess {
     pid: u32,
     /// Where it listens.
     pub addr: std::net::SocketAddr,
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` when it serves TLS.
     pub endpoint: String,
     log_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
-/// The address in the server's `litejobs listening on http://ADDR` log line, as text or
-/// JSON logs write it.
-fn listening_address(line: &str) -> Option<std::net::SocketAddr> {
-    let (_, rest) = line.split_once("listening on http://")?;
+/// The scheme and address in the server's `litejobs listening on http://ADDR` (or
+/// `https://`) log line, as text or JSON logs write it.
+fn listening_address(line: &str) -> Option<(&'static str, std::net::SocketAddr)> {
+    let (scheme, rest) = match line.split_once("listening on http://") {
+        Some((_, rest)) => ("http", rest),
+        None => ("https", line.split_once("listening on https://")?.1),
+    };
     let addr: String = rest
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
         .collect();
-    addr.parse().ok()
+    Some((scheme, addr.parse().ok()?))
 }
 
 fn keep_line(tail: &Mutex<VecDeque<String>>, line: String) {
@@ -78,7 +81,6 @@ impl ServerProcess {
                 "RUST_LOG",
                 std::env::var("LITEJOBS_CHILD_LOG").unwrap_or_else(|_| "info".to_string()),
             )
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -100,8 +102,8 @@ impl ServerProcess {
             Ok(None)
         })
         .await;
-        let addr = match found {
-            Ok(Ok(Some(addr))) => addr,
+        let (scheme, addr) = match found {
+            Ok(Ok(Some(found))) => found,
             Ok(Ok(None) | Err(_)) => {
                 bail!(
                     "the server stopped before listening:\n{}",
@@ -124,7 +126,7 @@ impl ServerProcess {
             child,
             pid,
             addr,
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             log_tail,
         })
     }
@@ -181,8 +183,20 @@ mod tests {
         let text = "2025-01-01T00:00:00Z  INFO litejobs::serve: litejobs listening on \
                     http://127.0.0.1:41234 addr=127.0.0.1:41234 backend=\"sqlite\"";
         let json = r#"{"fields":{"message":"litejobs listening on http://127.0.0.1:5","addr":"127.0.0.1:5"}}"#;
-        assert_eq!(listening_address(text), "127.0.0.1:41234".parse().ok());
-        assert_eq!(listening_address(json), "127.0.0.1:5".parse().ok());
+        let addr = |a: &str| a.parse::<std::net::SocketAddr>().ok();
+        assert_eq!(
+            listening_address(text),
+            Some(("http", addr("127.0.0.1:41234").expect("addr")))
+        );
+        assert_eq!(
+            listening_address(json),
+            Some(("http", addr("127.0.0.1:5").expect("addr")))
+        );
+        let tls = "litejobs listening on https://[::1]:8443 addr=[::1]:8443";
+        assert_eq!(
+            listening_address(tls),
+            Some(("https", addr("[::1]:8443").expect("addr")))
+        );
         assert_eq!(listening_address("nothing here"), None);
     }
 }

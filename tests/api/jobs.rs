@@ -551,6 +551,16 @@ async fn create_validates_and_creates_nothing_on_error(app: TestApp) {
         with("items", json!([])),
         with("items", json!([{"type": "bad type"}])),
         with("items", json!([{"type": "COMMON", "spec": {"cmd": 5}}])),
+        // The template's rules for its parameters: COMMON's cmd is 1 to 4,096 characters.
+        with(
+            "items",
+            json!([{"type": "COMMON", "spec": {"cmd": "x".repeat(4097)}}]),
+        ),
+        with(
+            "items",
+            json!([{"type": "COMMON", "spec": {"cmd": "x".repeat(200_000)}}]),
+        ),
+        with("items", json!([{"type": "COMMON", "spec": {"cmd": ""}}])),
         with("is_reboot", json!("yes")),
         without("name"),
         without("items"),

@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod abuse;
 mod agent;
 mod auth;
 mod bench;
@@ -11,6 +12,10 @@ mod cli;
 mod crash;
 mod errors;
 mod jobs;
+mod overload;
+mod properties;
 mod readme;
 mod replicas;
+mod soak;
 mod store;
+mod tls;

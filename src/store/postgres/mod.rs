@@ -31,13 +31,15 @@ impl_exec!(PgConnection, Postgres, PgRow);
 #[derive(Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
-    /// Connections whose prepared statements always run their generic plan: for the list
-    /// pages one plan fits whatever the values ([`list::one_plan_fits`]), which PostgreSQL
-    /// then plans once per connection instead of at every run. None with a single
-    /// connection.
-    generic: Option<Arc<PageConnections>>,
-    /// Connections for the list pages that a name index serves, on generic plans too, which
-    /// can only read the name index. None with fewer than four connections.
+    /// Connections for the list pages one plan fits whatever their values
+    /// ([`list::one_plan_fits`]: no filter but the project, or an `id`): the cheap pages the
+    /// SDK and consoles ask for, kept apart so that slow filtered pages cannot take every
+    /// connection from them. Their statements stay prepared, and PostgreSQL settles on their
+    /// generic plans by itself. None with a single connection.
+    fitted: Option<Arc<PageConnections>>,
+    /// Connections for the list pages that a name index serves, which run one generic plan
+    /// whatever the pattern: a bitmap of the name index's candidates is the only scan they
+    /// have. None with fewer than four connections.
     names: Option<Arc<PageConnections>>,
     /// Connections for the other list pages, planned for their values at each run. None
     /// with fewer than three connections.
@@ -77,9 +79,8 @@ impl PgStore {
         {
             options = options.options([("work_mem", NAME_SEARCH_WORK_MEM)]);
         }
-        // The connections are shared between the list pages (on generic plans, the name
-        // searches on theirs, and the pages planned at each run) and everything else; with
-        // fewer, the pool serves some pages too.
+        // The connections are shared between the list's three kinds of page and everything
+        // else; with fewer, the pool serves some pages too.
         let max_connections = max_connections.max(1);
         let share = |from: u32| {
             if max_connections >= from {
@@ -88,8 +89,8 @@ impl PgStore {
                 0
             }
         };
-        let (generic, planned, names) = (share(2), share(3), share(4));
-        let rest = max_connections - generic - planned - names;
+        let (fitted, planned, names) = (share(2), share(3), share(4));
+        let rest = max_connections - fitted - planned - names;
         let pool = PgPoolOptions::new()
             .max_connections(rest)
             .acquire_timeout(TAKE_TIMEOUT)
@@ -97,19 +98,7 @@ impl PgStore {
             .await?;
         // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        let generic = (generic > 0).then(|| {
-            Arc::new(PageConnections::new(
-                options.clone().options([
-                    ("plan_cache_mode", "force_generic_plan"),
-                    // A generic plan does not know the project's size: without sorting or
-                    // scanning it all, only the index that gives the page's order is left.
-                    ("enable_sort", "off"),
-                    ("enable_bitmapscan", "off"),
-                    ("enable_seqscan", "off"),
-                ]),
-                generic,
-            ))
-        });
+        let fitted = (fitted > 0).then(|| Arc::new(PageConnections::new(options.clone(), fitted)));
         let names = (names > 0).then(|| {
             Arc::new(PageConnections::new(
                 options.clone().options([
@@ -129,7 +118,7 @@ impl PgStore {
             (planned > 0).then(|| Arc::new(PageConnections::new(options.clone(), planned)));
         Ok(Self {
             pool,
-            generic,
+            fitted,
             names,
             planned,
             sizes: Arc::default(),
@@ -227,8 +216,8 @@ impl Backend for PgStore {
             literal_limits: fits,
         };
         let unnamed = query.filter.name.is_none();
-        match (&self.generic, &self.names, &self.planned) {
-            (Some(generic), _, _) if fits => generic.run(&read(true)).await,
+        match (&self.fitted, &self.names, &self.planned) {
+            (Some(fitted), _, _) if fits => fitted.run(&read(true)).await,
             (_, Some(names), _) if by_index => names.run(&read(true)).await,
             (_, _, Some(planned)) => planned.run(&read(unnamed)).await,
             _ => read(unnamed).on(&mut *self.pool.acquire().await?).await,
@@ -248,7 +237,7 @@ impl Backend for PgStore {
 
     /// One `SELECT 1`, on a connection of the list's when there are (as a page is read).
     async fn ping(&self) -> StoreResult<()> {
-        match self.planned.as_ref().or(self.generic.as_ref()) {
+        match self.planned.as_ref().or(self.fitted.as_ref()) {
             Some(set) => set.run(&Read::Ping).await?,
             None => Read::Ping.on(&mut *self.pool.acquire().await?).await?,
         };

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use super::{parse_json, to_json, Exec, SqlPools, SqlRow, Statement};
+use crate::store::error::retry_read;
 use crate::store::{
     AccessKeyRecord, IamStore, PolicyRecord, ProjectRecord, StoreError, StoreResult, TokenRecord,
     UserRecord,
@@ -14,12 +15,12 @@ async fn change<P: SqlPools>(pools: &P, what: &str, s: Statement) -> StoreResult
     write(pools, s).await.map_err(|e| e.naming(what))
 }
 
-/// Rows answered on the read pool.
+/// Rows answered on the read pool (tried twice when the database was unavailable).
 async fn read<P: SqlPools>(
     pools: &P,
     s: Statement,
 ) -> StoreResult<Vec<<<P::Db as sqlx::Database>::Connection as Exec>::Row>> {
-    pools.read_pool().acquire().await?.rows(s).await
+    retry_read(|| async { pools.read_pool().acquire().await?.rows(s.clone()).await }).await
 }
 
 /// A change on the write pool; answers the rows changed.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{parse_json, to_json, Exec, SqlPools, SqlRow, Statement, Value};
 use crate::domain::{JobStatus, ProjectId, TaskStatus};
-use crate::store::error::retry_transient;
+use crate::store::error::{retry_read, retry_transient};
 use crate::store::{DueTask, JobStore, LeasedTask, NewServer, StoreError, StoreResult, TaskLease};
 use crate::wire::{JobDetail, JobItem, JobListItem, Server, Task};
 
@@ -388,7 +388,10 @@ async fn touch_server(
 #[async_trait]
 impl<P: SqlPools> JobStore for P {
     async fn get_job(&self, project: &ProjectId, id: &str) -> StoreResult<Option<JobDetail>> {
-        read_job(&mut *self.read_pool().acquire().await?, project, id).await
+        retry_read(|| async {
+            read_job(&mut *self.read_pool().acquire().await?, project, id).await
+        })
+        .await
     }
 
     async fn delete_jobs(
