@@ -6,8 +6,9 @@ use serde::de::DeserializeOwned;
 
 use crate::sign::{self, Credentials};
 use crate::wire::{
-    AgentLease, AgentRegistration, AgentResult, DeleteJobsRequest, ErrorBody, JobCreateRequest,
-    JobDetail, JobListItem, Page, TemplateDetail, TemplateListItem,
+    AgentHeartbeat, AgentLease, AgentRegistration, AgentResult, DeleteJobsRequest, ErrorBody,
+    HeartbeatAnswer, JobCreateRequest, JobDetail, JobListItem, Page, TaskOutputAnswer,
+    TemplateDetail, TemplateListItem,
 };
 
 /// How the client proves who it is.
@@ -339,6 +340,58 @@ impl Client {
         ));
         let query = [("max", max.to_string()), ("wait", wait_secs.to_string())];
         self.send(Method::POST, &path, &query, None, &[])
+            .await?
+            .into_result()
+    }
+
+    /// Renews the leases the agent holds on `server_id`; answers where each stands.
+    pub async fn heartbeat(
+        &self,
+        server_id: &str,
+        beat: &AgentHeartbeat,
+    ) -> Result<HeartbeatAnswer, ClientError> {
+        let path = self.project_path(&format!(
+            "/agent/servers/{}/heartbeat",
+            sign::encode(server_id.as_bytes())
+        ));
+        let body = Self::json_body(beat)?;
+        self.send(Method::POST, &path, &[], Some(body), &[])
+            .await?
+            .into_result()
+    }
+
+    /// Uploads the tail of a running task's output under its lease `lease_epoch`.
+    pub async fn put_output(
+        &self,
+        server_id: &str,
+        task_id: &str,
+        lease_epoch: i64,
+        output: &str,
+    ) -> Result<(), ClientError> {
+        let path = self.project_path(&format!(
+            "/agent/servers/{}/tasks/{}/output",
+            sign::encode(server_id.as_bytes()),
+            sign::encode(task_id.as_bytes())
+        ));
+        let query = [("lease_epoch", lease_epoch.to_string())];
+        let body = output.as_bytes().to_vec();
+        self.send(Method::PUT, &path, &query, Some(body), &[])
+            .await?
+            .into_empty()
+    }
+
+    /// The tail of a task's output, as its agent last uploaded it.
+    pub async fn task_output(
+        &self,
+        job_id: &str,
+        task_id: &str,
+    ) -> Result<TaskOutputAnswer, ClientError> {
+        let path = self.project_path(&format!(
+            "/dev-servers/jobs/{}/tasks/{}/output",
+            sign::encode(job_id.as_bytes()),
+            sign::encode(task_id.as_bytes())
+        ));
+        self.send(Method::GET, &path, &[], None, &[])
             .await?
             .into_result()
     }

@@ -142,6 +142,16 @@ pub struct ServeConfig {
     #[arg(long = "simulate-outcome", value_parser = parse_outcome)]
     pub simulate_outcomes: Vec<(String, String)>,
 
+    /// A task of a real server that no agent of that server picked up within this time, or
+    /// whose lease lapsed this long ago with no agent back, ends `FAILED` (e.g. `10m`).
+    #[arg(long, env = "LITEJOBS_TASK_START_TIMEOUT", default_value = "10m", value_parser = parse_interval)]
+    pub task_start_timeout: Duration,
+
+    /// How long an agent's lease of a task lasts unless its heartbeats renew it (a crashed
+    /// agent's task is leased again after about this time).
+    #[arg(long, env = "LITEJOBS_AGENT_LEASE", default_value = "30s", value_parser = parse_interval)]
+    pub agent_lease: Duration,
+
     /// Interval of the retention purge (at least `1s`).
     #[arg(long, env = "LITEJOBS_PURGE_INTERVAL", default_value = "1m", value_parser = parse_interval)]
     pub purge_interval: Duration,

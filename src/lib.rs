@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod fleet;
 pub mod http;
 pub mod iam;
 pub mod secrets;

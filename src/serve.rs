@@ -121,6 +121,7 @@ impl Server {
             bench_floor: config.bench_floor,
             body_timeout: config.body_timeout,
             max_body_memory: config.max_body_memory,
+            agent_lease: config.agent_lease,
             ..ApiConfig::default()
         };
         if tls.is_none() && !addr.ip().is_loopback() {
@@ -166,6 +167,16 @@ impl Server {
             self.config.retention,
             self.state.config.idempotency_window,
             self.config.purge_interval,
+            shutdown.clone(),
+        ));
+        workers.spawn(worker::run_stall_sweeper(
+            store.clone(),
+            self.config.task_start_timeout,
+            shutdown.clone(),
+        ));
+        workers.spawn(worker::run_liveness_flush(
+            store.clone(),
+            self.state.fleet.clone(),
             shutdown.clone(),
         ));
         if let Some(tls) = &self.tls {

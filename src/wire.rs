@@ -174,7 +174,11 @@ pub struct Server {
     pub kind: String,
     pub cloud_server: BTreeMap<String, String>,
     pub create_at: i64,
+    /// When its agent was last heard from (epoch ms; written every few seconds).
     pub last_seen_at: Option<i64>,
+    /// Its agent was heard from within the last minute (simulated servers always are).
+    #[serde(default)]
+    pub online: bool,
 }
 
 /// Body of an agent's `PUT …/agent/servers/{server_id}`: the server it runs on.
@@ -198,8 +202,12 @@ pub struct AgentTask {
     pub params: BTreeMap<String, String>,
     pub items: Vec<JobItem>,
     pub timeout_secs: u64,
-    /// The lease ends then (epoch ms); unreported tasks are leased again afterwards.
+    /// The lease ends then (epoch ms) unless renewed by a heartbeat; a task whose lease
+    /// lapsed may be leased again.
     pub lease_until: i64,
+    /// The lease's fencing epoch: heartbeats, output and the report name it, and are refused
+    /// once the task was leased again under a greater one.
+    pub lease_epoch: i64,
 }
 
 /// Answer of an agent's lease request.
@@ -215,8 +223,57 @@ pub struct AgentResult {
     pub status: String,
     #[serde(default)]
     pub message: String,
-    /// The `lease_until` of the lease the task ran under: a report from a lease that
-    /// expired, after which the task was leased again, is refused.
+    /// The epoch of the lease the task ran under: a report from a lease that lapsed, after
+    /// which the task was leased again, is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_until: Option<i64>,
+    pub lease_epoch: Option<i64>,
+}
+
+/// Largest output the service keeps of a task (its tail); an agent uploads at most this.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// A lease an agent holds, as its heartbeat names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldLease {
+    pub task_id: String,
+    pub lease_epoch: i64,
+}
+
+/// Body of an agent's heartbeat: the leases it holds, to renew.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentHeartbeat {
+    #[serde(default)]
+    pub tasks: Vec<HeldLease>,
+}
+
+/// Where one lease stands after a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaseAnswer {
+    pub task_id: String,
+    /// `held` (renewed until the answer's `lease_until`), `ended` (the task ended: a deleted
+    /// job's task is cancelled; stop it) or `lost` (another lease took it; stop it).
+    pub state: String,
+    /// The task's status when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Answer of an agent's heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatAnswer {
+    /// The renewed leases end then (epoch ms).
+    pub lease_until: i64,
+    pub tasks: Vec<LeaseAnswer>,
+}
+
+/// The tail of a task's output, as its agent last uploaded it
+/// (`GET …/jobs/{id}/tasks/{task_id}/output`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskOutputAnswer {
+    pub task_id: String,
+    pub output: String,
+    /// When it was uploaded (epoch ms).
+    pub update_at: i64,
 }

@@ -1,4 +1,5 @@
-//! Background work of a server: the simulated fleet that finishes tasks, and retention.
+//! Background work of a server: the simulated fleet that finishes tasks, the tasks of real
+//! servers that no agent ran in time, the fleet's liveness, and retention.
 //!
 //! Every replica runs these loops; the store's guarded updates make running them twice
 //! harmless (a task ends once, a purge deletes once).
@@ -11,7 +12,8 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{now_ms, ProjectId, TaskStatus};
-use crate::store::{NewServer, Store};
+use crate::fleet::{Fleet, SEEN_FLUSH_EVERY};
+use crate::store::{NewServer, Stall, StalledTask, Store};
 
 /// How the simulated fleet behaves.
 #[derive(Debug, Clone)]
@@ -165,6 +167,109 @@ pub async fn run_retention(
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "purged deleted jobs past retention"),
             Err(e) => tracing::warn!(error = ?e, "retention purge failed"),
+        }
+    }
+}
+
+/// How often the running tasks of real servers are looked at for ones no agent ran in time.
+const STALL_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The time of `ms` (epoch ms) as people read it, in UTC.
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Why the server ended `task`, in its message.
+fn stall_message(task: &StalledTask, start_timeout: Duration) -> String {
+    let within = humantime::format_duration(start_timeout);
+    match task.stall {
+        Stall::NeverStarted { created_at } => format!(
+            "no agent of server {} picked the task up within {within} of {} (is the server's \
+             agent running?)",
+            task.server_id,
+            time(created_at)
+        ),
+        Stall::LeaseLapsed { at } => format!(
+            "the agent of server {} stopped renewing its lease at {}, and none came back \
+             within {within}",
+            task.server_id,
+            time(at)
+        ),
+        Stall::PastDeadline { at } => format!(
+            "no result from server {} by {}: the task's run time (its template's timeout) \
+             is over",
+            task.server_id,
+            time(at)
+        ),
+    }
+}
+
+/// Ends `FAILED` the running tasks of real servers that no agent ran in time, every few
+/// seconds until `shutdown`, so that every job reaches `FINISHED`.
+pub async fn run_stall_sweeper(
+    store: Arc<dyn Store>,
+    start_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let timeout_ms = i64::try_from(start_timeout.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STALL_SWEEP_EVERY) => {}
+        }
+        let stalled = match store.stalled_tasks(now_ms(), timeout_ms, 500).await {
+            Ok(stalled) => stalled,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for stalled tasks");
+                continue;
+            }
+        };
+        for task in stalled {
+            let message = stall_message(&task, start_timeout);
+            let ended = store
+                .complete_task(
+                    &task.project_id,
+                    &task.task_id,
+                    TaskStatus::Failed,
+                    &message,
+                    now_ms(),
+                    None,
+                )
+                .await;
+            match ended {
+                Ok(true) => tracing::warn!(
+                    project_id = %task.project_id,
+                    task_id = task.task_id,
+                    server_id = task.server_id,
+                    message,
+                    "ended a task no agent ran in time"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot end a stalled task"),
+            }
+        }
+    }
+}
+
+/// Writes when each server was last heard from, in one statement every
+/// [`SEEN_FLUSH_EVERY`], until `shutdown` (and once more then).
+pub async fn run_liveness_flush(
+    store: Arc<dyn Store>,
+    fleet: Arc<Fleet>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(SEEN_FLUSH_EVERY) => false,
+        };
+        if let Err(e) = fleet.flush(store.as_ref()).await {
+            tracing::warn!(error = %e, "cannot record when servers were last heard from");
+        }
+        if stop {
+            return;
         }
     }
 }

@@ -44,6 +44,17 @@ pub enum JobsCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Print the output of a job's tasks, as their agents uploaded it (its tail).
+    Logs {
+        /// Job id.
+        id: String,
+        /// Only the task on this server.
+        #[arg(long = "server", value_name = "ID")]
+        server: Option<String>,
+        /// Keep printing what is added until the job is FINISHED or DELETED.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Wait until a job is FINISHED or DELETED, then show it.
     Wait {
         /// Job id.
@@ -358,6 +369,94 @@ pub async fn run_jobs(args: JobsArgs) -> anyhow::Result<()> {
             let answer = wait_for_job(&client, &id, timeout).await?;
             print_answer(format, &answer, job_detail_table)?;
         }
+        JobsCommand::Logs { id, server, follow } => {
+            print_logs(&client, &id, server.as_deref(), follow).await?;
+        }
     }
     Ok(())
+}
+
+/// How often `jobs logs --follow` looks for more output.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// What of `now` is new after `before` (both tails of one growing output): all of it when
+/// the two no longer overlap.
+fn added<'a>(before: &str, now: &'a str) -> &'a str {
+    if let Some(rest) = now.strip_prefix(before) {
+        return rest;
+    }
+    // The tail moved on: the longest end of `before` that starts `now`.
+    for (i, _) in before.char_indices() {
+        if now.starts_with(&before[i..]) {
+            return &now[before.len() - i..];
+        }
+    }
+    now
+}
+
+/// Prints the output of the job's tasks (on `server` only, when given), and with `follow`
+/// what is added, until the job ends.
+async fn print_logs(
+    client: &Client,
+    id: &str,
+    server: Option<&str>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut printed: BTreeMap<String, String> = BTreeMap::new();
+    let several = server.is_none();
+    loop {
+        let job = client.get_job(id).await?;
+        let tasks: Vec<_> = job
+            .tasks
+            .iter()
+            .filter(|t| server.is_none_or(|s| t.server_id == s))
+            .collect();
+        if let Some(s) = server.filter(|_| tasks.is_empty()) {
+            bail!("job {id} has no task on server {s}");
+        }
+        let mut out = std::io::stdout().lock();
+        for task in &tasks {
+            let output = match client.task_output(id, &task.id).await {
+                Ok(o) => o.output,
+                Err(crate::client::ClientError::Api { status: 404, .. }) => String::new(),
+                Err(e) => return Err(e.into()),
+            };
+            let before = printed.entry(task.id.clone()).or_default();
+            let new = added(before, &output);
+            if !new.is_empty() {
+                for line in new.split_inclusive('\n') {
+                    if several {
+                        write!(out, "{}: ", task.server_id)?;
+                    }
+                    write!(out, "{line}")?;
+                }
+                if several && !new.ends_with('\n') {
+                    writeln!(out)?;
+                }
+            }
+            *before = output;
+        }
+        out.flush()?;
+        let ended = matches!(job.status.as_str(), "FINISHED" | "DELETED");
+        if !follow || ended {
+            return Ok(());
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::added;
+
+    #[test]
+    fn followed_output_prints_only_what_was_added() {
+        assert_eq!(added("", "abc"), "abc");
+        assert_eq!(added("abc", "abcdef"), "def");
+        // The tail dropped its start: "cdefgh" overlaps "abcd" by "cd".
+        assert_eq!(added("abcd", "cdefgh"), "efgh");
+        assert_eq!(added("abc", "xyz"), "xyz");
+        assert_eq!(added("abc", "abc"), "");
+    }
 }

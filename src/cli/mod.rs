@@ -69,9 +69,37 @@ pub struct AgentArgs {
     /// Seconds one lease request waits for work (long poll).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub poll_wait: u64,
+    /// How often the leases of running tasks are renewed, and cancellations learnt (a
+    /// deleted job's processes are ended within about this time).
+    #[arg(long, default_value = "2s", value_parser = parse_heartbeat)]
+    pub heartbeat: std::time::Duration,
+    /// Bytes of each task's output kept and uploaded (its tail; e.g. `1MiB`).
+    #[arg(long, default_value = "1MiB", value_parser = parse_output_tail)]
+    pub output_tail: usize,
+    /// Time a stopped command's processes have after SIGTERM before SIGKILL.
+    #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
+    pub kill_grace: std::time::Duration,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+}
+
+/// A heartbeat period: from 100 ms to 10 s (a lease lasts 30 s).
+fn parse_heartbeat(raw: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::parse_duration(raw)?;
+    if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(10)).contains(&d) {
+        return Err("must be from 100ms to 10s".into());
+    }
+    Ok(d)
+}
+
+/// An output tail size: from 1 KiB to the 1 MiB the service keeps.
+fn parse_output_tail(raw: &str) -> Result<usize, String> {
+    let n = crate::config::parse_size(raw)?;
+    if !(1024..=crate::wire::MAX_OUTPUT_BYTES).contains(&n) {
+        return Err("must be from 1KiB to 1MiB".into());
+    }
+    Ok(n)
 }
 
 /// Sets up logging on stderr; `RUST_LOG` overrides the level.
@@ -159,6 +187,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 name: args.name,
                 concurrency: args.concurrency,
                 poll_wait_secs: args.poll_wait,
+                heartbeat: args.heartbeat,
+                output_tail: args.output_tail,
+                kill_grace: args.kill_grace,
             };
             Ok(report(crate::agent::run(client, config, shutdown).await))
         }

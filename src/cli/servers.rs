@@ -125,12 +125,14 @@ pub async fn run_servers(args: ServersArgs) -> anyhow::Result<()> {
             let p = find_project(store, &project).await?;
             let servers = store.list_servers(&ProjectId::parse(&p.id)?).await?;
             emit(format, &serde_json::to_value(&servers)?, || {
-                let mut table = Table::new(["ID", "NAME", "KIND", "LAST SEEN", "CREATED"]);
+                let mut table =
+                    Table::new(["ID", "NAME", "KIND", "ONLINE", "LAST SEEN", "CREATED"]);
                 for s in &servers {
                     table.row([
                         s.id.clone(),
                         s.name.clone(),
                         s.kind.clone(),
+                        if s.online { "yes" } else { "no" }.to_string(),
                         s.last_seen_at.map_or_else(|| "-".to_string(), output::time),
                         output::time(s.create_at),
                     ]);

@@ -22,6 +22,9 @@ impl Invalid {
     }
 }
 
+/// A server whose agent was heard from within this time (ms) is online.
+pub const ONLINE_WITHIN_MS: i64 = 60_000;
+
 /// Current time in epoch milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -1,6 +1,14 @@
 //! The node agent protocol: an agent registers its Lite Server, long-polls for the server's
-//! tasks (each leased to it for the template's timeout) and reports each result. Every call
-//! is signed like any API call and needs the `modelarts:devserverAgent:run` action.
+//! tasks, renews the leases of those it runs with heartbeats, uploads their output, and
+//! reports each result. Every call is signed like any API call and needs the
+//! `modelarts:devserverAgent:run` action.
+//!
+//! A lease is short (`--agent-lease`, 30 s) and renewed by the agent's heartbeats while the command
+//! runs; each lease of a task has a greater epoch than the one before, and a heartbeat, an
+//! upload or a report under an older epoch is refused (409), so an agent that comes back
+//! after its lease was taken over can never overwrite what the new holder did. A waiting
+//! lease request is woken when a task is created for its server (`store/wake.rs`) rather
+//! than asking the database again and again.
 
 use std::time::Duration;
 
@@ -13,17 +21,24 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_json, query_pairs, ApiPath};
 use super::AppState;
-use crate::domain::ids::bounded;
+use crate::domain::ids::{bounded, lookup};
 use crate::domain::{now_ms, Action, Invalid, TaskStatus};
-use crate::store::{NewServer, TaskLease};
-use crate::wire::{AgentLease, AgentRegistration, AgentResult, AgentTask};
+use crate::store::{LeaseState, LeaseTerms, NewServer, TaskLease};
+use crate::wire::{
+    AgentHeartbeat, AgentLease, AgentRegistration, AgentResult, AgentTask, HeartbeatAnswer,
+    LeaseAnswer, TaskOutputAnswer,
+};
 
 /// Longest a lease request waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(20);
-/// How often a waiting lease request looks for new tasks.
-const POLL_EVERY: Duration = Duration::from_millis(200);
-/// Time an agent has beyond the template's timeout to report.
-const LEASE_GRACE_SECS: u64 = 60;
+/// Time a task may run past its template's timeout before the server ends it (the agent
+/// ends it at the timeout itself; this is the backstop for an agent that cannot).
+const RUN_GRACE: Duration = Duration::from_secs(60);
+use crate::wire::MAX_OUTPUT_BYTES;
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// `PUT /v1/{project_id}/agent/servers/{server_id}`: registers (or updates) the agent's server.
 pub async fn register_server(
@@ -46,7 +61,7 @@ pub async fn register_server(
         .upsert_server(
             &caller.project,
             NewServer {
-                id: server_id,
+                id: server_id.clone(),
                 name,
                 kind: "agent".into(),
                 sim_outcome: None,
@@ -55,6 +70,7 @@ pub async fn register_server(
             },
         )
         .await?;
+    state.fleet.forget(&caller.project, &server_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -87,84 +103,243 @@ pub async fn lease_tasks(
             _ => {}
         }
     }
+    let project = &caller.project;
+    let store = state.store.as_ref();
     if !state
-        .store
-        .touch_server(&caller.project, &server_id, now_ms())
+        .fleet
+        .heard_from(store, project, &server_id, now_ms())
         .await?
     {
         return Err(ApiError::NotFound(format!(
             "The server {server_id} is not registered in this project."
         )));
     }
-    // A lease covers the longest template timeout; each task's own timeout is in it.
-    let longest = state
-        .templates
-        .all()
-        .iter()
-        .filter_map(|t| t.timeout.parse::<u64>().ok())
-        .max()
-        .unwrap_or(3600);
-    let lease_ms = i64::try_from(
-        longest
-            .saturating_add(LEASE_GRACE_SECS)
-            .saturating_mul(1000),
-    )
-    .unwrap_or(i64::MAX / 2);
+    let run_time = |job_type: &str| {
+        let timeout = state
+            .templates
+            .by_type(job_type)
+            .and_then(|t| t.timeout.parse::<u64>().ok())
+            .unwrap_or(3600);
+        ms(Duration::from_secs(timeout) + RUN_GRACE)
+    };
+    let slot = state.store.wakeups().slot(project.as_str(), &server_id);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        let generation = slot.generation();
         let now = now_ms();
-        let until = now + lease_ms;
-        let leased = state
-            .store
-            .lease_tasks(
-                &caller.project,
-                &server_id,
-                &caller.user_id,
-                now,
-                until,
-                max,
-            )
-            .await?;
-        if !leased.is_empty() {
-            let tasks = leased
-                .into_iter()
-                .map(|t| {
-                    let template = state.templates.by_type(&t.job_type);
-                    AgentTask {
-                        command: template.map(|t| t.cmd.clone()).unwrap_or_default(),
-                        params: template
-                            .map(|t| {
-                                t.params
-                                    .iter()
-                                    .map(|p| (p.name.clone(), p.value.clone()))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        timeout_secs: template
-                            .and_then(|t| t.timeout.parse().ok())
-                            .unwrap_or(3600),
-                        task_id: t.task_id,
-                        job_id: t.job_id,
-                        job_type: t.job_type,
-                        items: t.items,
-                        lease_until: t.lease_until,
-                    }
-                })
-                .collect();
-            return Ok(Json(AgentLease { tasks }));
+        if !slot.known_idle(now) {
+            let terms = LeaseTerms {
+                now_ms: now,
+                until: now + ms(state.config.agent_lease),
+                run_time_ms: &run_time,
+            };
+            let leased = store
+                .lease_tasks(project, &server_id, &caller.user_id, terms, max)
+                .await?;
+            if !leased.tasks.is_empty() {
+                let tasks = leased
+                    .tasks
+                    .into_iter()
+                    .map(|t| agent_task(&state, t))
+                    .collect();
+                return Ok(Json(AgentLease { tasks }));
+            }
+            let recheck = now + ms(crate::store::wake::IDLE_RECHECK);
+            let until = leased.next_expiry.map_or(recheck, |at| at.min(recheck));
+            slot.mark_idle(generation, until);
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Ok(Json(AgentLease { tasks: Vec::new() }));
         }
+        // Woken by a new task, or when a lease may have lapsed, or at the deadline.
+        let idle_ends = slot.idle_until().map_or(Duration::ZERO, |until| {
+            Duration::from_millis(u64::try_from(until - now_ms()).unwrap_or(0))
+        });
         tokio::select! {
             _ = state.shutdown.cancelled() => return Ok(Json(AgentLease { tasks: Vec::new() })),
-            _ = tokio::time::sleep(POLL_EVERY) => {}
+            () = slot.woken_after(generation) => {}
+            () = tokio::time::sleep_until(deadline.min(now + idle_ends)) => {}
         }
     }
 }
 
+/// A leased task with what the agent needs to run it.
+fn agent_task(state: &AppState, t: crate::store::LeasedTask) -> AgentTask {
+    let template = state.templates.by_type(&t.job_type);
+    AgentTask {
+        command: template.map(|t| t.cmd.clone()).unwrap_or_default(),
+        params: template
+            .map(|t| {
+                t.params
+                    .iter()
+                    .map(|p| (p.name.clone(), p.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        timeout_secs: template
+            .and_then(|t| t.timeout.parse().ok())
+            .unwrap_or(3600),
+        task_id: t.task_id,
+        job_id: t.job_id,
+        job_type: t.job_type,
+        items: t.items,
+        lease_until: t.lease_until,
+        lease_epoch: t.lease_epoch,
+    }
+}
+
+/// Largest number of leases one heartbeat may name.
+const MAX_HELD: usize = 1024;
+
+/// `POST …/agent/servers/{server_id}/heartbeat` with the leases the agent holds: renews
+/// them, and says which of their tasks ended (a deleted job's are cancelled) or were taken
+/// over, so that the agent stops running those.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((_, server_id)): ApiPath<(String, String)>,
+    body: Bytes,
+) -> Result<Json<HeartbeatAnswer>, ApiError> {
+    caller.require(Action::RunAgent)?;
+    bounded("server_id", &server_id)?;
+    let beat: AgentHeartbeat = if body.iter().all(u8::is_ascii_whitespace) {
+        AgentHeartbeat::default()
+    } else {
+        parse_json(&body)?
+    };
+    if beat.tasks.len() > MAX_HELD {
+        return Err(Invalid(format!("a heartbeat names at most {MAX_HELD} leases")).into());
+    }
+    for held in &beat.tasks {
+        bounded("tasks[].task_id", &held.task_id)?;
+    }
+    let now = now_ms();
+    let store = state.store.as_ref();
+    if !state
+        .fleet
+        .heard_from(store, &caller.project, &server_id, now)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "The server {server_id} is not registered in this project."
+        )));
+    }
+    let held: Vec<(String, i64)> = beat
+        .tasks
+        .iter()
+        .map(|h| (h.task_id.clone(), h.lease_epoch))
+        .collect();
+    let until = now + ms(state.config.agent_lease);
+    let states = store
+        .renew_leases(&caller.project, &server_id, &caller.user_id, &held, until)
+        .await?;
+    let tasks = held
+        .into_iter()
+        .zip(states)
+        .map(|((task_id, _), state)| match state {
+            LeaseState::Held { .. } => LeaseAnswer {
+                task_id,
+                state: "held".into(),
+                status: None,
+                message: None,
+            },
+            LeaseState::Ended { status, message } => LeaseAnswer {
+                task_id,
+                state: "ended".into(),
+                status: Some(status),
+                message: Some(message),
+            },
+            LeaseState::Lost => LeaseAnswer {
+                task_id,
+                state: "lost".into(),
+                status: None,
+                message: None,
+            },
+        })
+        .collect();
+    Ok(Json(HeartbeatAnswer {
+        lease_until: until,
+        tasks,
+    }))
+}
+
+/// The `lease_epoch` a call names in its query, if it does.
+fn epoch_of(raw: Option<&str>) -> Result<Option<i64>, Invalid> {
+    query_pairs(raw)
+        .into_iter()
+        .find(|(k, _)| k == "lease_epoch")
+        .map(|(_, v)| {
+            v.parse::<i64>()
+                .map_err(|_| Invalid::new("lease_epoch must be a whole number"))
+        })
+        .transpose()
+}
+
+/// Keeps the last `max` bytes of `text`, cut at a character boundary.
+fn tail(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = text.len() - max;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text = text.split_off(cut);
+    }
+    text
+}
+
+/// Text as the database can hold it: a NUL byte (which PostgreSQL's text cannot hold)
+/// becomes U+FFFD.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
+/// `PUT …/agent/servers/{server_id}/tasks/{task_id}/output?lease_epoch=N`: the tail of the
+/// task's output so far (text; its last 1 MiB is kept).
+pub async fn put_output(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((_, server_id, task_id)): ApiPath<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Action::RunAgent)?;
+    bounded("server_id", &server_id)?;
+    bounded("task_id", &task_id)?;
+    let epoch = epoch_of(raw.as_deref())?;
+    let text = storable(tail(
+        String::from_utf8_lossy(&body).into_owned(),
+        MAX_OUTPUT_BYTES,
+    ));
+    let lease = TaskLease {
+        server_id: &server_id,
+        owner: &caller.user_id,
+        epoch,
+    };
+    let kept = state
+        .store
+        .put_task_output(&caller.project, &task_id, lease, &text, now_ms())
+        .await?;
+    if kept {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_under_lease(&task_id, &server_id))
+    }
+}
+
+fn not_under_lease(task_id: &str, server_id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "The task {task_id} is not running under this lease on server {server_id} (it \
+         ended, was cancelled, was leased again, or does not exist)."
+    ))
+}
+
 /// `POST …/agent/servers/{server_id}/tasks/{task_id}/result`: ends a task `SUCCESS` or
-/// `FAILED`. A task that already ended (or was cancelled) answers 409.
+/// `FAILED`. A task that already ended, was cancelled or was leased again answers 409.
 pub async fn report_result(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,20 +354,8 @@ pub async fn report_result(
         s @ (TaskStatus::Success | TaskStatus::Failed) => s,
         _ => return Err(Invalid::new("status must be SUCCESS or FAILED").into()),
     };
-    // A command's output may hold NUL bytes, which PostgreSQL's text cannot: each is kept
-    // as U+FFFD. The stored output stays bounded: its last 64 KiB.
-    let mut message = if result.message.contains('\0') {
-        result.message.replace('\0', "\u{FFFD}")
-    } else {
-        result.message
-    };
-    if message.len() > 65_536 {
-        let mut cut = message.len() - 65_536;
-        while !message.is_char_boundary(cut) {
-            cut += 1;
-        }
-        message = message.split_off(cut);
-    }
+    // The stored summary stays bounded: its last 64 KiB.
+    let message = storable(tail(result.message, 65_536));
     let ended = state
         .store
         .complete_task(
@@ -204,16 +367,39 @@ pub async fn report_result(
             Some(TaskLease {
                 server_id: &server_id,
                 owner: &caller.user_id,
-                until: result.lease_until,
+                epoch: result.lease_epoch,
             }),
         )
         .await?;
     if ended {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::Conflict(format!(
-            "The task {task_id} is not running under this lease on server {server_id} (it \
-             ended, was cancelled, was leased again, or does not exist)."
-        )))
+        Err(not_under_lease(&task_id, &server_id))
     }
+}
+
+/// `GET /v1/{project_id}/dev-servers/jobs/{id}/tasks/{task_id}/output`: the tail of a task's
+/// output as its agent last uploaded it (the job's `get` permission).
+pub async fn get_output(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((_, job_id, task_id)): ApiPath<(String, String, String)>,
+) -> Result<Json<TaskOutputAnswer>, ApiError> {
+    caller.require(Action::GetJob)?;
+    lookup("id", &job_id)?;
+    lookup("task_id", &task_id)?;
+    let found = state
+        .store
+        .task_output(&caller.project, &job_id, &task_id)
+        .await?;
+    let output = found.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "The task {task_id} of job {job_id} has no output (yet)."
+        ))
+    })?;
+    Ok(Json(TaskOutputAnswer {
+        task_id: output.task_id,
+        output: output.output,
+        update_at: output.update_at,
+    }))
 }

@@ -53,6 +53,8 @@ pub struct ApiConfig {
     pub body_timeout: std::time::Duration,
     /// Bytes of request bodies held at once, by all requests together.
     pub max_body_memory: usize,
+    /// How long an agent's lease of a task lasts unless renewed.
+    pub agent_lease: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +73,7 @@ impl Default for ApiConfig {
             bench_floor: false,
             body_timeout: std::time::Duration::from_secs(30),
             max_body_memory: 256 * 1024 * 1024,
+            agent_lease: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct AppState {
     pub sealer: Option<Arc<crate::secrets::Sealer>>,
     /// How request bodies are read: time and memory limits.
     pub bodies: BodyLimits,
+    /// Registered servers and when they were last heard from, between database writes.
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 impl AppState {
@@ -95,6 +100,7 @@ impl AppState {
         Self {
             authenticator: Arc::new(Authenticator::new(&config.auth)),
             bodies: BodyLimits::new(config.body_timeout, config.max_body_memory),
+            fleet: Arc::default(),
             store,
             templates: Arc::new(templates),
             config: Arc::new(config),
@@ -135,8 +141,20 @@ pub fn router(state: AppState) -> Router {
             post(agent::lease_tasks),
         )
         .route(
+            "/v1/{project_id}/agent/servers/{server_id}/heartbeat",
+            post(agent::heartbeat),
+        )
+        .route(
+            "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/output",
+            axum::routing::put(agent::put_output),
+        )
+        .route(
             "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/result",
             post(agent::report_result),
+        )
+        .route(
+            "/v1/{project_id}/dev-servers/jobs/{id}/tasks/{task_id}/output",
+            get(agent::get_output),
         )
         .merge(floor::routes(&state.config))
         .route_layer(middleware::from_fn_with_state(

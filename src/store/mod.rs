@@ -17,6 +17,7 @@ mod shared;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod wake;
 
 use async_trait::async_trait;
 
@@ -70,9 +71,10 @@ pub struct TaskLease<'a> {
     pub server_id: &'a str,
     /// The user who leased the task.
     pub owner: &'a str,
-    /// The lease's end as the lease answered it: a later lease of the same task (after this
-    /// one expired) has another. `None` accepts any lease of `owner` on `server_id`.
-    pub until: Option<i64>,
+    /// The lease's epoch: every lease of a task has a greater one than the lease before, so
+    /// a report under an older lease (one that lapsed and was taken again) is refused.
+    /// `None` accepts any lease of `owner` on `server_id`.
+    pub epoch: Option<i64>,
 }
 
 /// A task leased to a node agent.
@@ -83,6 +85,65 @@ pub struct LeasedTask {
     pub job_type: String,
     pub items: Vec<JobItem>,
     pub lease_until: i64,
+    /// The lease's fencing epoch ([`TaskLease::epoch`]).
+    pub lease_epoch: i64,
+}
+
+/// What a lease request found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Leased {
+    pub tasks: Vec<LeasedTask>,
+    /// With no task to lease: when the first lease held on the server's running tasks ends
+    /// (one may be taken again then), if any is held.
+    pub next_expiry: Option<i64>,
+}
+
+/// How long a lease lasts, and each task's deadline from its first lease.
+pub struct LeaseTerms<'a> {
+    pub now_ms: i64,
+    pub until: i64,
+    /// The time (ms) a task of this job type may run, from its first lease, before the
+    /// server ends it (the template's timeout and some grace).
+    pub run_time_ms: &'a (dyn Fn(&str) -> i64 + Send + Sync),
+}
+
+/// Where a lease an agent holds stands after a renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Renewed until then.
+    Held { until: i64 },
+    /// The task has ended (a deleted job's task is `SKIPPED`): stop running it.
+    Ended { status: String, message: String },
+    /// Another lease took the task (this one lapsed), or it is unknown: stop running it.
+    Lost,
+}
+
+/// Why a running task of a real server is ended by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// No agent of its server leased it since it was created at this time.
+    NeverStarted { created_at: i64 },
+    /// Its lease lapsed at this time, and no agent took it again.
+    LeaseLapsed { at: i64 },
+    /// Its run time (from its first lease) ended at this time without a report.
+    PastDeadline { at: i64 },
+}
+
+/// A running task the server is to end.
+#[derive(Debug, Clone)]
+pub struct StalledTask {
+    pub project_id: ProjectId,
+    pub task_id: String,
+    pub server_id: String,
+    pub stall: Stall,
+}
+
+/// The tail of a task's output, as its agent last uploaded it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskOutput {
+    pub task_id: String,
+    pub output: String,
+    pub update_at: i64,
 }
 
 /// A Lite Server to register or update.
@@ -152,6 +213,10 @@ pub trait Backend: Send + Sync {
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The wake-ups of agents waiting for their servers' tasks, which the store's creates
+    /// (here and, on PostgreSQL, on other replicas) trigger.
+    fn wakeups(&self) -> &wake::Wakeups;
+
     /// One page of the list and the exact number of matching jobs.
     async fn list_jobs(
         &self,
@@ -204,17 +269,57 @@ pub trait JobStore: Send + Sync {
         limit: i64,
     ) -> StoreResult<Vec<DueTask>>;
 
-    /// Leases up to `limit` running tasks of one server to `owner` until `lease_until`:
-    /// tasks never leased, or whose lease ran out.
+    /// Leases up to `limit` running tasks of one server to `owner` on `terms`: tasks never
+    /// leased, or whose lease ran out. Each lease gets the task's next epoch; a task's first
+    /// lease also sets its deadline.
     async fn lease_tasks(
         &self,
         project: &ProjectId,
         server_id: &str,
         owner: &str,
-        now_ms: i64,
-        lease_until: i64,
+        terms: LeaseTerms<'_>,
         limit: i64,
-    ) -> StoreResult<Vec<LeasedTask>>;
+    ) -> StoreResult<Leased>;
+
+    /// Renews `owner`'s leases of `held` (task id, epoch) on `server_id` until `until`;
+    /// answers where each stands, in the order given.
+    async fn renew_leases(
+        &self,
+        project: &ProjectId,
+        server_id: &str,
+        owner: &str,
+        held: &[(String, i64)],
+        until: i64,
+    ) -> StoreResult<Vec<LeaseState>>;
+
+    /// Running tasks of real servers (not simulated) that the server is to end, at most
+    /// `limit`: never leased within `start_timeout_ms` of their creation, a lease lapsed for
+    /// that long, or past their deadline.
+    async fn stalled_tasks(
+        &self,
+        now_ms: i64,
+        start_timeout_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StalledTask>>;
+
+    /// Keeps the tail of a task's output, from the holder of its lease `lease`; false when
+    /// the task is not leased so (or unknown).
+    async fn put_task_output(
+        &self,
+        project: &ProjectId,
+        task_id: &str,
+        lease: TaskLease<'_>,
+        output: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// The tail of the output of a task of the job `job_id`, if its agent uploaded any.
+    async fn task_output(
+        &self,
+        project: &ProjectId,
+        job_id: &str,
+        task_id: &str,
+    ) -> StoreResult<Option<TaskOutput>>;
 
     /// Removes jobs deleted before `deleted_before_ms`, and expired idempotency keys and
     /// tokens. Answers the number of jobs removed.
@@ -224,6 +329,9 @@ pub trait JobStore: Send + Sync {
     async fn list_servers(&self, project: &ProjectId) -> StoreResult<Vec<Server>>;
     async fn delete_server(&self, project: &ProjectId, id: &str) -> StoreResult<bool>;
     async fn touch_server(&self, project: &ProjectId, id: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Records when each server was last heard from, in one statement (`seen`: project,
+    /// server id, time).
+    async fn touch_servers(&self, seen: &[(ProjectId, String, i64)]) -> StoreResult<()>;
 }
 
 /// Users, keys, projects, policies and tokens.

@@ -2,9 +2,10 @@
 //! shell, and the jobs finish with the commands' outcomes.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use litejobs::agent::{self, AgentConfig};
+use litejobs::agent::{self, AgentConfig, Tail};
 use litejobs::wire::{AgentResult, JobCreateRequest, JobItem};
 use reqwest::Method;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,9 @@ fn start_agent(
         name: format!("{server_id}-host"),
         concurrency: 2,
         poll_wait_secs: 1,
+        heartbeat: Duration::from_millis(500),
+        output_tail: 64 * 1024,
+        kill_grace: Duration::from_secs(1),
     };
     tokio::spawn(agent::run(app.admin.clone(), config, stop.clone()))
 }
@@ -124,11 +128,11 @@ async fn agents_run_commands_and_report_outcomes() {
     b.await.expect("agent b").expect("agent b ran");
 }
 
-fn result(status: &str, message: &str, lease_until: Option<i64>) -> AgentResult {
+fn result(status: &str, message: &str, lease_epoch: Option<i64>) -> AgentResult {
     AgentResult {
         status: status.into(),
         message: message.into(),
-        lease_until,
+        lease_epoch,
     }
 }
 
@@ -178,7 +182,7 @@ async fn results_must_come_from_the_lease_holder(app: TestApp) {
         .tasks
         .is_empty());
     let task = &lease.tasks[0];
-    let held = Some(task.lease_until);
+    let held = Some(task.lease_epoch);
     let report =
         |client: &litejobs::client::Client, server: &str, task_id: &str, r: AgentResult| {
             let (client, server, task_id) =
@@ -214,7 +218,7 @@ async fn results_must_come_from_the_lease_holder(app: TestApp) {
         status, 409,
         "a report from a user who does not hold the lease"
     );
-    let earlier = Some(task.lease_until - 1);
+    let earlier = Some(task.lease_epoch - 1);
     let status = api_status(
         report(
             &app.admin,
@@ -300,9 +304,19 @@ async fn the_agent_executes_items_in_order_and_stops_at_a_failure() {
         ],
         timeout_secs: 10,
         lease_until: 0,
+        lease_epoch: 1,
     };
-    let result = agent::execute(&task).await;
+    let run = |task: litejobs::wire::AgentTask| async move {
+        let tail = Arc::new(Mutex::new(Tail::new(4096)));
+        let never = CancellationToken::new();
+        let outcome = agent::execute(&task, tail.clone(), &never, Duration::from_secs(1)).await;
+        let printed = tail.lock().expect("tail").text();
+        (outcome.expect("reported"), printed)
+    };
+    let (result, printed) = run(task.clone()).await;
     assert_eq!(result.status, "FAILED");
+    assert_eq!(result.lease_epoch, Some(1));
+    assert!(printed.contains("default") && !printed.contains("never"));
     assert!(result.message.contains("default"));
     assert!(!result.message.contains("never"));
     let slow = litejobs::wire::AgentTask {
@@ -313,7 +327,7 @@ async fn the_agent_executes_items_in_order_and_stops_at_a_failure() {
         timeout_secs: 1,
         ..task
     };
-    let result = agent::execute(&slow).await;
+    let (result, _) = run(slow).await;
     assert_eq!(result.status, "FAILED");
     assert!(result.message.contains("timed out"));
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use litejobs::domain::filter::ListJobsQuery;
 use litejobs::domain::{ProjectId, TaskStatus};
 use litejobs::store::{
-    AccessKeyRecord, IdempotencyKey, NewJob, NewServer, PolicyRecord, ProjectRecord, Store,
-    StoreError, TaskLease, UserRecord,
+    AccessKeyRecord, IdempotencyKey, LeaseState, LeaseTerms, Leased, NewJob, NewServer,
+    PolicyRecord, ProjectRecord, Stall, Store, StoreError, TaskLease, UserRecord,
 };
 use litejobs::testkit::ScratchDatabase;
 use litejobs::wire::JobItem;
@@ -77,6 +77,10 @@ store_tests!(
     deletes_are_soft_cancel_running_tasks_and_stay_in_the_project,
     tasks_end_once_and_finish_their_job,
     leases_hand_each_task_to_one_holder_until_it_lapses,
+    renewals_keep_leases_and_tell_ended_or_lost_tasks,
+    stalled_tasks_are_those_never_started_lapsed_or_past_deadline,
+    output_is_kept_from_the_lease_holder_only,
+    servers_seen_in_a_batch_keep_their_latest_time,
     due_simulated_tasks_are_those_of_simulated_servers_past_their_delay,
     purges_remove_old_deleted_jobs_keys_and_tokens,
     lists_are_scoped_to_the_project_with_exact_totals,
@@ -402,6 +406,25 @@ async fn tasks_end_once_and_finish_their_job(store: &dyn Store) {
     assert_eq!(list(store, &p1, "status=PROCESSING").await.0, 0);
 }
 
+/// Lease terms at `now` until `until`, with every task given `run` ms to run.
+fn terms(now_ms: i64, until: i64, run: &(dyn Fn(&str) -> i64 + Send + Sync)) -> LeaseTerms<'_> {
+    LeaseTerms {
+        now_ms,
+        until,
+        run_time_ms: run,
+    }
+}
+
+fn holder<'a>(owner: &'a str, server_id: &'a str, epoch: Option<i64>) -> TaskLease<'a> {
+    TaskLease {
+        server_id,
+        owner,
+        epoch,
+    }
+}
+
+const HOUR: &(dyn Fn(&str) -> i64 + Send + Sync) = &|_: &str| 3_600_000;
+
 async fn leases_hand_each_task_to_one_holder_until_it_lapses(store: &dyn Store) {
     let p1 = project("p1");
     add_servers(store, &p1, &["s1", "s2"]).await;
@@ -410,57 +433,333 @@ async fn leases_hand_each_task_to_one_holder_until_it_lapses(store: &dyn Store) 
         created.await.expect("create");
     }
     let first = store
-        .lease_tasks(&p1, "s1", "agent-a", 100, 200, 2)
+        .lease_tasks(&p1, "s1", "agent-a", terms(100, 200, HOUR), 2)
         .await
         .expect("lease");
-    assert_eq!(first.len(), 2, "at most the limit");
-    assert_eq!(first[0].job_type, "COMMON");
-    assert_eq!(first[0].items[0].item_type, "COMMON");
-    assert_eq!(first[0].lease_until, 200);
+    assert_eq!(first.tasks.len(), 2, "at most the limit");
+    assert_eq!(first.tasks[0].job_type, "COMMON");
+    assert_eq!(first.tasks[0].items[0].item_type, "COMMON");
+    assert_eq!(
+        (first.tasks[0].lease_until, first.tasks[0].lease_epoch),
+        (200, 1)
+    );
     let second = store
-        .lease_tasks(&p1, "s1", "agent-b", 150, 250, 5)
+        .lease_tasks(&p1, "s1", "agent-b", terms(150, 250, HOUR), 5)
         .await
         .expect("lease");
-    assert_eq!(second.len(), 1, "the rest, not those leased");
-    assert!(store
-        .lease_tasks(&p1, "s1", "agent-b", 150, 250, 5)
+    assert_eq!(second.tasks.len(), 1, "the rest, not those leased");
+    let none = store
+        .lease_tasks(&p1, "s1", "agent-b", terms(150, 250, HOUR), 5)
         .await
-        .expect("lease")
-        .is_empty());
+        .expect("lease");
+    assert!(none.tasks.is_empty());
+    assert_eq!(none.next_expiry, Some(200), "when the first lease lapses");
 
-    // Only the holder of the lease, on its server, may end the task.
-    let task = &first[0].task_id;
-    let holder = |owner, server_id, until| TaskLease {
-        server_id,
-        owner,
-        until,
-    };
+    // Only the holder of the lease, on its server, under its epoch, may end the task.
+    let task = &first.tasks[0].task_id;
     for wrong in [
         holder("agent-b", "s1", None),
         holder("agent-a", "s2", None),
-        holder("agent-a", "s1", Some(999)),
+        holder("agent-a", "s1", Some(7)),
     ] {
         let end = store.complete_task(&p1, task, TaskStatus::Success, "", 160, Some(wrong));
         assert!(!end.await.expect("complete"), "{wrong:?}");
     }
-    // A lapsed lease is taken again; the old holder's report is then refused.
+    // A lapsed lease is taken again under a new epoch; the old holder's report is refused,
+    // even when the same agent took it again.
     let retaken = store
-        .lease_tasks(&p1, "s1", "agent-b", 300, 400, 5)
+        .lease_tasks(&p1, "s1", "agent-a", terms(300, 400, HOUR), 5)
         .await
         .expect("lease");
-    assert_eq!(retaken.len(), 3);
-    let late = holder("agent-a", "s1", Some(200));
+    assert_eq!(retaken.tasks.len(), 3);
+    let again = retaken
+        .tasks
+        .iter()
+        .find(|t| &t.task_id == task)
+        .expect("retaken");
+    assert_eq!(again.lease_epoch, 2);
+    let late = holder("agent-a", "s1", Some(1));
     let refused = store.complete_task(&p1, task, TaskStatus::Success, "", 310, Some(late));
     assert!(!refused.await.expect("complete"));
-    let current = holder("agent-b", "s1", Some(400));
+    let current = holder("agent-a", "s1", Some(2));
     let ended = store.complete_task(&p1, task, TaskStatus::Success, "", 320, Some(current));
     assert!(ended.await.expect("complete"));
     // Another server's tasks are its own.
     let other = store
-        .lease_tasks(&p1, "s2", "agent-c", 320, 420, 10)
+        .lease_tasks(&p1, "s2", "agent-c", terms(320, 420, HOUR), 10)
         .await
         .expect("lease");
-    assert_eq!(other.len(), 3);
+    assert_eq!(other.tasks.len(), 3);
+    // And another project's server of the same id sees none of them.
+    let p2 = project("p2");
+    add_servers(store, &p2, &["s1"]).await;
+    let theirs = store
+        .lease_tasks(&p2, "s1", "agent-a", terms(500, 600, HOUR), 10)
+        .await
+        .expect("lease");
+    assert_eq!(theirs, Leased::default());
+}
+
+async fn renewals_keep_leases_and_tell_ended_or_lost_tasks(store: &dyn Store) {
+    let p1 = project("p1");
+    add_servers(store, &p1, &["s1"]).await;
+    for n in 0..4 {
+        let created = store.create_job(&p1, job(&format!("j{n}"), &["s1"], n), None);
+        created.await.expect("create");
+    }
+    let leased = store
+        .lease_tasks(&p1, "s1", "agent-a", terms(10, 100, HOUR), 4)
+        .await
+        .expect("lease");
+    let held: Vec<(String, i64)> = leased
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.clone(), t.lease_epoch))
+        .collect();
+    assert_eq!(held.len(), 4);
+    // One ends, one's job is deleted, one's lease lapses and is taken by another agent.
+    let done = store.complete_task(
+        &p1,
+        &held[0].0,
+        TaskStatus::Failed,
+        "exit 3",
+        20,
+        Some(holder("agent-a", "s1", Some(held[0].1))),
+    );
+    assert!(done.await.expect("complete"));
+    let deleted_job = leased.tasks[1].job_id.clone();
+    store
+        .delete_jobs(&p1, &[deleted_job], 30)
+        .await
+        .expect("delete");
+    assert!(store
+        .renew_leases(&p1, "s1", "agent-a", &[], 500)
+        .await
+        .expect("nothing")
+        .is_empty());
+    // A renewal of a lease the agent no longer holds changes nothing.
+    let states = store
+        .renew_leases(&p1, "s1", "agent-b", &held[2..3], 500)
+        .await
+        .expect("renew");
+    assert_eq!(states, [LeaseState::Lost]);
+    let mut renewal = held.clone();
+    renewal.push(("unknown".to_string(), 1));
+    renewal[3].1 += 1; // a stale epoch
+    let states = store
+        .renew_leases(&p1, "s1", "agent-a", &renewal, 500)
+        .await
+        .expect("renew");
+    assert_eq!(
+        states,
+        [
+            LeaseState::Ended {
+                status: "FAILED".to_string(),
+                message: "exit 3".to_string()
+            },
+            LeaseState::Ended {
+                status: "SKIPPED".to_string(),
+                message: states_message(&states[1]),
+            },
+            LeaseState::Held { until: 500 },
+            LeaseState::Lost,
+            LeaseState::Lost,
+        ]
+    );
+    // The renewed lease holds past its first end: nobody else can take it at 200.
+    let later = store
+        .lease_tasks(&p1, "s1", "agent-b", terms(200, 300, HOUR), 4)
+        .await
+        .expect("lease");
+    let ids: Vec<&str> = later.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, [held[3].0.as_str()], "only the lapsed one");
+    // Another project's agent cannot renew this project's leases.
+    let p2 = project("p2");
+    let states = store
+        .renew_leases(&p2, "s1", "agent-a", &held[2..3], 900)
+        .await
+        .expect("renew");
+    assert_eq!(states, [LeaseState::Lost]);
+}
+
+fn states_message(state: &LeaseState) -> String {
+    match state {
+        LeaseState::Ended { message, .. } => {
+            assert!(message.contains("deleted"), "{message}");
+            message.clone()
+        }
+        other => panic!("not ended: {other:?}"),
+    }
+}
+
+async fn stalled_tasks_are_those_never_started_lapsed_or_past_deadline(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1"]).await;
+    add_servers(store, &p2, &["s1"]).await;
+    store
+        .upsert_server(&p1, server("sim", "simulated"))
+        .await
+        .expect("sim");
+    let never = store.create_job(&p2, job("never", &["s1"], 1_000), None);
+    let never = never.await.expect("create");
+    let simulated = store.create_job(&p1, job("sim", &["sim"], 1_000), None);
+    simulated.await.expect("create");
+    let lapsing = store.create_job(&p1, job("lapsing", &["s1"], 1_000), None);
+    let lapsing = lapsing.await.expect("create");
+    let long = |_: &str| 1_000_000;
+    store
+        .lease_tasks(&p1, "s1", "a", terms(2_000, 5_000, &long), 1)
+        .await
+        .expect("lease");
+    let overdue = store.create_job(&p1, job("overdue", &["s1"], 3_000), None);
+    let overdue = overdue.await.expect("create");
+    let short = |_: &str| 1_000;
+    store
+        .lease_tasks(&p1, "s1", "a", terms(3_000, 90_000, &short), 1)
+        .await
+        .expect("lease");
+    let fresh = store.create_job(&p1, job("fresh", &["s1"], 9_000), None);
+    fresh.await.expect("create");
+
+    // At 11 s, with 5 s to start (or to be taken again): `never` (created at 1 s) never
+    // started, `lapsing`'s lease lapsed at 5 s, `overdue` ran past its deadline at 4 s;
+    // `fresh` and simulated tasks are left alone.
+    let mut stalled = store
+        .stalled_tasks(11_000, 5_000, 100)
+        .await
+        .expect("stalled");
+    stalled.sort_by_key(|t| t.task_id.clone());
+    let mut expected = vec![
+        (
+            never.tasks[0].id.clone(),
+            Stall::NeverStarted { created_at: 1_000 },
+        ),
+        (
+            lapsing.tasks[0].id.clone(),
+            Stall::LeaseLapsed { at: 5_000 },
+        ),
+        (
+            overdue.tasks[0].id.clone(),
+            Stall::PastDeadline { at: 4_000 },
+        ),
+    ];
+    expected.sort_by_key(|(id, _)| id.clone());
+    let found: Vec<(String, Stall)> = stalled
+        .iter()
+        .map(|t| (t.task_id.clone(), t.stall))
+        .collect();
+    assert_eq!(found, expected);
+    let projects: Vec<&str> = stalled.iter().map(|t| t.project_id.as_str()).collect();
+    assert!(projects.contains(&"p2") && projects.contains(&"p1"));
+    assert!(stalled.iter().all(|t| t.server_id == "s1"));
+    assert_eq!(
+        store
+            .stalled_tasks(11_000, 5_000, 1)
+            .await
+            .expect("one")
+            .len(),
+        1
+    );
+    // Before any of those moments, nothing is stalled.
+    assert!(store
+        .stalled_tasks(3_500, 5_000, 100)
+        .await
+        .expect("none")
+        .is_empty());
+}
+
+async fn output_is_kept_from_the_lease_holder_only(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1"]).await;
+    let created = store.create_job(&p1, job("out", &["s1"], 1), None);
+    let created = created.await.expect("create");
+    let task = &created.tasks[0].id;
+    assert_eq!(
+        store
+            .task_output(&p1, &created.id, task)
+            .await
+            .expect("none yet"),
+        None
+    );
+    // Not leased yet: nobody holds it.
+    let put = store.put_task_output(&p1, task, holder("a", "s1", None), "x", 5);
+    assert!(!put.await.expect("put"));
+    let leased = store
+        .lease_tasks(&p1, "s1", "a", terms(10, 100, HOUR), 1)
+        .await
+        .expect("lease");
+    let epoch = leased.tasks[0].lease_epoch;
+    for wrong in [
+        holder("b", "s1", Some(epoch)),
+        holder("a", "s2", Some(epoch)),
+        holder("a", "s1", Some(epoch + 1)),
+    ] {
+        let put = store.put_task_output(&p1, task, wrong, "stolen", 20);
+        assert!(!put.await.expect("put"), "{wrong:?}");
+    }
+    let mine = holder("a", "s1", Some(epoch));
+    assert!(store
+        .put_task_output(&p1, task, mine, "line 1\n", 20)
+        .await
+        .expect("put"));
+    assert!(store
+        .put_task_output(&p1, task, mine, "line 1\nline 2 ✓\n", 30)
+        .await
+        .expect("put"));
+    let kept = store
+        .task_output(&p1, &created.id, task)
+        .await
+        .expect("output")
+        .expect("kept");
+    assert_eq!(
+        (kept.output.as_str(), kept.update_at),
+        ("line 1\nline 2 ✓\n", 30)
+    );
+    // Found only under its own job and project.
+    let elsewhere = store.task_output(&p1, "other-job", task).await.expect("o");
+    assert_eq!(elsewhere, None);
+    let theirs = store.task_output(&p2, &created.id, task).await.expect("o");
+    assert_eq!(theirs, None);
+    // Once the task ended, its output stays but no more is taken.
+    let end = store.complete_task(&p1, task, TaskStatus::Success, "", 40, Some(mine));
+    assert!(end.await.expect("complete"));
+    let put = store.put_task_output(&p1, task, mine, "late", 50);
+    assert!(!put.await.expect("put"));
+    let after = store.task_output(&p1, &created.id, task).await.expect("o");
+    assert_eq!(after.map(|o| o.update_at), Some(30));
+}
+
+async fn servers_seen_in_a_batch_keep_their_latest_time(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["a", "b"]).await;
+    add_servers(store, &p2, &["a"]).await;
+    store.touch_servers(&[]).await.expect("nothing");
+    let seen = [
+        (p1.clone(), "a".to_string(), 50),
+        (p1.clone(), "b".to_string(), 60),
+        (p2.clone(), "a".to_string(), 70),
+        (p1.clone(), "gone".to_string(), 80),
+    ];
+    store.touch_servers(&seen).await.expect("touch");
+    // An older time never moves a server back.
+    store
+        .touch_servers(&[(p1.clone(), "a".to_string(), 10)])
+        .await
+        .expect("older");
+    let times = |servers: Vec<litejobs::wire::Server>| -> Vec<(String, Option<i64>)> {
+        servers
+            .into_iter()
+            .map(|s| (s.id, s.last_seen_at))
+            .collect()
+    };
+    assert_eq!(
+        times(store.list_servers(&p1).await.expect("p1")),
+        [("a".to_string(), Some(50)), ("b".to_string(), Some(60))]
+    );
+    assert_eq!(
+        times(store.list_servers(&p2).await.expect("p2")),
+        [("a".to_string(), Some(70))]
+    );
 }
 
 async fn due_simulated_tasks_are_those_of_simulated_servers_past_their_delay(store: &dyn Store) {

@@ -8,6 +8,7 @@ mod connections;
 mod list;
 #[cfg(test)]
 mod tests;
+mod wake;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use self::connections::{PageConnections, Read, TAKE_TIMEOUT};
 use super::list::plan::{self, Engine, Facts, ListPlan, NameSearch, Steps};
 use super::shared::{create, impl_exec, SqlPools};
+use super::wake::Wakeups;
 use super::{Backend, IdempotencyKey, JobPage, NewJob, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery};
 use crate::domain::ProjectId;
@@ -49,6 +51,7 @@ pub struct PgStore {
     sizes: Arc<DashMap<String, (u64, Instant)>>,
     /// [`plan::LARGE_PROJECT`], but in tests.
     large_project: u64,
+    wakeups: Arc<Wakeups>,
 }
 
 /// `work_mem` of the connections, unless the database URL sets one: a name search gathers
@@ -123,6 +126,7 @@ impl PgStore {
             planned,
             sizes: Arc::default(),
             large_project: plan::LARGE_PROJECT,
+            wakeups: wake::listen(url).await?,
         })
     }
 
@@ -232,7 +236,16 @@ impl Backend for PgStore {
         job: NewJob,
         idempotency: Option<IdempotencyKey>,
     ) -> StoreResult<JobDetail> {
-        create::create_job_alone(self, project, &job, idempotency.as_ref()).await
+        let created = create::create_job_alone(self, project, &job, idempotency.as_ref()).await?;
+        // Agents waiting here at once; on every replica (here too) through the tasks' NOTIFY.
+        for task in &created.tasks {
+            self.wakeups.wake(project.as_str(), &task.server_id);
+        }
+        Ok(created)
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
     }
 
     /// One `SELECT 1`, on a connection of the list's when there are (as a page is read).

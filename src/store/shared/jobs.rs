@@ -6,10 +6,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use super::leases;
 use super::{parse_json, to_json, Exec, SqlPools, SqlRow, Statement, Value};
 use crate::domain::{JobStatus, ProjectId, TaskStatus};
 use crate::store::error::{retry_read, retry_transient};
-use crate::store::{DueTask, JobStore, LeasedTask, NewServer, StoreError, StoreResult, TaskLease};
+use crate::store::{
+    DueTask, JobStore, LeaseState, LeaseTerms, Leased, NewServer, StalledTask, StoreError,
+    StoreResult, TaskLease, TaskOutput,
+};
 use crate::wire::{JobDetail, JobItem, JobListItem, Server, Task};
 
 /// Columns of a job list item, in the order [`list_item`] reads them.
@@ -160,7 +164,7 @@ async fn complete_task(
         return Ok(false);
     }
     // With a lease, the task must be leased, on that server, by that user, and (when the
-    // report names it) by that very lease.
+    // report names its epoch) by that very lease.
     let mut sql = String::from(
         "UPDATE tasks SET status = $1, message = $2, \
          update_at = CASE WHEN update_at > $3 THEN update_at ELSE $3 END, \
@@ -170,7 +174,7 @@ async fn complete_task(
     if lease.is_some() {
         sql.push_str(
             " AND server_id = $6 AND lease_owner = $7 \
-             AND lease_until = COALESCE($8, lease_until)",
+             AND lease_epoch = COALESCE($8, lease_epoch)",
         );
     }
     sql.push_str(" RETURNING job_id");
@@ -183,7 +187,7 @@ async fn complete_task(
             .bind(project.as_str())
             .bind(task_id);
         if let Some(lease) = lease {
-            s = s.bind(lease.server_id).bind(lease.owner).bind(lease.until);
+            s = s.bind(lease.server_id).bind(lease.owner).bind(lease.epoch);
         }
         let Some(ended) = tx.row(s).await? else {
             return Ok(false);
@@ -235,60 +239,6 @@ async fn due_simulated_tasks(
         .collect()
 }
 
-/// Leases up to `limit` of a server's runnable tasks (see
-/// [`crate::store::JobStore::lease_tasks`]).
-async fn lease_tasks(
-    pools: &impl SqlPools,
-    project: &ProjectId,
-    (server_id, owner): (&str, &str),
-    now_ms: i64,
-    lease_until: i64,
-    limit: i64,
-) -> StoreResult<Vec<LeasedTask>> {
-    retry_transient(|| async {
-        let mut tx = pools.write_pool().begin().await?;
-        let s = Statement::new(
-            "UPDATE tasks SET lease_owner = $1, lease_until = $2 \
-             WHERE project_id = $3 AND server_id = $4 AND status = 'PROCESSING' \
-               AND (lease_until IS NULL OR lease_until < $5) \
-               AND id IN (SELECT id FROM tasks WHERE project_id = $3 AND server_id = $4 \
-                          AND status = 'PROCESSING' \
-                          AND (lease_until IS NULL OR lease_until < $5) \
-                          ORDER BY create_at LIMIT $6) \
-             RETURNING id, job_id",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(project.as_str())
-        .bind(server_id)
-        .bind(now_ms)
-        .bind(limit);
-        let leased = tx.rows(s).await?;
-        let mut out = Vec::with_capacity(leased.len());
-        for row in leased {
-            let (task_id, job_id) = (row.text(0)?, row.text(1)?);
-            let s =
-                Statement::new("SELECT type, items FROM jobs WHERE project_id = $1 AND id = $2")
-                    .bind(project.as_str())
-                    .bind(&job_id);
-            let job = tx
-                .row(s)
-                .await?
-                .ok_or_else(|| StoreError::internal(format!("task {task_id} has no job")))?;
-            out.push(LeasedTask {
-                task_id,
-                job_id,
-                job_type: job.text(0)?,
-                items: parse_json("job items", &job.text(1)?)?,
-                lease_until,
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
-    })
-    .await
-}
-
 /// Removes jobs deleted before `deleted_before_ms` with their tasks, and idempotency keys
 /// and tokens older than `keys_before_ms`; answers the number of jobs removed.
 async fn purge(
@@ -297,6 +247,14 @@ async fn purge(
     keys_before_ms: i64,
 ) -> StoreResult<u64> {
     let mut tx = pools.write_pool().begin().await?;
+    let s = Statement::new(
+        "DELETE FROM task_output WHERE (project_id, task_id) IN \
+         (SELECT t.project_id, t.id FROM tasks t JOIN jobs j \
+          ON j.project_id = t.project_id AND j.create_at = t.create_at AND j.id = t.job_id \
+          WHERE j.deleted_at < $1)",
+    )
+    .bind(deleted_before_ms);
+    tx.run(s).await?;
     let s = Statement::new(
         "DELETE FROM tasks WHERE (project_id, create_at, job_id) IN \
          (SELECT project_id, create_at, id FROM jobs WHERE deleted_at < $1)",
@@ -345,18 +303,24 @@ async fn list_servers(pools: &impl SqlPools, project: &ProjectId) -> StoreResult
     )
     .bind(project.as_str());
     let rows = pools.read_pool().acquire().await?.rows(s).await?;
+    let now = crate::domain::now_ms();
     rows.iter()
         .map(|row| {
+            let kind = row.text(2)?;
+            let last_seen_at = row.opt_int(5)?;
+            let online = kind == "simulated"
+                || last_seen_at.is_some_and(|at| now - at < crate::domain::ONLINE_WITHIN_MS);
             Ok(Server {
                 id: row.text(0)?,
                 name: row.text(1)?,
-                kind: row.text(2)?,
+                kind,
                 cloud_server: parse_json::<BTreeMap<String, String>>(
                     "server cloud_server",
                     &row.text(3)?,
                 )?,
                 create_at: row.int(4)?,
-                last_seen_at: row.opt_int(5)?,
+                last_seen_at,
+                online,
             })
         })
         .collect()
@@ -424,12 +388,54 @@ impl<P: SqlPools> JobStore for P {
         project: &ProjectId,
         server_id: &str,
         owner: &str,
-        now_ms: i64,
-        lease_until: i64,
+        terms: LeaseTerms<'_>,
         limit: i64,
-    ) -> StoreResult<Vec<LeasedTask>> {
-        let holder = (server_id, owner);
-        lease_tasks(self, project, holder, now_ms, lease_until, limit).await
+    ) -> StoreResult<Leased> {
+        leases::lease_tasks(self, project, (server_id, owner), terms, limit).await
+    }
+
+    async fn renew_leases(
+        &self,
+        project: &ProjectId,
+        server_id: &str,
+        owner: &str,
+        held: &[(String, i64)],
+        until: i64,
+    ) -> StoreResult<Vec<LeaseState>> {
+        leases::renew_leases(self, project, (server_id, owner), held, until).await
+    }
+
+    async fn stalled_tasks(
+        &self,
+        now_ms: i64,
+        start_timeout_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StalledTask>> {
+        leases::stalled_tasks(self, now_ms, start_timeout_ms, limit).await
+    }
+
+    async fn put_task_output(
+        &self,
+        project: &ProjectId,
+        task_id: &str,
+        lease: TaskLease<'_>,
+        output: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        leases::put_task_output(self, project, task_id, lease, output, now_ms).await
+    }
+
+    async fn task_output(
+        &self,
+        project: &ProjectId,
+        job_id: &str,
+        task_id: &str,
+    ) -> StoreResult<Option<TaskOutput>> {
+        leases::task_output(self, project, job_id, task_id).await
+    }
+
+    async fn touch_servers(&self, seen: &[(ProjectId, String, i64)]) -> StoreResult<()> {
+        leases::touch_servers(self, seen).await
     }
 
     async fn purge(&self, deleted_before_ms: i64, keys_before_ms: i64) -> StoreResult<u64> {

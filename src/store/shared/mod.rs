@@ -17,6 +17,7 @@
 pub mod create;
 pub mod iam;
 pub mod jobs;
+pub mod leases;
 
 use std::future::Future;
 

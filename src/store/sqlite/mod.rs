@@ -25,6 +25,7 @@ use sqlx::{Sqlite, SqlitePool};
 use self::list::Readers;
 use self::writer::Writer;
 use super::shared::{impl_exec, SqlPools};
+use super::wake::Wakeups;
 use super::{Backend, IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::ProjectId;
@@ -53,6 +54,7 @@ pub struct SqliteStore {
     pub(crate) write: SqlitePool,
     writer: Writer,
     list: Arc<Readers>,
+    wakeups: Arc<Wakeups>,
 }
 
 /// The `sqlite:` URL a URL or plain file path names.
@@ -101,13 +103,15 @@ impl SqliteStore {
         let file = super::sqlite_file(&url)
             .ok_or_else(|| StoreError::internal(format!("{url} names no database file")))?;
         let list = Readers::open(&file)?;
-        let (writer, watch) = Writer::start(write.clone());
+        let wakeups = Arc::new(Wakeups::default());
+        let (writer, watch) = Writer::start(write.clone(), wakeups.clone());
         tokio::spawn(maintenance::run(checkpoint, write.clone(), watch));
         Ok(Self {
             read,
             write,
             writer,
             list,
+            wakeups,
         })
     }
 
@@ -159,6 +163,10 @@ impl Backend for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
     }
 }
 

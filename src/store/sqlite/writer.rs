@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::ProjectId;
 use crate::store::shared::create::{create_job_alone, insert_jobs, Create};
+use crate::store::wake::Wakeups;
 use crate::store::{IdempotencyKey, NewJob, StoreError, StoreResult};
 use crate::wire::JobDetail;
 
@@ -53,11 +54,12 @@ impl WriterWatch {
 }
 
 impl Writer {
-    /// Starts the writer on `pool` (SQLite's one writing connection).
-    pub(super) fn start(pool: SqlitePool) -> (Self, WriterWatch) {
+    /// Starts the writer on `pool` (SQLite's one writing connection); each create it commits
+    /// wakes the agents waiting for its servers.
+    pub(super) fn start(pool: SqlitePool, wakeups: Arc<Wakeups>) -> (Self, WriterWatch) {
         let (creates, queue) = mpsc::channel(CREATE_QUEUE);
         let batches = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(pool, queue, batches.clone()));
+        tokio::spawn(run(pool, queue, batches.clone(), wakeups));
         let watch = WriterWatch {
             store: creates.downgrade(),
             batches: batches.clone(),
@@ -87,11 +89,23 @@ impl Writer {
 
 /// Commits every create waiting in `queue` in one transaction, until every sender is gone;
 /// counts the batches in `batches`.
-async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<PendingCreate>, batches: Arc<AtomicU64>) {
+async fn run(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<PendingCreate>,
+    batches: Arc<AtomicU64>,
+    wakeups: Arc<Wakeups>,
+) {
     let mut batch = Vec::with_capacity(MAX_CREATE_BATCH);
     while queue.recv_many(&mut batch, MAX_CREATE_BATCH).await > 0 {
         batches.fetch_add(1, Ordering::Relaxed);
         let outcomes = create_batch(&pool, &batch).await;
+        for (pending, outcome) in batch.iter().zip(&outcomes) {
+            if let Ok(job) = outcome {
+                for task in &job.tasks {
+                    wakeups.wake(pending.project.as_str(), &task.server_id);
+                }
+            }
+        }
         for (pending, outcome) in batch.drain(..).zip(outcomes) {
             // The caller may have gone away; its job stays created, as with any write.
             let _ = pending.reply.send(outcome);

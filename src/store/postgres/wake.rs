@@ -1,0 +1,50 @@
+//! Wake-ups across replicas: new tasks notify `litejobs_tasks` (a trigger, migration 0011)
+//! with their project and server, and every replica listens, waking its waiting agents.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+use crate::store::wake::Wakeups;
+use crate::store::StoreResult;
+
+/// The channel new tasks are announced on.
+const CHANNEL: &str = "litejobs_tasks";
+/// Pause before listening again after the listener failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Wake-ups fed by `LISTEN litejobs_tasks` on a connection of their own to `url`; the
+/// listening ends with the last reference to them.
+pub(super) async fn listen(url: &str) -> StoreResult<Arc<Wakeups>> {
+    let wakeups = Arc::new(Wakeups::default());
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL).await?;
+    tokio::spawn(run(listener, Arc::downgrade(&wakeups)));
+    Ok(wakeups)
+}
+
+async fn run(mut listener: PgListener, wakeups: Weak<Wakeups>) {
+    loop {
+        let received = listener.try_recv().await;
+        let Some(wakeups) = wakeups.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(Some(notification)) => {
+                if let Some((project, server)) = notification.payload().split_once(' ') {
+                    wakeups.wake(project, server);
+                }
+            }
+            // The connection was lost (and is opened again at the next call): what was
+            // notified meanwhile is lost, so every waiter looks for itself.
+            Ok(None) => wakeups.wake_all(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for new tasks failed; retrying");
+                wakeups.wake_all();
+                drop(wakeups);
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The node agents' side of tasks: leases with fencing epochs, their renewals, the tasks
+//! the server ends because no agent ran them in time, the output agents upload, and when
+//! each server was last heard from.
+
+use super::{parse_json, Exec, SqlPools, SqlRow, Statement, Value};
+use crate::domain::ProjectId;
+use crate::store::error::{retry_read, retry_transient};
+use crate::store::{
+    LeaseState, LeaseTerms, Leased, LeasedTask, Stall, StalledTask, StoreError, StoreResult,
+    TaskLease, TaskOutput,
+};
+
+/// Leases up to `limit` of a server's runnable tasks (see
+/// [`crate::store::JobStore::lease_tasks`]).
+pub async fn lease_tasks(
+    pools: &impl SqlPools,
+    project: &ProjectId,
+    (server_id, owner): (&str, &str),
+    terms: LeaseTerms<'_>,
+    limit: i64,
+) -> StoreResult<Leased> {
+    retry_transient(|| async {
+        let mut tx = pools.write_pool().begin().await?;
+        let s = Statement::new(
+            "UPDATE tasks SET lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1 \
+             WHERE project_id = $3 AND server_id = $4 AND status = 'PROCESSING' \
+               AND (lease_until IS NULL OR lease_until < $5) \
+               AND id IN (SELECT id FROM tasks WHERE project_id = $3 AND server_id = $4 \
+                          AND status = 'PROCESSING' \
+                          AND (lease_until IS NULL OR lease_until < $5) \
+                          ORDER BY create_at LIMIT $6) \
+             RETURNING id, job_id, lease_epoch, deadline_at",
+        )
+        .bind(owner)
+        .bind(terms.until)
+        .bind(project.as_str())
+        .bind(server_id)
+        .bind(terms.now_ms)
+        .bind(limit);
+        let leased = tx.rows(s).await?;
+        let mut out = Leased::default();
+        for row in leased {
+            let (task_id, job_id) = (row.text(0)?, row.text(1)?);
+            let s =
+                Statement::new("SELECT type, items FROM jobs WHERE project_id = $1 AND id = $2")
+                    .bind(project.as_str())
+                    .bind(&job_id);
+            let job = tx
+                .row(s)
+                .await?
+                .ok_or_else(|| StoreError::internal(format!("task {task_id} has no job")))?;
+            let job_type = job.text(0)?;
+            if row.opt_int(3)?.is_none() {
+                // The first lease: the task's run time starts now.
+                let deadline = terms.now_ms.saturating_add((terms.run_time_ms)(&job_type));
+                let s = Statement::new(
+                    "UPDATE tasks SET deadline_at = $1 WHERE project_id = $2 AND id = $3",
+                )
+                .bind(deadline)
+                .bind(project.as_str())
+                .bind(&task_id);
+                tx.run(s).await?;
+            }
+            out.tasks.push(LeasedTask {
+                task_id,
+                job_id,
+                job_type,
+                items: parse_json("job items", &job.text(1)?)?,
+                lease_until: terms.until,
+                lease_epoch: row.int(2)?,
+            });
+        }
+        if out.tasks.is_empty() {
+            let s = Statement::new(
+                "SELECT MIN(lease_until) FROM tasks WHERE project_id = $1 AND server_id = $2 \
+                 AND status = 'PROCESSING' AND lease_until IS NOT NULL",
+            )
+            .bind(project.as_str())
+            .bind(server_id);
+            out.next_expiry = match tx.row(s).await? {
+                Some(row) => row.opt_int(0)?,
+                None => None,
+            };
+        }
+        tx.commit().await?;
+        Ok(out)
+    })
+    .await
+}
+
+/// Renews `owner`'s leases of `held` (task id, epoch) on a server (see
+/// [`crate::store::JobStore::renew_leases`]).
+pub async fn renew_leases(
+    pools: &impl SqlPools,
+    project: &ProjectId,
+    (server_id, owner): (&str, &str),
+    held: &[(String, i64)],
+    until: i64,
+) -> StoreResult<Vec<LeaseState>> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut s = Statement::new("UPDATE tasks SET lease_until = ");
+    s.push_bind(until)
+        .push(" WHERE project_id = ")
+        .push_bind(project.as_str())
+        .push(" AND server_id = ")
+        .push_bind(server_id)
+        .push(" AND lease_owner = ")
+        .push_bind(owner)
+        .push(" AND status = 'PROCESSING' AND (id, lease_epoch) IN (VALUES ");
+    for (i, (task_id, epoch)) in held.iter().enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.push_tuple([Value::from(task_id), Value::from(*epoch)]);
+    }
+    s.push(") RETURNING id");
+    let mut conn = pools.write_pool().acquire().await?;
+    let renewed: std::collections::HashSet<String> = conn
+        .rows(s)
+        .await?
+        .iter()
+        .map(|row| row.text(0))
+        .collect::<StoreResult<_>>()?;
+    let missing: Vec<&String> = held
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !renewed.contains(*id))
+        .collect();
+    let mut ended = std::collections::HashMap::new();
+    if !missing.is_empty() {
+        let mut s = Statement::new("SELECT id, status, message FROM tasks WHERE project_id = ");
+        s.push_bind(project.as_str())
+            .push(" AND id IN ")
+            .push_tuple(missing.iter().map(|id| Value::from(*id)));
+        for row in conn.rows(s).await? {
+            let status = row.text(1)?;
+            if status != "PROCESSING" {
+                ended.insert(row.text(0)?, (status, row.text(2)?));
+            }
+        }
+    }
+    Ok(held
+        .iter()
+        .map(|(id, _)| match ended.remove(id) {
+            _ if renewed.contains(id) => LeaseState::Held { until },
+            Some((status, message)) => LeaseState::Ended { status, message },
+            None => LeaseState::Lost,
+        })
+        .collect())
+}
+
+/// Running tasks of real servers the server is to end (see
+/// [`crate::store::JobStore::stalled_tasks`]).
+pub async fn stalled_tasks(
+    pools: &impl SqlPools,
+    now_ms: i64,
+    start_timeout_ms: i64,
+    limit: i64,
+) -> StoreResult<Vec<StalledTask>> {
+    let since = now_ms.saturating_sub(start_timeout_ms);
+    let s = Statement::new(
+        "SELECT project_id, id, server_id, create_at, lease_epoch, lease_until, deadline_at \
+         FROM tasks WHERE status = 'PROCESSING' AND simulated = FALSE \
+           AND ((lease_epoch = 0 AND create_at < $1) \
+             OR (lease_epoch > 0 AND lease_until < $1) \
+             OR deadline_at < $2) \
+         ORDER BY create_at LIMIT $3",
+    )
+    .bind(since)
+    .bind(now_ms)
+    .bind(limit);
+    let rows =
+        retry_read(|| async { pools.read_pool().acquire().await?.rows(s.clone()).await }).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (created_at, epoch) = (row.int(3)?, row.int(4)?);
+        let (lease_until, deadline) = (row.opt_int(5)?, row.opt_int(6)?);
+        let stall = match deadline {
+            Some(at) if at < now_ms => Stall::PastDeadline { at },
+            _ if epoch == 0 => Stall::NeverStarted { created_at },
+            _ => Stall::LeaseLapsed {
+                at: lease_until.unwrap_or(created_at),
+            },
+        };
+        out.push(StalledTask {
+            project_id: ProjectId::parse(&row.text(0)?)
+                .map_err(|e| StoreError::internal(e.to_string()))?,
+            task_id: row.text(1)?,
+            server_id: row.text(2)?,
+            stall,
+        });
+    }
+    Ok(out)
+}
+
+/// Keeps the tail of a task's output from its lease holder (see
+/// [`crate::store::JobStore::put_task_output`]).
+pub async fn put_task_output(
+    pools: &impl SqlPools,
+    project: &ProjectId,
+    task_id: &str,
+    lease: TaskLease<'_>,
+    output: &str,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    retry_transient(|| async {
+        let mut tx = pools.write_pool().begin().await?;
+        let s = Statement::new(
+            "SELECT 1 FROM tasks WHERE project_id = $1 AND id = $2 AND status = 'PROCESSING' \
+             AND server_id = $3 AND lease_owner = $4 AND lease_epoch = COALESCE($5, lease_epoch)",
+        )
+        .bind(project.as_str())
+        .bind(task_id)
+        .bind(lease.server_id)
+        .bind(lease.owner)
+        .bind(lease.epoch);
+        if tx.row(s).await?.is_none() {
+            return Ok(false);
+        }
+        let s = Statement::new(
+            "INSERT INTO task_output (project_id, task_id, output, update_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, task_id) \
+             DO UPDATE SET output = excluded.output, update_at = excluded.update_at",
+        )
+        .bind(project.as_str())
+        .bind(task_id)
+        .bind(output)
+        .bind(now_ms);
+        tx.run(s).await?;
+        tx.commit().await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// The output an agent uploaded for a task of `job_id`.
+pub async fn task_output(
+    pools: &impl SqlPools,
+    project: &ProjectId,
+    job_id: &str,
+    task_id: &str,
+) -> StoreResult<Option<TaskOutput>> {
+    let s = Statement::new(
+        "SELECT o.output, o.update_at FROM task_output o \
+         JOIN tasks t ON t.project_id = o.project_id AND t.id = o.task_id \
+         WHERE o.project_id = $1 AND o.task_id = $2 AND t.job_id = $3",
+    )
+    .bind(project.as_str())
+    .bind(task_id)
+    .bind(job_id);
+    let row =
+        retry_read(|| async { pools.read_pool().acquire().await?.row(s.clone()).await }).await?;
+    row.map(|row| {
+        Ok(TaskOutput {
+            task_id: task_id.to_string(),
+            output: row.text(0)?,
+            update_at: row.int(1)?,
+        })
+    })
+    .transpose()
+}
+
+/// Servers at most in one statement.
+const SERVERS_PER_TOUCH: usize = 1000;
+
+/// Records when servers were last heard from (see [`crate::store::JobStore::touch_servers`]).
+pub async fn touch_servers(
+    pools: &impl SqlPools,
+    seen: &[(ProjectId, String, i64)],
+) -> StoreResult<()> {
+    let mut conn = pools.write_pool().acquire().await?;
+    for chunk in seen.chunks(SERVERS_PER_TOUCH) {
+        let mut s = Statement::new("UPDATE servers SET last_seen_at = seen.at FROM (");
+        for (i, (project, id, at)) in chunk.iter().enumerate() {
+            if i > 0 {
+                s.push(" UNION ALL ");
+            }
+            s.push("SELECT ")
+                .push_bind(project.as_str())
+                .push(" AS project_id, ")
+                .push_bind(id.as_str())
+                .push(" AS id, CAST(")
+                .push_bind(*at)
+                .push(" AS BIGINT) AS at");
+        }
+        s.push(
+            ") AS seen WHERE servers.project_id = seen.project_id \
+             AND servers.id = seen.id AND (servers.last_seen_at IS NULL \
+             OR servers.last_seen_at < seen.at)",
+        );
+        conn.run(s).await?;
+    }
+    Ok(())
+}
