@@ -28,6 +28,9 @@ const MAX_SUMMARY: usize = 64 * 1024;
 const UPLOAD_EVERY: Duration = Duration::from_secs(2);
 /// Longest pause between attempts to reach the service.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a result is offered to a service that cannot be reached: longer than the
+/// default start timeout, after which the service ends a task whose lease lapsed.
+const REPORT_PATIENCE: Duration = Duration::from_secs(15 * 60);
 
 /// What the agent runs as.
 #[derive(Debug, Clone)]
@@ -565,10 +568,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Reports a result, retrying transport failures for a while.
+/// Reports a result, retrying while the service cannot be reached or answers 5xx, for up
+/// to [`REPORT_PATIENCE`] (the lease is renewed meanwhile, whenever the service answers).
 async fn report(client: &Client, server_id: &str, task_id: &str, result: &AgentResult) {
     let mut wait = Duration::from_millis(500);
-    for _ in 0..10 {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < REPORT_PATIENCE {
         match client.report_result(server_id, task_id, result).await {
             Ok(()) => {
                 tracing::info!(task_id, status = result.status, "task reported");
@@ -576,6 +581,10 @@ async fn report(client: &Client, server_id: &str, task_id: &str, result: &AgentR
             }
             Err(ClientError::Api { status: 409, .. }) => {
                 tracing::info!(task_id, "task no longer this agent's; result dropped");
+                return;
+            }
+            Err(e @ ClientError::Api { status, .. }) if (400..500).contains(&status) => {
+                tracing::error!(task_id, error = %e, "the report was refused");
                 return;
             }
             Err(e) => {

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod fleet;
 pub mod http;
 pub mod iam;
+pub mod metrics;
 pub mod secrets;
 pub mod serve;
 pub mod sign;

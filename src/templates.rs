@@ -41,24 +41,60 @@ pub struct TemplateCatalog {
 }
 
 /// A parameter's rule: its value must match the regular expression the template declares.
-/// The expression is compiled when a value is first checked against it (a rule such as
-/// `^.{1,4096}$` takes some milliseconds to compile, which the server's start need not
-/// wait for); its syntax is checked when the template loads.
+/// Its syntax is checked when the template loads.
 #[derive(Debug, Clone)]
 struct ParamRule {
     name: String,
     pattern: String,
-    regex: Arc<OnceLock<Result<Regex, String>>>,
+    check: Check,
+}
+
+/// How a rule is checked.
+#[derive(Debug, Clone)]
+enum Check {
+    /// A rule that only bounds a value's length after a fixed prefix (`^.{1,4096}$`,
+    /// `^/.{0,1023}$`): checked by counting characters. Compiled, such a rule takes some
+    /// milliseconds and some megabytes per thread that matches with it.
+    Length {
+        prefix: String,
+        min: usize,
+        max: Option<usize>,
+    },
+    /// Any other rule, compiled when a value is first checked against it (the server's
+    /// start need not wait for it).
+    Regex(Arc<OnceLock<Result<Regex, String>>>),
 }
 
 /// Largest compiled form of a parameter's regular expression.
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
 
 impl ParamRule {
+    fn new(name: &str, pattern: &str) -> Result<Self, regex_syntax::Error> {
+        let hir = regex_syntax::ParserBuilder::new()
+            .dot_matches_new_line(true)
+            .build()
+            .parse(pattern)?;
+        let check = length_rule(&hir).unwrap_or_else(|| Check::Regex(Arc::default()));
+        Ok(Self {
+            name: name.to_string(),
+            pattern: pattern.to_string(),
+            check,
+        })
+    }
+
     /// True when `value` matches; an expression too large to compile is a fault of the
     /// template, answered as the service's.
     fn matches(&self, value: &str) -> anyhow::Result<bool> {
-        let compiled = self.regex.get_or_init(|| {
+        let regex = match &self.check {
+            Check::Length { prefix, min, max } => {
+                return Ok(value.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    let n = rest.chars().count();
+                    n >= *min && max.is_none_or(|max| n <= max)
+                }))
+            }
+            Check::Regex(regex) => regex,
+        };
+        let compiled = regex.get_or_init(|| {
             RegexBuilder::new(&self.pattern)
                 .dot_matches_new_line(true)
                 .size_limit(REGEX_SIZE_LIMIT)
@@ -72,19 +108,54 @@ impl ParamRule {
     }
 }
 
+/// The length rule `hir` is, when it is `^` `literal`? `.{m,n}` `$` (`.` matching any
+/// character).
+fn length_rule(hir: &regex_syntax::hir::Hir) -> Option<Check> {
+    use regex_syntax::hir::{Class, HirKind, Look};
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let (first, rest) = parts.split_first()?;
+    let (last, middle) = rest.split_last()?;
+    if !matches!(first.kind(), HirKind::Look(Look::Start))
+        || !matches!(last.kind(), HirKind::Look(Look::End))
+    {
+        return None;
+    }
+    let (prefix, repetition) = match middle {
+        [repetition] => (String::new(), repetition),
+        [literal, repetition] => match literal.kind() {
+            HirKind::Literal(l) => (String::from_utf8(l.0.to_vec()).ok()?, repetition),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let HirKind::Repetition(r) = repetition.kind() else {
+        return None;
+    };
+    let any_char = match r.sub.kind() {
+        HirKind::Class(Class::Unicode(class)) => {
+            class.ranges().len() == 1
+                && class.ranges()[0].start() == '\0'
+                && class.ranges()[0].end() == char::MAX
+        }
+        _ => false,
+    };
+    any_char.then(|| Check::Length {
+        prefix,
+        min: r.min as usize,
+        max: r.max.map(|m| m as usize),
+    })
+}
+
 /// The rules of a template's parameters. `.` matches line breaks too: a command may span
 /// lines, and a rule such as `^.{1,4096}$` is about its length.
 fn rules(origin: &str, t: &TemplateDetail) -> anyhow::Result<Vec<ParamRule>> {
     let mut rules = Vec::new();
     for p in t.params.iter().filter(|p| !p.regex.is_empty()) {
-        regex_syntax::Parser::new()
-            .parse(&p.regex)
+        let rule = ParamRule::new(&p.name, &p.regex)
             .with_context(|| format!("template {origin}: parameter {}: bad regex", p.name))?;
-        rules.push(ParamRule {
-            name: p.name.clone(),
-            pattern: p.regex.clone(),
-            regex: Arc::new(OnceLock::new()),
-        });
+        rules.push(rule);
     }
     Ok(rules)
 }
@@ -267,6 +338,64 @@ mod tests {
         let other = BTreeMap::from([("other".to_string(), "x".repeat(10_000))]);
         let unruled = catalog.check_spec(common, 0, Some(&other));
         assert!(matches!(unruled, Ok(Ok(()))), "no rule");
+    }
+
+    /// Length rules are checked by counting; every rule answers as the compiled expression.
+    #[test]
+    fn length_rules_answer_as_their_regular_expressions() {
+        let patterns = [
+            ("^.{1,4096}$", true),
+            ("^/.{0,1023}$", true),
+            ("^ab.{2,3}$", true),
+            ("^.{2,}$", true),
+            ("^.{1,5}", false),
+            ("^[0-9]{1,2}$", false),
+            ("^a|.{1,3}$", false),
+            ("(?i)^a.{1,3}$", false),
+        ];
+        let long = "é".repeat(4096);
+        let longer = "x".repeat(4097);
+        let values = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "abcdef",
+            "/",
+            "/x",
+            "//",
+            "x/",
+            "é",
+            "ab\né",
+            "\n",
+            "/\n\n",
+            "12",
+            "123",
+            "ab€€€",
+            &long,
+            &longer,
+        ];
+        for (pattern, counted) in patterns {
+            let rule = ParamRule::new("p", pattern).expect("rule");
+            assert_eq!(
+                matches!(rule.check, Check::Length { .. }),
+                counted,
+                "{pattern}"
+            );
+            let regex = RegexBuilder::new(pattern)
+                .dot_matches_new_line(true)
+                .build()
+                .expect("regex");
+            for value in values {
+                assert_eq!(
+                    rule.matches(value).expect("checked"),
+                    regex.is_match(value),
+                    "{pattern} on {value:?}"
+                );
+            }
+        }
     }
 
     #[test]

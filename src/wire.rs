@@ -90,6 +90,10 @@ pub struct Task {
     /// Epoch milliseconds as a decimal string, as the SDK models it.
     pub create_at: String,
     pub update_at: String,
+    /// Extension: whether the task's server is online (its agent was heard from within the
+    /// last minute; simulated servers always are). Absent when the server was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_online: Option<bool>,
 }
 
 /// Body of `POST .../dev-servers/jobs`.

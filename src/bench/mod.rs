@@ -9,6 +9,7 @@
 //! in one run.
 
 pub mod dataset;
+pub mod fleet;
 pub mod load;
 pub mod report;
 mod setup;
@@ -95,9 +96,21 @@ pub struct BenchArgs {
     pub server_exes: Vec<PathBuf>,
 
     /// Measure only the queries whose label starts with this (e.g. `name`, `status`,
-    /// `create`); repeatable. The floor and the reference row are always measured.
+    /// `create`, `fleet`); repeatable. The floor and the reference row are always measured.
     #[arg(long = "only")]
     pub only: Vec<String>,
+
+    /// Agents of the fleet row: each a real long-poll over HTTP (0: no fleet row).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub agents: u64,
+
+    /// How long the fleet stays idle while the statements the server sends are counted.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub fleet_idle: Duration,
+
+    /// Jobs created across the fleet, one at a time, to measure their dispatch.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub fleet_jobs: u64,
 }
 
 /// Runs the benchmark; the exit code is 1 when a request failed.
@@ -279,6 +292,12 @@ async fn bench_server(
     };
     let outcome = measure(args, db.backend, &server, loaded).await;
     let peak = server.peak_memory_bytes();
+    let fleet = match &outcome {
+        Ok(_) if args.agents > 0 && wanted(args, fleet::LABEL) => {
+            Some(measure_fleet(args, &server, loaded).await)
+        }
+        _ => None,
+    };
     if outcome.as_ref().map_or(true, |(_, errors)| *errors) {
         eprintln!("server log (last lines):\n{}", server.log_tail());
     }
@@ -293,8 +312,49 @@ async fn bench_server(
             report::mib(b)
         ))
     );
-    let summary = report::summary(db.backend, &rows, peak, MEMORY_TARGET);
+    let mut summary = report::summary(db.backend, &rows, peak, MEMORY_TARGET);
+    let mut errors = errors;
+    if let Some(fleet) = fleet {
+        let fleet = fleet?;
+        println!("{}", fleet.lines());
+        let misses = fleet.misses();
+        errors |= fleet.errors > 0;
+        summary.push_str(&format!(
+            " | {}: {}",
+            fleet.summary(),
+            if misses.is_empty() {
+                "targets met".to_string()
+            } else {
+                format!("missed: {}", misses.join("; "))
+            }
+        ));
+    }
     Ok((summary, errors))
+}
+
+/// Whether the label is among those `--only` asks for (all when it asks for none).
+fn wanted(args: &BenchArgs, label: &str) -> bool {
+    args.only.is_empty()
+        || args
+            .only
+            .iter()
+            .any(|prefix| label.starts_with(prefix.as_str()))
+}
+
+async fn measure_fleet(
+    args: &BenchArgs,
+    server: &ServerProcess,
+    loaded: &Loaded,
+) -> anyhow::Result<fleet::FleetReport> {
+    println!("\n{}", fleet::LABEL);
+    let client = Client::new(
+        &server.endpoint,
+        &loaded.project_id,
+        ClientAuth::AkSk(loaded.credentials.clone()),
+    )?;
+    let agents = usize::try_from(args.agents)?;
+    let jobs = usize::try_from(args.fleet_jobs)?;
+    fleet::measure(&client, server, agents, args.fleet_idle, jobs).await
 }
 
 /// A new directory under the system's temporary directory, named `<prefix>-<random>`.
@@ -427,16 +487,9 @@ async fn measure(
         label: "floor again (after the queries)".to_string(),
         ..queries[0].clone()
     };
-    let wanted = |q: &Query| {
-        args.only.is_empty()
-            || q.label.starts_with(report::FLOOR)
-            || q.label == report::REFERENCE
-            || args
-                .only
-                .iter()
-                .any(|prefix| q.label.starts_with(prefix.as_str()))
-    };
-    queries.retain(wanted);
+    queries.retain(|q| {
+        q.label.starts_with(report::FLOOR) || q.label == report::REFERENCE || wanted(args, &q.label)
+    });
     let concurrency = args.concurrency as usize;
     let mut rows: Vec<Row> = Vec::with_capacity(queries.len() + 1);
     let mut errors = false;

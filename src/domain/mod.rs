@@ -25,6 +25,12 @@ impl Invalid {
 /// A server whose agent was heard from within this time (ms) is online.
 pub const ONLINE_WITHIN_MS: i64 = 60_000;
 
+/// Whether a server of `kind` last heard from at `last_seen_at` is online at `now_ms`
+/// (simulated servers always are).
+pub fn server_online(kind: &str, last_seen_at: Option<i64>, now_ms: i64) -> bool {
+    kind == "simulated" || last_seen_at.is_some_and(|at| now_ms - at < ONLINE_WITHIN_MS)
+}
+
 /// Current time in epoch milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -112,6 +112,8 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    // Installed before the first request, so that nothing counted is lost.
+    let _ = crate::metrics::handle();
     let project_api = Router::new()
         .route(
             "/v1/{project_id}/dev-servers/jobs",
@@ -169,6 +171,7 @@ pub fn router(state: AppState) -> Router {
             post(iam::issue_token).delete(iam::revoke_token),
         )
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api)
         // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error
@@ -199,6 +202,21 @@ async fn health(State(state): State<AppState>) -> Response {
         Ok(()) => Json(serde_json::json!({"status": "ok", "backend": state.store.backend()}))
             .into_response(),
         Err(e) => ApiError::Unavailable(e.into()).into_response(),
+    }
+}
+
+/// Prometheus metrics, in its text format.
+async fn metrics() -> Response {
+    match crate::metrics::handle() {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::NoSuchApi.into_response(),
     }
 }
 

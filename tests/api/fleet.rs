@@ -460,6 +460,11 @@ async fn a_task_no_agent_picks_up_fails_after_the_start_timeout() {
         done.tasks[0].message
     );
     assert_eq!(done.abnormal_count, 1);
+    assert_eq!(
+        done.tasks[0].server_online,
+        Some(false),
+        "in the task answer too"
+    );
     let home = servers_json(dir.path())
         .into_iter()
         .find(|s| s["id"] == "nobody-home")
@@ -488,10 +493,11 @@ async fn two_agents_with_one_server_id_run_each_task_once() {
         ids.push(created.id);
     }
     for id in &ids {
-        wait_job(&client, id, Duration::from_secs(30), |j| {
+        let done = wait_job(&client, id, Duration::from_secs(30), |j| {
             j.status == "FINISHED"
         })
         .await;
+        assert_eq!(done.tasks[0].server_online, Some(true));
     }
     let text = std::fs::read_to_string(&ran).expect("ran");
     let twin = servers_json(dir.path())

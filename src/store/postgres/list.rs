@@ -244,12 +244,12 @@ pub(super) async fn run(
         Steps::FirstPageWithTotal => {
             // One statement: one snapshot, one round trip. No row means no matching job.
             push_page(&mut qb, scope, order, (plan.limit, 0), true, literal_limits);
-            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
             Ok(counted(read_page(&rows, 1, false)?))
         }
         Steps::FirstPageCountingMatches => {
             push_counting_page(&mut qb, scope, order, plan.limit);
-            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
             Ok(counted(read_page(&rows, 1, false)?))
         }
         Steps::FirstPageThenCount => {
@@ -261,7 +261,7 @@ pub(super) async fn run(
                 false,
                 literal_limits,
             );
-            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
             let page = read_page(&rows, 0, false)?;
             if page.rows < plan.limit {
                 return Ok(JobPage {
@@ -272,7 +272,7 @@ pub(super) async fn run(
             // More than a page matches: the page again with its total, in one snapshot.
             let mut qb = QueryBuilder::<Postgres>::new("");
             push_page(&mut qb, scope, order, (plan.limit, 0), true, literal_limits);
-            let rows = qb.build().persistent(keep).fetch_all(&mut *conn).await?;
+            let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
             Ok(counted(read_page(&rows, 1, false)?))
         }
         Steps::CountThenPage => {
@@ -280,12 +280,9 @@ pub(super) async fn run(
                 .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .await?;
             push_count(&mut qb, scope);
-            let total: i64 = qb
-                .build()
-                .persistent(keep)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+            let total: i64 =
+                counted_statement(qb.build().persistent(keep).fetch_one(&mut *tx).await)?
+                    .try_get(0)?;
             let total = u64::try_from(total).unwrap_or(0);
             let Some(w) = plan::window(order.1, query.page.offset, plan.limit, total) else {
                 tx.commit().await?;
@@ -304,7 +301,7 @@ pub(super) async fn run(
                 false,
                 literal_limits,
             );
-            let rows = qb.build().persistent(keep).fetch_all(&mut *tx).await?;
+            let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *tx).await)?;
             tx.commit().await?;
             let page = read_page(&rows, 0, w.reversed)?;
             Ok(JobPage {
@@ -313,4 +310,10 @@ pub(super) async fn run(
             })
         }
     }
+}
+
+/// A statement's answer, counted.
+fn counted_statement<T>(answer: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    crate::metrics::statement(&answer);
+    answer
 }

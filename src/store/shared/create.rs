@@ -24,6 +24,7 @@ struct ServerRow {
     simulated: bool,
     /// JSON object.
     cloud_server: String,
+    online: bool,
 }
 
 /// A task being created: the `job`-th create's `position`-th server.
@@ -216,6 +217,7 @@ pub async fn insert_jobs(
                 message: String::new(),
                 create_at: job.now_ms.to_string(),
                 update_at: job.now_ms.to_string(),
+                server_online: Some(t.server.online),
             });
         }
         outcomes[i] = Some(Ok(JobDetail {
@@ -290,8 +292,9 @@ async fn find_servers(
     project: &str,
     ids: BTreeSet<&str>,
 ) -> StoreResult<HashMap<String, ServerRow>> {
-    let mut s =
-        Statement::new("SELECT id, name, kind, cloud_server FROM servers WHERE project_id = ");
+    let mut s = Statement::new(
+        "SELECT id, name, kind, cloud_server, last_seen_at FROM servers WHERE project_id = ",
+    );
     s.push_bind(project)
         .push(" AND id IN ")
         .push_tuple(ids.into_iter().map(Value::from));
@@ -301,6 +304,11 @@ async fn find_servers(
             name: row.text(1)?,
             simulated: row.text(2)? == "simulated",
             cloud_server: row.text(3)?,
+            online: crate::domain::server_online(
+                &row.text(2)?,
+                row.opt_int(4)?,
+                crate::domain::now_ms(),
+            ),
         };
         found.insert(row.text(0)?, server);
     }

@@ -35,8 +35,8 @@ pub fn list_item(r: &impl SqlRow) -> StoreResult<JobListItem> {
     })
 }
 
-const TASK_COLUMNS: &str =
-    "id, server_id, server_name, status, cloud_server, message, create_at, update_at";
+const TASK_COLUMNS: &str = "t.id, t.server_id, t.server_name, t.status, t.cloud_server, \
+     t.message, t.create_at, t.update_at, s.kind, s.last_seen_at";
 
 /// One job with its items and tasks, or `None`.
 pub async fn read_job(
@@ -56,13 +56,15 @@ pub async fn read_job(
     let base = list_item(&row)?;
     // A job's tasks share its create_at, which leads their index.
     let s = Statement::new(format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND create_at = $2 \
-         AND job_id = $3 ORDER BY position"
+        "SELECT {TASK_COLUMNS} FROM tasks t LEFT JOIN servers s \
+         ON s.project_id = t.project_id AND s.id = t.server_id \
+         WHERE t.project_id = $1 AND t.create_at = $2 AND t.job_id = $3 ORDER BY t.position"
     ))
     .bind(project.as_str())
     .bind(base.create_at)
     .bind(id);
     let mut tasks = Vec::new();
+    let now = crate::domain::now_ms();
     for t in conn.rows(s).await? {
         tasks.push(Task {
             id: t.text(0)?,
@@ -73,6 +75,10 @@ pub async fn read_job(
             message: t.text(5)?,
             create_at: t.int(6)?.to_string(),
             update_at: t.int(7)?.to_string(),
+            server_online: match t.opt_text(8)? {
+                Some(kind) => Some(crate::domain::server_online(&kind, t.opt_int(9)?, now)),
+                None => None,
+            },
         });
     }
     Ok(Some(JobDetail {
@@ -308,8 +314,7 @@ async fn list_servers(pools: &impl SqlPools, project: &ProjectId) -> StoreResult
         .map(|row| {
             let kind = row.text(2)?;
             let last_seen_at = row.opt_int(5)?;
-            let online = kind == "simulated"
-                || last_seen_at.is_some_and(|at| now - at < crate::domain::ONLINE_WITHIN_MS);
+            let online = crate::domain::server_online(&kind, last_seen_at, now);
             Ok(Server {
                 id: row.text(0)?,
                 name: row.text(1)?,

@@ -186,21 +186,27 @@ macro_rules! impl_exec {
                 s: $crate::store::shared::Statement,
             ) -> $crate::store::StoreResult<Vec<$row>> {
                 let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
-                Ok(query.fetch_all(self).await?)
+                let answer = query.fetch_all(self).await;
+                $crate::metrics::statement(&answer);
+                Ok(answer?)
             }
             async fn row(
                 &mut self,
                 s: $crate::store::shared::Statement,
             ) -> $crate::store::StoreResult<Option<$row>> {
                 let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
-                Ok(query.fetch_optional(self).await?)
+                let answer = query.fetch_optional(self).await;
+                $crate::metrics::statement(&answer);
+                Ok(answer?)
             }
             async fn run(
                 &mut self,
                 s: $crate::store::shared::Statement,
             ) -> $crate::store::StoreResult<u64> {
                 let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
-                Ok(query.execute(self).await?.rows_affected())
+                let answer = query.execute(self).await;
+                $crate::metrics::statement(&answer);
+                Ok(answer?.rows_affected())
             }
         }
     };

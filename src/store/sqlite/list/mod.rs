@@ -284,7 +284,11 @@ fn count(
     let mut sql = Sql::default();
     push_count(&mut sql, project, filter, plan);
     let mut stmt = conn.prepare_cached(&sql.text)?;
-    let n: i64 = stmt.query_row(rusqlite::params_from_iter(&sql.params), |row| row.get(0))?;
+    let n = stmt.query_row(rusqlite::params_from_iter(&sql.params), |row| {
+        row.get::<_, i64>(0)
+    });
+    crate::metrics::statement(&n);
+    let n = n?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
@@ -371,7 +375,9 @@ fn read_page(
     reversed: bool,
 ) -> rusqlite::Result<PageRead> {
     let mut stmt = conn.prepare_cached(&sql.text)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(&sql.params))?;
+    let rows = stmt.query(rusqlite::params_from_iter(&sql.params));
+    crate::metrics::statement(&rows);
+    let mut rows = rows?;
     let mut page = PageWriter::new(reversed);
     let mut total = None;
     while let Some(row) = rows.next()? {
