@@ -69,7 +69,7 @@ enum Check {
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
 
 impl ParamRule {
-    fn new(name: &str, pattern: &str) -> Result<Self, regex_syntax::Error> {
+    fn new(name: &str, pattern: &str) -> anyhow::Result<Self> {
         let hir = regex_syntax::ParserBuilder::new()
             .dot_matches_new_line(true)
             .build()
