@@ -36,8 +36,14 @@ fn parse_row(line: &str) -> Option<ReportRow> {
     })
 }
 
-/// Runs `litejobs bench` briefly (4 clients, 300 ms per query, no warm-up) with `args`.
+/// Runs `litejobs bench` briefly (4 clients, 300 ms per query, no warm-up, no fleet row)
+/// with `args`.
 fn bench(args: &[&str]) -> std::process::Output {
+    bench_with_fleet(0, args)
+}
+
+/// Runs `litejobs bench` briefly, with a fleet row of `agents` agents (none if 0).
+fn bench_with_fleet(agents: u32, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_litejobs"))
         .args([
             "bench",
@@ -47,10 +53,44 @@ fn bench(args: &[&str]) -> std::process::Output {
             "300ms",
             "--warmup",
             "0s",
+            "--agents",
+            &agents.to_string(),
+            "--fleet-idle",
+            "2s",
+            "--fleet-jobs",
+            "20",
         ])
         .args(args)
         .output()
         .expect("litejobs bench runs")
+}
+
+/// The fleet row's lines: idle statements per second, and the dispatch's p99 and
+/// undelivered jobs.
+fn fleet_numbers(stdout: &str) -> (f64, f64, u64) {
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix} in:\n{stdout}"))
+            .to_string()
+    };
+    let number_after = |text: &str, marker: &str| -> f64 {
+        let (_, rest) = text
+            .split_once(marker)
+            .unwrap_or_else(|| panic!("no {marker} in {text}"));
+        rest.split_whitespace()
+            .next()
+            .and_then(|n| n.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("no number after {marker} in {text}"))
+    };
+    let idle = line("fleet idle statements/s (40 agents)");
+    let dispatch = line("fleet dispatch (answered -> leased)");
+    (
+        number_after(&idle, ")"),
+        number_after(&dispatch, "p99"),
+        number_after(&dispatch, "jobs,") as u64,
+    )
 }
 
 /// The run's report, which it must have ended with success.
@@ -63,6 +103,78 @@ fn stdout_of(output: &std::process::Output) -> String {
         output.status
     );
     stdout.into_owned()
+}
+
+/// The fleet row: agents long-poll a real server, sit idle, then take jobs created across
+/// them; every job is delivered and the numbers are reported.
+fn assert_fleet_row(output: &std::process::Output, backend: &str) {
+    let stdout = stdout_of(output);
+    let (idle, p99_ms, undelivered) = fleet_numbers(&stdout);
+    assert!(idle >= 0.0, "{stdout}");
+    assert!(p99_ms > 0.0, "{stdout}");
+    assert_eq!(undelivered, 0, "{stdout}");
+    assert!(
+        stdout.contains("fleet errors                       0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fleet server memory (VmRSS)"), "{stdout}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("summary {backend}: ")))
+        .unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    assert!(summary.contains("| fleet 40 agents: idle "), "{summary}");
+    // Only the fleet was asked for: no query row but the floor's.
+    assert!(!stdout.contains("unfiltered limit=50"), "{stdout}");
+}
+
+#[test]
+fn the_fleet_row_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.db").display().to_string();
+    let output = bench_with_fleet(
+        40,
+        &[
+            "--backend",
+            "sqlite",
+            "--database-url",
+            &db,
+            "--only",
+            "fleet",
+            "--jobs",
+            "50",
+            "--other-projects",
+            "0",
+            "--other-jobs",
+            "0",
+        ],
+    );
+    assert_fleet_row(&output, "sqlite");
+}
+
+#[tokio::test]
+async fn the_fleet_row_on_postgresql() {
+    let Some(database) = crate::helpers::test_database().await else {
+        return;
+    };
+    let output = bench_with_fleet(
+        40,
+        &[
+            "--backend",
+            "postgres",
+            "--database-url",
+            &database.url,
+            "--only",
+            "fleet",
+            "--jobs",
+            "50",
+            "--other-projects",
+            "0",
+            "--other-jobs",
+            "0",
+        ],
+    );
+    drop(database);
+    assert_fleet_row(&output, "postgres");
 }
 
 #[test]
