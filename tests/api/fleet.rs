@@ -549,3 +549,38 @@ async fn on_postgresql_a_job_created_on_one_replica_reaches_an_agent_on_another_
     );
     agent.kill_hard().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_logs_follow_prints_a_running_commands_output_until_it_ends() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = server(dir.path(), None, None).await;
+    let client = admin(&server, dir.path());
+    register(&client, &["node-1"]).await;
+    let agent = Agent::start(&server, dir.path(), "node-1");
+    let cmd = "for i in 1 2 3 4 5; do echo line-$i; sleep 0.8; done";
+    let created = client
+        .create_job(&job("follow", "COMMON", &["node-1"], cmd), None)
+        .await
+        .expect("create");
+    let follow = tokio::process::Command::new(exe())
+        .current_dir(dir.path())
+        .args(["jobs", "logs", &created.id, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), follow)
+        .await
+        .expect("jobs logs --follow ends with the job")
+        .expect("jobs logs runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    let expected: Vec<String> = (1..=5).map(|i| format!("node-1: line-{i}")).collect();
+    assert_eq!(lines, expected, "each line once, in order:\n{printed}");
+    agent.kill_hard().await;
+}
