@@ -36,6 +36,54 @@ pub enum ClientError {
     Endpoint(String),
 }
 
+/// Longest silence of an event stream before it is taken for dead.
+pub const STREAM_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    pub event: String,
+    pub id: String,
+    pub data: String,
+}
+
+type SseStream = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// An open stream of Server-Sent Events.
+pub struct EventStream {
+    inner: SseStream,
+}
+
+impl EventStream {
+    /// The next event; `None` when the stream ended (or fell silent for
+    /// [`STREAM_SILENCE`]): reconnect with the last id to go on.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, ClientError> {
+        use futures::StreamExt;
+        match tokio::time::timeout(STREAM_SILENCE, self.inner.next()).await {
+            Err(_) | Ok(None) => Ok(None),
+            Ok(Some(Ok(e))) => Ok(Some(StreamEvent {
+                event: e.event,
+                id: e.id,
+                data: e.data,
+            })),
+            Ok(Some(Err(eventsource_stream::EventStreamError::Transport(e)))) => Err(e.into()),
+            Ok(Some(Err(e))) => Err(ClientError::Decode {
+                status: 200,
+                detail: e.to_string(),
+            }),
+        }
+    }
+}
+
 /// A raw answer: status, headers and body.
 #[derive(Debug)]
 pub struct RawResponse {
@@ -192,6 +240,61 @@ impl Client {
         body: Option<Vec<u8>>,
         extra_headers: &[(&str, &str)],
     ) -> Result<RawResponse, ClientError> {
+        let response = self
+            .signed(method, path, query, body, extra_headers)
+            .send()
+            .await?;
+        Ok(RawResponse {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await?,
+        })
+    }
+
+    /// Opens a stream of Server-Sent Events at `path` (signed like any call), after the
+    /// event `last_event_id` when given. The stream has no overall time limit: the server
+    /// sends a comment every 15 s, and [`EventStream::next`] gives up after
+    /// [`STREAM_SILENCE`] without any byte.
+    pub async fn events(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        last_event_id: Option<i64>,
+    ) -> Result<EventStream, ClientError> {
+        let last = last_event_id.map(|id| id.to_string());
+        let mut headers = vec![("Accept", "text/event-stream")];
+        if let Some(id) = &last {
+            headers.push(("Last-Event-ID", id.as_str()));
+        }
+        let response = self
+            .signed(Method::GET, path, query, None, &headers)
+            .timeout(std::time::Duration::from_secs(100 * 365 * 24 * 3600))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let raw = RawResponse {
+                status,
+                headers: response.headers().clone(),
+                body: response.bytes().await?,
+            };
+            return Err(raw.api_error());
+        }
+        use eventsource_stream::Eventsource;
+        Ok(EventStream {
+            inner: Box::pin(response.bytes_stream().eventsource()),
+        })
+    }
+
+    /// A signed request, ready to send.
+    fn signed(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
         let query = sign::query_string(query);
         let body = body.unwrap_or_default();
         let content_type = if method == Method::GET {
@@ -235,12 +338,7 @@ impl Client {
         if !body.is_empty() {
             request = request.body(body);
         }
-        let response = request.send().await?;
-        Ok(RawResponse {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: response.bytes().await?,
-        })
+        request
     }
 
     fn json_body<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {

@@ -97,6 +97,15 @@ pub struct ServeConfig {
     #[arg(long, env = "LITEJOBS_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
 
+    /// How long the audit trail keeps its records (e.g. `90d`).
+    #[arg(long, env = "LITEJOBS_AUDIT_RETENTION", default_value = "90d", value_parser = parse_interval)]
+    pub audit_retention: Duration,
+
+    /// Serve `/metrics` on this address (e.g. `127.0.0.1:9464`) instead of the API's, so
+    /// that it can stay off the public port.
+    #[arg(long, env = "LITEJOBS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Requests per second allowed to one access key or user; 0 turns the limit off.
     #[arg(long, env = "LITEJOBS_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,

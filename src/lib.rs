@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -18,5 +19,6 @@ pub mod sign;
 pub mod store;
 pub mod templates;
 pub mod testkit;
+pub mod watch;
 pub mod wire;
 pub mod worker;

@@ -22,9 +22,13 @@ use crate::worker::{self, SimulationConfig};
 /// A server that has bound its address and is ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// The listener of `/metrics`, when it has an address of its own.
+    metrics: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
     state: AppState,
     config: ServeConfig,
+    /// The audit writer, which ends once the API is gone and its records are written.
+    audit_writer: tokio::task::JoinHandle<()>,
 }
 
 fn simulation(config: &ServeConfig) -> SimulationConfig {
@@ -122,7 +126,16 @@ impl Server {
             body_timeout: config.body_timeout,
             max_body_memory: config.max_body_memory,
             agent_lease: config.agent_lease,
+            metrics_elsewhere: config.metrics_addr.is_some(),
             ..ApiConfig::default()
+        };
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for /metrics"))?,
+            ),
+            None => None,
         };
         if tls.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(
@@ -132,19 +145,28 @@ impl Server {
                  loopback behind a TLS-terminating proxy"
             );
         }
+        let (audit, audit_writer) = crate::audit::AuditLog::start(store.clone());
         Ok(Self {
             listener,
+            metrics,
             tls,
             state: AppState {
                 sealer: sealer.map(std::sync::Arc::new),
+                audit,
                 ..AppState::new(store, templates, api)
             },
             config,
+            audit_writer,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address `/metrics` is served on, when it is not the API's.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -162,13 +184,18 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let retention = worker::Retention {
+            deleted_jobs: self.config.retention,
+            idempotency_window: self.state.config.idempotency_window,
+            audit: self.config.audit_retention,
+        };
         workers.spawn(worker::run_retention(
             store.clone(),
-            self.config.retention,
-            self.state.config.idempotency_window,
+            retention,
             self.config.purge_interval,
             shutdown.clone(),
         ));
+        workers.spawn(worker::run_gauges(store.clone(), shutdown.clone()));
         workers.spawn(worker::run_stall_sweeper(
             store.clone(),
             self.config.task_start_timeout,
@@ -181,6 +208,21 @@ impl Server {
         ));
         if let Some(tls) = &self.tls {
             workers.spawn(tls.clone().watch(shutdown.clone()));
+        }
+        if let Some(listener) = self.metrics {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            let app = axum::Router::new().route("/metrics", axum::routing::get(http::metrics));
+            let limits = ConnectionLimits {
+                header_timeout: self.config.header_timeout,
+                max_connections: 64,
+            };
+            let stop = shutdown.clone();
+            workers.spawn(async move {
+                if let Err(e) = http::server::serve(listener, app, limits, None, stop).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
         }
         workers.spawn(log_abuse(
             self.state.authenticator.clone(),
@@ -200,18 +242,27 @@ impl Server {
                 .max_connections
                 .map_or_else(crate::config::default_max_connections, |n| n as usize),
         };
-        let mut state = self.state;
-        state.shutdown = shutdown.clone();
+        let state = self.state.until(shutdown.clone());
         let app = http::router(state);
         http::server::serve(self.listener, app, limits, self.tls, shutdown.clone())
             .await
             .context("server failed")?;
         shutdown.cancel();
         while workers.join_next().await.is_some() {}
+        // The API is gone with its references to the audit log: what is queued is written.
+        if tokio::time::timeout(AUDIT_FLUSH, self.audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the audit trail's last records were not all written in time");
+        }
         tracing::info!("litejobs stopped");
         Ok(())
     }
 }
+
+/// How long a stopping server waits for its last audit records to be written.
+const AUDIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often failed authentications and throttled requests are summed up in the log.
 const ABUSE_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

@@ -150,23 +150,86 @@ pub async fn run_simulation(
 /// `every` until `shutdown`.
 pub async fn run_retention(
     store: Arc<dyn Store>,
-    retention: Duration,
-    idempotency_window: Duration,
+    retention: Retention,
     every: Duration,
     shutdown: CancellationToken,
 ) {
+    let before = |now: i64, d: Duration| {
+        now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let now = now_ms();
-        let deleted_before = now - retention.as_millis() as i64;
-        let keys_before = now - idempotency_window.as_millis() as i64;
+        let deleted_before = before(now, retention.deleted_jobs);
+        let keys_before = before(now, retention.idempotency_window);
         match store.purge(deleted_before, keys_before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "purged deleted jobs past retention"),
             Err(e) => tracing::warn!(error = ?e, "retention purge failed"),
+        }
+        let events_before = before(now, EVENT_RETENTION);
+        let audit_before = before(now, retention.audit);
+        if let Err(e) = store.purge_activity(events_before, audit_before).await {
+            tracing::warn!(error = ?e, "purging old job events and audit records failed");
+        }
+    }
+}
+
+/// How long what is kept is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Deleted jobs.
+    pub deleted_jobs: Duration,
+    /// Idempotency keys (and expired tokens after it).
+    pub idempotency_window: Duration,
+    /// Audit records.
+    pub audit: Duration,
+}
+
+/// How long job events are kept for watchers that resume.
+pub const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How often the gauges of the fleet and the pools are read.
+const GAUGES_EVERY: Duration = Duration::from_secs(15);
+
+/// Keeps the gauges of running tasks, agents online per project and the database pools
+/// current, every [`GAUGES_EVERY`].
+pub async fn run_gauges(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut projects: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        let now = now_ms();
+        match store
+            .fleet_gauges(now, now - crate::domain::ONLINE_WITHIN_MS)
+            .await
+        {
+            Ok(g) => {
+                use crate::metrics::{AGENTS_ONLINE, TASKS_RUNNING};
+                metrics::gauge!(TASKS_RUNNING, "state" => "waiting").set(g.waiting as f64);
+                metrics::gauge!(TASKS_RUNNING, "state" => "leased").set(g.leased as f64);
+                metrics::gauge!(TASKS_RUNNING, "state" => "simulated").set(g.simulated as f64);
+                let online: std::collections::HashSet<String> =
+                    g.agents_online.iter().map(|(p, _)| p.clone()).collect();
+                for gone in projects.difference(&online) {
+                    metrics::gauge!(AGENTS_ONLINE, "project" => gone.clone()).set(0.0);
+                }
+                for (project, n) in g.agents_online {
+                    metrics::gauge!(AGENTS_ONLINE, "project" => project).set(n as f64);
+                }
+                projects.extend(online);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the fleet's gauges"),
+        }
+        for pool in store.pool_use() {
+            let gauge = |state: &'static str| metrics::gauge!(crate::metrics::DB_CONNECTIONS, "pool" => pool.pool, "state" => state);
+            gauge("idle").set(pool.idle as f64);
+            gauge("in_use").set(pool.in_use as f64);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(GAUGES_EVERY) => {}
         }
     }
 }

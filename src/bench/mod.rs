@@ -283,7 +283,10 @@ async fn bench_server(
     let workdir = new_temp_dir("litejobs-bench-server")?;
     let admin = workdir.join("server-admin.json").display().to_string();
     let flags = ["--bench-floor", "--admin-credentials", admin.as_str()];
-    let server = match ServerProcess::serve(exe, &workdir, &db.url, &flags).await {
+    // The data set's running tasks were never leased: the server would end them as stalled
+    // while it is measured. (An environment variable, which older builds ignore.)
+    let env = [("LITEJOBS_TASK_START_TIMEOUT", "36500d")];
+    let server = match ServerProcess::serve_with_env(exe, &workdir, &db.url, &flags, &env).await {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&workdir);

@@ -73,3 +73,34 @@ pub fn note_cache_delay() {
          (serve --auth-cache-ttl, default 5s)"
     );
 }
+
+/// Records an administration command in the audit trail (as `cli`, by the operating
+/// system's user), whether it succeeded or not. A record that cannot be written is a
+/// warning: the command's own outcome stands.
+pub async fn record_admin(
+    store: &dyn Store,
+    action: &str,
+    resources: Vec<String>,
+    outcome: &anyhow::Result<()>,
+) {
+    let who = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| crate::audit::UNKNOWN.to_string());
+    let record = store::AuditRecord {
+        at: crate::domain::now_ms(),
+        project_id: None,
+        user_id: "cli".to_string(),
+        user_name: who,
+        access_key: None,
+        action: action.to_string(),
+        resources,
+        source: "cli".to_string(),
+        request_id: uuid::Uuid::new_v4().simple().to_string(),
+        outcome: if outcome.is_ok() { "success" } else { "failed" }.to_string(),
+        status: 0,
+        error_code: None,
+    };
+    if let Err(e) = store.record_audit(&[record]).await {
+        eprintln!("warning: cannot record this command in the audit trail: {e}");
+    }
+}

@@ -187,10 +187,55 @@ fn user_json(u: &UserRecord) -> serde_json::Value {
     json!({"id": u.id, "name": u.name, "has_password": u.password_hash.is_some(), "create_at": u.create_at})
 }
 
-/// Runs an `iam` command.
+/// The audited action of an `iam` command, and what it names (never a secret), when it
+/// changes something.
+fn audited(command: &IamCommand) -> Option<(&'static str, Vec<String>)> {
+    let names = |v: &[&String]| v.iter().map(|s| s.to_string()).collect();
+    Some(match command {
+        IamCommand::Project(ProjectCommand::Create { name, .. }) => {
+            ("iam.project.create", names(&[name]))
+        }
+        IamCommand::User(UserCommand::Create { name, .. }) => ("iam.user.create", names(&[name])),
+        IamCommand::User(UserCommand::Delete { name }) => ("iam.user.delete", names(&[name])),
+        IamCommand::User(UserCommand::SetPassword { name, .. }) => {
+            ("iam.user.set_password", names(&[name]))
+        }
+        IamCommand::Key(KeyCommand::Create { user, .. }) => ("iam.key.create", names(&[user])),
+        IamCommand::Key(KeyCommand::Delete { access_key }) => {
+            ("iam.key.delete", names(&[access_key]))
+        }
+        IamCommand::Policy(PolicyCommand::Put { name, .. }) => ("iam.policy.put", names(&[name])),
+        IamCommand::Policy(PolicyCommand::Delete { name }) => ("iam.policy.delete", names(&[name])),
+        IamCommand::Grant {
+            user,
+            project,
+            policy,
+        } => ("iam.grant", names(&[user, project, policy])),
+        IamCommand::Revoke {
+            user,
+            project,
+            policy,
+        } => ("iam.revoke", names(&[user, project, policy])),
+        IamCommand::Token(TokenCommand::RevokeUser { user }) => {
+            ("iam.token.revoke_user", names(&[user]))
+        }
+        IamCommand::Profile { user, project, .. } => ("iam.profile", names(&[user, project])),
+        _ => return None,
+    })
+}
+
+/// Runs an `iam` command, recording it in the audit trail when it changes something.
 pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
     let store = open(&args.database).await?;
-    let store = store.as_ref();
+    let audit = audited(&args.command);
+    let outcome = iam_command(store.as_ref(), args).await;
+    if let Some((action, resources)) = audit {
+        super::admin::record_admin(store.as_ref(), action, resources, &outcome).await;
+    }
+    outcome
+}
+
+async fn iam_command(store: &dyn Store, args: IamArgs) -> anyhow::Result<()> {
     let sealer = crate::secrets::Sealer::for_database(&args.database.database_url)?;
     let sealer = sealer.as_ref();
     let format = args.output.output;

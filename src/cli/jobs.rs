@@ -44,6 +44,9 @@ pub enum JobsCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Print the changes of a job, or of the project's jobs matching the filters, as they
+    /// come (until the job is deleted, or Ctrl-C).
+    Watch(super::watch::WatchArgs),
     /// Print the output of a job's tasks, as their agents uploaded it (its tail).
     Logs {
         /// Job id.
@@ -369,6 +372,7 @@ pub async fn run_jobs(args: JobsArgs) -> anyhow::Result<()> {
             let answer = wait_for_job(&client, &id, timeout).await?;
             print_answer(format, &answer, job_detail_table)?;
         }
+        JobsCommand::Watch(watch) => super::watch::run_watch(&client, watch, format).await?,
         JobsCommand::Logs { id, server, follow } => {
             print_logs(&client, &id, server.as_deref(), follow).await?;
         }

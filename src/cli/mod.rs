@@ -7,12 +7,14 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod connect;
 pub mod iam;
 pub mod jobs;
 pub mod output;
 pub mod servers;
 pub mod templates;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +50,8 @@ pub enum Command {
     Iam(iam::IamArgs),
     /// Lite Servers registered in a project (on the database).
     Servers(servers::ServersArgs),
+    /// The audit trail: who changed what, from where (on the database).
+    Audit(audit::AuditArgs),
     /// Run the node agent of one Lite Server: lease its tasks, run them, report results.
     Agent(AgentArgs),
 }
@@ -176,6 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Templates(args) => Ok(report(templates::run_templates(args).await)),
         Command::Iam(args) => Ok(report(iam::run_iam(args).await)),
         Command::Servers(args) => Ok(report(servers::run_servers(args).await)),
+        Command::Audit(args) => Ok(report(audit::run_audit(args).await)),
         Command::Agent(args) => {
             init_logging(args.log_format == "json");
             crate::domain::ids::bounded("server-id", &args.server_id)?;

@@ -75,10 +75,23 @@ pub enum ServersCommand {
     },
 }
 
-/// Runs a `servers` command.
+/// Runs a `servers` command, recording it in the audit trail when it changes something.
 pub async fn run_servers(args: ServersArgs) -> anyhow::Result<()> {
     let store = open(&args.database).await?;
-    let store = store.as_ref();
+    let audit = match &args.command {
+        ServersCommand::Add { project, id, .. } => Some(("server.add", project, id)),
+        ServersCommand::Remove { project, id } => Some(("server.remove", project, id)),
+        ServersCommand::List { .. } => None,
+    }
+    .map(|(action, project, id)| (action, vec![project.clone(), id.clone()]));
+    let outcome = servers_command(store.as_ref(), args).await;
+    if let Some((action, resources)) = audit {
+        super::admin::record_admin(store.as_ref(), action, resources, &outcome).await;
+    }
+    outcome
+}
+
+async fn servers_command(store: &dyn crate::store::Store, args: ServersArgs) -> anyhow::Result<()> {
     let format = args.output.output;
     match args.command {
         ServersCommand::Add {

@@ -17,6 +17,20 @@ pub struct JobFilter {
 }
 
 impl JobFilter {
+    /// True when `item` (of a job with this `visible`) passes every filter set, as the list
+    /// would have it.
+    pub fn matches(&self, item: &crate::wire::JobListItem, visible: bool) -> bool {
+        self.id.as_ref().is_none_or(|id| *id == item.id)
+            && self.name.as_ref().is_none_or(|name| {
+                item.name
+                    .to_ascii_lowercase()
+                    .contains(&name.to_ascii_lowercase())
+            })
+            && self.job_type.as_ref().is_none_or(|t| *t == item.job_type)
+            && self.status.is_none_or(|s| s.as_str() == item.status)
+            && self.visible.is_none_or(|v| v == visible)
+    }
+
     /// True when no job can match: an `id` or `name` holding U+0000, which no stored text
     /// holds.
     pub fn matches_nothing(&self) -> bool {

@@ -29,8 +29,10 @@ use super::error::ApiError;
 use super::extract::read_body;
 use super::lockout::FailureTracker;
 use super::AppState;
+use crate::audit;
 use crate::domain::permission::allows;
 use crate::domain::{Action, ProjectId};
+use crate::metrics::AuthFailure;
 use crate::sign::{self, Authorization, RequestParts};
 use crate::store::{AccessKeyRecord, Store, TokenRecord};
 
@@ -43,6 +45,8 @@ pub struct Caller {
     pub user_id: String,
     pub user_name: String,
     pub project: ProjectId,
+    /// The access key the request was signed with (none for a token).
+    pub access_key: Option<String>,
     actions: Arc<Vec<String>>,
 }
 
@@ -259,6 +263,7 @@ impl Authenticator {
             return Ok(());
         };
         limiter.check_key(&key.to_string()).map_err(|not_until| {
+            crate::metrics::rate_limited();
             self.failures
                 .counters
                 .throttled
@@ -275,11 +280,16 @@ impl Authenticator {
     /// True while `credential` is locked out at `addr` after repeated failures (or `addr`
     /// failed too often).
     pub fn locked(&self, credential: &str, addr: IpAddr) -> bool {
-        self.failures.locked(credential, addr)
+        let locked = self.failures.locked(credential, addr);
+        if locked {
+            crate::metrics::auth_lockout();
+        }
+        locked
     }
 
-    /// Counts a failed attempt with `credential` from `addr`.
-    pub fn record_failure(&self, credential: &str, addr: IpAddr) {
+    /// Counts a failed attempt (of `kind`) with `credential` from `addr`.
+    pub fn record_failure(&self, kind: AuthFailure, credential: &str, addr: IpAddr) {
+        crate::metrics::auth_failure(kind);
         self.failures.failed(credential, addr);
     }
 
@@ -303,6 +313,8 @@ struct Identity {
     token_project: Option<String>,
     /// Rate-limit key.
     limit_key: String,
+    /// The access key a signature was made with.
+    access_key: Option<String>,
 }
 
 fn header_pairs(parts: &Parts) -> Vec<(String, String)> {
@@ -332,14 +344,14 @@ async fn verify_signature(
     let authn = &state.authenticator;
     let peer = peer_ip(parts);
     let Some(auth) = Authorization::parse(raw_auth) else {
-        authn.record_failure("", peer);
+        authn.record_failure(AuthFailure::Malformed, "", peer);
         return Err(ApiError::Unauthenticated);
     };
     if authn.locked(&auth.access_key, peer) || authn.refuses_demo(Some(&auth.access_key), None) {
         return Err(ApiError::Unauthenticated);
     }
     let fail = || {
-        authn.record_failure(&auth.access_key, peer);
+        authn.record_failure(AuthFailure::Signature, &auth.access_key, peer);
         ApiError::Unauthenticated
     };
     let signed = |h: &str| auth.signed_headers.iter().any(|s| s == h);
@@ -389,6 +401,7 @@ async fn verify_signature(
                 user_name: key.user_name,
                 token_project: None,
                 limit_key: format!("ak:{}", key.access_key),
+                access_key: Some(key.access_key),
             })
         }
         _ => Err(fail()),
@@ -414,9 +427,10 @@ async fn verify_token(state: &AppState, token: &str, peer: IpAddr) -> Result<Ide
             user_id: t.user_id,
             user_name: t.user_name,
             token_project: Some(t.project_id),
+            access_key: None,
         }),
         None => {
-            authn.record_failure(&hash, peer);
+            authn.record_failure(AuthFailure::Token, &hash, peer);
             Err(ApiError::Unauthenticated)
         }
     }
@@ -441,21 +455,28 @@ fn path_project(path: &str) -> Result<ProjectId, ApiError> {
     Ok(ProjectId::parse(&decoded)?)
 }
 
-async fn authenticate_parts(
-    state: &AppState,
-    parts: &Parts,
-    body: &[u8],
-) -> Result<Caller, ApiError> {
-    let identity = if let Some(raw) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+/// Who signed or presented a token for the request.
+async fn identify(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Identity, ApiError> {
+    if let Some(raw) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let raw = raw.to_str().map_err(|_| ApiError::Unauthenticated)?;
-        verify_signature(state, parts, body, raw).await?
+        verify_signature(state, parts, body, raw).await
     } else if let Some(token) = parts.headers.get("x-auth-token") {
         let token = token.to_str().map_err(|_| ApiError::Unauthenticated)?;
-        verify_token(state, token.trim(), peer_ip(parts)).await?
+        verify_token(state, token.trim(), peer_ip(parts)).await
     } else {
-        state.authenticator.record_failure("", peer_ip(parts));
-        return Err(ApiError::Unauthenticated);
-    };
+        state
+            .authenticator
+            .record_failure(AuthFailure::Missing, "", peer_ip(parts));
+        Err(ApiError::Unauthenticated)
+    }
+}
+
+/// The caller `identity` is in the request's project, within its rate.
+async fn authorize(
+    state: &AppState,
+    parts: &Parts,
+    identity: Identity,
+) -> Result<Caller, ApiError> {
     state.authenticator.check_rate(&identity.limit_key)?;
 
     let project = path_project(parts.uri.path())?;
@@ -484,8 +505,15 @@ async fn authenticate_parts(
         user_id: identity.user_id,
         user_name: identity.user_name,
         project,
+        access_key: identity.access_key,
         actions,
     })
+}
+
+/// The access key named by a request's `Authorization` header, if any (its id only).
+fn presented_key(parts: &Parts) -> Option<String> {
+    let raw = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    Authorization::parse(raw.to_str().ok()?).map(|a| a.access_key)
 }
 
 /// Middleware of every project-scoped API route: buffers the body (it is signed), checks the
@@ -497,13 +525,33 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         Ok(read) => read,
         Err(e) => return e.into_response(),
     };
-    match authenticate_parts(&state, &parts, &body).await {
+    let identity = match identify(&state, &parts, &body).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            let mut response = e.into_response();
+            response.extensions_mut().insert(audit::Identity {
+                project_id: path_project(parts.uri.path()).ok().map(|p| p.to_string()),
+                access_key: presented_key(&parts),
+                ..audit::Identity::default()
+            });
+            return response;
+        }
+    };
+    let known = audit::Identity {
+        user_id: Some(identity.user_id.clone()),
+        user_name: Some(identity.user_name.clone()),
+        project_id: path_project(parts.uri.path()).ok().map(|p| p.to_string()),
+        access_key: identity.access_key.clone(),
+    };
+    let mut response = match authorize(&state, &parts, identity).await {
         Ok(caller) => {
             parts.extensions.insert(caller);
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
         Err(e) => e.into_response(),
-    }
+    };
+    response.extensions_mut().insert(known);
+    response
 }
 
 #[cfg(test)]

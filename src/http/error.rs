@@ -76,10 +76,18 @@ pub enum ApiError {
     /// many request bodies in flight); not logged one by one.
     #[error("The service is temporarily unavailable: {0}.")]
     Overloaded(&'static str),
+    /// 503 `ModelArts.0013` from `/ready`: why this server is not ready.
+    #[error("Not ready: {0}.")]
+    NotReady(String),
     /// 500 `ModelArts.0010`.
     #[error("Internal error.")]
     Internal(#[source] anyhow::Error),
 }
+
+/// The `error_code` of an error answer, kept in its extensions for the access log, the
+/// metrics and the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 impl ApiError {
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
@@ -99,7 +107,7 @@ impl ApiError {
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "ModelArts.0107"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "ModelArts.0102"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "ModelArts.0103"),
-            Self::Unavailable(_) | Self::Overloaded(_) => {
+            Self::Unavailable(_) | Self::Overloaded(_) | Self::NotReady(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "ModelArts.0013")
             }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ModelArts.0010"),
@@ -141,12 +149,15 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match self {
             Self::Throttled { retry_after_secs } => Some(retry_after_secs.max(1)),
-            Self::Unavailable(_) | Self::Overloaded(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Unavailable(_) | Self::Overloaded(_) | Self::NotReady(_) => {
+                Some(UNAVAILABLE_RETRY_AFTER_SECS)
+            }
             _ => None,
         };
         // The rest of a body not read keeps the connection from serving another request.
         let close = matches!(self, Self::BodyTimeout(_) | Self::BodyTooLarge);
         let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(code));
         if close {
             response
                 .headers_mut()

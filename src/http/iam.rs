@@ -16,6 +16,7 @@ use super::extract::{parse_json, read_body};
 use super::AppState;
 use crate::domain::ids::holds_nul;
 use crate::domain::now_ms;
+use crate::metrics::AuthFailure;
 
 #[derive(Deserialize)]
 struct TokenRequest {
@@ -118,7 +119,7 @@ pub async fn issue_token(
         .as_ref()
         .is_some_and(|u| authn.refuses_demo_password(&u.name, &password.user.password));
     let Some(user) = user.filter(|_| verified && !public) else {
-        authn.record_failure(&limit_key, peer);
+        authn.record_failure(AuthFailure::Password, &limit_key, peer);
         return Err(ApiError::Unauthenticated);
     };
     authn.succeeded(&limit_key, peer);
@@ -174,6 +175,12 @@ pub async fn issue_token(
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     let value = HeaderValue::from_str(&token).map_err(ApiError::internal)?;
     response.headers_mut().insert("x-subject-token", value);
+    response.extensions_mut().insert(crate::audit::Identity {
+        user_id: Some(user.id.clone()),
+        user_name: Some(user.name.clone()),
+        project_id: Some(project.id.clone()),
+        access_key: None,
+    });
     Ok(response)
 }
 
@@ -182,7 +189,7 @@ pub async fn issue_token(
 pub async fn revoke_token(
     State(state): State<AppState>,
     parts: Parts,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let headers = &parts.headers;
     let header = |name: &str| {
         headers
@@ -200,11 +207,20 @@ pub async fn revoke_token(
         ));
     }
     let hash = token_hash(subject);
-    if state.store.find_token(&hash, now_ms()).await?.is_none() {
-        state.authenticator.record_failure(&hash, peer_ip(&parts));
+    let Some(token) = state.store.find_token(&hash, now_ms()).await? else {
+        state
+            .authenticator
+            .record_failure(AuthFailure::Token, &hash, peer_ip(&parts));
         return Err(ApiError::Unauthenticated);
-    }
+    };
     state.store.revoke_token(&hash, now_ms()).await?;
     state.authenticator.forget_token(&hash);
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.extensions_mut().insert(crate::audit::Identity {
+        user_id: Some(token.user_id),
+        user_name: Some(token.user_name),
+        project_id: Some(token.project_id),
+        access_key: None,
+    });
+    Ok(response)
 }

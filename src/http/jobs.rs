@@ -7,12 +7,13 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_json, query_pairs, ApiPath};
 use super::AppState;
+use crate::audit::Resources;
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::ids::{bounded, holds_nul, lookup, new_id, simple_name};
 use crate::domain::{now_ms, Action, Invalid};
@@ -108,7 +109,7 @@ pub async fn create_job(
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<JobDetail>, ApiError> {
+) -> Result<(Extension<Resources>, Json<JobDetail>), ApiError> {
     caller.require(Action::CreateJob)?;
     let req: JobCreateRequest = parse_json(&body)?;
     validate_create(&req)?;
@@ -148,7 +149,7 @@ pub async fn create_job(
         .store
         .create_job(&caller.project, job, idempotency)
         .await?;
-    Ok(Json(detail))
+    Ok((Extension(Resources(vec![detail.id.clone()])), Json(detail)))
 }
 
 /// `GET /v1/{project_id}/dev-servers/jobs/{id}`: one job with its items and tasks.
@@ -175,7 +176,7 @@ pub async fn delete_jobs(
     State(state): State<AppState>,
     caller: Caller,
     body: Bytes,
-) -> Result<Json<Page<JobListItem>>, ApiError> {
+) -> Result<(Extension<Resources>, Json<Page<JobListItem>>), ApiError> {
     caller.require(Action::DeleteJobs)?;
     let req: DeleteJobsRequest = parse_json(&body)?;
     if req.job_ids.is_empty() || req.job_ids.len() > MAX_IDS_PER_DELETE {
@@ -195,11 +196,15 @@ pub async fn delete_jobs(
     ids.sort();
     ids.dedup();
     if ids.is_empty() {
-        return Ok(Json(Page::whole(Vec::new())));
+        return Ok((
+            Extension(Resources::default()),
+            Json(Page::whole(Vec::new())),
+        ));
     }
     let deleted = state
         .store
         .delete_jobs(&caller.project, &ids, now_ms())
         .await?;
-    Ok(Json(Page::whole(deleted)))
+    let found = Resources(deleted.iter().map(|j| j.id.clone()).collect());
+    Ok((Extension(found), Json(Page::whole(deleted))))
 }

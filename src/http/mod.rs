@@ -15,6 +15,7 @@ pub mod lockout;
 pub mod server;
 mod templates;
 pub mod tls;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,9 +26,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tracing::Instrument;
 
 use self::auth::{AuthConfig, Authenticator};
-use self::error::{ApiError, REQUEST_ID};
+use self::error::{ApiError, ErrorCode, REQUEST_ID};
 use self::extract::BodyLimits;
 use crate::store::Store;
 use crate::templates::TemplateCatalog;
@@ -55,6 +57,8 @@ pub struct ApiConfig {
     pub max_body_memory: usize,
     /// How long an agent's lease of a task lasts unless renewed.
     pub agent_lease: std::time::Duration,
+    /// `/metrics` is served on an address of its own (`--metrics-addr`), not the API's.
+    pub metrics_elsewhere: bool,
 }
 
 impl Default for ApiConfig {
@@ -74,6 +78,7 @@ impl Default for ApiConfig {
             body_timeout: std::time::Duration::from_secs(30),
             max_body_memory: 256 * 1024 * 1024,
             agent_lease: std::time::Duration::from_secs(30),
+            metrics_elsewhere: false,
         }
     }
 }
@@ -93,20 +98,34 @@ pub struct AppState {
     pub bodies: BodyLimits,
     /// Registered servers and when they were last heard from, between database writes.
     pub fleet: Arc<crate::fleet::Fleet>,
+    /// This replica's reader of job events, for the live watch.
+    pub watch: Arc<crate::watch::Hub>,
+    /// Where audit records go.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, templates: TemplateCatalog, config: ApiConfig) -> Self {
+        let shutdown = tokio_util::sync::CancellationToken::new();
         Self {
             authenticator: Arc::new(Authenticator::new(&config.auth)),
             bodies: BodyLimits::new(config.body_timeout, config.max_body_memory),
             fleet: Arc::default(),
+            watch: crate::watch::Hub::new(store.clone(), shutdown.clone()),
+            audit: crate::audit::AuditLog::start(store.clone()).0,
             store,
             templates: Arc::new(templates),
             config: Arc::new(config),
-            shutdown: tokio_util::sync::CancellationToken::new(),
+            shutdown,
             sealer: None,
         }
+    }
+
+    /// The same state, whose long polls and streams end when `shutdown` is cancelled.
+    pub fn until(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        self.watch = crate::watch::Hub::new(self.store.clone(), shutdown.clone());
+        self.shutdown = shutdown;
+        self
     }
 }
 
@@ -122,6 +141,14 @@ pub fn router(state: AppState) -> Router {
                 .delete(jobs::delete_jobs),
         )
         .route("/v1/{project_id}/dev-servers/jobs/{id}", get(jobs::get_job))
+        .route(
+            "/v1/{project_id}/dev-servers/jobs/events",
+            get(watch::watch_jobs),
+        )
+        .route(
+            "/v1/{project_id}/dev-servers/jobs/{id}/events",
+            get(watch::watch_job),
+        )
         .route(
             "/v1/{project_id}/dev-servers/jobs/templates",
             get(templates::list_templates),
@@ -171,7 +198,8 @@ pub fn router(state: AppState) -> Router {
             post(iam::issue_token).delete(iam::revoke_token),
         )
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
+        .merge(metrics_route(&state.config))
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api)
         // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error
@@ -179,7 +207,10 @@ pub fn router(state: AppState) -> Router {
         // between the two in plain text.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
@@ -205,55 +236,141 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `/metrics` on the API's address, unless it has an address of its own.
+fn metrics_route(config: &ApiConfig) -> Router<AppState> {
+    if config.metrics_elsewhere {
+        Router::new()
+    } else {
+        Router::new().route("/metrics", get(metrics))
+    }
+}
+
+/// Readiness: 200 when the database answers and holds every migration of this server;
+/// else 503 with the reason.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.readiness().await {
+        Ok(None) => Json(serde_json::json!({"status": "ready", "backend": state.store.backend()}))
+            .into_response(),
+        Ok(Some(reason)) => ApiError::NotReady(reason).into_response(),
+        Err(e) => ApiError::NotReady(format!("the database does not answer: {e}")).into_response(),
+    }
+}
+
 /// Prometheus metrics, in its text format.
-async fn metrics() -> Response {
-    match crate::metrics::handle() {
-        Some(handle) => (
+pub async fn metrics() -> Response {
+    match crate::metrics::render() {
+        Some(text) => (
             [(
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            handle.render(),
+            text,
         )
             .into_response(),
         None => ApiError::NoSuchApi.into_response(),
     }
 }
 
-/// Gives every request an id (answered in `X-Request-Id`, and in error bodies), refuses
-/// oversized URIs, and logs one line per request.
-async fn request_context(request: Request, next: Next) -> Response {
+/// Gives every request an id (answered in `X-Request-Id`, and in error bodies, and carried
+/// by every log line the request causes), refuses oversized URIs, counts the request in the
+/// metrics by its route template, records it in the audit trail when it changed something
+/// or failed to authenticate, and logs one line per request.
+async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str())
+        .to_string();
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(String::new, |c| c.0.ip().to_string());
     let uri_len = request.uri().to_string().len();
     let headers = request.headers().len();
+    let span = tracing::info_span!("request", request_id = %id);
     let mut response = REQUEST_ID
-        .scope(id.clone(), async move {
-            if uri_len > MAX_URI_BYTES {
-                ApiError::UriTooLong.into_response()
-            } else if headers > MAX_HEADERS {
-                ApiError::TooManyHeaders.into_response()
-            } else {
-                next.run(request).await
+        .scope(
+            id.clone(),
+            async move {
+                if uri_len > MAX_URI_BYTES {
+                    ApiError::UriTooLong.into_response()
+                } else if headers > MAX_HEADERS {
+                    ApiError::TooManyHeaders.into_response()
+                } else {
+                    next.run(request).await
+                }
             }
-        })
+            .instrument(span),
+        )
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
     let status = response.status();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    crate::metrics::http_request(&route, method.as_str(), status.as_u16(), elapsed);
+    let error_code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+    audit_request(
+        &state,
+        &response,
+        (&method, &route, &path),
+        (&id, &source, error_code),
+    );
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     // 401 and 429 are summarised by `serve` (counted in the authenticator), not logged one by
     // one: a flood of them must not flood the log.
     let summarised = status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS;
-    if status.is_server_error() {
-        tracing::warn!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
-    } else if status.is_client_error() && !summarised {
-        tracing::info!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
+    let status = status.as_u16();
+    if status >= 500 {
+        tracing::warn!(%method, route, path, status, error_code, elapsed_ms, request_id = id, "request");
+    } else if status >= 400 && !summarised {
+        tracing::info!(%method, route, path, status, error_code, elapsed_ms, request_id = id, "request");
     } else {
-        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms, request_id = id, "request");
+        tracing::debug!(%method, route, path, status, elapsed_ms, request_id = id, "request");
     }
     response
+}
+
+/// Records the request in the audit trail when its action changes something, or when its
+/// authentication failed.
+fn audit_request(
+    state: &AppState,
+    response: &Response,
+    (method, route, path): (&axum::http::Method, &str, &str),
+    (request_id, source, error_code): (&str, &str, Option<&'static str>),
+) {
+    let status = response.status().as_u16();
+    let action = match crate::audit::action_of(method.as_str(), route) {
+        Some(action) => action,
+        None if status == 401 => "authenticate",
+        None => return,
+    };
+    let who = response
+        .extensions()
+        .get::<crate::audit::Identity>()
+        .cloned()
+        .unwrap_or_default();
+    let mut resources = crate::audit::path_ids(route, path);
+    if let Some(found) = response.extensions().get::<crate::audit::Resources>() {
+        resources.extend(found.0.iter().cloned());
+    }
+    let unknown = || crate::audit::UNKNOWN.to_string();
+    state.audit.record(crate::store::AuditRecord {
+        at: crate::domain::now_ms(),
+        project_id: who.project_id,
+        user_id: who.user_id.unwrap_or_else(unknown),
+        user_name: who.user_name.unwrap_or_else(unknown),
+        access_key: who.access_key,
+        action: action.to_string(),
+        resources,
+        source: source.to_string(),
+        request_id: request_id.to_string(),
+        outcome: crate::audit::outcome(status).to_string(),
+        status,
+        error_code: error_code.map(str::to_string),
+    });
 }

@@ -213,6 +213,13 @@ pub trait Backend: Send + Sync {
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The use of the store's connection pools.
+    fn pool_use(&self) -> Vec<PoolUse>;
+
+    /// Whether the database is ready for this server: `None` when it answers and holds
+    /// every migration this server knows, else why not.
+    async fn readiness(&self) -> StoreResult<Option<String>>;
+
     /// The wake-ups of agents waiting for their servers' tasks, which the store's creates
     /// (here and, on PostgreSQL, on other replicas) trigger.
     fn wakeups(&self) -> &wake::Wakeups;
@@ -332,6 +339,107 @@ pub trait JobStore: Send + Sync {
     /// Records when each server was last heard from, in one statement (`seen`: project,
     /// server id, time).
     async fn touch_servers(&self, seen: &[(ProjectId, String, i64)]) -> StoreResult<()>;
+
+    /// The running tasks by state, and the agents heard from since `online_since_ms` per
+    /// project, at `now_ms`.
+    async fn fleet_gauges(&self, now_ms: i64, online_since_ms: i64) -> StoreResult<FleetGauges>;
+}
+
+/// What the fleet's gauges show.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetGauges {
+    /// Running tasks of real servers that no agent holds a lease of.
+    pub waiting: u64,
+    /// Running tasks an agent holds a lease of.
+    pub leased: u64,
+    /// Running tasks of simulated servers.
+    pub simulated: u64,
+    /// Agents heard from lately, per project (projects with none are left out).
+    pub agents_online: Vec<(String, u64)>,
+}
+
+/// A connection pool's use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolUse {
+    pub pool: &'static str,
+    pub idle: u64,
+    pub in_use: u64,
+}
+
+/// A change of a job, as the live watch delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    /// Its place in the order changes were committed in (the SSE event id).
+    pub seq: i64,
+    pub project_id: String,
+    pub job_id: String,
+    /// `created`, `task` (one of its tasks ended), `finished` or `deleted`.
+    pub kind: String,
+    /// The job's list item (JSON) as it was after the change.
+    pub item: String,
+    /// For `task` and `finished`: the task that ended (JSON: id, server_id, status, message
+    /// (its start), update_at).
+    pub task: Option<String>,
+    pub visible: bool,
+    /// The job's `update_at` after the change.
+    pub at: i64,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    /// Epoch ms.
+    pub at: i64,
+    pub project_id: Option<String>,
+    /// `unknown` when the caller was not authenticated.
+    pub user_id: String,
+    pub user_name: String,
+    /// The access key the request was signed with (its id, never its secret).
+    pub access_key: Option<String>,
+    /// What was done or tried, e.g. `job.create`, `token.issue`, `authenticate`.
+    pub action: String,
+    /// Ids of what it was done to.
+    pub resources: Vec<String>,
+    /// The caller's address (or `cli` for an administration command).
+    pub source: String,
+    pub request_id: String,
+    /// `success`, `denied` (authentication or permission refused) or `failed`.
+    pub outcome: String,
+    /// The HTTP status answered (0 for an administration command that failed).
+    pub status: u16,
+    pub error_code: Option<String>,
+}
+
+/// Which audit records to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// A user's name or id.
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub project_id: Option<String>,
+    pub limit: i64,
+}
+
+/// The job events of the live watch, and the audit trail.
+#[async_trait]
+pub trait ActivityStore: Send + Sync {
+    /// Job events after `after` (of one project, or all), in order, at most `limit`.
+    async fn job_events_after(
+        &self,
+        project: Option<&ProjectId>,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<JobEvent>>;
+    /// The last job event's `seq` (0 when there is none).
+    async fn last_job_event(&self) -> StoreResult<i64>;
+    async fn record_audit(&self, records: &[AuditRecord]) -> StoreResult<()>;
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
+    /// Removes job events before `events_before_ms` and audit records before
+    /// `audit_before_ms`.
+    async fn purge_activity(&self, events_before_ms: i64, audit_before_ms: i64) -> StoreResult<()>;
 }
 
 /// Users, keys, projects, policies and tokens.
@@ -383,9 +491,19 @@ pub trait IamStore: Send + Sync {
 }
 
 /// Everything the service keeps.
-pub trait Store: Backend + JobStore + IamStore {}
+pub trait Store: Backend + JobStore + IamStore + ActivityStore {}
 
-impl<T: Backend + JobStore + IamStore> Store for T {}
+impl<T: Backend + JobStore + IamStore + ActivityStore> Store for T {}
+
+/// The use of a sqlx pool.
+fn pool_use<DB: sqlx::Database>(pool: &'static str, p: &sqlx::Pool<DB>) -> PoolUse {
+    let idle = p.num_idle() as u64;
+    PoolUse {
+        pool,
+        idle,
+        in_use: u64::from(p.size()).saturating_sub(idle),
+    }
+}
 
 /// True when a database URL names PostgreSQL (otherwise it is a SQLite file).
 pub fn is_postgres_url(url: &str) -> bool {

@@ -74,10 +74,12 @@ impl Slot {
     }
 }
 
-/// The slots of the servers agents wait for, on this replica.
+/// The slots of the servers agents wait for, on this replica; and the slot of job events,
+/// which the live watch waits on.
 #[derive(Debug, Default)]
 pub struct Wakeups {
     slots: DashMap<(String, String), Arc<Slot>>,
+    events: Slot,
     /// Wake-ups of every slot (listener reconnections), counted.
     resets: AtomicU64,
 }
@@ -104,9 +106,21 @@ impl Wakeups {
         }
     }
 
+    /// The slot woken when job events were written (here or, on PostgreSQL, on another
+    /// replica).
+    pub fn events(&self) -> &Slot {
+        &self.events
+    }
+
+    /// Job events were written: wakes the watch.
+    pub fn events_written(&self) {
+        self.events.wake();
+    }
+
     /// Wakes every slot (notifications may have been lost).
     pub fn wake_all(&self) {
         self.resets.fetch_add(1, Ordering::Relaxed);
+        self.events.wake();
         for slot in self.slots.iter() {
             slot.wake();
         }

@@ -61,6 +61,17 @@ impl ServerProcess {
         database_url: &str,
         args: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::serve_with_env(exe, dir, database_url, args, &[]).await
+    }
+
+    /// [`ServerProcess::serve`] with more environment variables.
+    pub async fn serve_with_env(
+        exe: &Path,
+        dir: &Path,
+        database_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut all: Vec<OsString> = ["serve", "--addr", "127.0.0.1:0", "--rate-limit", "0"]
             .iter()
             .map(OsString::from)
@@ -68,14 +79,26 @@ impl ServerProcess {
         all.push("--database-url".into());
         all.push(database_url.into());
         all.extend(args.iter().map(OsString::from));
-        Self::spawn(exe, &all, dir).await
+        Self::spawn_with_env(exe, &all, dir, env).await
     }
 
     /// Runs `exe` with `args` (a `serve` command line listening on a loopback address) in
     /// `dir`, and waits until it listens.
     pub async fn spawn(exe: &Path, args: &[OsString], dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with_env(exe, args, dir, &[]).await
+    }
+
+    /// [`ServerProcess::spawn`] with more environment variables (which builds that do not
+    /// know them ignore, where a flag would stop them).
+    pub async fn spawn_with_env(
+        exe: &Path,
+        args: &[OsString],
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(exe)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .env(
                 "RUST_LOG",

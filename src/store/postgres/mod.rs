@@ -29,6 +29,8 @@ use crate::wire::JobDetail;
 
 impl_exec!(PgConnection, Postgres, PgRow);
 
+/// The PostgreSQL schema's migrations.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 /// Jobs and identities in PostgreSQL; any number of servers may share it.
 #[derive(Clone)]
 pub struct PgStore {
@@ -100,7 +102,7 @@ impl PgStore {
             .connect_with(options.clone())
             .await?;
         // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        MIGRATOR.run(&pool).await?;
         let fitted = (fitted > 0).then(|| Arc::new(PageConnections::new(options.clone(), fitted)));
         let names = (names > 0).then(|| {
             Arc::new(PageConnections::new(
@@ -189,6 +191,10 @@ impl SqlPools for PgStore {
     fn write_pool(&self) -> &PgPool {
         &self.pool
     }
+    fn events_written(&self) {
+        // Other replicas hear of them through the events' NOTIFY.
+        self.wakeups.events_written();
+    }
 }
 
 #[async_trait]
@@ -241,6 +247,7 @@ impl Backend for PgStore {
         for task in &created.tasks {
             self.wakeups.wake(project.as_str(), &task.server_id);
         }
+        self.wakeups.events_written();
         Ok(created)
     }
 
@@ -249,6 +256,14 @@ impl Backend for PgStore {
     }
 
     /// One `SELECT 1`, on a connection of the list's when there are (as a page is read).
+    fn pool_use(&self) -> Vec<super::PoolUse> {
+        vec![super::pool_use("main", &self.pool)]
+    }
+
+    async fn readiness(&self) -> StoreResult<Option<String>> {
+        crate::store::shared::unapplied_migrations(self, &MIGRATOR).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         match self.planned.as_ref().or(self.fitted.as_ref()) {
             Some(set) => set.run(&Read::Ping).await?,

@@ -1,5 +1,6 @@
 //! Wake-ups across replicas: new tasks notify `litejobs_tasks` (a trigger, migration 0011)
-//! with their project and server, and every replica listens, waking its waiting agents.
+//! with their project and server, and new job events notify `litejobs_events` (migration
+//! 0012); every replica listens, waking its waiting agents and its live watch.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -11,6 +12,8 @@ use crate::store::StoreResult;
 
 /// The channel new tasks are announced on.
 const CHANNEL: &str = "litejobs_tasks";
+/// The channel new job events are announced on.
+const EVENTS_CHANNEL: &str = "litejobs_events";
 /// Pause before listening again after the listener failed.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -19,7 +22,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub(super) async fn listen(url: &str) -> StoreResult<Arc<Wakeups>> {
     let wakeups = Arc::new(Wakeups::default());
     let mut listener = PgListener::connect(url).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, EVENTS_CHANNEL]).await?;
     tokio::spawn(run(listener, Arc::downgrade(&wakeups)));
     Ok(wakeups)
 }
@@ -31,6 +34,9 @@ async fn run(mut listener: PgListener, wakeups: Weak<Wakeups>) {
             return;
         };
         match received {
+            Ok(Some(notification)) if notification.channel() == EVENTS_CHANNEL => {
+                wakeups.events_written();
+            }
             Ok(Some(notification)) => {
                 if let Some((project, server)) = notification.payload().split_once(' ') {
                     wakeups.wake(project, server);

@@ -69,7 +69,7 @@ fn insert_rows<R>(head: &str, rows: &[R], values: impl Fn(&R) -> Vec<Value>) -> 
 pub async fn insert_jobs(
     conn: &mut impl Exec,
     creates: &[Create<'_>],
-) -> StoreResult<Option<Vec<StoreResult<JobDetail>>>> {
+) -> StoreResult<Option<Inserted>> {
     let mut outcomes = Vec::with_capacity(creates.len());
     for c in creates {
         outcomes.push(earlier_create(&mut *conn, c).await?);
@@ -117,7 +117,10 @@ pub async fn insert_jobs(
         created.push((i, first..tasks.len()));
     }
     if created.is_empty() {
-        return Ok(Some(answers(outcomes)));
+        return Ok(Some(Inserted {
+            outcomes: answers(outcomes),
+            created: 0,
+        }));
     }
 
     for chunk in tasks.chunks(ROWS_PER_INSERT) {
@@ -203,6 +206,11 @@ pub async fn insert_jobs(
         );
         conn.run(s).await.map_err(|e| e.naming("job id"))?;
     }
+    let new_jobs: Vec<(&ProjectId, &str)> = created
+        .iter()
+        .map(|(i, _)| (creates[*i].project, creates[*i].job.id.as_str()))
+        .collect();
+    super::activity::record_created(&mut *conn, &new_jobs).await?;
 
     for (i, range) in created {
         let job = creates[i].job;
@@ -237,7 +245,17 @@ pub async fn insert_jobs(
             tasks: out_tasks,
         }));
     }
-    Ok(Some(answers(outcomes)))
+    Ok(Some(Inserted {
+        outcomes: answers(outcomes),
+        created: new_jobs.len() as u64,
+    }))
+}
+
+/// What [`insert_jobs`] did: each create's outcome, in order, and how many jobs it created
+/// (the others were refused or answered by an earlier create with their key).
+pub struct Inserted {
+    pub outcomes: Vec<StoreResult<JobDetail>>,
+    pub created: u64,
 }
 
 /// The outcomes of [`insert_jobs`], each create having one by then.
@@ -332,15 +350,19 @@ pub async fn create_job_alone(
         let done = retry_transient(|| async {
             let mut tx = pools.write_pool().begin().await?;
             let creates = std::slice::from_ref(&create);
-            let Some(mut outcomes) = insert_jobs(&mut *tx, creates).await? else {
+            let Some(mut inserted) = insert_jobs(&mut *tx, creates).await? else {
                 tx.rollback().await?;
                 return Ok(None);
             };
             // A refused create is rolled back as the transaction is dropped.
-            let detail = outcomes.pop().unwrap_or_else(|| {
+            let detail = inserted.outcomes.pop().unwrap_or_else(|| {
                 Err(StoreError::internal("a create was left without an outcome"))
             })?;
             tx.commit().await?;
+            crate::metrics::jobs_created(inserted.created);
+            if inserted.created > 0 {
+                pools.events_written();
+            }
             Ok(Some(detail))
         })
         .await?;

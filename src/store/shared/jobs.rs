@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use super::activity::{self, EventKind};
 use super::leases;
 use super::{parse_json, to_json, Exec, SqlPools, SqlRow, Statement, Value};
 use crate::domain::{JobStatus, ProjectId, TaskStatus};
 use crate::store::error::{retry_read, retry_transient};
 use crate::store::{
-    DueTask, JobStore, LeaseState, LeaseTerms, Leased, NewServer, StalledTask, StoreError,
-    StoreResult, TaskLease, TaskOutput,
+    DueTask, FleetGauges, JobStore, LeaseState, LeaseTerms, Leased, NewServer, StalledTask,
+    StoreError, StoreResult, TaskLease, TaskOutput,
 };
 use crate::wire::{JobDetail, JobItem, JobListItem, Server, Task};
 
@@ -112,6 +113,7 @@ async fn delete_jobs(
     }
     retry_transient(|| async {
         let mut tx = pools.write_pool().begin().await?;
+        let (mut deleted_ids, mut cancelled) = (Vec::new(), 0);
         // One job at a time: an equality on the id is what makes every planner take the
         // (project, id) index (with `id IN (…)` SQLite may walk a covering index over the
         // whole project instead).
@@ -141,8 +143,10 @@ async fn delete_jobs(
             .bind(deleted.int(0)?)
             .bind(id)
             .bind(TaskStatus::Processing.as_str());
-            tx.run(s).await?;
+            cancelled += tx.run(s).await?;
+            deleted_ids.push(id.as_str());
         }
+        activity::record(&mut *tx, project, &deleted_ids, EventKind::Deleted, None).await?;
         let mut s = Statement::new(format!(
             "SELECT {LIST_COLUMNS} FROM jobs WHERE project_id = "
         ));
@@ -152,6 +156,11 @@ async fn delete_jobs(
             .push(" ORDER BY create_at DESC, id DESC");
         let rows = tx.rows(s).await?;
         tx.commit().await?;
+        if !deleted_ids.is_empty() {
+            pools.events_written();
+            crate::metrics::jobs_deleted(deleted_ids.len() as u64);
+            crate::metrics::tasks_ended(TaskStatus::Skipped.as_str(), cancelled);
+        }
         rows.iter().map(list_item).collect()
     })
     .await
@@ -183,7 +192,7 @@ async fn complete_task(
              AND lease_epoch = COALESCE($8, lease_epoch)",
         );
     }
-    sql.push_str(" RETURNING job_id");
+    sql.push_str(" RETURNING job_id, server_id, update_at");
     retry_transient(|| async {
         let mut tx = pools.write_pool().begin().await?;
         let mut s = Statement::new(sql.as_str())
@@ -198,20 +207,42 @@ async fn complete_task(
         let Some(ended) = tx.row(s).await? else {
             return Ok(false);
         };
+        let job_id = ended.text(0)?;
         let s = Statement::new(
             "UPDATE jobs SET pending_tasks = pending_tasks - 1, \
              abnormal_count = abnormal_count + $1, \
              status = CASE WHEN status = 'PROCESSING' AND pending_tasks <= 1 \
                       THEN 'FINISHED' ELSE status END, \
              update_at = CASE WHEN update_at > $2 THEN update_at ELSE $2 END \
-             WHERE project_id = $3 AND id = $4 AND status <> 'DELETED'",
+             WHERE project_id = $3 AND id = $4 AND status <> 'DELETED' RETURNING status",
         )
         .bind(i64::from(status == TaskStatus::Failed))
         .bind(now_ms)
         .bind(project.as_str())
-        .bind(ended.text(0)?);
-        tx.run(s).await?;
+        .bind(&job_id);
+        let finished = match tx.row(s).await? {
+            Some(job) => job.text(0)? == JobStatus::Finished.as_str(),
+            None => false,
+        };
+        let kind = if finished {
+            EventKind::Finished
+        } else {
+            EventKind::Task
+        };
+        let task = activity::task_json(
+            task_id,
+            &ended.text(1)?,
+            status.as_str(),
+            message,
+            ended.int(2)?,
+        );
+        activity::record(&mut *tx, project, &[job_id.as_str()], kind, Some(task)).await?;
         tx.commit().await?;
+        pools.events_written();
+        crate::metrics::tasks_ended(status.as_str(), 1);
+        if finished {
+            crate::metrics::job_finished();
+        }
         Ok(true)
     })
     .await
@@ -457,6 +488,10 @@ impl<P: SqlPools> JobStore for P {
 
     async fn delete_server(&self, project: &ProjectId, id: &str) -> StoreResult<bool> {
         delete_server(self, project, id).await
+    }
+
+    async fn fleet_gauges(&self, now_ms: i64, online_since_ms: i64) -> StoreResult<FleetGauges> {
+        leases::fleet_gauges(self, now_ms, online_since_ms).await
     }
 
     async fn touch_server(&self, project: &ProjectId, id: &str, now_ms: i64) -> StoreResult<bool> {

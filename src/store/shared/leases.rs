@@ -6,8 +6,8 @@ use super::{parse_json, Exec, SqlPools, SqlRow, Statement, Value};
 use crate::domain::ProjectId;
 use crate::store::error::{retry_read, retry_transient};
 use crate::store::{
-    LeaseState, LeaseTerms, Leased, LeasedTask, Stall, StalledTask, StoreError, StoreResult,
-    TaskLease, TaskOutput,
+    FleetGauges, LeaseState, LeaseTerms, Leased, LeasedTask, Stall, StalledTask, StoreError,
+    StoreResult, TaskLease, TaskOutput,
 };
 
 /// Leases up to `limit` of a server's runnable tasks (see
@@ -293,4 +293,38 @@ pub async fn touch_servers(
         conn.run(s).await?;
     }
     Ok(())
+}
+
+/// The running tasks by state and the agents online per project (see
+/// [`crate::store::JobStore::fleet_gauges`]).
+pub async fn fleet_gauges(
+    pools: &impl SqlPools,
+    now_ms: i64,
+    online_since_ms: i64,
+) -> StoreResult<FleetGauges> {
+    let mut conn = pools.read_pool().acquire().await?;
+    let s = Statement::new(
+        "SELECT simulated, CASE WHEN lease_until >= $1 THEN 1 ELSE 0 END, COUNT(*) \
+         FROM tasks WHERE status = 'PROCESSING' GROUP BY 1, 2",
+    )
+    .bind(now_ms);
+    let mut gauges = FleetGauges::default();
+    for row in conn.rows(s).await? {
+        let n = u64::try_from(row.int(2)?).unwrap_or(0);
+        match (row.boolean(0)?, row.int(1)? == 1) {
+            (true, _) => gauges.simulated += n,
+            (false, true) => gauges.leased += n,
+            (false, false) => gauges.waiting += n,
+        }
+    }
+    let s = Statement::new(
+        "SELECT project_id, COUNT(*) FROM servers WHERE kind = 'agent' \
+         AND last_seen_at >= $1 GROUP BY project_id ORDER BY project_id",
+    )
+    .bind(online_since_ms);
+    for row in conn.rows(s).await? {
+        let n = u64::try_from(row.int(1)?).unwrap_or(0);
+        gauges.agents_online.push((row.text(0)?, n));
+    }
+    Ok(gauges)
 }

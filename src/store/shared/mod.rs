@@ -14,6 +14,7 @@
 //! - [`create`]: creating jobs with their tasks and idempotency keys, several in one
 //!   transaction.
 
+pub mod activity;
 pub mod create;
 pub mod iam;
 pub mod jobs;
@@ -155,6 +156,8 @@ pub trait SqlPools: Send + Sync {
     type Db: sqlx::Database<Connection: Exec>;
     fn read_pool(&self) -> &sqlx::Pool<Self::Db>;
     fn write_pool(&self) -> &sqlx::Pool<Self::Db>;
+    /// Job events were committed: wakes this replica's live watch.
+    fn events_written(&self);
 }
 
 /// Implements [`Exec`] for a sqlx connection type and [`SqlRow`] for its row type: the one
@@ -212,6 +215,33 @@ macro_rules! impl_exec {
     };
 }
 pub(crate) use impl_exec;
+
+/// Why the database is not ready for `migrator`'s schema (a migration of it not applied, or
+/// failed), or `None` when it is.
+pub async fn unapplied_migrations(
+    pools: &impl SqlPools,
+    migrator: &sqlx::migrate::Migrator,
+) -> StoreResult<Option<String>> {
+    let s = Statement::new("SELECT version FROM _sqlx_migrations WHERE success = TRUE");
+    let mut conn = pools.read_pool().acquire().await?;
+    let applied: std::collections::HashSet<i64> = conn
+        .rows(s)
+        .await?
+        .iter()
+        .map(|row| row.int(0))
+        .collect::<StoreResult<_>>()?;
+    let missing: Vec<String> = migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} ({})", m.version, m.description))
+        .collect();
+    Ok((!missing.is_empty()).then(|| {
+        format!(
+            "the database lacks migrations this server needs: {}",
+            missing.join(", ")
+        )
+    }))
+}
 
 /// Binds `values` to `query` in order.
 pub(crate) fn bind_all<'q, DB>(

@@ -33,6 +33,8 @@ use crate::wire::JobDetail;
 
 impl_exec!(SqliteConnection, Sqlite, SqliteRow);
 
+/// The SQLite schema's migrations.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// Page cache of the writer and of each reader, in KiB. Small on purpose: the operating
 /// system caches the file too, and the server's memory stays bounded. The writer's is the
 /// larger: inserts touch index pages all over the file.
@@ -87,7 +89,7 @@ impl SqliteStore {
                     .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string()),
             )
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        MIGRATOR.run(&write).await?;
         let checkpoint = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone().pragma("cache_size", "-1024"))
@@ -134,6 +136,9 @@ impl SqlPools for SqliteStore {
     fn write_pool(&self) -> &SqlitePool {
         &self.write
     }
+    fn events_written(&self) {
+        self.wakeups.events_written();
+    }
 }
 
 #[async_trait]
@@ -163,6 +168,17 @@ impl Backend for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn pool_use(&self) -> Vec<super::PoolUse> {
+        [("write", &self.write), ("read", &self.read)]
+            .into_iter()
+            .map(|(pool, p)| super::pool_use(pool, p))
+            .collect()
+    }
+
+    async fn readiness(&self) -> StoreResult<Option<String>> {
+        crate::store::shared::unapplied_migrations(self, &MIGRATOR).await
     }
 
     fn wakeups(&self) -> &Wakeups {

@@ -106,6 +106,9 @@ async fn run(
                 }
             }
         }
+        if outcomes.iter().any(Result::is_ok) {
+            wakeups.events_written();
+        }
         for (pending, outcome) in batch.drain(..).zip(outcomes) {
             // The caller may have gone away; its job stays created, as with any write.
             let _ = pending.reply.send(outcome);
@@ -156,6 +159,9 @@ impl crate::store::shared::SqlPools for WriterPool<'_> {
     fn write_pool(&self) -> &SqlitePool {
         self.0
     }
+    fn events_written(&self) {
+        // The writer wakes the watch once its batch is done.
+    }
 }
 
 /// Runs `creates`, whose idempotency keys all differ, in one transaction (see
@@ -174,9 +180,10 @@ async fn create_together(
         .collect();
     let mut tx = pool.begin().await?;
     match insert_jobs(&mut *tx, &each).await {
-        Ok(Some(outcomes)) => {
+        Ok(Some(inserted)) => {
             tx.commit().await?;
-            Ok(outcomes)
+            crate::metrics::jobs_created(inserted.created);
+            Ok(inserted.outcomes)
         }
         // `None` (a key taken by a concurrent transaction) cannot happen with one writer;
         // like any other failure, it is sorted out by running every create alone.

@@ -1,0 +1,255 @@
+//! The live watch over Server-Sent Events: the changes of one job, or of the project's jobs
+//! that match the list's filters, as they are committed (on any replica).
+//!
+//! Each event is `event: job`, `id: <seq>`, `data: {"seq", "kind", "job", "task"?}`: `kind`
+//! is `created`, `task` (one of its tasks ended: `task` holds it), `finished` (its last task
+//! ended) or `deleted`; `job` is the job's list item after the change. A stream opens with
+//! one event whose id is where it starts (`snapshot`, the job's detail, for one job; `ready`
+//! for the list); a quiet stream carries a `ping` event (no id) every 15 s. A client that
+//! reconnects with `Last-Event-ID` (or `?last_event_id=`) gets
+//! every change after that id first (within the day the store keeps them).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{broadcast, mpsc};
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::{query_pairs, ApiPath};
+use super::AppState;
+use crate::domain::filter::{JobFilter, ListJobsQuery};
+use crate::domain::{Action, Invalid, ProjectId};
+use crate::store::JobEvent;
+use crate::watch::Hub;
+use crate::wire::JobListItem;
+
+/// Events a stream may have queued for a slow client before it is ended.
+const QUEUE: usize = 256;
+/// A `ping` event keeps idle streams (and the proxies between) open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What a stream keeps.
+#[derive(Clone)]
+enum Watched {
+    Job(String),
+    List(JobFilter),
+}
+
+impl Watched {
+    fn wants(&self, project: &ProjectId, event: &JobEvent) -> bool {
+        if event.project_id != project.as_str() {
+            return false;
+        }
+        match self {
+            Self::Job(id) => event.job_id == *id,
+            Self::List(filter) => serde_json::from_str::<JobListItem>(&event.item)
+                .is_ok_and(|item| filter.matches(&item, event.visible)),
+        }
+    }
+}
+
+/// Where a resumed stream starts: `Last-Event-ID`, or `last_event_id` in the query.
+fn resume_from(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<Option<i64>, Invalid> {
+    let raw = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("?").to_string())
+        .or_else(|| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == "last_event_id")
+                .map(|(_, v)| v.clone())
+        });
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| Invalid::new("Last-Event-ID must be the id of an event")),
+    }
+}
+
+fn job_event(event: &JobEvent) -> Event {
+    let task = event
+        .task
+        .as_ref()
+        .map_or_else(String::new, |t| format!(",\"task\":{t}"));
+    Event::default()
+        .event("job")
+        .id(event.seq.to_string())
+        .data(format!(
+            "{{\"seq\":{},\"kind\":\"{}\",\"job\":{}{task}}}",
+            event.seq, event.kind, event.item
+        ))
+}
+
+fn stream(receiver: mpsc::Receiver<Event>) -> Response {
+    let events = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), receiver))
+    });
+    // The keep-alive is an event (`ping`, without an id) rather than a comment, so that
+    // clients that see only events can tell a quiet stream from a dead one.
+    let ping = Event::default().event("ping").data("{}");
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).event(ping))
+        .into_response()
+}
+
+/// Feeds a stream: the events missed since `resume` (if any), then those the hub hands out,
+/// until the client or the server goes.
+async fn feed(
+    state: AppState,
+    project: ProjectId,
+    watched: Watched,
+    (mut live, start, resume): (broadcast::Receiver<Arc<JobEvent>>, i64, Option<i64>),
+    out: mpsc::Sender<Event>,
+) {
+    let hub = state.watch.clone();
+    let mut last = start;
+    if let Some(after) = resume.filter(|after| *after < start) {
+        if !send_history(&hub, &project, &watched, (after, start), &out).await {
+            return;
+        }
+    }
+    loop {
+        let received = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = out.closed() => return,
+            received = live.recv() => received,
+        };
+        match received {
+            Ok(event) => {
+                if event.seq <= last {
+                    continue;
+                }
+                last = event.seq;
+                if watched.wants(&project, &event) && out.send(job_event(&event)).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Fell behind the hub: what was dropped is read again from the database.
+                let until = match hub.subscribe().await {
+                    Ok((fresh, until)) => {
+                        live = fresh;
+                        until
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a watcher cannot catch up; ending its stream");
+                        return;
+                    }
+                };
+                if !send_history(&hub, &project, &watched, (last, until), &out).await {
+                    return;
+                }
+                last = last.max(until);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends the project's events in `(after, until]` that `watched` wants; false when the
+/// stream is over.
+async fn send_history(
+    hub: &Hub,
+    project: &ProjectId,
+    watched: &Watched,
+    (after, until): (i64, i64),
+    out: &mpsc::Sender<Event>,
+) -> bool {
+    let missed = match hub.history(project, after, until).await {
+        Ok(missed) => missed,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the events a watcher missed");
+            return false;
+        }
+    };
+    for event in missed.iter().filter(|e| watched.wants(project, e)) {
+        if out.send(job_event(event)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// `GET /v1/{project_id}/dev-servers/jobs/events`: changes of the project's jobs that match
+/// the list's filters (`id`, `name`, `type`, `status`, `visible`; paging parameters are
+/// ignored).
+pub async fn watch_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(Action::ListJobs)?;
+    let pairs = query_pairs(raw.as_deref());
+    let filters: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| ["id", "name", "type", "status", "visible"].contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let query = ListJobsQuery::parse(&filters, state.config.max_page_size)?;
+    let resume = resume_from(&headers, &pairs)?;
+    let (live, start) = state.watch.subscribe().await?;
+    let (out, receiver) = mpsc::channel(QUEUE);
+    let ready = Event::default()
+        .event("ready")
+        .id(start.to_string())
+        .data("{}");
+    // The queue is empty: this cannot fail.
+    let _ = out.try_send(ready);
+    let watched = Watched::List(query.filter);
+    tokio::spawn(feed(
+        state,
+        caller.project,
+        watched,
+        (live, start, resume),
+        out,
+    ));
+    Ok(stream(receiver))
+}
+
+/// `GET /v1/{project_id}/dev-servers/jobs/{id}/events`: the job's changes, after a snapshot
+/// of its detail.
+pub async fn watch_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((_, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(Action::GetJob)?;
+    let pairs = query_pairs(raw.as_deref());
+    let resume = resume_from(&headers, &pairs)?;
+    let (live, start) = state.watch.subscribe().await?;
+    // Read after subscribing: a change after the snapshot is in the stream.
+    let Some(job) = state.store.get_job(&caller.project, &id).await? else {
+        return Err(ApiError::NotFound(format!("The job {id} does not exist.")));
+    };
+    let (out, receiver) = mpsc::channel(QUEUE);
+    let snapshot = Event::default()
+        .event("snapshot")
+        .id(start.to_string())
+        .json_data(&job)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let _ = out.try_send(snapshot);
+    tokio::spawn(feed(
+        state,
+        caller.project,
+        Watched::Job(id),
+        (live, start, resume),
+        out,
+    ));
+    Ok(stream(receiver))
+}

@@ -1,0 +1,246 @@
+//! What happened, kept for those who look later: the job events the live watch reads
+//! (written in the transactions that change jobs) and the audit trail. All of
+//! [`crate::store::ActivityStore`].
+
+use async_trait::async_trait;
+
+use super::{Exec, SqlPools, SqlRow, Statement, Value};
+use crate::domain::ProjectId;
+use crate::store::error::retry_read;
+use crate::store::{ActivityStore, AuditFilter, AuditRecord, JobEvent, StoreError, StoreResult};
+
+/// What a job event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    /// One of its tasks ended (the job goes on).
+    Task,
+    /// Its last task ended.
+    Finished,
+    Deleted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Task => "task",
+            Self::Finished => "finished",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// Most of a task's message an event carries (its start); the job's detail has it all.
+const EVENT_MESSAGE_CHARS: usize = 1024;
+
+/// The task part of a task's event, as JSON.
+pub fn task_json(
+    task_id: &str,
+    server_id: &str,
+    status: &str,
+    message: &str,
+    update_at: i64,
+) -> String {
+    let message: String = message.chars().take(EVENT_MESSAGE_CHARS).collect();
+    serde_json::json!({
+        "id": task_id,
+        "server_id": server_id,
+        "status": status,
+        "message": message,
+        "update_at": update_at.to_string(),
+    })
+    .to_string()
+}
+
+/// Records an event of `kind` for each of the project's jobs among `job_ids`, with each job
+/// as it now is, inside the caller's transaction.
+pub async fn record(
+    conn: &mut impl Exec,
+    project: &ProjectId,
+    job_ids: &[&str],
+    kind: EventKind,
+    task: Option<String>,
+) -> StoreResult<()> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    let mut s = Statement::new(
+        "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
+         SELECT project_id, id, ",
+    );
+    s.push_bind(kind.as_str())
+        .push(", list_item, ")
+        .push_bind(Value::from(task))
+        .push(", visible, update_at FROM jobs WHERE project_id = ")
+        .push_bind(project.as_str())
+        .push(" AND id IN ")
+        .push_tuple(job_ids.iter().map(|id| Value::from(*id)))
+        .push(" ORDER BY create_at, id");
+    conn.run(s).await.map(drop)
+}
+
+/// Records one `created` event per job, for creates of several projects.
+pub async fn record_created(
+    conn: &mut impl Exec,
+    created: &[(&ProjectId, &str)],
+) -> StoreResult<()> {
+    let mut by_project: Vec<(&ProjectId, Vec<&str>)> = Vec::new();
+    for (project, id) in created {
+        match by_project.iter_mut().find(|(p, _)| p == project) {
+            Some((_, ids)) => ids.push(id),
+            None => by_project.push((project, vec![id])),
+        }
+    }
+    for (project, ids) in by_project {
+        for chunk in ids.chunks(500) {
+            record(&mut *conn, project, chunk, EventKind::Created, None).await?;
+        }
+    }
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "seq, project_id, job_id, kind, item, task, visible, at";
+
+fn event(row: &impl SqlRow) -> StoreResult<JobEvent> {
+    Ok(JobEvent {
+        seq: row.int(0)?,
+        project_id: row.text(1)?,
+        job_id: row.text(2)?,
+        kind: row.text(3)?,
+        item: row.text(4)?,
+        task: row.opt_text(5)?,
+        visible: row.boolean(6)?,
+        at: row.int(7)?,
+    })
+}
+
+const AUDIT_COLUMNS: &str = "at, project_id, user_id, user_name, access_key, action, \
+     resources, source, request_id, outcome, status, error_code";
+
+fn audit(row: &impl SqlRow) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        at: row.int(0)?,
+        project_id: row.opt_text(1)?,
+        user_id: row.text(2)?,
+        user_name: row.text(3)?,
+        access_key: row.opt_text(4)?,
+        action: row.text(5)?,
+        resources: super::parse_json("audit resources", &row.text(6)?)?,
+        source: row.text(7)?,
+        request_id: row.text(8)?,
+        outcome: row.text(9)?,
+        status: u16::try_from(row.int(10)?)
+            .map_err(|_| StoreError::internal("an audit record with a bad status"))?,
+        error_code: row.opt_text(11)?,
+    })
+}
+
+/// Audit records written at most in one statement.
+const AUDIT_ROWS_PER_INSERT: usize = 500;
+
+#[async_trait]
+impl<P: SqlPools> ActivityStore for P {
+    async fn job_events_after(
+        &self,
+        project: Option<&ProjectId>,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<JobEvent>> {
+        let mut s = Statement::new(format!("SELECT {EVENT_COLUMNS} FROM job_events WHERE "));
+        if let Some(project) = project {
+            s.push("project_id = ")
+                .push_bind(project.as_str())
+                .push(" AND ");
+        }
+        s.push("seq > ")
+            .push_bind(after)
+            .push(" ORDER BY seq LIMIT ")
+            .push_bind(limit);
+        let rows = retry_read(|| async { self.read_pool().acquire().await?.rows(s.clone()).await })
+            .await?;
+        rows.iter().map(event).collect()
+    }
+
+    async fn last_job_event(&self) -> StoreResult<i64> {
+        let s = Statement::new("SELECT COALESCE(MAX(seq), 0) FROM job_events");
+        let row =
+            retry_read(|| async { self.read_pool().acquire().await?.row(s.clone()).await }).await?;
+        match row {
+            Some(row) => row.int(0),
+            None => Ok(0),
+        }
+    }
+
+    async fn record_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_pool().begin().await?;
+        for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut s = Statement::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES "));
+            for (i, r) in chunk.iter().enumerate() {
+                if i > 0 {
+                    s.push(", ");
+                }
+                let resources = super::to_json(&r.resources)?;
+                s.push_tuple([
+                    Value::from(r.at),
+                    Value::from(r.project_id.clone()),
+                    Value::from(&r.user_id),
+                    Value::from(&r.user_name),
+                    Value::from(r.access_key.clone()),
+                    Value::from(&r.action),
+                    Value::from(resources),
+                    Value::from(&r.source),
+                    Value::from(&r.request_id),
+                    Value::from(&r.outcome),
+                    Value::from(i64::from(r.status)),
+                    Value::from(r.error_code.clone()),
+                ]);
+            }
+            tx.run(s).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        let mut s = Statement::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE at >= "
+        ));
+        s.push_bind(filter.since_ms.unwrap_or(0));
+        if let Some(until) = filter.until_ms {
+            s.push(" AND at < ").push_bind(until);
+        }
+        if let Some(user) = &filter.user {
+            s.push(" AND (user_name = ")
+                .push_bind(user.as_str())
+                .push(" OR user_id = ")
+                .push_bind(user.as_str())
+                .push(")");
+        }
+        if let Some(action) = &filter.action {
+            s.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(outcome) = &filter.outcome {
+            s.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        if let Some(project) = &filter.project_id {
+            s.push(" AND project_id = ").push_bind(project.as_str());
+        }
+        s.push(" ORDER BY at DESC, id DESC LIMIT ")
+            .push_bind(filter.limit);
+        let rows = self.read_pool().acquire().await?.rows(s).await?;
+        rows.iter().map(audit).collect()
+    }
+
+    async fn purge_activity(&self, events_before_ms: i64, audit_before_ms: i64) -> StoreResult<()> {
+        let mut conn = self.write_pool().acquire().await?;
+        let s = Statement::new("DELETE FROM job_events WHERE at < $1").bind(events_before_ms);
+        conn.run(s).await?;
+        let s = Statement::new("DELETE FROM audit_log WHERE at < $1").bind(audit_before_ms);
+        conn.run(s).await?;
+        Ok(())
+    }
+}

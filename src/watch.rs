@@ -1,0 +1,178 @@
+//! The live watch: every replica tails the job events the store writes (in the transactions
+//! that change jobs) and hands them to its watchers, who each keep those of their project
+//! that match their filter.
+//!
+//! One reader per replica (the hub) follows the events in `seq` order, woken when events
+//! are written here or, on PostgreSQL, on another replica (`NOTIFY`); it reads nothing
+//! while nobody watches. On PostgreSQL a `seq` is handed out before its transaction
+//! commits, so a later `seq` may become visible first: the hub holds back at such a gap
+//! until it fills, or for at most [`GAP_WAIT`] (a transaction that rolled back leaves its
+//! gap for good). A watcher resuming after the last event it saw (`Last-Event-ID`) reads
+//! what it missed from the database, up to where the hub stands, then goes on with the hub.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::ProjectId;
+use crate::store::{JobEvent, Store, StoreResult};
+
+/// Longest time the hub waits at a gap in the events' order.
+pub const GAP_WAIT: Duration = Duration::from_secs(5);
+/// Events read at once.
+const BATCH: i64 = 500;
+/// Events a slow watcher may fall behind before it reads them again from the database.
+const CHANNEL: usize = 4096;
+/// Pause after the database failed a read.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// This replica's reader of job events.
+pub struct Hub {
+    store: Arc<dyn Store>,
+    sender: broadcast::Sender<Arc<JobEvent>>,
+    /// The last event handed to the watchers (every event up to it was, or was given up).
+    cursor: AtomicI64,
+    /// The cursor fell behind while nobody watched: the next watcher moves it to the end.
+    stale: AtomicBool,
+    started: tokio::sync::OnceCell<()>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken) -> Arc<Self> {
+        let (sender, _) = broadcast::channel(CHANNEL);
+        Arc::new(Self {
+            store,
+            sender,
+            cursor: AtomicI64::new(0),
+            stale: AtomicBool::new(false),
+            started: tokio::sync::OnceCell::new(),
+            shutdown,
+        })
+    }
+
+    /// A subscription to the events after the hub's position now, and that position.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+    ) -> StoreResult<(broadcast::Receiver<Arc<JobEvent>>, i64)> {
+        let hub = self.clone();
+        self.started
+            .get_or_try_init(|| async move {
+                let last = hub.store.last_job_event().await?;
+                hub.cursor.store(last, Ordering::Release);
+                tokio::spawn(hub.clone().run());
+                Ok::<(), crate::store::StoreError>(())
+            })
+            .await?;
+        // Subscribed before the position is read: nothing after it can be missed. (Events
+        // the hub hands out again after a move of its cursor are told apart by their `seq`.)
+        let receiver = self.sender.subscribe();
+        if self.stale.swap(false, Ordering::AcqRel) {
+            let last = self.store.last_job_event().await?;
+            self.cursor.fetch_max(last, Ordering::AcqRel);
+        }
+        Ok((receiver, self.cursor.load(Ordering::Acquire)))
+    }
+
+    /// The events of `project` after `after` up to the hub's position `until`, from the
+    /// database (a resumed watcher's catching up).
+    pub async fn history(
+        &self,
+        project: &ProjectId,
+        after: i64,
+        until: i64,
+    ) -> StoreResult<Vec<JobEvent>> {
+        let mut out = Vec::new();
+        let mut from = after;
+        while from < until {
+            let events = self
+                .store
+                .job_events_after(Some(project), from, BATCH)
+                .await?;
+            let full = events.len() as i64 == BATCH;
+            for e in events {
+                if e.seq > until {
+                    return Ok(out);
+                }
+                from = e.seq;
+                out.push(e);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn run(self: Arc<Self>) {
+        let signal = self.store.wakeups().events();
+        let mut gap: Option<(i64, Instant)> = None;
+        loop {
+            let generation = signal.generation();
+            if self.sender.receiver_count() > 0 {
+                match self.read(&mut gap).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read job events; retrying");
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(RETRY_AFTER) => {}
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                // Nobody watches: what is written meanwhile is nobody's; the next watcher
+                // starts from the end.
+                self.stale.store(true, Ordering::Release);
+                gap = None;
+            }
+            let gap_pause = gap.map(|(_, since)| GAP_WAIT.saturating_sub(since.elapsed()));
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = signal.woken_after(generation) => {}
+                () = sleep_or_never(gap_pause.map(|p| p.min(Duration::from_millis(50)))) => {}
+            }
+        }
+    }
+
+    /// Hands the events after the cursor to the watchers, up to a gap; true when there may
+    /// be more to read at once.
+    async fn read(&self, gap: &mut Option<(i64, Instant)>) -> StoreResult<bool> {
+        let cursor = self.cursor.load(Ordering::Acquire);
+        let events = self.store.job_events_after(None, cursor, BATCH).await?;
+        let full = events.len() as i64 == BATCH;
+        let mut expected = cursor + 1;
+        for event in events {
+            if event.seq != expected {
+                match *gap {
+                    Some((at, since)) if at == expected && since.elapsed() >= GAP_WAIT => {
+                        tracing::debug!(from = expected, to = event.seq - 1, "giving up a gap");
+                    }
+                    Some((at, _)) if at == expected => return Ok(false),
+                    _ => {
+                        *gap = Some((expected, Instant::now()));
+                        return Ok(false);
+                    }
+                }
+            }
+            *gap = None;
+            expected = event.seq + 1;
+            self.cursor.fetch_max(event.seq, Ordering::AcqRel);
+            // No receiver left: nothing to do with it.
+            let _ = self.sender.send(Arc::new(event));
+        }
+        Ok(full && gap.is_none())
+    }
+}
+
+async fn sleep_or_never(pause: Option<Duration>) {
+    match pause {
+        Some(p) => tokio::time::sleep(p).await,
+        None => std::future::pending().await,
+    }
+}
