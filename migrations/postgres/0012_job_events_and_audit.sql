@@ -45,7 +45,7 @@ CREATE TABLE audit_log (
     source     TEXT NOT NULL,
     request_id TEXT NOT NULL,
     outcome    TEXT NOT NULL,
-    status     INTEGER NOT NULL,
+    status     BIGINT NOT NULL,
     error_code TEXT
 );
 CREATE INDEX audit_log_by_time ON audit_log(at);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use litejobs::domain::filter::ListJobsQuery;
 use litejobs::domain::{ProjectId, TaskStatus};
 use litejobs::store::{
-    AccessKeyRecord, IdempotencyKey, LeaseState, LeaseTerms, Leased, NewJob, NewServer,
-    PolicyRecord, ProjectRecord, Stall, Store, StoreError, TaskLease, UserRecord,
+    AccessKeyRecord, AuditFilter, IdempotencyKey, LeaseState, LeaseTerms, Leased, NewJob,
+    NewServer, PolicyRecord, ProjectRecord, Stall, Store, StoreError, TaskLease, UserRecord,
 };
 use litejobs::testkit::ScratchDatabase;
 use litejobs::wire::JobItem;
@@ -90,6 +90,9 @@ store_tests!(
     policies_and_grants_give_actions_per_project,
     tokens_are_found_until_they_expire_or_are_revoked,
     the_store_answers_a_ping_and_names_its_backend,
+    job_events_follow_every_change_in_commit_order,
+    audit_records_are_kept_listed_by_filter_and_purged,
+    fleet_gauges_count_running_tasks_and_agents_online,
 );
 
 fn project(id: &str) -> ProjectId {
@@ -1233,4 +1236,225 @@ async fn tokens_are_found_until_they_expire_or_are_revoked(store: &dyn Store) {
 async fn the_store_answers_a_ping_and_names_its_backend(store: &dyn Store) {
     store.ping().await.expect("ping");
     assert!(["sqlite", "postgres"].contains(&store.backend()));
+    assert_eq!(store.readiness().await.expect("readiness"), None);
+    let pools = store.pool_use();
+    assert!(!pools.is_empty());
+    assert!(pools.iter().all(|p| p.idle + p.in_use >= 1), "{pools:?}");
+}
+
+async fn job_events_follow_every_change_in_commit_order(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["s1", "s2"]).await;
+    add_servers(store, &p2, &["s1"]).await;
+    assert_eq!(store.last_job_event().await.expect("last"), 0);
+    let mut hidden = job("ev", &["s1", "s2"], 10);
+    hidden.visible = false;
+    let job1 = store.create_job(&p1, hidden, None).await.expect("create");
+    let theirs = store.create_job(&p2, job("theirs", &["s1"], 11), None);
+    theirs.await.expect("create");
+    let end = store.complete_task(
+        &p1,
+        &job1.tasks[0].id,
+        TaskStatus::Failed,
+        "boom\nline 2",
+        20,
+        None,
+    );
+    assert!(end.await.expect("complete"));
+    let end = store.complete_task(&p1, &job1.tasks[1].id, TaskStatus::Success, "", 30, None);
+    assert!(end.await.expect("complete"));
+    store
+        .delete_jobs(&p1, std::slice::from_ref(&job1.id), 40)
+        .await
+        .expect("delete");
+    // A refused or repeated change writes no event.
+    let again = store.complete_task(&p1, &job1.tasks[1].id, TaskStatus::Success, "", 50, None);
+    assert!(!again.await.expect("complete"));
+    store
+        .delete_jobs(&p1, std::slice::from_ref(&job1.id), 60)
+        .await
+        .expect("delete again");
+
+    let all = store.job_events_after(None, 0, 100).await.expect("events");
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(
+        store.last_job_event().await.expect("last"),
+        *seqs.last().expect("some")
+    );
+    let ours = store
+        .job_events_after(Some(&p1), 0, 100)
+        .await
+        .expect("ours");
+    let kinds: Vec<(&str, &str)> = ours
+        .iter()
+        .map(|e| (e.kind.as_str(), e.job_id.as_str()))
+        .collect();
+    let id = job1.id.as_str();
+    assert_eq!(
+        kinds,
+        [
+            ("created", id),
+            ("task", id),
+            ("finished", id),
+            ("deleted", id)
+        ]
+    );
+    assert!(ours.iter().all(|e| !e.visible && e.project_id == "p1"));
+    let item: serde_json::Value = serde_json::from_str(&ours[1].item).expect("item");
+    assert_eq!(
+        (item["status"].as_str(), item["abnormal_count"].as_i64()),
+        (Some("PROCESSING"), Some(1))
+    );
+    let task: serde_json::Value =
+        serde_json::from_str(ours[1].task.as_deref().expect("task")).expect("task json");
+    assert_eq!(task["id"], job1.tasks[0].id.as_str());
+    assert_eq!(
+        (task["server_id"].as_str(), task["status"].as_str()),
+        (Some("s1"), Some("FAILED"))
+    );
+    assert_eq!(task["message"], "boom\nline 2");
+    let finished: serde_json::Value = serde_json::from_str(&ours[2].item).expect("item");
+    assert_eq!(finished["status"], "FINISHED");
+    assert_eq!(ours[3].at, 40);
+    // After an event, and a limit.
+    let after = store
+        .job_events_after(Some(&p1), ours[1].seq, 2)
+        .await
+        .expect("after");
+    let kinds: Vec<&str> = after.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["finished", "deleted"]);
+    // Purged by time; the others stay.
+    store.purge_activity(35, 0).await.expect("purge");
+    let left = store.job_events_after(None, 0, 100).await.expect("left");
+    assert!(left.iter().all(|e| e.at >= 35), "{left:?}");
+    assert_eq!(left.len(), 1);
+}
+
+async fn audit_records_are_kept_listed_by_filter_and_purged(store: &dyn Store) {
+    let record = |at: i64, user: &str, action: &str, outcome: &str| litejobs::store::AuditRecord {
+        at,
+        project_id: Some("p1".to_string()),
+        user_id: format!("id-{user}"),
+        user_name: user.to_string(),
+        access_key: Some("AK1".to_string()),
+        action: action.to_string(),
+        resources: vec!["r1".to_string(), "r 2".to_string()],
+        source: "10.0.0.1".to_string(),
+        request_id: format!("req-{at}"),
+        outcome: outcome.to_string(),
+        status: if outcome == "success" { 200 } else { 403 },
+        error_code: (outcome != "success").then(|| "ModelArts.0105".to_string()),
+    };
+    store.record_audit(&[]).await.expect("nothing");
+    let records = [
+        record(10, "alice", "job.create", "success"),
+        record(20, "bob", "job.delete", "denied"),
+        record(30, "alice", "job.delete", "success"),
+    ];
+    store.record_audit(&records).await.expect("record");
+    let list = |filter: AuditFilter| async move {
+        let found = store.list_audit(&filter).await.expect("list");
+        found.into_iter().map(|r| r.at).collect::<Vec<i64>>()
+    };
+    let all = AuditFilter {
+        limit: 100,
+        ..AuditFilter::default()
+    };
+    let everything = store.list_audit(&all).await.expect("list");
+    assert_eq!(everything[2], records[0], "kept as given");
+    assert_eq!(list(all.clone()).await, [30, 20, 10], "newest first");
+    assert_eq!(
+        list(AuditFilter {
+            user: Some("alice".into()),
+            ..all.clone()
+        })
+        .await,
+        [30, 10]
+    );
+    assert_eq!(
+        list(AuditFilter {
+            user: Some("id-bob".into()),
+            ..all.clone()
+        })
+        .await,
+        [20]
+    );
+    assert_eq!(
+        list(AuditFilter {
+            action: Some("job.delete".into()),
+            ..all.clone()
+        })
+        .await,
+        [30, 20]
+    );
+    assert_eq!(
+        list(AuditFilter {
+            outcome: Some("denied".into()),
+            ..all.clone()
+        })
+        .await,
+        [20]
+    );
+    assert_eq!(
+        list(AuditFilter {
+            since_ms: Some(20),
+            until_ms: Some(30),
+            ..all.clone()
+        })
+        .await,
+        [20]
+    );
+    assert_eq!(
+        list(AuditFilter {
+            project_id: Some("p2".into()),
+            ..all.clone()
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        list(AuditFilter {
+            limit: 1,
+            ..all.clone()
+        })
+        .await,
+        [30]
+    );
+    store.purge_activity(0, 25).await.expect("purge");
+    assert_eq!(list(all).await, [30]);
+}
+
+async fn fleet_gauges_count_running_tasks_and_agents_online(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["a1", "a2"]).await;
+    add_servers(store, &p2, &["b1"]).await;
+    store
+        .upsert_server(&p1, server("sim", "simulated"))
+        .await
+        .expect("sim");
+    store
+        .create_job(&p1, job("j", &["a1", "a2", "sim"], 1), None)
+        .await
+        .expect("job");
+    store
+        .create_job(&p2, job("k", &["b1"], 2), None)
+        .await
+        .expect("job");
+    store
+        .lease_tasks(&p1, "a1", "agent", terms(100, 10_000, HOUR), 5)
+        .await
+        .expect("lease");
+    store.touch_server(&p1, "a1", 5_000).await.expect("touch");
+    store.touch_server(&p2, "b1", 1_000).await.expect("touch");
+    let gauges = store.fleet_gauges(6_000, 2_000).await.expect("gauges");
+    assert_eq!((gauges.waiting, gauges.leased, gauges.simulated), (2, 1, 1));
+    assert_eq!(gauges.agents_online, [("p1".to_string(), 1)]);
+    // Past the lease's end, its task waits again.
+    let later = store.fleet_gauges(20_000, 0).await.expect("gauges");
+    assert_eq!((later.waiting, later.leased), (3, 0));
+    assert_eq!(
+        later.agents_online,
+        [("p1".to_string(), 1), ("p2".to_string(), 1)]
+    );
 }

@@ -304,8 +304,8 @@ pub async fn fleet_gauges(
 ) -> StoreResult<FleetGauges> {
     let mut conn = pools.read_pool().acquire().await?;
     let s = Statement::new(
-        "SELECT simulated, CASE WHEN lease_until >= $1 THEN 1 ELSE 0 END, COUNT(*) \
-         FROM tasks WHERE status = 'PROCESSING' GROUP BY 1, 2",
+        "SELECT simulated, CAST(CASE WHEN lease_until >= $1 THEN 1 ELSE 0 END AS BIGINT), \
+         COUNT(*) FROM tasks WHERE status = 'PROCESSING' GROUP BY 1, 2",
     )
     .bind(now_ms);
     let mut gauges = FleetGauges::default();

@@ -1,0 +1,387 @@
+//! The live watch over Server-Sent Events, on both backends: a job's changes in order from
+//! its creation to its deletion, the filtered list, resuming with `Last-Event-ID` after a
+//! dropped connection, isolation between projects, a change on one PostgreSQL replica
+//! reaching a watcher on another, and `litejobs jobs watch` as a process.
+
+use std::time::{Duration, Instant};
+
+use litejobs::client::{Client, EventStream, StreamEvent};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::backend_tests;
+use crate::helpers::{user_with_policy, TestApp};
+
+/// The next event that is not a `ping`, within 10 s.
+async fn next(stream: &mut EventStream) -> StreamEvent {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream answers")
+            .expect("the stream goes on");
+        if event.event != "ping" {
+            return event;
+        }
+    }
+}
+
+/// The next job change: (kind, job status, task status if any), with its data.
+async fn next_change(stream: &mut EventStream) -> (String, String, Option<String>, Value) {
+    let event = next(stream).await;
+    assert_eq!(event.event, "job", "{event:?}");
+    let data: Value = serde_json::from_str(&event.data).expect("json");
+    assert_eq!(data["seq"].to_string(), event.id, "the id is the seq");
+    (
+        data["kind"].as_str().expect("kind").to_string(),
+        data["job"]["status"].as_str().expect("status").to_string(),
+        data["task"]["status"].as_str().map(str::to_string),
+        data,
+    )
+}
+
+fn list_path(client: &Client) -> String {
+    client.project_path("/dev-servers/jobs/events")
+}
+
+fn job_path(client: &Client, id: &str) -> String {
+    client.project_path(&format!("/dev-servers/jobs/{id}/events"))
+}
+
+async fn a_job_is_watched_from_creation_to_deletion_in_order(app: TestApp) {
+    let client = &app.admin;
+    // Watching the list from before the creation sees it created.
+    let mut list = client
+        .events(&list_path(client), &[], None)
+        .await
+        .expect("list stream");
+    let ready = next(&mut list).await;
+    assert_eq!(ready.event, "ready");
+    let job = app
+        .create_job("watched", &["sim-server-01", "sim-server-02"])
+        .await;
+    let (kind, status, _, data) = next_change(&mut list).await;
+    assert_eq!((kind.as_str(), status.as_str()), ("created", "PROCESSING"));
+    assert_eq!(data["job"]["id"], job.id.as_str());
+    // The job's own stream, from its creation on (its tasks may have ended already).
+    let created = data["seq"].as_i64().expect("seq");
+    let mut one = client
+        .events(&job_path(client, &job.id), &[], Some(created))
+        .await
+        .expect("job stream");
+    let snapshot = next(&mut one).await;
+    assert_eq!(snapshot.event, "snapshot");
+    let detail: Value = serde_json::from_str(&snapshot.data).expect("json");
+    assert_eq!(detail["id"], job.id.as_str());
+    assert_eq!(detail["tasks"].as_array().map(Vec::len), Some(2));
+
+    // Its two tasks end (the first as `task`, the last as `finished`); then it is deleted.
+    for stream in [&mut one, &mut list] {
+        let (kind, status, task, data) = next_change(stream).await;
+        assert_eq!(
+            (kind.as_str(), status.as_str(), task.as_deref()),
+            ("task", "PROCESSING", Some("SUCCESS")),
+            "{data}"
+        );
+        assert!(data["task"]["server_id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sim-server-0")));
+        let (kind, status, task, _) = next_change(stream).await;
+        assert_eq!(
+            (kind.as_str(), status.as_str(), task.as_deref()),
+            ("finished", "FINISHED", Some("SUCCESS"))
+        );
+    }
+    let deleted = app
+        .admin_send(
+            Method::DELETE,
+            "/dev-servers/jobs",
+            &[],
+            Some(serde_json::json!({"job_ids": [job.id]})),
+        )
+        .await;
+    assert_eq!(deleted.status, 200);
+    for stream in [&mut one, &mut list] {
+        let (kind, status, _, _) = next_change(stream).await;
+        assert_eq!((kind.as_str(), status.as_str()), ("deleted", "DELETED"));
+    }
+}
+
+async fn the_list_watch_keeps_what_its_filters_match(app: TestApp) {
+    let client = &app.admin;
+    let query = [
+        ("name", "KEEP".to_string()),
+        ("status", "PROCESSING".to_string()),
+        ("limit", "5".to_string()),
+    ];
+    let mut stream = client
+        .events(&list_path(client), &query, None)
+        .await
+        .expect("stream");
+    assert_eq!(next(&mut stream).await.event, "ready");
+    app.create_job("other-job", &["sim-server-01"]).await;
+    let kept = app.create_job("to-keep-1", &["sim-server-01"]).await;
+    // Only the kept job's creation: its task's end makes it FINISHED, which the status
+    // filter leaves out, and the other job never matches.
+    let (kind, _, _, data) = next_change(&mut stream).await;
+    assert_eq!(kind, "created");
+    assert_eq!(data["job"]["id"], kept.id.as_str());
+    let quiet = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let event = stream.next().await.expect("answers").expect("open");
+            if event.event != "ping" {
+                return event;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "nothing else matches: {quiet:?}");
+
+    // A bad filter is refused as the list refuses it.
+    let refused = client
+        .events(
+            &list_path(client),
+            &[("status", "RUNNING".to_string())],
+            None,
+        )
+        .await;
+    match refused {
+        Err(litejobs::client::ClientError::Api {
+            status, error_code, ..
+        }) => assert_eq!((status, error_code.as_str()), (400, "ModelArts.0107")),
+        Err(other) => panic!("expected 400, got {other}"),
+        Ok(_) => panic!("expected 400, got a stream"),
+    }
+}
+
+async fn a_reconnect_with_last_event_id_replays_what_was_missed(app: TestApp) {
+    let client = &app.admin;
+    let mut stream = client
+        .events(&list_path(client), &[], None)
+        .await
+        .expect("stream");
+    let ready = next(&mut stream).await;
+    let first = app.create_job("before-drop", &["sim-server-01"]).await;
+    let (_, _, _, data) = next_change(&mut stream).await;
+    assert_eq!(data["job"]["id"], first.id.as_str());
+    let last_seen: i64 = data["seq"].as_i64().expect("seq");
+    drop(stream);
+    // While nobody watches, jobs are created and finish.
+    let missed: Vec<String> = {
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            ids.push(
+                app.create_job(&format!("missed-{n}"), &["sim-server-02"])
+                    .await
+                    .id,
+            );
+        }
+        ids
+    };
+    for id in &missed {
+        app.wait_for_status(id, "FINISHED", Duration::from_secs(10))
+            .await;
+    }
+    let mut resumed = client
+        .events(&list_path(client), &[], Some(last_seen))
+        .await
+        .expect("resumed");
+    assert_eq!(next(&mut resumed).await.event, "ready");
+    let mut seen = Vec::new();
+    let mut seqs = Vec::new();
+    // The first job's task end, then each missed job's creation and finish.
+    while seen.len() < 1 + 2 * missed.len() {
+        let (kind, _, _, data) = next_change(&mut resumed).await;
+        seqs.push(data["seq"].as_i64().expect("seq"));
+        seen.push((kind, data["job"]["id"].as_str().expect("id").to_string()));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    assert!(seqs[0] > last_seen);
+    let kinds_of = |id: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(_, j)| j == id)
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    assert_eq!(kinds_of(&first.id), ["finished"]);
+    for id in &missed {
+        assert_eq!(kinds_of(id), ["created", "finished"], "{id}");
+    }
+    assert!(ready.id.parse::<i64>().is_ok_and(|id| id < last_seen));
+    // A Last-Event-ID that is no id is refused.
+    let bad = client
+        .events(
+            &list_path(client),
+            &[("last_event_id", "x".to_string())],
+            None,
+        )
+        .await;
+    assert!(matches!(
+        bad,
+        Err(litejobs::client::ClientError::Api { status: 400, .. })
+    ));
+}
+
+async fn another_project_sees_nothing_of_this_one(app: TestApp) {
+    let store = app.store.as_ref();
+    let other = litejobs::store::ProjectRecord {
+        id: "0fa1c2e3d4b5a697887766554433aa21".to_string(),
+        name: "other-team".to_string(),
+        create_at: 1,
+    };
+    store.create_project(&other).await.expect("project");
+    let outsider = user_with_policy(&app, "outsider", &other.id, "ModelArts FullAccess").await;
+    let mut theirs = outsider
+        .events(&list_path(&outsider), &[], None)
+        .await
+        .expect("their stream");
+    assert_eq!(next(&mut theirs).await.event, "ready");
+    let job = app.create_job("ours", &["sim-server-01"]).await;
+    app.wait_for_status(&job.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    let quiet = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            let event = theirs.next().await.expect("answers").expect("open");
+            if event.event != "ping" {
+                return event;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "another project's changes: {quiet:?}");
+    // Our project's streams are refused to them; our job is unknown in theirs.
+    let ours = outsider.for_project(&app.project_id);
+    for path in [list_path(&ours), job_path(&ours, &job.id)] {
+        let refused = ours.events(&path, &[], None).await;
+        assert!(
+            matches!(
+                refused,
+                Err(litejobs::client::ClientError::Api { status: 403, .. })
+            ),
+            "{path}"
+        );
+    }
+    let unknown = outsider
+        .events(&job_path(&outsider, &job.id), &[], None)
+        .await;
+    assert!(matches!(
+        unknown,
+        Err(litejobs::client::ClientError::Api { status: 404, .. })
+    ));
+    // A read-only user of this project may watch.
+    let reader =
+        user_with_policy(&app, "reader", &app.project_id, "ModelArts ReadOnlyAccess").await;
+    let mut read = reader
+        .events(&list_path(&reader), &[], None)
+        .await
+        .expect("a reader watches");
+    assert_eq!(next(&mut read).await.event, "ready");
+}
+
+backend_tests!(
+    a_job_is_watched_from_creation_to_deletion_in_order,
+    the_list_watch_keeps_what_its_filters_match,
+    a_reconnect_with_last_event_id_replays_what_was_missed,
+    another_project_sees_nothing_of_this_one,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_change_on_one_replica_reaches_a_watcher_on_another() {
+    let Some(a) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    // Replica B finds A's administrator in the database, and its profile here.
+    std::fs::copy(
+        a.dir.path().join("admin.json"),
+        dir.path().join("admin.json"),
+    )
+    .expect("profile");
+    let mut config = crate::helpers::test_config(dir.path(), &a.database_url);
+    config.simulate = false;
+    let b = TestApp::start(dir, config).await;
+    // Replica B answers for A's administrator: same database.
+    let on_b = Client::new(
+        &b.endpoint,
+        &a.project_id,
+        litejobs::client::ClientAuth::AkSk(a.credentials.clone()),
+    )
+    .expect("client");
+    let mut stream = on_b
+        .events(&list_path(&on_b), &[], None)
+        .await
+        .expect("stream on b");
+    assert_eq!(next(&mut stream).await.event, "ready");
+    let created = Instant::now();
+    let job = a.create_job("across", &["sim-server-01"]).await;
+    let (kind, _, _, data) = next_change(&mut stream).await;
+    assert_eq!(
+        (kind.as_str(), data["job"]["id"].as_str()),
+        ("created", Some(job.id.as_str()))
+    );
+    assert!(
+        created.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        created.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_watch_prints_a_jobs_changes_until_it_is_deleted() {
+    // Tasks that take 2 s: the watch is there before they end.
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| {
+        c.simulate_delay = Duration::from_secs(2);
+    })
+    .await
+    .expect("sqlite");
+    let profile = app.dir.path().join("admin.json");
+    let job = app
+        .create_job("cli-watched", &["sim-server-01", "sim-server-02"])
+        .await;
+    let watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args([
+            "jobs",
+            "watch",
+            &job.id,
+            "-o",
+            "json",
+            "--endpoint",
+            &app.endpoint,
+        ])
+        .arg("--profile")
+        .arg(&profile)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("jobs watch starts");
+    app.wait_for_status(&job.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    let deleted = app
+        .admin_send(
+            Method::DELETE,
+            "/dev-servers/jobs",
+            &[],
+            Some(serde_json::json!({"job_ids": [job.id]})),
+        )
+        .await;
+    assert_eq!(deleted.status, 200);
+    let output = tokio::time::timeout(Duration::from_secs(20), watch.wait_with_output())
+        .await
+        .expect("jobs watch ends once the job is deleted")
+        .expect("output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
+    assert_eq!(kinds, ["task", "finished", "deleted"]);
+    assert!(lines.iter().all(|l| l["job"]["id"] == job.id.as_str()));
+}
