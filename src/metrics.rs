@@ -121,6 +121,32 @@ fn describe() {
         DB_STATEMENT_ERRORS,
         "statements the database answered with an error"
     );
+    // Every counter exists from the start (at 0), so that rates and alerts see it before
+    // its first event.
+    for name in [
+        AUTH_LOCKOUTS,
+        RATE_LIMITED,
+        JOBS_CREATED,
+        JOBS_FINISHED,
+        JOBS_DELETED,
+        AUDIT_DROPPED,
+        DB_STATEMENTS,
+        DB_STATEMENT_ERRORS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for kind in [
+        AuthFailure::Missing,
+        AuthFailure::Malformed,
+        AuthFailure::Signature,
+        AuthFailure::Token,
+        AuthFailure::Password,
+    ] {
+        metrics::counter!(AUTH_FAILURES, "kind" => kind.label()).increment(0);
+    }
+    for status in ["SUCCESS", "FAILED", "SKIPPED"] {
+        metrics::counter!(TASKS_ENDED, "status" => status).increment(0);
+    }
 }
 
 /// Counts a statement sent to the database, and whether it failed.

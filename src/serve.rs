@@ -43,6 +43,8 @@ fn simulation(config: &ServeConfig) -> SimulationConfig {
 impl Server {
     /// Opens the store, prepares accounts and binds `config.addr`.
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Self> {
+        // The recorder first: nothing counted from here on is lost.
+        let _ = crate::metrics::handle();
         let store = store::open_with(&config.database_url, config.db_max_connections)
             .await
             .with_context(|| "cannot open the database")?;

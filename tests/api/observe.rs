@@ -191,6 +191,48 @@ async fn metrics_count_known_traffic_exactly_by_route_template() {
     assert!(after
         .keys()
         .any(|s| s.starts_with("litejobs_db_connections{")));
+    // The dashboard in deploy/ graphs only metrics the server exports.
+    let exported: std::collections::BTreeSet<String> = after
+        .keys()
+        .map(|s| s.split('{').next().unwrap_or(s).to_string())
+        .map(|name| {
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(name, |n, suffix| {
+                    n.strip_suffix(suffix).map_or(n.clone(), str::to_string)
+                })
+        })
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana-dashboard.json"
+        ))
+        .expect("dashboard"),
+    )
+    .expect("dashboard json");
+    let mut graphed = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("litejobs_") || word.starts_with("process_") {
+                    let name = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .fold(word.to_string(), |n, s| {
+                            n.strip_suffix(s).map_or(n.clone(), str::to_string)
+                        });
+                    // (Agents online per project appear with the first agent heard from.)
+                    assert!(
+                        exported.contains(&name) || name == "litejobs_agents_online",
+                        "{name} is graphed but not exported"
+                    );
+                    graphed += 1;
+                }
+            }
+        }
+    }
+    assert!(graphed >= 15, "{graphed}");
     // The API's key never appears in the metrics.
     let raw = reqwest::get(format!("{}/metrics", server.endpoint))
         .await
