@@ -580,7 +580,10 @@ async fn jobs_logs_follow_prints_a_running_commands_output_until_it_ends() {
     );
     let printed = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = printed.lines().collect();
-    let expected: Vec<String> = (1..=5).map(|i| format!("node-1: line-{i}")).collect();
+    // The agent heads each item's output with the item.
+    let expected: Vec<String> = std::iter::once("node-1: [item 1 COMMON]".to_string())
+        .chain((1..=5).map(|i| format!("node-1: line-{i}")))
+        .collect();
     assert_eq!(lines, expected, "each line once, in order:\n{printed}");
     agent.kill_hard().await;
 }
