@@ -80,9 +80,9 @@ pub struct Identity {
 #[derive(Debug, Clone, Default)]
 pub struct Resources(pub Vec<String>);
 
-/// The process's audit writer.
+/// The process's audit writer (or none, when the trail is turned off).
 pub struct AuditLog {
-    queue: mpsc::Sender<AuditRecord>,
+    queue: Option<mpsc::Sender<AuditRecord>>,
     dropped: AtomicU64,
 }
 
@@ -93,15 +93,26 @@ impl AuditLog {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(write(store, receiver));
         let log = Arc::new(Self {
-            queue,
+            queue: Some(queue),
             dropped: AtomicU64::new(0),
         });
         (log, writer)
     }
 
+    /// A log that records nothing (`serve --no-audit`).
+    pub fn off() -> Arc<Self> {
+        Arc::new(Self {
+            queue: None,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
     /// Queues a record; a full queue drops it (counted and logged).
     pub fn record(&self, record: AuditRecord) {
-        if self.queue.try_send(record).is_err() {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        if queue.try_send(record).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::counter!(crate::metrics::AUDIT_DROPPED).increment(1);
             if dropped.is_power_of_two() {

@@ -97,6 +97,11 @@ pub struct ServeConfig {
     #[arg(long, env = "LITEJOBS_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
 
+    /// Record no audit trail (for an emulator whose data is throwaway, or to measure what
+    /// the trail costs).
+    #[arg(long, env = "LITEJOBS_NO_AUDIT")]
+    pub no_audit: bool,
+
     /// How long the audit trail keeps its records (e.g. `90d`).
     #[arg(long, env = "LITEJOBS_AUDIT_RETENTION", default_value = "90d", value_parser = parse_interval)]
     pub audit_retention: Duration,

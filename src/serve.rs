@@ -147,7 +147,11 @@ impl Server {
                  loopback behind a TLS-terminating proxy"
             );
         }
-        let (audit, audit_writer) = crate::audit::AuditLog::start(store.clone());
+        let (audit, audit_writer) = if config.no_audit {
+            (crate::audit::AuditLog::off(), tokio::spawn(async {}))
+        } else {
+            crate::audit::AuditLog::start(store.clone())
+        };
         Ok(Self {
             listener,
             metrics,

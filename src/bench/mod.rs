@@ -100,6 +100,15 @@ pub struct BenchArgs {
     #[arg(long = "only")]
     pub only: Vec<String>,
 
+    /// Extra flags of the servers measured (e.g. `--no-audit`), one per `--server-exe` in
+    /// order (or one for them all): to compare settings of one build in one run.
+    #[arg(
+        long = "server-flags",
+        value_name = "FLAGS",
+        allow_hyphen_values = true
+    )]
+    pub server_flags: Vec<String>,
+
     /// Agents of the fleet row: each a real long-poll over HTTP (0: no fleet row).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub agents: u64,
@@ -128,6 +137,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     for exe in &exes {
         anyhow::ensure!(exe.is_file(), "{} is not a file", exe.display());
     }
+    anyhow::ensure!(
+        args.server_flags.len() <= 1 || args.server_flags.len() == exes.len(),
+        "--server-flags is given once, or once per server"
+    );
     println!("{}", machine());
     let mut summaries = Vec::new();
     let mut failed = false;
@@ -257,13 +270,23 @@ async fn bench_backend(
     println!("database: {}", db.shown);
     let loaded = load_data_set(args, db).await?;
     let (mut summaries, mut failed) = (Vec::new(), false);
-    for exe in exes {
+    for (i, exe) in exes.iter().enumerate() {
+        let flags = match args.server_flags.as_slice() {
+            [] => "",
+            [all] => all.as_str(),
+            each => each[i].as_str(),
+        };
+        let name = if flags.is_empty() {
+            exe.display().to_string()
+        } else {
+            format!("{} {flags}", exe.display())
+        };
         if exes.len() > 1 {
-            println!("\n-- server {}", exe.display());
+            println!("\n-- server {name}");
         }
-        let (summary, errors) = bench_server(args, exe, db, &loaded).await?;
+        let (summary, errors) = bench_server(args, exe, flags, db, &loaded).await?;
         let summary = if exes.len() > 1 {
-            summary.replacen(": ", &format!(" ({}): ", exe.display()), 1)
+            summary.replacen(": ", &format!(" ({name}): "), 1)
         } else {
             summary
         };
@@ -277,12 +300,14 @@ async fn bench_backend(
 async fn bench_server(
     args: &BenchArgs,
     exe: &Path,
+    extra_flags: &str,
     db: &Database,
     loaded: &Loaded,
 ) -> anyhow::Result<(String, bool)> {
     let workdir = new_temp_dir("litejobs-bench-server")?;
     let admin = workdir.join("server-admin.json").display().to_string();
-    let flags = ["--bench-floor", "--admin-credentials", admin.as_str()];
+    let mut flags = vec!["--bench-floor", "--admin-credentials", admin.as_str()];
+    flags.extend(extra_flags.split_whitespace());
     // The data set's running tasks were never leased: the server would end them as stalled
     // while it is measured. (An environment variable, which older builds ignore.)
     let env = [("LITEJOBS_TASK_START_TIMEOUT", "36500d")];

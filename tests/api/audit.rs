@@ -312,3 +312,28 @@ async fn admin_commands_record_themselves_and_audit_list_filters() {
     let everything = run(&["audit", "list", "-o", "json"]);
     assert!(!everything.contains("secret-of-bob-1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_audit_nothing_is_recorded() {
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| c.no_audit = true)
+        .await
+        .expect("sqlite");
+    app.create_job("unrecorded", &["sim-server-01"]).await;
+    let anonymous = app
+        .raw(
+            Method::GET,
+            &format!("/v1/{}/dev-servers/jobs", app.project_id),
+        )
+        .await;
+    assert_eq!(anonymous.status(), 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = app
+        .store
+        .list_audit(&AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert!(all.is_empty(), "{all:?}");
+}

@@ -417,3 +417,36 @@ fn bench_measures_each_server_build_on_the_same_data() {
     let tables = stdout.lines().filter(|l| l.starts_with("query ")).count();
     assert_eq!(tables, 2, "{stdout}");
 }
+
+/// `--server-flags` starts each server with flags of its own, named in its summary.
+#[test]
+fn bench_compares_settings_of_one_build() {
+    let exe = env!("CARGO_BIN_EXE_litejobs");
+    let output = bench(&[
+        "--backend",
+        "sqlite",
+        "--jobs",
+        "50",
+        "--other-projects",
+        "0",
+        "--other-jobs",
+        "0",
+        "--only",
+        "create",
+        "--server-exe",
+        exe,
+        "--server-exe",
+        exe,
+        "--server-flags=",
+        "--server-flags=--no-audit",
+    ]);
+    let stdout = stdout_of(&output);
+    let summaries: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("summary sqlite ("))
+        .collect();
+    assert_eq!(summaries.len(), 2, "{stdout}");
+    assert!(summaries[0].starts_with(&format!("summary sqlite ({exe}): ")));
+    assert!(summaries[1].starts_with(&format!("summary sqlite ({exe} --no-audit): ")));
+    assert!(summaries.iter().all(|s| s.contains("create (")), "{stdout}");
+}
