@@ -111,6 +111,12 @@ pub struct ServeConfig {
     #[arg(long, env = "LITEJOBS_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Export each request's trace span to this OpenTelemetry collector (OTLP over HTTP,
+    /// protobuf; e.g. `http://127.0.0.1:4318`: spans go to `<URL>/v1/traces`). Off unless
+    /// given.
+    #[arg(long, env = "LITEJOBS_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
     /// Requests per second allowed to one access key or user; 0 turns the limit off.
     #[arg(long, env = "LITEJOBS_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
@@ -229,6 +235,18 @@ impl ServeConfig {
         }
         <Wrapper as clap::Parser>::parse_from(["litejobs"]).config
     }
+}
+
+/// An OTLP collector's base URL: `http://` or `https://`, a host, no query.
+fn parse_otlp_endpoint(raw: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(raw.trim_end_matches('/').to_string())
 }
 
 #[cfg(test)]

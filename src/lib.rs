@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod serve;
 pub mod sign;
 pub mod store;
+pub mod telemetry;
 pub mod templates;
 pub mod testkit;
 pub mod watch;

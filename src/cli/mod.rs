@@ -106,22 +106,32 @@ fn parse_output_tail(raw: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Sets up logging on stderr; `RUST_LOG` overrides the level.
-pub fn init_logging(json: bool) {
+/// Sets up logging on stderr; `RUST_LOG` overrides the level. With `telemetry`, the spans
+/// are exported too.
+pub fn init_logging(json: bool, telemetry: Option<&crate::telemetry::Telemetry>) {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal, never into a file or a pipe.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+    });
+    let json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(telemetry.map(|t| t.layer()))
+        .init();
 }
 
 /// Cancels the token on SIGINT or SIGTERM. The handlers are in place when this returns, so
@@ -161,15 +171,23 @@ pub fn cancel_on_signal(token: CancellationToken) {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(config) => {
-            init_logging(config.log_format == "json");
+            let telemetry = match config.otlp_endpoint.as_deref() {
+                Some(endpoint) => Some(crate::telemetry::Telemetry::start(endpoint)?),
+                None => None,
+            };
+            init_logging(config.log_format == "json", telemetry.as_ref());
             let server = Server::bind(*config).await?;
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone());
-            server.run(shutdown).await?;
+            let served = server.run(shutdown).await;
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown().await;
+            }
+            served?;
             Ok(0)
         }
         Command::Migrate { database_url } => {
-            init_logging(false);
+            init_logging(false, None);
             let store = crate::store::open(&database_url).await?;
             crate::iam::ensure_builtin_policies(store.as_ref()).await?;
             tracing::info!(backend = store.backend(), "database is migrated");
@@ -182,7 +200,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Servers(args) => Ok(report(servers::run_servers(args).await)),
         Command::Audit(args) => Ok(report(audit::run_audit(args).await)),
         Command::Agent(args) => {
-            init_logging(args.log_format == "json");
+            init_logging(args.log_format == "json", None);
             crate::domain::ids::bounded("server-id", &args.server_id)?;
             let client = args.connect.client()?;
             let shutdown = CancellationToken::new();

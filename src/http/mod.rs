@@ -291,7 +291,16 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .map_or_else(String::new, |c| c.0.ip().to_string());
     let uri_len = request.uri().to_string().len();
     let headers = request.headers().len();
-    let span = tracing::info_span!("request", request_id = %id);
+    // `otel.*` fields name the span for an OpenTelemetry export (`--otlp-endpoint`).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
     let mut response = REQUEST_ID
         .scope(
             id.clone(),
@@ -304,9 +313,10 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
                     next.run(request).await
                 }
             }
-            .instrument(span),
+            .instrument(span.clone()),
         )
         .await;
+    span.record("http.response.status_code", response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -431,3 +431,128 @@ async fn every_log_line_of_a_request_carries_its_id_route_status_and_latency() {
     assert!(line["fields"]["elapsed_ms"].as_f64().is_some(), "{line}");
     assert_eq!(line["fields"]["request_id"], id.as_str());
 }
+
+/// What a stand-in OpenTelemetry collector received: each POST's path, content type and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A stand-in collector on a loopback port, answering every export with 200.
+async fn collector() -> (String, Received) {
+    let received: Received = Default::default();
+    let kept = received.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let kept = kept.clone();
+        async move {
+            let path = request.uri().path().to_string();
+            let kind = request
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = axum::body::to_bytes(request.into_body(), 1 << 24)
+                .await
+                .expect("body");
+            kept.lock().expect("lock").push((path, kind, body.to_vec()));
+            ""
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), received)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_reach_an_otlp_collector_only_when_one_is_given() {
+    let (endpoint, received) = collector().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let server = serve_process(
+        dir.path(),
+        &db,
+        &["--simulate", "--otlp-endpoint", &endpoint],
+    )
+    .await;
+    let admin = admin_of(&server, dir.path());
+    let answer = admin
+        .send(
+            Method::GET,
+            &admin.project_path("/dev-servers/jobs"),
+            &[],
+            None,
+            &[],
+        )
+        .await
+        .expect("answer");
+    assert_eq!(answer.status, 200);
+    let id = answer
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a request id")
+        .to_string();
+    // Spans are batched; stopping the server sends what is left.
+    let exit = server.terminate().await.expect("stops");
+    assert!(exit.success(), "{exit:?}");
+    let received = received.lock().expect("lock").clone();
+    let span = received
+        .iter()
+        .find(|(_, _, body)| contains(body, &id))
+        .unwrap_or_else(|| {
+            panic!(
+                "a span with the request id among {} exports",
+                received.len()
+            )
+        });
+    assert_eq!(span.0, "/v1/traces");
+    assert_eq!(span.1, "application/x-protobuf");
+    for expected in [
+        "GET /v1/{project_id}/dev-servers/jobs",
+        "http.route",
+        "http.response.status_code",
+        "litejobs",
+    ] {
+        assert!(contains(&span.2, expected), "the span holds {expected:?}");
+    }
+
+    // Without the flag nothing is sent anywhere.
+    let (endpoint, received) = collector().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let server = serve_process(dir.path(), &db, &["--simulate"]).await;
+    let admin = admin_of(&server, dir.path());
+    admin
+        .send(
+            Method::GET,
+            &admin.project_path("/dev-servers/jobs"),
+            &[],
+            None,
+            &[],
+        )
+        .await
+        .expect("answer");
+    server.terminate().await.expect("stops");
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "{endpoint} got nothing"
+    );
+}
+
+#[test]
+fn a_bad_otlp_endpoint_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args(["serve", "--otlp-endpoint", "ftp://collector:4318"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--otlp-endpoint"), "{err}");
+}
