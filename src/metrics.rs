@@ -69,6 +69,24 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// How often the histograms' recent samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the histograms' samples into their buckets every few seconds until `shutdown`:
+/// the recorder keeps each sample until then, so without it a server nobody scrapes would
+/// hold every request's latency.
+pub async fn run_upkeep(shutdown: tokio_util::sync::CancellationToken) {
+    let Some(handle) = handle() else { return };
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// The metrics in Prometheus's text format, process metrics freshly read.
 pub fn render() -> Option<String> {
     let handle = handle()?;

@@ -202,6 +202,7 @@ impl Server {
             shutdown.clone(),
         ));
         workers.spawn(worker::run_gauges(store.clone(), shutdown.clone()));
+        workers.spawn(crate::metrics::run_upkeep(shutdown.clone()));
         workers.spawn(worker::run_stall_sweeper(
             store.clone(),
             self.config.task_start_timeout,
