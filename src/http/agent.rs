@@ -133,9 +133,12 @@ pub async fn lease_tasks(
     for (key, value) in query_pairs(raw.as_deref()) {
         match key.as_str() {
             "wait" => {
-                let secs: u64 = value
-                    .parse()
-                    .map_err(|_| Invalid::new("wait must be a number of seconds"))?;
+                // A whole number of seconds that fits an int64, as the document says.
+                let secs = value
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| Invalid::new("wait must be a number of seconds"))?;
                 wait = Duration::from_secs(secs).min(MAX_WAIT);
             }
             "max" => {

@@ -59,7 +59,7 @@ struct PasswordUser {
     password: String,
     /// The user's domain: accepted, not checked.
     #[allow(dead_code)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     domain: Option<serde::de::IgnoredAny>,
 }
 
