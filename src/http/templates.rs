@@ -74,7 +74,8 @@ pub async fn list_templates(
     description = "One template in full. Needs `modelarts:devserverJobTemplate:get`.",
     params(
         ProjectPath,
-        ("id" = String, Path, description = "The template's id."),
+        ("id" = String, Path, description = "The template's id.",
+            example = "6f1d0c5e-4a1b-4c55-9a0e-000000000001"),
     ),
     responses(
         (status = 200, description = "The template.", body = TemplateDetail),

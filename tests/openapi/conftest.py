@@ -7,6 +7,7 @@ imports the vendor's SDK: its import writes ~/.huaweicloud/application_id, so HO
 temporary directory here too.
 """
 
+import collections
 import json
 import os
 import shutil
@@ -33,6 +34,17 @@ DEMO_PASSWORD = "demo-password"
 
 
 _server = None
+
+#: Statuses answered per operation during the fuzz pass, for its summary and checks.
+ANSWERS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if ANSWERS:
+        terminalreporter.section("statuses answered per operation")
+        for operation, statuses in sorted(ANSWERS.items(), key=lambda a: a[0].split(" ")[::-1]):
+            counts = ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()))
+            terminalreporter.write_line(f"{operation:<75} {counts}")
 
 
 def session_server():
