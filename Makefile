@@ -1,5 +1,5 @@
 # Everyday commands; `scripts/test` is the one test command CI runs.
-.PHONY: serve simulate test fmt lint bench sdk
+.PHONY: serve simulate test fmt lint bench sdk openapi fuzz
 
 serve:
 	cargo run --release -- serve
@@ -19,6 +19,13 @@ lint:
 
 sdk:
 	scripts/sdk-tests
+
+# Rewrites docs/openapi.json from the code (review the diff), then checks it.
+openapi:
+	LITEJOBS_UPDATE_OPENAPI=1 cargo test --locked --test api openapi::
+
+fuzz:
+	scripts/api-fuzz --long
 
 bench:
 	cargo build --release

@@ -154,6 +154,12 @@ fn parse_u64(field: &str, raw: &str) -> Result<u64, Invalid> {
         .map_err(|_| Invalid(format!("{field} must be a non-negative integer")))
 }
 
+/// The query parameters the job list reads: the seed's five filters, then the paging and
+/// order extensions.
+pub const LIST_JOBS_PARAMETERS: [&str; 9] = [
+    "id", "name", "type", "status", "visible", "limit", "offset", "sort_key", "sort_dir",
+];
+
 impl ListJobsQuery {
     /// Validates the decoded query pairs. Unknown parameters are ignored; a parameter given
     /// twice, or given with an empty value, is an error.
@@ -161,11 +167,7 @@ impl ListJobsQuery {
         let mut q = Self::default();
         let mut seen: Vec<&str> = Vec::new();
         for (key, value) in pairs {
-            let known = [
-                "id", "name", "type", "status", "visible", "limit", "offset", "sort_key",
-                "sort_dir",
-            ];
-            let Some(key) = known.iter().find(|k| **k == key) else {
+            let Some(key) = LIST_JOBS_PARAMETERS.iter().find(|k| **k == key) else {
                 continue;
             };
             if seen.contains(key) {

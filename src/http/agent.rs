@@ -20,6 +20,7 @@ use axum::Json;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_json, query_pairs, ApiPath};
+use super::openapi::{BodyErrors, Conflict, NotFound, ProjectErrors, ProjectPath};
 use super::AppState;
 use crate::domain::ids::{bounded, lookup};
 use crate::domain::{now_ms, Action, Invalid, TaskStatus};
@@ -41,6 +42,27 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// `PUT /v1/{project_id}/agent/servers/{server_id}`: registers (or updates) the agent's server.
+#[utoipa::path(
+    put,
+    path = "/v1/{project_id}/agent/servers/{server_id}",
+    operation_id = "RegisterAgentServer",
+    tag = "agent",
+    summary = "Register a server",
+    description = "Registers (or updates) the server an agent runs on, in the project. \
+        Needs `modelarts:devserverAgent:run`.",
+    params(ProjectPath,
+        ("server_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
+            description = "The server: 1 to 64 characters, none a control character.",
+            example = "sim-server-01"),
+    ),
+    request_body = AgentRegistration,
+    responses(
+        (status = 204, description = "Registered."),
+        ProjectErrors,
+        BodyErrors,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn register_server(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,6 +98,31 @@ pub async fn register_server(
 
 /// `POST …/agent/servers/{server_id}/lease?wait=SECONDS&max=N`: the server's runnable tasks,
 /// waiting up to `wait` seconds (at most 20) for some to appear.
+#[utoipa::path(
+    post,
+    path = "/v1/{project_id}/agent/servers/{server_id}/lease",
+    operation_id = "LeaseAgentTasks",
+    tag = "agent",
+    summary = "Lease a server's tasks",
+    description = "Leases the server's runnable tasks, waiting up to `wait` seconds for \
+        some to appear; each lease lasts `--agent-lease` unless renewed by a heartbeat. \
+        Needs `modelarts:devserverAgent:run`.",
+    params(ProjectPath,
+        ("server_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
+            description = "The server: 1 to 64 characters, none a control character.",
+            example = "sim-server-01"),
+        ("wait" = Option<u64>, Query, minimum = 0, example = 0,
+            description = "Seconds to wait for work (at most 20 are waited; default 0)."),
+        ("max" = Option<i64>, Query, minimum = 1, maximum = 64, example = 4,
+            description = "Most tasks to lease (default 4)."),
+    ),
+    responses(
+        (status = 200, description = "The tasks leased (none when the wait ended first).", body = AgentLease),
+        ProjectErrors,
+        NotFound,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn lease_tasks(
     State(state): State<AppState>,
     caller: Caller,
@@ -88,9 +135,12 @@ pub async fn lease_tasks(
     for (key, value) in query_pairs(raw.as_deref()) {
         match key.as_str() {
             "wait" => {
-                let secs: u64 = value
-                    .parse()
-                    .map_err(|_| Invalid::new("wait must be a number of seconds"))?;
+                // A whole number of seconds that fits an int64, as the document says.
+                let secs = value
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| Invalid::new("wait must be a number of seconds"))?;
                 wait = Duration::from_secs(secs).min(MAX_WAIT);
             }
             "max" => {
@@ -195,6 +245,29 @@ const MAX_HELD: usize = 1024;
 /// `POST …/agent/servers/{server_id}/heartbeat` with the leases the agent holds: renews
 /// them, and says which of their tasks ended (a deleted job's are cancelled) or were taken
 /// over, so that the agent stops running those.
+#[utoipa::path(
+    post,
+    path = "/v1/{project_id}/agent/servers/{server_id}/heartbeat",
+    operation_id = "AgentHeartbeat",
+    tag = "agent",
+    summary = "Renew leases",
+    description = "Marks the server as heard from, renews the leases the agent holds, and \
+        says which of their tasks ended or were leased again (stop those). The body may \
+        be empty. Needs `modelarts:devserverAgent:run`.",
+    params(ProjectPath,
+        ("server_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
+            description = "The server: 1 to 64 characters, none a control character.",
+            example = "sim-server-01"),
+    ),
+    request_body(content = Option<AgentHeartbeat>, description = "The leases held (optional)."),
+    responses(
+        (status = 200, description = "Where each lease stands.", body = HeartbeatAnswer),
+        ProjectErrors,
+        BodyErrors,
+        NotFound,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -300,6 +373,33 @@ fn storable(text: String) -> String {
 
 /// `PUT …/agent/servers/{server_id}/tasks/{task_id}/output?lease_epoch=N`: the tail of the
 /// task's output so far (text; its last 1 MiB is kept).
+#[utoipa::path(
+    put,
+    path = "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/output",
+    operation_id = "PutAgentTaskOutput",
+    tag = "agent",
+    summary = "Upload a task's output",
+    description = "Replaces the task's output with the body (text; its last 1 MiB is \
+        kept), while the task runs under the agent's lease. Needs \
+        `modelarts:devserverAgent:run`.",
+    params(ProjectPath,
+        ("server_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
+            description = "The server: 1 to 64 characters, none a control character.",
+            example = "sim-server-01"),
+        ("task_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
+            description = "The task."),
+        ("lease_epoch" = Option<i64>, Query,
+            description = "The epoch of the lease the task runs under."),
+    ),
+    request_body(content = String, content_type = "text/plain", description = "The output so far."),
+    responses(
+        (status = 204, description = "Kept."),
+        ProjectErrors,
+        BodyErrors,
+        Conflict,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn put_output(
     State(state): State<AppState>,
     caller: Caller,
@@ -340,6 +440,30 @@ fn not_under_lease(task_id: &str, server_id: &str) -> ApiError {
 
 /// `POST …/agent/servers/{server_id}/tasks/{task_id}/result`: ends a task `SUCCESS` or
 /// `FAILED`. A task that already ended, was cancelled or was leased again answers 409.
+#[utoipa::path(
+    post,
+    path = "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/result",
+    operation_id = "ReportAgentTaskResult",
+    tag = "agent",
+    summary = "Report a task's result",
+    description = "Ends the task `SUCCESS` or `FAILED`. A task that already ended, was \
+        cancelled or was leased again answers 409. Needs `modelarts:devserverAgent:run`.",
+    params(ProjectPath,
+        ("server_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
+            description = "The server: 1 to 64 characters, none a control character.",
+            example = "sim-server-01"),
+        ("task_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
+            description = "The task."),
+    ),
+    request_body = AgentResult,
+    responses(
+        (status = 204, description = "The task ended."),
+        ProjectErrors,
+        BodyErrors,
+        Conflict,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn report_result(
     State(state): State<AppState>,
     caller: Caller,
@@ -380,6 +504,25 @@ pub async fn report_result(
 
 /// `GET /v1/{project_id}/dev-servers/jobs/{id}/tasks/{task_id}/output`: the tail of a task's
 /// output as its agent last uploaded it (the job's `get` permission).
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs/{id}/tasks/{task_id}/output",
+    operation_id = "GetDevServerJobTaskOutput",
+    tag = "jobs",
+    summary = "Show a task's output",
+    description = "The tail of a task's output, as its agent last uploaded it (simulated \
+        servers upload none). Needs `modelarts:devserverJob:get`.",
+    params(ProjectPath,
+        ("id" = String, Path, min_length = 1, max_length = 64, description = "The job's id."),
+        ("task_id" = String, Path, min_length = 1, max_length = 64, description = "The task's id."),
+    ),
+    responses(
+        (status = 200, description = "The output.", body = TaskOutputAnswer),
+        ProjectErrors,
+        NotFound,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn get_output(
     State(state): State<AppState>,
     caller: Caller,

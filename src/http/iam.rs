@@ -8,54 +8,106 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use rand::RngCore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::{peer_ip, token_hash};
 use super::error::ApiError;
 use super::extract::{parse_json, read_body};
+use super::openapi::{RevokeErrors, TokenErrors};
 use super::AppState;
 use crate::domain::ids::holds_nul;
 use crate::domain::now_ms;
 use crate::metrics::AuthFailure;
 
-#[derive(Deserialize)]
+/// Body of `POST /v3/auth/tokens`: a password authentication scoped to one project.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"auth": {
+    "identity": {"methods": ["password"], "password": {"user": {
+        "name": "demo", "password": "demo-password", "domain": {"name": "demo"}}}},
+    "scope": {"project": {"id": "5f3c9e2a7d104b6c8e1f0a2b3c4d5e6f"}}
+}}))]
 struct TokenRequest {
     auth: AuthBody,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct AuthBody {
     identity: Identity,
+    /// Required: the project the token is for.
     scope: Option<Scope>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Identity {
+    /// Must include `password`.
     methods: Vec<String>,
+    /// Required.
     password: Option<PasswordIdentity>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct PasswordIdentity {
     user: PasswordUser,
 }
 
-#[derive(Deserialize)]
+/// The user, by `name` or `id`.
+#[derive(Deserialize, ToSchema)]
 struct PasswordUser {
     name: Option<String>,
     id: Option<String>,
     password: String,
+    /// The user's domain: accepted, not checked.
+    #[allow(dead_code)]
+    #[schema(value_type = Option<serde_json::Value>)]
+    domain: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Scope {
+    /// Required.
     project: Option<ScopeProject>,
 }
 
-#[derive(Deserialize)]
+/// The project, by `id` or `name`.
+#[derive(Deserialize, ToSchema)]
 struct ScopeProject {
     id: Option<String>,
     name: Option<String>,
+}
+
+/// Answer of `POST /v3/auth/tokens`; the token itself is in `X-Subject-Token`.
+#[derive(Serialize, ToSchema)]
+struct TokenAnswer {
+    token: TokenInfo,
+}
+
+#[derive(Serialize, ToSchema)]
+struct TokenInfo {
+    #[schema(example = json!(["password"]))]
+    methods: Vec<String>,
+    /// ISO 8601, UTC.
+    #[schema(example = "2026-12-06T08:00:00.000000Z")]
+    issued_at: String,
+    /// ISO 8601, UTC.
+    #[schema(example = "2026-12-07T08:00:00.000000Z")]
+    expires_at: String,
+    user: NamedRef,
+    project: NamedRef,
+    /// The policies the user holds in the project.
+    roles: Vec<PolicyRef>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct NamedRef {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct PolicyRef {
+    #[schema(example = "ModelArts FullAccess")]
+    name: String,
 }
 
 fn iso(ms: i64) -> String {
@@ -66,6 +118,23 @@ fn iso(ms: i64) -> String {
 }
 
 /// Issues a token for a user's password, scoped to one project the user holds a grant in.
+#[utoipa::path(
+    post,
+    path = "/v3/auth/tokens",
+    operation_id = "KeystoneCreateUserTokenByPassword",
+    tag = "auth",
+    summary = "Get a token",
+    description = "Issues a project-scoped token for a user's password, in the shape of \
+        the cloud's IAM password authentication; the token is answered in \
+        `X-Subject-Token` and is valid 24 hours. Repeated failures for one name lock it out \
+        for a while. No authentication.",
+    request_body = TokenRequest,
+    responses(
+        (status = 201, description = "The token's details.", body = TokenAnswer,
+            headers(("X-Subject-Token" = String, description = "The token, for `X-Auth-Token`."))),
+        TokenErrors,
+    ),
+)]
 pub async fn issue_token(
     State(state): State<AppState>,
     request: Request,
@@ -154,24 +223,30 @@ pub async fn issue_token(
         .store
         .insert_token(&token_hash(&token), &user.id, &project.id, issued, expires)
         .await?;
-    let policies: Vec<serde_json::Value> = state
+    let roles = state
         .store
         .list_grants(&user.id)
         .await?
         .into_iter()
         .filter(|(p, _)| *p == project.id)
-        .map(|(_, policy)| serde_json::json!({ "name": policy }))
+        .map(|(_, name)| PolicyRef { name })
         .collect();
-    let body = serde_json::json!({
-        "token": {
-            "methods": ["password"],
-            "issued_at": iso(issued),
-            "expires_at": iso(expires),
-            "user": { "id": user.id, "name": user.name },
-            "project": { "id": project.id, "name": project.name },
-            "roles": policies,
-        }
-    });
+    let body = TokenAnswer {
+        token: TokenInfo {
+            methods: vec!["password".into()],
+            issued_at: iso(issued),
+            expires_at: iso(expires),
+            user: NamedRef {
+                id: user.id.clone(),
+                name: user.name.clone(),
+            },
+            project: NamedRef {
+                id: project.id.clone(),
+                name: project.name.clone(),
+            },
+            roles,
+        },
+    };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     let value = HeaderValue::from_str(&token).map_err(ApiError::internal)?;
     response.headers_mut().insert("x-subject-token", value);
@@ -186,6 +261,23 @@ pub async fn issue_token(
 
 /// Revokes the token in `X-Subject-Token`; the caller proves it holds it by sending it as
 /// `X-Auth-Token` too.
+#[utoipa::path(
+    delete,
+    path = "/v3/auth/tokens",
+    operation_id = "RevokeToken",
+    tag = "auth",
+    summary = "Revoke a token",
+    description = "Revokes the token named in `X-Subject-Token`; the caller proves it holds \
+        it by sending the same token as `X-Auth-Token` (403 when the two differ).",
+    params(
+        ("X-Subject-Token" = String, Header, description = "The token to revoke."),
+    ),
+    responses(
+        (status = 204, description = "Revoked."),
+        RevokeErrors,
+    ),
+    security(("IamToken" = [])),
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     parts: Parts,

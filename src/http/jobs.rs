@@ -12,6 +12,9 @@ use axum::{Extension, Json};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_json, query_pairs, ApiPath};
+use super::openapi::{
+    BodyErrors, Conflict, JobFilterParams, NotFound, PageParams, ProjectErrors, ProjectPath,
+};
 use super::AppState;
 use crate::audit::Resources;
 use crate::domain::filter::ListJobsQuery;
@@ -28,6 +31,24 @@ pub const MAX_IDS_PER_DELETE: usize = 1000;
 
 /// `GET /v1/{project_id}/dev-servers/jobs`: the project's jobs, newest first, filtered by
 /// `id`, `name`, `type`, `status` and `visible`, with an exact total.
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs",
+    operation_id = "ListDevServerJobs",
+    tag = "jobs",
+    summary = "List jobs",
+    description = "The project's jobs, newest first unless `sort_key`/`sort_dir` say \
+        otherwise, filtered by `id`, `name`, `type`, `status` and `visible`, with an exact \
+        `total`. Without `limit` one page holds every matching job (up to the maximum page \
+        size). Deleted jobs stay listed as `DELETED` until retention purges them. Needs \
+        `modelarts:devserverJob:list`.",
+    params(ProjectPath, JobFilterParams, PageParams),
+    responses(
+        (status = 200, description = "The page of matching jobs.", body = Page<JobListItem>),
+        ProjectErrors,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,6 +125,32 @@ fn client_token(headers: &HeaderMap) -> Result<Option<String>, Invalid> {
 
 /// `POST /v1/{project_id}/dev-servers/jobs`: creates a job with one task per server.
 /// With `X-Client-Token`, repeating the same request answers the same job for 24 hours.
+#[utoipa::path(
+    post,
+    path = "/v1/{project_id}/dev-servers/jobs",
+    operation_id = "CreateDevServerJob",
+    tag = "jobs",
+    summary = "Create a job",
+    description = "Creates a job of the template of its `type`, with one task per server \
+        (every server must be known in the project; each item's `spec` must satisfy the \
+        template's parameters). The job starts `PROCESSING` and becomes `FINISHED` when \
+        every task ended. Nothing is created when the request is refused. Needs \
+        `modelarts:devserverJob:create`.",
+    params(
+        ProjectPath,
+        ("X-Client-Token" = Option<String>, Header, pattern = "^[!-~]{1,64}$",
+            description = "Makes the creation idempotent for 24 hours: the same token with \
+                the same body answers the same job; with another body, 409."),
+    ),
+    request_body = JobCreateRequest,
+    responses(
+        (status = 200, description = "The job, as created.", body = JobDetail),
+        ProjectErrors,
+        BodyErrors,
+        Conflict,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,6 +200,25 @@ pub async fn create_job(
 }
 
 /// `GET /v1/{project_id}/dev-servers/jobs/{id}`: one job with its items and tasks.
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs/{id}",
+    operation_id = "GetDevServerJob",
+    tag = "jobs",
+    summary = "Show a job",
+    description = "One job with its items and one task per server (a deleted job too, \
+        until retention purges it). Needs `modelarts:devserverJob:get`.",
+    params(
+        ProjectPath,
+        ("id" = String, Path, min_length = 1, max_length = 64, description = "The job's id."),
+    ),
+    responses(
+        (status = 200, description = "The job.", body = JobDetail),
+        ProjectErrors,
+        NotFound,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -172,6 +238,24 @@ pub async fn get_job(
 
 /// `DELETE /v1/{project_id}/dev-servers/jobs` with `{"job_ids": [...]}`: soft-deletes the
 /// jobs, cancelling their running tasks, and answers them (now `DELETED`).
+#[utoipa::path(
+    delete,
+    path = "/v1/{project_id}/dev-servers/jobs",
+    operation_id = "DeleteDevServerJobs",
+    tag = "jobs",
+    summary = "Delete jobs",
+    description = "Soft-deletes the named jobs of the project: their running tasks are \
+        cancelled (`SKIPPED`) and they stay listed as `DELETED`. Unknown ids are ignored. \
+        Answers the page of the jobs deleted. Needs `modelarts:devserverJob:delete`.",
+    params(ProjectPath),
+    request_body = DeleteJobsRequest,
+    responses(
+        (status = 200, description = "The jobs deleted, now `DELETED`.", body = Page<JobListItem>),
+        ProjectErrors,
+        BodyErrors,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn delete_jobs(
     State(state): State<AppState>,
     caller: Caller,

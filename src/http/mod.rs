@@ -12,6 +12,7 @@ mod floor;
 mod iam;
 mod jobs;
 pub mod lockout;
+pub mod openapi;
 pub mod server;
 mod templates;
 pub mod tls;
@@ -200,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(metrics_route(&state.config))
+        .merge(openapi::routes())
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api)
         // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error

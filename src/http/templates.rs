@@ -6,12 +6,28 @@ use axum::Json;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{query_pairs, ApiPath};
+use super::openapi::{NotFound, ProjectErrors, ProjectPath, TemplateFilterParams};
 use super::AppState;
 use crate::domain::ids::{lookup, simple_name};
 use crate::domain::{Action, Invalid};
 use crate::wire::{Page, TemplateDetail, TemplateListItem};
 
 /// `GET /v1/{project_id}/dev-servers/jobs/templates`, filtered by `id`, `name` and `type`.
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs/templates",
+    operation_id = "ListDevServerJobTemplates",
+    tag = "templates",
+    summary = "List job templates",
+    description = "The job templates (built in, and the operator's), filtered by `id`, \
+        `name` and `type`, in one page. Needs `modelarts:devserverJobTemplate:list`.",
+    params(ProjectPath, TemplateFilterParams),
+    responses(
+        (status = 200, description = "The matching templates.", body = Page<TemplateListItem>),
+        ProjectErrors,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn list_templates(
     State(state): State<AppState>,
     caller: Caller,
@@ -49,6 +65,25 @@ pub async fn list_templates(
 }
 
 /// `GET /v1/{project_id}/dev-servers/jobs/templates/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs/templates/{id}",
+    operation_id = "GetDevServerJobTemplate",
+    tag = "templates",
+    summary = "Show a job template",
+    description = "One template in full. Needs `modelarts:devserverJobTemplate:get`.",
+    params(
+        ProjectPath,
+        ("id" = String, Path, description = "The template's id.",
+            example = "6f1d0c5e-4a1b-4c55-9a0e-000000000001"),
+    ),
+    responses(
+        (status = 200, description = "The template.", body = TemplateDetail),
+        ProjectErrors,
+        NotFound,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn get_template(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,6 +100,21 @@ pub async fn get_template(
 
 /// `GET /v1/{project_id}/dev-servers/jobs/services/{id}`. No built-in template deploys
 /// services, so no service exists and every id is unknown.
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs/services/{id}",
+    operation_id = "GetDevServerJobService",
+    tag = "templates",
+    summary = "Show a job service",
+    description = "A service deployed by a job. No built-in template deploys services, so \
+        every id answers 404. Needs `modelarts:devserverJob:get`.",
+    params(
+        ProjectPath,
+        ("id" = String, Path, description = "The service's id."),
+    ),
+    responses(ProjectErrors, NotFound),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn get_service(
     caller: Caller,
     ApiPath((_, id)): ApiPath<(String, String)>,

@@ -22,8 +22,10 @@ use tokio::sync::{broadcast, mpsc};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{query_pairs, ApiPath};
+use super::openapi::{JobFilterParams, NotFound, ProjectErrors, ProjectPath, ResumeParams};
 use super::AppState;
 use crate::domain::filter::{JobFilter, ListJobsQuery};
+use crate::domain::ids::{holds_nul, lookup};
 use crate::domain::{Action, Invalid, ProjectId};
 use crate::store::JobEvent;
 use crate::watch::Hub;
@@ -186,6 +188,33 @@ async fn send_history(
 /// `GET /v1/{project_id}/dev-servers/jobs/events`: changes of the project's jobs that match
 /// the list's filters (`id`, `name`, `type`, `status`, `visible`; paging parameters are
 /// ignored).
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs/events",
+    operation_id = "WatchDevServerJobs",
+    tag = "jobs",
+    summary = "Watch the job list",
+    description = "A Server-Sent Events stream of the changes of the project's jobs that \
+        match the filters, as they are committed on any replica. It opens with a `ready` \
+        event whose id is where it starts; then one `job` event per change, its data \
+        `{\"seq\", \"kind\", \"job\", \"task\"?}` (`kind`: `created`, `task`, \
+        `finished` or `deleted`; `job`: the job's list item after the change; `task`: the \
+        task that ended); a quiet stream carries a `ping` event every 15 s. Reconnecting \
+        with `Last-Event-ID` (or `last_event_id`) first sends every change after that id. \
+        Needs `modelarts:devserverJob:list`.",
+    params(
+        ProjectPath,
+        JobFilterParams,
+        ResumeParams,
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+            description = "The id of the last event received."),
+    ),
+    responses(
+        (status = 200, description = "The stream of events.", content_type = "text/event-stream", body = String),
+        ProjectErrors,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn watch_jobs(
     State(state): State<AppState>,
     caller: Caller,
@@ -222,6 +251,30 @@ pub async fn watch_jobs(
 
 /// `GET /v1/{project_id}/dev-servers/jobs/{id}/events`: the job's changes, after a snapshot
 /// of its detail.
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/dev-servers/jobs/{id}/events",
+    operation_id = "WatchDevServerJob",
+    tag = "jobs",
+    summary = "Watch a job",
+    description = "A Server-Sent Events stream of one job's changes. It opens with a \
+        `snapshot` event (the job's detail; its id is where the stream starts), then one \
+        `job` event per change as in the list's watch, and `ping` every 15 s when quiet. \
+        Needs `modelarts:devserverJob:get`.",
+    params(
+        ProjectPath,
+        ("id" = String, Path, min_length = 1, max_length = 64, description = "The job's id."),
+        ResumeParams,
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+            description = "The id of the last event received."),
+    ),
+    responses(
+        (status = 200, description = "The stream of events.", content_type = "text/event-stream", body = String),
+        ProjectErrors,
+        NotFound,
+    ),
+    security(("AkSkSignature" = []), ("IamToken" = [])),
+)]
 pub async fn watch_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -230,11 +283,18 @@ pub async fn watch_job(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     caller.require(Action::GetJob)?;
+    lookup("id", &id)?;
     let pairs = query_pairs(raw.as_deref());
     let resume = resume_from(&headers, &pairs)?;
     let (live, start) = state.watch.subscribe().await?;
-    // Read after subscribing: a change after the snapshot is in the stream.
-    let Some(job) = state.store.get_job(&caller.project, &id).await? else {
+    // Read after subscribing: a change after the snapshot is in the stream. An id holding
+    // U+0000 is no job's (and the database would refuse it).
+    let found = if holds_nul(&id) {
+        None
+    } else {
+        state.store.get_job(&caller.project, &id).await?
+    };
+    let Some(job) = found else {
         return Err(ApiError::NotFound(format!("The job {id} does not exist.")));
     };
     let (out, receiver) = mpsc::channel(QUEUE);

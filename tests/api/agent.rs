@@ -275,6 +275,35 @@ async fn results_must_come_from_the_lease_holder(app: TestApp) {
     assert_eq!(detail.tasks[0].message, "done\u{FFFD}and\u{FFFD}more");
 }
 
+/// `wait` and `max` of a lease request are checked as the OpenAPI document states them:
+/// `wait` a whole number of seconds within int64 (of which at most 20 are waited), `max`
+/// 1 to 64. They are checked before the server is looked up: an unregistered server
+/// answers 404 to a valid request at once.
+#[tokio::test]
+async fn a_lease_request_refuses_waits_and_sizes_out_of_range() {
+    let app = TestApp::sqlite().await;
+    for (wait, max, status) in [
+        ("0", "4", 404),
+        ("9223372036854775807", "64", 404),
+        ("9223372036854775808", "4", 400),
+        ("-1", "4", 400),
+        ("soon", "4", 400),
+        ("0", "0", 400),
+        ("0", "65", 400),
+    ] {
+        let r = app
+            .admin_send(
+                Method::POST,
+                "/agent/servers/node-unknown/lease",
+                &[("wait", wait), ("max", max)],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, status, "wait={wait} max={max}: {}", r.json());
+    }
+    app.stop().await;
+}
+
 backend_tests!(results_must_come_from_the_lease_holder);
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod errors;
 mod fleet;
 mod jobs;
 mod observe;
+mod openapi;
 mod overload;
 mod properties;
 mod readme;

@@ -280,7 +280,29 @@ async fn another_project_sees_nothing_of_this_one(app: TestApp) {
     assert_eq!(next(&mut read).await.event, "ready");
 }
 
+/// A job id no job can have is answered as the job's detail answers it: too long is 400,
+/// one holding U+0000 (which PostgreSQL's text cannot hold) is no job's.
+async fn a_watch_of_an_impossible_job_id_is_refused_or_unknown(app: TestApp) {
+    for (id, status, code) in [
+        ("x".repeat(65), 400, "ModelArts.0107"),
+        ("a%00b".to_string(), 404, "ModelArts.0102"),
+    ] {
+        let path = app
+            .admin
+            .project_path(&format!("/dev-servers/jobs/{id}/events"));
+        let answer = app
+            .admin
+            .send(Method::GET, &path, &[], None, &[])
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status, status, "{id}: {}", answer.json());
+        assert_eq!(answer.json()["error_code"], code);
+    }
+    app.stop().await;
+}
+
 backend_tests!(
+    a_watch_of_an_impossible_job_id_is_refused_or_unknown,
     a_job_is_watched_from_creation_to_deletion_in_order,
     the_list_watch_keeps_what_its_filters_match,
     a_reconnect_with_last_event_id_replays_what_was_missed,
