@@ -12,6 +12,7 @@ mod bench;
 mod cli;
 mod crash;
 mod deploy;
+mod emulator;
 mod errors;
 mod fleet;
 mod jobs;
