@@ -85,7 +85,7 @@ class Emulator:
     def start(self) -> "Emulator":
         cmd = [self.binary, "serve", "--in-memory", "--simulate", "--addr", "127.0.0.1:0",
                "--print-config", "--region", self.region,
-               "--simulate-delay", self.simulate_delay, "--rate-limit", "0", *self.args]
+               "--simulate-delay", self.simulate_delay, *self.args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LITEJOBS_")}
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
