@@ -275,6 +275,12 @@ impl Server {
         ));
         let addr = self.listener.local_addr()?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
+        crate::emulator::ready::announce(
+            &self.config,
+            &format!("{scheme}://{addr}"),
+            &self.state.emulator,
+            self.admin.as_ref(),
+        )?;
         tracing::info!(
             %addr,
             backend = store.backend(),
@@ -287,12 +293,6 @@ impl Server {
                 .max_connections
                 .map_or_else(crate::config::default_max_connections, |n| n as usize),
         };
-        crate::emulator::ready::announce(
-            &self.config,
-            &format!("{scheme}://{addr}"),
-            &self.state.emulator,
-            self.admin.as_ref(),
-        )?;
         let state = self.state.until(shutdown.clone());
         let app = http::router(state);
         http::server::serve(self.listener, app, limits, self.tls, shutdown.clone())
