@@ -244,7 +244,8 @@ pub struct ServeConfig {
     pub print_config: bool,
 
     /// Answer exactly what the cloud's API answers: no list extensions (`limit`, `offset`,
-    /// `sort_key`, `sort_dir`, `visible`), no extension fields in answers, no extension routes.
+    /// `sort_key`, `sort_dir`), no extension fields in requests or answers, no extension
+    /// routes.
     #[arg(long, env = "LITEJOBS_STRICT")]
     pub strict: bool,
 

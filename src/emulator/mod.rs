@@ -14,6 +14,7 @@ pub mod journal;
 pub mod keystone;
 pub mod ready;
 pub mod seed;
+pub mod strict;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -156,7 +157,7 @@ fn signing_key(request: &Request) -> Option<String> {
 pub async fn intercept(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let emulator = state.emulator.clone();
     let path = request.uri().path().to_string();
-    if !emulator.control || path.starts_with(CONTROL_PREFIX) {
+    if (!emulator.control && !emulator.strict) || path.starts_with(CONTROL_PREFIX) {
         return next.run(request).await;
     }
     let started = Instant::now();
@@ -166,6 +167,9 @@ pub async fn intercept(State(state): State<AppState>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str())
         .to_string();
+    if !emulator.control {
+        return strictly(&route, &method, request, next).await;
+    }
     let call = faults::Call {
         operation: operation(&method, &route),
         method: method.clone(),
@@ -175,19 +179,38 @@ pub async fn intercept(State(state): State<AppState>, request: Request, next: Ne
     };
     let query = request.uri().query().unwrap_or("").to_string();
     let response = match emulator.faults.pick(&call) {
-        Some(fault) => apply(fault, request, next).await,
+        Some(fault) => apply(fault, request, next, emulator.strict).await,
+        None if emulator.strict => strictly(&call.route, &call.method, request, next).await,
         None => next.run(request).await,
     };
     record(&emulator, call, (path, query), &response, started);
     response
 }
 
-async fn apply(fault: faults::Injected, request: Request, next: Next) -> Response {
+/// The request served as the cloud serves it (`--strict`).
+async fn strictly(route: &str, method: &str, request: Request, next: Next) -> Response {
+    if strict::is_extension_route(route) {
+        return crate::http::error::ApiError::NoSuchApi.into_response();
+    }
+    let response = next.run(request).await;
+    strict::trim_answer(&operation(method, route), response).await
+}
+
+async fn apply(fault: faults::Injected, request: Request, next: Next, strict: bool) -> Response {
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
     }
     match fault.then {
         faults::Then::Answer(answer) => answer.into_response(),
+        faults::Then::Serve if strict => {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str())
+                .to_string();
+            let method = request.method().as_str().to_string();
+            strictly(&route, &method, request, next).await
+        }
         faults::Then::Serve => next.run(request).await,
         faults::Then::Drop => {
             let mut response = ().into_response();
