@@ -1,6 +1,9 @@
 """The package's own tests: its fixtures, used as a team would use them."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -63,3 +66,36 @@ def test_control_errors_are_raised(litejobs_control):
     with pytest.raises(EmulatorError) as failure:
         litejobs_control.add_fault(operation="ListDevServerJobs", status=200)
     assert failure.value.status == 400
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def python_block(after_heading: str) -> str:
+    """The first python block of the README after `after_heading`."""
+    section = README.read_text(encoding="utf-8").split(after_heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_pytest_example_passes(tmp_path):
+    example = tmp_path / "test_retry.py"
+    example.write_text(python_block("## The emulator in a test suite"), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(example)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
+def test_the_readmes_production_style_code_runs_with_the_environment_alone(
+        litejobs_emulator, litejobs_control, tmp_path):
+    script = python_block("## Using the official Python SDK")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUAWEICLOUD_SDK_")}
+    env.update(litejobs_emulator.env)
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+    journal = [r["operation"] for r in litejobs_control.requests()]
+    assert journal[-2:] == ["KeystoneListProjects", "ListDevServerJobs"]

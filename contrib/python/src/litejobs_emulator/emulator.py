@@ -75,9 +75,10 @@ class Emulator:
 
     @property
     def control(self) -> "Control":
-        admin = self.config.get("admin") or {}
-        return Control(self.endpoint, admin.get("user_name", "admin"), admin.get("password"),
-                       admin.get("project_id"))
+        admin = self.config.get("admin")
+        if not admin:
+            raise EmulatorError("the emulator announced no administrator's credentials")
+        return Control(self.endpoint, admin["access_key"], admin["secret_key"])
 
     def log_text(self) -> str:
         return "\n".join(self._log[-200:])
@@ -126,49 +127,39 @@ class Emulator:
 
 
 class Control:
-    """The emulator's control API, called as the administrator (with an IAM token from its
-    password, so no request needs signing)."""
+    """The emulator's control API, called as the administrator: each request is signed with
+    the administrator's access key by the SDK's own signer, so the journal holds only the
+    calls of the code under test."""
 
-    def __init__(self, endpoint: str, user: str, password: str | None, project_id: str | None):
+    def __init__(self, endpoint: str, access_key: str, secret_key: str):
         self.endpoint = endpoint.rstrip("/")
-        self.user = user
-        self.password = password
-        self.project_id = project_id
-        self._token: str | None = None
+        self.access_key = access_key
+        self.secret_key = secret_key
 
-    def _raw(self, method: str, path: str, body: Any = None, headers: dict | None = None):
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(self.endpoint + path, data=data, method=method,
-                                         headers=dict(headers or {}))
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+    def call(self, method: str, path: str, body: Any = None,
+             query: list[tuple[str, str]] | None = None) -> Any:
+        from huaweicloudsdkcore.auth.credentials import BasicCredentials
+        from huaweicloudsdkcore.sdk_request import SdkRequest
+        from huaweicloudsdkcore.signer.signer import Signer
+
+        parsed = urllib.parse.urlparse(self.endpoint)
+        data = b"" if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        request = SdkRequest(method=method, schema=parsed.scheme, host=parsed.netloc,
+                             resource_path="/_litejobs/" + path.lstrip("/"),
+                             query_params=list(query or []), header_params=headers, body=data)
+        request = Signer(BasicCredentials(self.access_key, self.secret_key)).sign(request)
+        sent = urllib.request.Request(request.url, data=data if body is not None else None,
+                                      method=method, headers=request.header_params)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, dict(response.headers), response.read()
+            with urllib.request.urlopen(sent, timeout=30) as response:
+                status, payload = response.status, response.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
-
-    def token(self) -> str:
-        if self._token is None:
-            if not self.password:
-                raise EmulatorError("the administrator's password is unknown")
-            body = {"auth": {"identity": {"methods": ["password"], "password": {
-                "user": {"name": self.user, "password": self.password}}},
-                "scope": {"project": {"id": self.project_id}}}}
-            status, headers, payload = self._raw("POST", "/v3/auth/tokens", body)
-            token = {k.lower(): v for k, v in headers.items()}.get("x-subject-token")
-            if status != 201 or not token:
-                raise EmulatorError(f"cannot get a token: {status} {payload!r}", status, payload)
-            self._token = token
-        return self._token
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        status, _, payload = self._raw(method, "/_litejobs/" + path.lstrip("/"), body,
-                                       {"X-Auth-Token": self.token()})
-        parsed = json.loads(payload) if payload else None
+            status, payload = e.code, e.read()
+        answer = json.loads(payload) if payload else None
         if status >= 400:
-            raise EmulatorError(f"{method} {path}: {status} {parsed}", status, parsed)
-        return parsed
+            raise EmulatorError(f"{method} {path}: {status} {answer}", status, answer)
+        return answer
 
     def reset(self, project_id: str | None = None) -> Any:
         return self.call("POST", "reset", {"project_id": project_id} if project_id else {})
@@ -191,10 +182,11 @@ class Control:
         self.call("DELETE", "faults")
 
     def requests(self, after: int = 0, limit: int | None = None) -> list:
-        query = {"after": after}
+        """The journal: the last requests received (control calls aside), oldest first."""
+        query = [("after", str(after))]
         if limit is not None:
-            query["limit"] = limit
-        return self.call("GET", "requests?" + urllib.parse.urlencode(query))["requests"]
+            query.append(("limit", str(limit)))
+        return self.call("GET", "requests", query=query)["requests"]
 
     def clear_requests(self) -> None:
         self.call("DELETE", "requests")
