@@ -548,3 +548,15 @@ async fn in_memory_writes_nothing_and_the_cli_reads_the_journal_and_the_environm
         "an in-memory server writes no database or profile"
     );
 }
+
+/// The example for Rust test suites (`examples/emulator_test.rs`), run as a test.
+#[allow(dead_code)]
+#[path = "../../examples/emulator_test.rs"]
+mod example;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_example_passes() {
+    example::run(exe())
+        .await
+        .expect("the example's test passes");
+}
