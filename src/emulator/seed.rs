@@ -259,6 +259,26 @@ async fn project_of(store: &dyn Store, id_or_name: &str) -> anyhow::Result<Proje
 /// Loads a checked seed: what exists already (same project id, user, key) is kept.
 pub async fn load(store: &dyn Store, sealer: Option<&Sealer>, seed: &Seed) -> anyhow::Result<()> {
     seed.check()?;
+    // Every project named must exist or be made by the seed: checked before anything is
+    // written, so that a wrong name changes nothing.
+    let mut made: Vec<String> = Vec::new();
+    for p in &seed.projects {
+        made.extend(p.id.clone());
+        made.push(p.name.clone());
+    }
+    let mut named: Vec<String> = Vec::new();
+    for u in &seed.users {
+        named.extend(u.grants.iter().map(|g| g.project.clone()));
+    }
+    named.extend(seed.servers.iter().map(|s| s.project.clone()));
+    named.extend(seed.jobs.iter().map(|j| j.project.clone()));
+    named.sort();
+    named.dedup();
+    for project in &named {
+        if !made.contains(project) && store.find_project(project).await?.is_none() {
+            return Err(bad(format!("no project {project:?}")).into());
+        }
+    }
     for p in &seed.projects {
         let exists = match &p.id {
             Some(id) => store.find_project(id).await?.is_some(),

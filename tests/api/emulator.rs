@@ -371,6 +371,40 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
     )
     .await;
     assert_eq!(status, 400);
+    // A project that does not exist stops the whole seed before anything is written.
+    let unknown_project = br#"{"users":[{"name":"bob"}],
+        "jobs":[{"project":"nope","name":"x","tasks":[{"server_id":"s","status":"SUCCESS"}]}]}"#;
+    let (status, body) = json_of(
+        admin
+            .send(
+                reqwest::Method::POST,
+                "/_litejobs/seed",
+                &[],
+                Some(unknown_project.to_vec()),
+                &[],
+            )
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("ModelArts.0107"))
+    );
+    let (_, exported) = json_of(
+        admin
+            .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
+            .await
+            .expect("send"),
+    )
+    .await;
+    let users: Vec<&str> = exported["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert_eq!(users, vec!["admin", "demo"]);
     server.kill_hard().await.expect("kill");
 }
 
