@@ -477,6 +477,41 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_of_probability_zero_never_fires_and_one_always_does() {
+        let faults = Faults::default();
+        faults
+            .add(RuleSpec::parse_flag("status=500,probability=0").expect("rule"))
+            .expect("added");
+        assert!((0..200).all(|_| faults.pick(&list_call()).is_none()));
+        faults
+            .add(RuleSpec::parse_flag("status=503,probability=1").expect("rule"))
+            .expect("added");
+        assert!((0..200).all(|_| faults.pick(&list_call()).is_some()));
+        assert_eq!(faults.list()[1].hits, 200);
+    }
+
+    #[test]
+    fn task_rules_fail_hang_or_slow_their_servers_tasks() {
+        let faults = Faults::default();
+        faults
+            .add(RuleSpec::parse_flag("task=fail,server=s1").expect("rule"))
+            .expect("added");
+        faults
+            .add(RuleSpec::parse_flag("task=hang,server=s2,project=p1").expect("rule"))
+            .expect("added");
+        faults
+            .add(RuleSpec::parse_flag("task=slow,server=s3,delay=1h").expect("rule"))
+            .expect("added");
+        assert_eq!(faults.verdict("p1", "s1", "t"), TaskVerdict::Fail);
+        assert_eq!(faults.verdict("p1", "s2", "t"), TaskVerdict::Wait);
+        assert_eq!(faults.verdict("p2", "s2", "t"), TaskVerdict::AsSimulated);
+        assert_eq!(faults.verdict("p1", "s3", "t"), TaskVerdict::Wait);
+        assert_eq!(faults.verdict("p1", "s4", "t"), TaskVerdict::AsSimulated);
+        // A task rule never answers an API call.
+        assert!(faults.pick(&list_call()).is_none());
+    }
+
+    #[test]
     fn project_and_key_narrow_a_rule() {
         let faults = Faults::default();
         faults

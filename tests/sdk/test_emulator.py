@@ -217,3 +217,27 @@ def test_seed_then_list_with_exact_totals(client, control):
     exported = control.export()
     assert sorted(j["name"] for j in exported["jobs"]) == \
         ["seeded-0", "seeded-1", "seeded-2", "seeded-deleted"]
+
+
+def test_a_slow_server_ends_its_tasks_late(client, control):
+    control.add_fault(task="slow", server_id="sim-server-04", delay_ms=1500)
+    created = client.create_dev_server_job(new_job("slow", servers=("sim-server-04",)))
+    time.sleep(0.8)  # four times the simulated delay: a task of a normal server has ended
+    assert client.get_dev_server_job(GetDevServerJobRequest(id=created.id)).status == "PROCESSING"
+    done = wait_for_job(client, created.id)
+    assert done.tasks[0].status == "SUCCESS"
+
+
+def test_a_reset_takes_away_what_a_seed_added(client, control):
+    control.seed({"projects": [{"name": "cn-east-3"}],
+                  "users": [{"name": "alice", "access_keys": [
+                      {"access_key": "ALICEKEY0000000000AA", "secret_key": "alice-secret-0000000"}],
+                      "grants": [{"project": "cn-east-3"}]}],
+                  "servers": [{"project": "cn-east-3", "id": "node-1", "simulated": False}]})
+    before = control.export()
+    assert "alice" in [u["name"] for u in before["users"]]
+    assert any(s["id"] == "node-1" and not s["simulated"] for s in before["servers"])
+    control.reset()
+    after = control.export()
+    assert sorted(u["name"] for u in after["users"]) == ["admin", "demo"]
+    assert "cn-east-3" not in [p["name"] for p in after["projects"]]
