@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod emulator;
+mod emulator_seed;
 mod errors;
 mod fleet;
 mod jobs;
