@@ -27,6 +27,8 @@ pub struct MemoryDir {
 
 impl MemoryDir {
     pub fn create() -> anyhow::Result<Self> {
+        // Its accounts go with the process: their passwords need no costly hashes.
+        crate::iam::use_light_password_hashing();
         let shm = PathBuf::from("/dev/shm");
         let base = if shm.is_dir() {
             shm
