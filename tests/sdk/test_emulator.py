@@ -241,3 +241,30 @@ def test_a_reset_takes_away_what_a_seed_added(client, control):
     after = control.export()
     assert sorted(u["name"] for u in after["users"]) == ["admin", "demo"]
     assert "cn-east-3" not in [p["name"] for p in after["projects"]]
+
+
+def test_a_project_named_after_a_region_is_found_by_a_users_production_code(
+        emulator, control, monkeypatch):
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkmodelarts.v1 import ModelArtsClient
+    from huaweicloudsdkmodelarts.v1.region.modelarts_region import ModelArtsRegion
+
+    control.seed({
+        "projects": [{"id": "0123456789abcdef0123456789abcdef", "name": "cn-east-3"}],
+        "users": [{"name": "bob", "access_keys": [
+            {"access_key": "BOBKEY00000000000000", "secret_key": "bob-secret-000000000"}],
+            "grants": [{"project": "cn-east-3"}]}],
+        "servers": [{"project": "cn-east-3", "id": "node-1"}],
+        "jobs": [{"project": "cn-east-3", "name": "east-job",
+                  "tasks": [{"server_id": "node-1", "status": "SUCCESS"}]}]})
+    monkeypatch.setenv("HUAWEICLOUD_SDK_REGION_MODELARTS_CN_EAST_3", emulator.endpoint)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_IAM_ENDPOINT", emulator.endpoint)
+    client = (ModelArtsClient.new_builder()
+              .with_credentials(BasicCredentials("BOBKEY00000000000000", "bob-secret-000000000"))
+              .with_region(ModelArtsRegion.value_of("cn-east-3"))
+              .build())
+    listed = client.list_dev_server_jobs(ListDevServerJobsRequest())
+    assert [j.name for j in listed.data] == ["east-job"]
+    keystone = [r for r in control.requests() if r["operation"] == "KeystoneListProjects"]
+    assert keystone[-1]["access_key"] == "BOBKEY00000000000000"
+    assert keystone[-1]["query"] == "name=cn-east-3"
