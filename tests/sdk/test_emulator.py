@@ -268,3 +268,22 @@ def test_a_project_named_after_a_region_is_found_by_a_users_production_code(
     keystone = [r for r in control.requests() if r["operation"] == "KeystoneListProjects"]
     assert keystone[-1]["access_key"] == "BOBKEY00000000000000"
     assert keystone[-1]["query"] == "name=cn-east-3"
+
+
+def test_a_seed_given_at_start_is_the_state_a_reset_returns_to(litejobs_bin, tmp_path):
+    import json
+
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"jobs": [
+        {"project": DEMO_PROJECT_ID, "name": f"start-{n}", "status": "FINISHED",
+         "tasks": [{"server_id": "sim-server-01", "status": "SUCCESS"}]} for n in range(5)]}))
+    with Emulator(litejobs_bin, args=["--seed", str(seed)]) as seeded:
+        client = sdk_client_for(seeded)
+        assert client.list_dev_server_jobs(ListDevServerJobsRequest()).total == 5
+        client.create_dev_server_job(new_job("made-later"))
+        assert client.list_dev_server_jobs(ListDevServerJobsRequest()).total == 6
+        seeded.control.reset()
+        back = client.list_dev_server_jobs(ListDevServerJobsRequest())
+        assert sorted(j.name for j in back.data) == [f"start-{n}" for n in range(5)]
+        seeded.control.reset(DEMO_PROJECT_ID)
+        assert client.list_dev_server_jobs(ListDevServerJobsRequest()).total == 5
