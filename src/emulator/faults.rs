@@ -263,7 +263,7 @@ fn api_error(status: u16, retry_after: Option<u64>) -> Option<ApiError> {
             retry_after_secs: retry_after.unwrap_or(1),
         },
         500 => ApiError::Internal(anyhow::anyhow!("an injected fault")),
-        503 => ApiError::Overloaded("try again later"),
+        503 => ApiError::Unavailable(anyhow::anyhow!("an injected fault")),
         _ => return None,
     })
 }
