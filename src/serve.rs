@@ -95,8 +95,11 @@ impl Server {
         let write_admin = !config.in_memory
             || config.admin_credentials.as_os_str() != crate::emulator::ready::DEFAULT_ADMIN_FILE;
         let admin;
-        match iam::bootstrap_admin(store.as_ref(), sealer.as_ref(), &endpoint).await? {
-            Bootstrap::Created(profile) if !write_admin => admin = Some(profile),
+        let fresh = match iam::bootstrap_admin(store.as_ref(), sealer.as_ref(), &endpoint).await? {
+            Bootstrap::Created(profile) if !write_admin => {
+                admin = Some(profile);
+                true
+            }
             Bootstrap::Created(profile) => {
                 admin = Some(profile.clone());
                 if let Err(e) = iam::write_profile(&config.admin_credentials, &profile) {
@@ -118,9 +121,13 @@ impl Server {
                     project_id = profile.project_id,
                     "created the administrator; its credentials are in this file (mode 0600)"
                 );
+                true
             }
-            Bootstrap::Existing => admin = read_profile(&config.admin_credentials).ok(),
-        }
+            Bootstrap::Existing => {
+                admin = read_profile(&config.admin_credentials).ok();
+                false
+            }
+        };
         let demo_account = config.simulate && addr.ip().is_loopback();
         if !demo_account {
             demo::retire(store.as_ref()).await?;
@@ -140,7 +147,9 @@ impl Server {
             worker::sync_simulated_fleet(store.as_ref(), &simulation(&config)).await?;
         }
         let emulator = crate::emulator::ready::emulator(&config, demo_account)?;
-        if config.simulate {
+        // The seed fills a fresh database once: the start that made the administrator loads
+        // it, other replicas and later starts find it there (resets load it again).
+        if config.simulate && fresh {
             if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
                 crate::emulator::seed::load(store.as_ref(), sealer.as_ref(), seed)
                     .await

@@ -594,3 +594,31 @@ async fn the_rust_example_passes() {
         .await
         .expect("the example's test passes");
 }
+
+/// A seed fills a fresh database once: a second start on the same database (a restart, or
+/// another replica) does not load it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_given_at_start_fills_a_fresh_database_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let seed = dir.path().join("seed.json");
+    let jobs: Vec<serde_json::Value> = (0..3)
+        .map(|n| {
+            serde_json::json!({"project": demo::PROJECT_ID, "name": format!("seeded-{n}"),
+                "tasks": [{"server_id": "sim-server-01", "status": "SUCCESS"}]})
+        })
+        .collect();
+    std::fs::write(&seed, serde_json::json!({ "jobs": jobs }).to_string()).expect("seed");
+    let db = dir.path().join("seeded.db").display().to_string();
+    let seed_arg = seed.display().to_string();
+    let args = ["--simulate", "--database-url", &db, "--seed", &seed_arg];
+    for start in 0..2 {
+        let server = spawn(dir.path(), &args).await.expect("starts");
+        let total = demo_client(&server.endpoint)
+            .list_jobs(&[])
+            .await
+            .expect("list")
+            .total;
+        assert_eq!(total, 3, "start {start}");
+        server.terminate().await.expect("stops");
+    }
+}
