@@ -58,6 +58,10 @@ impl Server {
                 config.addr
             );
         }
+        anyhow::ensure!(
+            !config.in_memory || config.database_url == crate::emulator::ready::DEFAULT_DATABASE,
+            "--in-memory keeps its own database: give no --database-url with it"
+        );
         let memory = if config.in_memory {
             let dir = crate::emulator::ready::MemoryDir::create()?;
             config.database_url = dir.database_url();

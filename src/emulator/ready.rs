@@ -16,6 +16,9 @@ use super::{env_lines, Emulator};
 use crate::config::ServeConfig;
 use crate::iam::{demo, Profile};
 
+/// `--database-url`'s default, the only value `--in-memory` goes with.
+pub const DEFAULT_DATABASE: &str = "litejobs.db";
+
 /// `--admin-credentials`' default, which an `--in-memory` start does not write.
 pub const DEFAULT_ADMIN_FILE: &str = "litejobs-admin.json";
 

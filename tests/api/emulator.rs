@@ -571,6 +571,16 @@ async fn in_memory_writes_nothing_and_the_cli_reads_the_journal_and_the_environm
     assert!(defaults.contains("HUAWEICLOUD_SDK_REGION_MODELARTS_CN_EAST_3='http://127.0.0.1:9'"));
 
     server.terminate().await.expect("stops");
+    let both = std::process::Command::new(exe())
+        .args(["serve", "--in-memory", "--database-url", "other.db"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(
+        !both.status.success(),
+        "--in-memory with a database is refused"
+    );
+    assert!(String::from_utf8_lossy(&both.stderr).contains("--in-memory keeps its own database"));
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .filter_map(Result::ok)
