@@ -15,10 +15,21 @@ use litejobs::sign::Credentials;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The running emulator and what it printed.
+/// The running emulator and what it printed; stopped (SIGTERM, so that it removes its
+/// in-memory database) when this is dropped.
 pub struct Emulator {
-    _child: Child,
+    child: Child,
     pub config: serde_json::Value,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 impl Emulator {
@@ -36,7 +47,6 @@ impl Emulator {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot run {}", binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -48,10 +58,7 @@ impl Emulator {
         .await
         .context("the emulator did not start in time")??;
         let config = serde_json::from_str(&line).context("the configuration line")?;
-        Ok(Self {
-            _child: child,
-            config,
-        })
+        Ok(Self { child, config })
     }
 
     fn client(&self, who: &serde_json::Value) -> anyhow::Result<Client> {

@@ -39,7 +39,12 @@ impl MemoryDir {
             tracing::warn!("no /dev/shm: the in-memory database goes to the temporary directory");
             std::env::temp_dir()
         };
-        let path = base.join(format!("litejobs-{}", uuid::Uuid::new_v4().simple()));
+        sweep(&base);
+        let path = base.join(format!(
+            "litejobs-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
         {
@@ -55,6 +60,26 @@ impl MemoryDir {
     /// The SQLite URL of the database in this directory.
     pub fn database_url(&self) -> String {
         format!("sqlite://{}", self.path.join("litejobs.db").display())
+    }
+}
+
+/// Removes the directories of in-memory servers that ended without removing theirs (killed
+/// with SIGKILL): `litejobs-<pid>-<id>` whose process is gone.
+fn sweep(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("litejobs-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -228,7 +228,7 @@ async fn the_control_api_refuses_a_non_loopback_address_unless_asked() {
     )
     .await
     .expect("starts when asked");
-    allowed.kill_hard().await.expect("kill");
+    allowed.terminate().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +299,7 @@ async fn the_keystone_listing_answers_the_callers_project_of_a_region() {
     .await
     .expect("get");
     assert_eq!(unsigned.status().as_u16(), 401);
-    server.kill_hard().await.expect("kill");
+    server.terminate().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,7 +405,7 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
         .filter_map(|u| u["name"].as_str())
         .collect();
     assert_eq!(users, vec!["admin", "demo"]);
-    server.kill_hard().await.expect("kill");
+    server.terminate().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,14 +482,24 @@ async fn an_injected_429_looks_like_the_rate_limits_own() {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
     );
-    server.kill_hard().await.expect("kill");
-    limited.kill_hard().await.expect("kill");
+    server.terminate().await.expect("stops");
+    limited.terminate().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_writes_nothing_and_the_cli_reads_the_journal_and_the_environment() {
     let dir = tempfile::tempdir().expect("dir");
+    // What an in-memory server killed with SIGKILL left (no process has this pid).
+    let stale = Path::new("/dev/shm").join("litejobs-999999999-stale");
+    let shm = Path::new("/dev/shm").is_dir();
+    if shm {
+        std::fs::create_dir_all(&stale).expect("stale dir");
+    }
     let (server, _) = emulator(dir.path(), &[]).await;
+    assert!(
+        !stale.exists(),
+        "a start removes what dead in-memory servers left"
+    );
     let demo = demo_client(&server.endpoint);
     demo.list_jobs(&[("status", "FINISHED".to_string())])
         .await
