@@ -70,6 +70,19 @@ fn parse_outcome(raw: &str) -> Result<(String, String), String> {
     Ok((server.to_string(), outcome))
 }
 
+/// A region id as the cloud writes them: `cn-north-4`, `ap-southeast-1`.
+fn parse_region(raw: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err("a region is 1 to 64 lower-case letters, digits and dashes (e.g. cn-north-4)".into())
+    }
+}
+
 /// `litejobs serve` settings.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -214,6 +227,52 @@ pub struct ServeConfig {
         default_value_t = 100
     )]
     pub auth_failures_per_address: u32,
+
+    /// The cloud region the demo project answers for in the IAM project listing
+    /// (`GET /v3/projects?name=REGION`), so SDK code written with `.with_region(...)` finds it.
+    #[arg(long, env = "LITEJOBS_REGION", default_value = "cn-north-4", value_parser = parse_region)]
+    pub region: String,
+
+    /// Keep the whole database in memory (a fresh SQLite database on a memory-backed file
+    /// system, removed at exit): an emulator for one test run. The administrator's
+    /// credentials are written only where `--admin-credentials` says.
+    #[arg(long, env = "LITEJOBS_IN_MEMORY")]
+    pub in_memory: bool,
+
+    /// Once the server answers, write its endpoint, region and credentials (one JSON object)
+    /// to this file.
+    #[arg(long, env = "LITEJOBS_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Once the server answers, print its endpoint, region and credentials as one JSON line
+    /// on stdout.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Answer exactly what the cloud's API answers: no list extensions (`limit`, `offset`,
+    /// `sort_key`, `sort_dir`), no extension fields in requests or answers, no extension
+    /// routes.
+    #[arg(long, env = "LITEJOBS_STRICT")]
+    pub strict: bool,
+
+    /// Seed file (JSON: projects, users with keys, servers, jobs) loaded at start with
+    /// `--simulate`, and again by every reset.
+    #[arg(long, env = "LITEJOBS_SEED", value_name = "FILE")]
+    pub seed: Option<PathBuf>,
+
+    /// A fault rule of the emulator, e.g. `op=ListDevServerJobs,status=429,times=2`
+    /// (see docs/emulator.md); repeatable; only with `--simulate`.
+    #[arg(long = "fault", value_name = "RULE")]
+    pub faults: Vec<String>,
+
+    /// Requests the emulator's journal keeps (the last ones).
+    #[arg(long, env = "LITEJOBS_JOURNAL_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub journal_size: u32,
+
+    /// Serve the emulator's control API (`/_litejobs/...`) even on a non-loopback address.
+    #[arg(long, env = "LITEJOBS_CONTROL_ON_ANY_ADDRESS")]
+    pub control_on_any_address: bool,
 
     /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`. Reloaded when the
     /// file changes or on SIGHUP.

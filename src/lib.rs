@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod emulator;
 pub mod fleet;
 pub mod http;
 pub mod iam;

@@ -29,10 +29,15 @@ pub struct Server {
     config: ServeConfig,
     /// The audit writer, which ends once the API is gone and its records are written.
     audit_writer: tokio::task::JoinHandle<()>,
+    /// The administrator's credentials, when this start made them or can read them.
+    admin: Option<Profile>,
+    /// The memory-backed directory of an `--in-memory` database, removed when this goes.
+    _memory: Option<crate::emulator::ready::MemoryDir>,
 }
 
 fn simulation(config: &ServeConfig) -> SimulationConfig {
     SimulationConfig {
+        task_faults: worker::TaskFaultHook::default(),
         servers: config.simulate_servers,
         delay: config.simulate_delay,
         failure_rate: config.simulate_failure_rate,
@@ -42,9 +47,28 @@ fn simulation(config: &ServeConfig) -> SimulationConfig {
 
 impl Server {
     /// Opens the store, prepares accounts and binds `config.addr`.
-    pub async fn bind(config: ServeConfig) -> anyhow::Result<Self> {
+    pub async fn bind(mut config: ServeConfig) -> anyhow::Result<Self> {
         // The recorder first: nothing counted from here on is lost.
         let _ = crate::metrics::handle();
+        if config.simulate && !config.addr.ip().is_loopback() && !config.control_on_any_address {
+            anyhow::bail!(
+                "refusing to serve the emulator's control API (--simulate) on the non-loopback \
+                 address {}: anyone who reaches it with the administrator's key can reset the \
+                 data and inject faults; pass --control-on-any-address to serve it there",
+                config.addr
+            );
+        }
+        anyhow::ensure!(
+            !config.in_memory || config.database_url == crate::emulator::ready::DEFAULT_DATABASE,
+            "--in-memory keeps its own database: give no --database-url with it"
+        );
+        let memory = if config.in_memory {
+            let dir = crate::emulator::ready::MemoryDir::create()?;
+            config.database_url = dir.database_url();
+            Some(dir)
+        } else {
+            None
+        };
         let store = store::open_with(&config.database_url, config.db_max_connections)
             .await
             .with_context(|| "cannot open the database")?;
@@ -72,8 +96,16 @@ impl Server {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoint = format!("{scheme}://{addr}");
-        match iam::bootstrap_admin(store.as_ref(), sealer.as_ref(), &endpoint).await? {
+        let write_admin = !config.in_memory
+            || config.admin_credentials.as_os_str() != crate::emulator::ready::DEFAULT_ADMIN_FILE;
+        let admin;
+        let fresh = match iam::bootstrap_admin(store.as_ref(), sealer.as_ref(), &endpoint).await? {
+            Bootstrap::Created(profile) if !write_admin => {
+                admin = Some(profile);
+                true
+            }
             Bootstrap::Created(profile) => {
+                admin = Some(profile.clone());
                 if let Err(e) = iam::write_profile(&config.admin_credentials, &profile) {
                     // Without its credentials the administrator is of no use, and the next
                     // start would find it and write none: it goes, and the next start
@@ -93,9 +125,13 @@ impl Server {
                     project_id = profile.project_id,
                     "created the administrator; its credentials are in this file (mode 0600)"
                 );
+                true
             }
-            Bootstrap::Existing => {}
-        }
+            Bootstrap::Existing => {
+                admin = read_profile(&config.admin_credentials).ok();
+                false
+            }
+        };
         let demo_account = config.simulate && addr.ip().is_loopback();
         if !demo_account {
             demo::retire(store.as_ref()).await?;
@@ -113,6 +149,16 @@ impl Server {
                 tracing::warn!("simulate: not on a loopback address, so no demo account");
             }
             worker::sync_simulated_fleet(store.as_ref(), &simulation(&config)).await?;
+        }
+        let emulator = crate::emulator::ready::emulator(&config, demo_account)?;
+        // The seed fills a fresh database once: the start that made the administrator loads
+        // it, other replicas and later starts find it there (resets load it again).
+        if config.simulate && fresh {
+            if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
+                crate::emulator::seed::load(store.as_ref(), sealer.as_ref(), seed)
+                    .await
+                    .context("cannot load the seed (--seed)")?;
+            }
         }
         let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
         let api = ApiConfig {
@@ -159,10 +205,13 @@ impl Server {
             state: AppState {
                 sealer: sealer.map(std::sync::Arc::new),
                 audit,
+                emulator,
                 ..AppState::new(store, templates, api)
             },
             config,
             audit_writer,
+            admin,
+            _memory: memory,
         })
     }
 
@@ -184,9 +233,12 @@ impl Server {
         let store = self.state.store.clone();
         let mut workers = tokio::task::JoinSet::new();
         if self.config.simulate {
+            let mut simulation = simulation(&self.config);
+            let faults: Arc<dyn worker::TaskFaults> = self.state.emulator.clone();
+            simulation.task_faults = worker::TaskFaultHook(Some(faults));
             workers.spawn(worker::run_simulation(
                 store.clone(),
-                simulation(&self.config),
+                simulation,
                 shutdown.clone(),
             ));
         }
@@ -237,6 +289,12 @@ impl Server {
         ));
         let addr = self.listener.local_addr()?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
+        crate::emulator::ready::announce(
+            &self.config,
+            &format!("{scheme}://{addr}"),
+            &self.state.emulator,
+            self.admin.as_ref(),
+        )?;
         tracing::info!(
             %addr,
             backend = store.backend(),

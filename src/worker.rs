@@ -15,9 +15,41 @@ use crate::domain::{now_ms, ProjectId, TaskStatus};
 use crate::fleet::{Fleet, SEEN_FLUSH_EVERY};
 use crate::store::{NewServer, Stall, StalledTask, Store};
 
+/// What a simulated task whose time has come does, as fault rules say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskVerdict {
+    /// Ends as the simulation says (its server's outcome, or the failure rate).
+    AsSimulated,
+    /// Ends `FAILED`.
+    Fail,
+    /// Does not end yet.
+    Wait,
+}
+
+/// Faults injected into the simulated fleet (the emulator's task rules).
+pub trait TaskFaults: Send + Sync {
+    fn verdict(&self, project_id: &str, server_id: &str, task_id: &str) -> TaskVerdict;
+}
+
+/// The task faults of a simulation, if any.
+#[derive(Clone, Default)]
+pub struct TaskFaultHook(pub Option<Arc<dyn TaskFaults>>);
+
+impl std::fmt::Debug for TaskFaultHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "TaskFaultHook(Some)"
+        } else {
+            "TaskFaultHook(None)"
+        })
+    }
+}
+
 /// How the simulated fleet behaves.
 #[derive(Debug, Clone)]
 pub struct SimulationConfig {
+    /// Faults injected into simulated tasks.
+    pub task_faults: TaskFaultHook,
     /// Servers registered in every project: `sim-server-01` … `sim-server-NN`.
     pub servers: u32,
     /// Time from a task's creation to its end.
@@ -86,7 +118,16 @@ pub async fn finish_due_tasks(
     let due = store.due_simulated_tasks(due_before, 500).await?;
     let mut ended = 0;
     for task in due {
+        let verdict = config
+            .task_faults
+            .0
+            .as_ref()
+            .map_or(TaskVerdict::AsSimulated, |f| {
+                f.verdict(task.project_id.as_str(), &task.server_id, &task.task_id)
+            });
         let failed = match task.outcome.as_str() {
+            _ if verdict == TaskVerdict::Wait => continue,
+            _ if verdict == TaskVerdict::Fail => true,
             "FAILED" => true,
             "SUCCESS" => false,
             // A rate that is not a number (the flag refuses one) fails nothing.

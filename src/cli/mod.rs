@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod connect;
+pub mod emulator;
 pub mod iam;
 pub mod jobs;
 pub mod output;
@@ -54,6 +55,10 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Run the node agent of one Lite Server: lease its tasks, run them, report results.
     Agent(AgentArgs),
+    /// Print the environment variables that point the official SDKs at a litejobs server.
+    Env(emulator::EnvArgs),
+    /// The emulator's control API (`serve --simulate`): requests, faults, reset, seed, export.
+    Emulator(emulator::EmulatorArgs),
 }
 
 /// `litejobs agent` settings.
@@ -199,6 +204,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Iam(args) => Ok(report(iam::run_iam(args).await)),
         Command::Servers(args) => Ok(report(servers::run_servers(args).await)),
         Command::Audit(args) => Ok(report(audit::run_audit(args).await)),
+        Command::Env(args) => Ok(report(emulator::run_env(args))),
+        Command::Emulator(args) => Ok(report(emulator::run_emulator(args).await)),
         Command::Agent(args) => {
             init_logging(args.log_format == "json", None);
             crate::domain::ids::bounded("server-id", &args.server_id)?;

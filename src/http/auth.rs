@@ -510,6 +510,31 @@ async fn authorize(
     })
 }
 
+/// A user authenticated for a request that names no project (the IAM calls the SDKs
+/// make on their own), within the user's rate.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub user_id: String,
+    pub user_name: String,
+    /// The project a token is scoped to; AK/SK is not scoped.
+    pub token_project: Option<String>,
+}
+
+/// Authenticates a request that names no project, as [`authenticate`] does the others.
+pub async fn authenticate_user(
+    state: &AppState,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<User, ApiError> {
+    let identity = identify(state, parts, body).await?;
+    state.authenticator.check_rate(&identity.limit_key)?;
+    Ok(User {
+        user_id: identity.user_id,
+        user_name: identity.user_name,
+        token_project: identity.token_project,
+    })
+}
+
 /// The access key named by a request's `Authorization` header, if any (its id only).
 fn presented_key(parts: &Parts) -> Option<String> {
     let raw = parts.headers.get(axum::http::header::AUTHORIZATION)?;

@@ -56,7 +56,9 @@ pub async fn list_jobs(
 ) -> Result<Response, ApiError> {
     caller.require(Action::ListJobs)?;
     let max = state.config.max_page_size;
-    let query = ListJobsQuery::parse(&query_pairs(raw.as_deref()), max)?;
+    let pairs =
+        crate::emulator::strict::list_pairs(state.emulator.strict, query_pairs(raw.as_deref()));
+    let query = ListJobsQuery::parse(&pairs, max)?;
     let page = state.store.list_jobs(&caller.project, &query, max).await?;
     let n = query.page.numbers(page.total, max);
     // The store wrote the items' JSON; the page wraps it as `Page<JobListItem>` would.
@@ -186,7 +188,8 @@ pub async fn create_job(
         job_type: req.job_type,
         template_id: Some(template.id.clone()),
         user_name: caller.user_name.clone(),
-        visible: req.visible.unwrap_or(true),
+        // Strict mode: `visible` is no field of the cloud's request, so it changes nothing.
+        visible: state.emulator.strict || req.visible.unwrap_or(true),
         is_reboot: req.is_reboot.unwrap_or(false),
         items: req.items,
         server_ids: req.server_ids,

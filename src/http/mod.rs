@@ -103,6 +103,8 @@ pub struct AppState {
     pub watch: Arc<crate::watch::Hub>,
     /// Where audit records go.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// The emulator's settings, fault rules and request journal.
+    pub emulator: Arc<crate::emulator::Emulator>,
 }
 
 impl AppState {
@@ -119,6 +121,7 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             sealer: None,
+            emulator: Arc::default(),
         }
     }
 
@@ -202,11 +205,16 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .merge(metrics_route(&state.config))
         .merge(openapi::routes())
+        .merge(crate::emulator::routes(&state))
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api)
         // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error
         // format) before the handlers; the extractors' own 2 MB limit would answer bodies
         // between the two in plain text.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::emulator::intercept,
+        ))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(middleware::from_fn_with_state(

@@ -69,6 +69,7 @@ pub const TOKEN: &str = "IamToken";
         super::agent::report_result,
         super::iam::issue_token,
         super::iam::revoke_token,
+        crate::emulator::keystone::list_projects,
         health,
         ready,
         metrics,

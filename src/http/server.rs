@@ -118,6 +118,32 @@ async fn turn_away(mut stream: TcpStream, header_timeout: Duration) {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
+/// Marks a response that must not be sent: its connection is closed instead (the
+/// emulator's dropped-connection fault).
+#[derive(Debug, Clone, Copy)]
+pub struct DropConnection;
+
+/// The connection's end that a [`DropConnection`] answer causes.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose")]
+pub struct Dropped;
+
+impl From<std::convert::Infallible> for Dropped {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+fn drop_marked(
+    result: Result<axum::response::Response, std::convert::Infallible>,
+) -> Result<axum::response::Response, Dropped> {
+    let response = result?;
+    if response.extensions().get::<DropConnection>().is_some() {
+        return Err(Dropped);
+    }
+    Ok(response)
+}
+
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -171,6 +197,8 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
+        // A response marked `DropConnection` is not sent: the connection closes instead.
+        let service = service.map_result(drop_marked);
         let service = TowerToHyperService::new(service);
         let builder = builder.clone();
         let watcher = graceful.watcher();

@@ -53,10 +53,27 @@ pub fn new_password() -> String {
     )
 }
 
+/// Hash passwords with light Argon2id parameters from now on: for an in-memory emulator,
+/// whose accounts go with the process, so that it starts in milliseconds. (Hashes carry
+/// their parameters; verifying reads them from the hash.)
+static LIGHT_HASHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`LIGHT_HASHING`].
+pub fn use_light_password_hashing() {
+    LIGHT_HASHING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Argon2id hash of a password in PHC string form.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
+    let argon2 = if LIGHT_HASHING.load(std::sync::atomic::Ordering::Relaxed) {
+        let params = argon2::Params::new(1024, 1, 1, None)
+            .map_err(|e| anyhow::anyhow!("bad Argon2 parameters: {e}"))?;
+        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+    } else {
+        Argon2::default()
+    };
+    argon2
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
@@ -286,6 +303,21 @@ mod tests {
         assert!(verify_password("s3cret", &hash));
         assert!(!verify_password("other", &hash));
         assert!(!verify_password("s3cret", "not a hash"));
+    }
+
+    #[test]
+    fn light_hashes_verify_and_say_their_parameters() {
+        let light = {
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+            Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password(b"s3cret", &salt)
+                .expect("hash")
+                .to_string()
+        };
+        assert!(light.contains("m=1024,t=1,p=1"), "{light}");
+        assert!(verify_password("s3cret", &light));
+        assert!(!verify_password("other", &light));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod bulk;
 pub mod error;
 pub mod list;
 pub mod postgres;
+pub mod seed;
 mod shared;
 pub mod sqlite;
 #[cfg(test)]
@@ -491,9 +492,9 @@ pub trait IamStore: Send + Sync {
 }
 
 /// Everything the service keeps.
-pub trait Store: Backend + JobStore + IamStore + ActivityStore {}
+pub trait Store: Backend + JobStore + IamStore + ActivityStore + seed::SeedStore {}
 
-impl<T: Backend + JobStore + IamStore + ActivityStore> Store for T {}
+impl<T: Backend + JobStore + IamStore + ActivityStore + seed::SeedStore> Store for T {}
 
 /// The use of a sqlx pool.
 fn pool_use<DB: sqlx::Database>(pool: &'static str, p: &sqlx::Pool<DB>) -> PoolUse {

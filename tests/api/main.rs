@@ -12,6 +12,8 @@ mod bench;
 mod cli;
 mod crash;
 mod deploy;
+mod emulator;
+mod emulator_seed;
 mod errors;
 mod fleet;
 mod jobs;

@@ -11,7 +11,14 @@ use crate::helpers::TestApp;
 
 /// Routes that are not part of the API document: the explorer itself, the console's pages
 /// (HTML for people), and the benchmark's floor route (served only with `--bench-floor`).
-const NOT_DOCUMENTED: [&str; 3] = ["/docs", "/console", "/v1/{project_id}/bench-floor"];
+/// Paths outside the document: the explorer, the console, the benchmark's floor, and the
+/// emulator's control API (only with `--simulate`; docs/emulator.md describes it).
+const NOT_DOCUMENTED: [&str; 4] = [
+    "/docs",
+    "/console",
+    "/v1/{project_id}/bench-floor",
+    "/_litejobs",
+];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 

@@ -51,12 +51,25 @@ def stop_server(server: LiteJobsServer) -> None:
     assert code == 0, f"{server.name} exited with {code} after SIGTERM:\n{server.log_text()}"
 
 
+def pytest_generate_tests(metafunc):
+    """A module runs against a server in each of its `MODES` (default: `["default"]`);
+    `"strict"` adds `serve --strict`, the cloud's API and nothing more."""
+    if "server" in metafunc.fixturenames:
+        modes = getattr(metafunc.module, "MODES", ["default"])
+        metafunc.parametrize("server", modes, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
 def server(request, litejobs_bin, tmp_path_factory):
     """The module's server, stopped (SIGTERM, then wait) after the module."""
-    workdir = tmp_path_factory.mktemp(request.module.__name__)
-    srv = start_server(litejobs_bin, workdir, *getattr(request.module, "SERVER_ARGS", []),
+    mode = getattr(request, "param", "default")
+    workdir = tmp_path_factory.mktemp(f"{request.module.__name__}-{mode}")
+    args = list(getattr(request.module, "SERVER_ARGS", []))
+    if mode == "strict":
+        args.append("--strict")
+    srv = start_server(litejobs_bin, workdir, *args,
                        extra_env=getattr(request.module, "SERVER_ENV", None))
+    srv.mode = mode
     yield srv
     stop_server(srv)
 

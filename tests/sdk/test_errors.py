@@ -29,6 +29,10 @@ from litejobs_support import (
 )
 
 
+#: The cloud's API alone (serve --strict) must hold these too.
+MODES = ["default", "strict"]
+
+
 def list_call(client, **filters):
     return lambda: client.list_dev_server_jobs(ListDevServerJobsRequest(**filters))
 

@@ -20,6 +20,8 @@ from litejobs_support import (
     wait_for_job,
 )
 
+#: The cloud's API alone (serve --strict) must hold these too.
+MODES = ["default", "strict"]
 SERVER_ARGS = ["--simulate-outcome", "sim-server-02=FAILED"]
 
 

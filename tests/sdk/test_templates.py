@@ -14,6 +14,10 @@ BUILTIN_TYPES = {"COMMON", "LOG_COLLECT", "DEVICE_LOG_COLLECT", "ASCEND_DIAGNOSI
 FLAVOR_TYPES = {"ASCEND_SNT9B", "ASCEND_SNT9C", "ASCEND_GENERIC"}
 
 
+#: The cloud's API alone (serve --strict) must hold these too.
+MODES = ["default", "strict"]
+
+
 def list_templates(client, **filters):
     response = client.list_dev_server_job_templates(ListDevServerJobTemplatesRequest(**filters))
     body = raw(response)

@@ -19,6 +19,7 @@ pub mod create;
 pub mod iam;
 pub mod jobs;
 pub mod leases;
+pub mod seed;
 
 use std::future::Future;
 

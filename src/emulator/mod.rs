@@ -1,0 +1,297 @@
+//! The emulator: what a test suite needs from litejobs beyond a faithful happy path.
+//!
+//! - the IAM project listing the SDKs call on their own (`keystone.rs`), so production code
+//!   finds its project by region;
+//! - the control API under `/_litejobs/` (`control.rs`; only with `--simulate`, for the
+//!   administrator): reset, seed and export (`seed.rs`), fault rules (`faults.rs`) and the
+//!   request journal (`journal.rs`);
+//! - [`intercept`], the layer that applies fault rules and writes the journal;
+//! - the settings a caller exports to point the official SDKs here ([`env_lines`]).
+
+pub mod control;
+pub mod faults;
+pub mod journal;
+pub mod keystone;
+pub mod ready;
+pub mod seed;
+pub mod strict;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::http::error::ErrorCode;
+use crate::http::AppState;
+
+/// Prefix of the control API: outside the cloud's namespaces (`/v1/`, `/v3/`).
+pub const CONTROL_PREFIX: &str = "/_litejobs/";
+
+/// Region the demo project answers for when none is configured.
+pub const DEFAULT_REGION: &str = "cn-north-4";
+
+/// What the emulator holds for the HTTP layer.
+pub struct Emulator {
+    /// The region the demo project answers for in the IAM project listing.
+    pub region: String,
+    /// The demo account's public credentials are accepted (a simulating server on loopback).
+    pub demo_account: bool,
+    /// The control API is served, and fault rules apply (`--simulate`).
+    pub control: bool,
+    /// Answer exactly what the cloud answers (`--strict`).
+    pub strict: bool,
+    pub faults: faults::Faults,
+    pub journal: journal::Journal,
+    /// What a reset brings back: the simulated fleet and the seed given at start.
+    pub start_state: Option<control::StartState>,
+}
+
+impl Default for Emulator {
+    fn default() -> Self {
+        Self {
+            region: DEFAULT_REGION.to_string(),
+            demo_account: false,
+            control: false,
+            strict: false,
+            faults: faults::Faults::default(),
+            journal: journal::Journal::new(1000),
+            start_state: None,
+        }
+    }
+}
+
+impl crate::worker::TaskFaults for Emulator {
+    fn verdict(
+        &self,
+        project_id: &str,
+        server_id: &str,
+        task_id: &str,
+    ) -> crate::worker::TaskVerdict {
+        self.faults.verdict(project_id, server_id, task_id)
+    }
+}
+
+/// The routes of the emulator: the IAM project listing always, the control API only on a
+/// server that serves it (elsewhere its paths are unknown: 404 `APIG.0101`).
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let router = Router::new().route("/v3/projects", get(keystone::list_projects));
+    if state.emulator.control {
+        router.merge(control::routes())
+    } else {
+        router
+    }
+}
+
+/// The settings that point the official SDKs at `endpoint` for `region`, signing with
+/// `access_key`/`secret_key`: the SDKs' own endpoint overrides and credential variables.
+pub fn env_lines(
+    endpoint: &str,
+    region: &str,
+    access_key: &str,
+    secret_key: &str,
+) -> Vec<(String, String)> {
+    let region_var = region.replace('-', "_").to_ascii_uppercase();
+    vec![
+        (
+            format!("HUAWEICLOUD_SDK_REGION_MODELARTS_{region_var}"),
+            endpoint.to_string(),
+        ),
+        (
+            "HUAWEICLOUD_SDK_IAM_ENDPOINT".to_string(),
+            endpoint.to_string(),
+        ),
+        ("HUAWEICLOUD_SDK_AK".to_string(), access_key.to_string()),
+        ("HUAWEICLOUD_SDK_SK".to_string(), secret_key.to_string()),
+    ]
+}
+
+/// The name of the operation a request calls, as the SDKs name it (`ListDevServerJobs`),
+/// or `METHOD route` for a route the SDKs do not call.
+pub fn operation(method: &str, route: &str) -> String {
+    const JOBS: &str = "/v1/{project_id}/dev-servers/jobs";
+    let known = match (method, route.strip_prefix(JOBS)) {
+        ("GET", Some("")) => Some("ListDevServerJobs"),
+        ("POST", Some("")) => Some("CreateDevServerJob"),
+        ("DELETE", Some("")) => Some("DeleteDevServerJobs"),
+        ("GET", Some("/{id}")) => Some("GetDevServerJob"),
+        ("GET", Some("/templates")) => Some("ListDevServerJobTemplates"),
+        ("GET", Some("/templates/{id}")) => Some("GetDevServerJobTemplate"),
+        ("GET", Some("/services/{id}")) => Some("GetDevServerJobService"),
+        _ => match (method, route) {
+            ("GET", "/v3/projects") => Some("KeystoneListProjects"),
+            ("POST", "/v3/auth/tokens") => Some("KeystoneCreateUserTokenByPassword"),
+            ("DELETE", "/v3/auth/tokens") => Some("RevokeToken"),
+            _ => None,
+        },
+    };
+    known.map_or_else(|| format!("{method} {route}"), str::to_string)
+}
+
+/// The project of a `/v1/{project_id}/…` path, as sent.
+fn path_project(path: &str) -> Option<String> {
+    let raw = path.strip_prefix("/v1/")?.split('/').next()?;
+    (!raw.is_empty()).then(|| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
+}
+
+/// The access key a request is signed with, if any.
+fn signing_key(request: &Request) -> Option<String> {
+    let raw = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    crate::sign::Authorization::parse(raw).map(|a| a.access_key)
+}
+
+/// The layer of the emulator: applies the first fault rule a request matches (an error
+/// answer, a delay, a dropped connection) and records the request in the journal. Control
+/// requests pass untouched and unrecorded.
+pub async fn intercept(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let emulator = state.emulator.clone();
+    let path = request.uri().path().to_string();
+    if (!emulator.control && !emulator.strict) || path.starts_with(CONTROL_PREFIX) {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str())
+        .to_string();
+    if !emulator.control {
+        return strictly(&route, &method, request, next).await;
+    }
+    let call = faults::Call {
+        operation: operation(&method, &route),
+        method: method.clone(),
+        route,
+        project: path_project(&path),
+        access_key: signing_key(&request),
+    };
+    let query = request.uri().query().unwrap_or("").to_string();
+    let response = match emulator.faults.pick(&call) {
+        Some(fault) => apply(fault, request, next, emulator.strict).await,
+        None if emulator.strict => strictly(&call.route, &call.method, request, next).await,
+        None => next.run(request).await,
+    };
+    record(&emulator, call, (path, query), &response, started);
+    response
+}
+
+/// The request served as the cloud serves it (`--strict`).
+async fn strictly(route: &str, method: &str, request: Request, next: Next) -> Response {
+    if strict::is_extension_route(route) {
+        return crate::http::error::ApiError::NoSuchApi.into_response();
+    }
+    let response = next.run(request).await;
+    strict::trim_answer(&operation(method, route), response).await
+}
+
+async fn apply(fault: faults::Injected, request: Request, next: Next, strict: bool) -> Response {
+    if let Some(delay) = fault.delay {
+        tokio::time::sleep(delay).await;
+    }
+    match fault.then {
+        faults::Then::Answer(answer) => answer.into_response(),
+        faults::Then::Serve if strict => {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str())
+                .to_string();
+            let method = request.method().as_str().to_string();
+            strictly(&route, &method, request, next).await
+        }
+        faults::Then::Serve => next.run(request).await,
+        faults::Then::Drop => {
+            let mut response = ().into_response();
+            response
+                .extensions_mut()
+                .insert(crate::http::server::DropConnection);
+            response
+        }
+    }
+}
+
+fn record(
+    emulator: &Arc<Emulator>,
+    call: faults::Call,
+    (path, query): (String, String),
+    response: &Response,
+    started: Instant,
+) {
+    let dropped = response
+        .extensions()
+        .get::<crate::http::server::DropConnection>()
+        .is_some();
+    let error_code = response
+        .extensions()
+        .get::<ErrorCode>()
+        .map(|c| c.0.to_string())
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<faults::InjectedCode>()
+                .map(|c| c.0.clone())
+        });
+    emulator.journal.record(journal::Entry {
+        seq: 0,
+        at: crate::domain::now_ms(),
+        method: call.method,
+        path,
+        query,
+        operation: call.operation,
+        route: call.route,
+        project_id: call.project,
+        access_key: call.access_key,
+        status: if dropped {
+            0
+        } else {
+            response.status().as_u16()
+        },
+        error_code,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        request_id: crate::http::error::current_request_id(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_named_as_the_sdks_name_them() {
+        let jobs = "/v1/{project_id}/dev-servers/jobs";
+        assert_eq!(operation("GET", jobs), "ListDevServerJobs");
+        assert_eq!(operation("POST", jobs), "CreateDevServerJob");
+        assert_eq!(operation("DELETE", jobs), "DeleteDevServerJobs");
+        assert_eq!(
+            operation("GET", "/v1/{project_id}/dev-servers/jobs/{id}"),
+            "GetDevServerJob"
+        );
+        assert_eq!(operation("GET", "/v3/projects"), "KeystoneListProjects");
+        assert_eq!(operation("GET", "/health"), "GET /health");
+    }
+
+    #[test]
+    fn env_lines_use_the_sdks_variables() {
+        let lines = env_lines("http://127.0.0.1:1", "cn-north-4", "AK", "SK");
+        assert_eq!(
+            lines[0],
+            (
+                "HUAWEICLOUD_SDK_REGION_MODELARTS_CN_NORTH_4".to_string(),
+                "http://127.0.0.1:1".to_string()
+            )
+        );
+        assert_eq!(lines[1].0, "HUAWEICLOUD_SDK_IAM_ENDPOINT");
+    }
+}

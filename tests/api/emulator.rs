@@ -1,0 +1,644 @@
+//! The emulator: start-up of simulating replicas together, the control API's reach and
+//! refusals, faults, the journal, strict mode and the IAM calls the SDKs make on their own.
+
+use std::path::Path;
+
+use litejobs::client::{Client, ClientAuth};
+use litejobs::iam::demo;
+use litejobs::sign::Credentials;
+
+use crate::helpers::{test_database, ServerProcess};
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_litejobs"))
+}
+
+fn demo_client(endpoint: &str) -> Client {
+    let auth = ClientAuth::AkSk(Credentials {
+        access_key: demo::ACCESS_KEY.to_string(),
+        secret_key: demo::SECRET_KEY.to_string(),
+    });
+    Client::new(endpoint, demo::PROJECT_ID, auth).expect("client")
+}
+
+/// Three `serve --simulate` processes started at the same moment on one fresh PostgreSQL
+/// database, several times: every one comes up (the administrator, the demo account and the
+/// simulated fleet are made once, whoever comes first) and answers the demo account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_simulating_replicas_start_together_on_a_fresh_database() {
+    for round in 0..4 {
+        let Some(database) = test_database().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = |n: usize| {
+            let admin = dir.path().join(format!("admin-{n}.json"));
+            let url = database.url.clone();
+            let dir = dir.path().to_path_buf();
+            async move {
+                let admin = admin.display().to_string();
+                let args = [
+                    "--simulate",
+                    "--db-max-connections",
+                    "3",
+                    "--admin-credentials",
+                    &admin,
+                ];
+                ServerProcess::serve(exe(), &dir, &url, &args).await
+            }
+        };
+        let (a, b, c) = tokio::join!(start(1), start(2), start(3));
+        let replicas: Vec<ServerProcess> = [a, b, c]
+            .into_iter()
+            .enumerate()
+            .map(|(n, r)| {
+                r.unwrap_or_else(|e| {
+                    panic!("round {round}: replica {} did not start: {e:#}", n + 1)
+                })
+            })
+            .collect();
+        let admins = (1..=3)
+            .filter(|n| dir.path().join(format!("admin-{n}.json")).exists())
+            .count();
+        assert_eq!(
+            admins, 1,
+            "round {round}: one administrator, made by one replica"
+        );
+        for replica in &replicas {
+            let page = demo_client(&replica.endpoint)
+                .list_jobs(&[])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the demo account on a replica: {e}"));
+            assert_eq!(page.total, 0);
+        }
+        for replica in replicas {
+            let status = replica.terminate().await.expect("stops");
+            assert!(
+                status.success(),
+                "round {round}: a replica exited with {status}"
+            );
+        }
+    }
+}
+
+/// A `serve` with `args` (on `127.0.0.1:0` unless they say otherwise) in `dir`.
+async fn spawn(dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
+    let mut all: Vec<std::ffi::OsString> = vec!["serve".into()];
+    if !args.contains(&"--addr") {
+        all.extend(["--addr".into(), "127.0.0.1:0".into()]);
+    }
+    all.extend(args.iter().map(std::ffi::OsString::from));
+    ServerProcess::spawn(exe(), &all, dir).await
+}
+
+/// An emulator in memory that wrote its ready file; answers it too.
+async fn emulator(dir: &Path, args: &[&str]) -> (ServerProcess, serde_json::Value) {
+    let ready = dir.join("ready.json");
+    let ready_arg = ready.display().to_string();
+    let mut all = vec![
+        "--in-memory",
+        "--simulate",
+        "--simulate-delay",
+        "200ms",
+        "--ready-file",
+        &ready_arg,
+    ];
+    all.extend(args);
+    let server = spawn(dir, &all).await.expect("the emulator starts");
+    let info = serde_json::from_str(&std::fs::read_to_string(&ready).expect("ready file"))
+        .expect("the ready file is JSON");
+    (server, info)
+}
+
+fn admin_client(info: &serde_json::Value) -> Client {
+    let admin = &info["admin"];
+    let auth = ClientAuth::AkSk(Credentials {
+        access_key: admin["access_key"].as_str().expect("ak").to_string(),
+        secret_key: admin["secret_key"].as_str().expect("sk").to_string(),
+    });
+    let endpoint = info["endpoint"].as_str().expect("endpoint");
+    Client::new(
+        endpoint,
+        admin["project_id"].as_str().expect("project"),
+        auth,
+    )
+    .expect("client")
+}
+
+async fn json_of(response: litejobs::client::RawResponse) -> (u16, serde_json::Value) {
+    let body = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+    (response.status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_simulate_every_control_route_is_unknown_and_no_fault_can_be_set() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("plain.db").display().to_string();
+    let admin_file = dir.path().join("admin.json").display().to_string();
+    let server = spawn(
+        dir.path(),
+        &["--database-url", &db, "--admin-credentials", &admin_file],
+    )
+    .await
+    .expect("starts");
+    let profile = litejobs::serve::read_profile(Path::new(&admin_file)).expect("profile");
+    let admin = Client::new(
+        &server.endpoint,
+        &profile.project_id,
+        ClientAuth::AkSk(Credentials {
+            access_key: profile.access_key.clone(),
+            secret_key: profile.secret_key.clone(),
+        }),
+    )
+    .expect("client");
+    let rule = br#"{"operation":"ListDevServerJobs","status":500}"#.to_vec();
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/_litejobs/faults",
+            Some(rule.clone()),
+        ),
+        (reqwest::Method::GET, "/_litejobs/faults", None),
+        (reqwest::Method::POST, "/_litejobs/reset", None),
+        (
+            reqwest::Method::POST,
+            "/_litejobs/seed",
+            Some(b"{}".to_vec()),
+        ),
+        (reqwest::Method::GET, "/_litejobs/export", None),
+        (reqwest::Method::GET, "/_litejobs/requests", None),
+        (reqwest::Method::DELETE, "/_litejobs/faults/1", None),
+    ] {
+        let (status, body) = json_of(
+            admin
+                .send(method.clone(), path, &[], body, &[])
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (404, Some("APIG.0101")),
+            "{method} {path}"
+        );
+    }
+    // The list was not broken by a rule.
+    assert_eq!(admin.list_jobs(&[]).await.expect("list").total, 0);
+    server.kill_hard().await.expect("kill");
+
+    // Nor at start.
+    let refused = std::process::Command::new(exe())
+        .args(["serve", "--addr", "127.0.0.1:0", "--database-url", &db])
+        .args(["--fault", "op=ListDevServerJobs,status=500"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--fault and --seed need --simulate"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_refuses_a_non_loopback_address_unless_asked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let refused = std::process::Command::new(exe())
+        .args(["serve", "--simulate", "--in-memory", "--addr", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(
+        !refused.status.success(),
+        "a simulating server on 0.0.0.0 must not start"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--control-on-any-address"), "{stderr}");
+
+    let allowed = spawn(
+        dir.path(),
+        &[
+            "--simulate",
+            "--in-memory",
+            "--addr",
+            "0.0.0.0:0",
+            "--control-on-any-address",
+        ],
+    )
+    .await
+    .expect("starts when asked");
+    allowed.terminate().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keystone_listing_answers_the_callers_project_of_a_region() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(dir.path(), &["--region", "ap-southeast-1"]).await;
+    assert_eq!(info["region"], "ap-southeast-1");
+    let demo = demo_client(&server.endpoint);
+    let list = |name: &'static str| {
+        let demo = demo.clone();
+        async move {
+            json_of(
+                demo.send(
+                    reqwest::Method::GET,
+                    "/v3/projects",
+                    &[("name", name.to_string())],
+                    None,
+                    &[],
+                )
+                .await
+                .expect("send"),
+            )
+            .await
+        }
+    };
+    let (status, body) = list("ap-southeast-1").await;
+    assert_eq!(status, 200, "{body}");
+    let projects = body["projects"].as_array().expect("projects");
+    assert_eq!(projects.len(), 1, "{body}");
+    assert_eq!(projects[0]["id"], demo::PROJECT_ID);
+    assert_eq!(projects[0]["name"], "ap-southeast-1");
+    assert_eq!(projects[0]["enabled"], true);
+    assert!(projects[0]["domain_id"]
+        .as_str()
+        .is_some_and(|d| !d.is_empty()));
+    assert!(body["links"]["self"]
+        .as_str()
+        .is_some_and(|l| l.contains("/v3/projects")));
+
+    let (status, body) = list("cn-north-4").await;
+    assert_eq!(
+        (status, body["projects"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+
+    // The administrator sees its own project, not the demo account's.
+    let (status, body) = json_of(
+        admin_client(&info)
+            .send(reqwest::Method::GET, "/v3/projects", &[], None, &[])
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["projects"]
+        .as_array()
+        .expect("projects")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["default"]);
+
+    // Unsigned: the gateway's 401, as on every API.
+    let unsigned = reqwest::get(format!(
+        "{}/v3/projects?name=ap-southeast-1",
+        server.endpoint
+    ))
+    .await
+    .expect("get");
+    assert_eq!(unsigned.status().as_u16(), 401);
+    server.terminate().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(dir.path(), &[]).await;
+    let demo = demo_client(&server.endpoint);
+    let (status, body) = json_of(
+        demo.send(reqwest::Method::GET, "/_litejobs/requests", &[], None, &[])
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (403, Some("ModelArts.0105"))
+    );
+    let admin = admin_client(&info);
+    for bad in [
+        r#"{"operation":"ListDevServerJobs","status":200}"#,
+        r#"{"operation":"ListDevServerJobs"}"#,
+        r#"{"status":500,"probability":3}"#,
+        r#"{"status":500,"colour":"blue"}"#,
+        r#"not json"#,
+    ] {
+        let (status, body) = json_of(
+            admin
+                .send(
+                    reqwest::Method::POST,
+                    "/_litejobs/faults",
+                    &[],
+                    Some(bad.as_bytes().to_vec()),
+                    &[],
+                )
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (400, Some("ModelArts.0107")),
+            "{bad}"
+        );
+    }
+    let (status, body) = json_of(
+        admin
+            .send(reqwest::Method::GET, "/_litejobs/faults", &[], None, &[])
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["faults"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let bad_seed =
+        br#"{"jobs":[{"project":"nope","name":"x","tasks":[{"server_id":"s","status":"DONE"}]}]}"#;
+    let (status, _) = json_of(
+        admin
+            .send(
+                reqwest::Method::POST,
+                "/_litejobs/seed",
+                &[],
+                Some(bad_seed.to_vec()),
+                &[],
+            )
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // A project that does not exist stops the whole seed before anything is written.
+    let unknown_project = br#"{"users":[{"name":"bob"}],
+        "jobs":[{"project":"nope","name":"x","tasks":[{"server_id":"s","status":"SUCCESS"}]}]}"#;
+    let (status, body) = json_of(
+        admin
+            .send(
+                reqwest::Method::POST,
+                "/_litejobs/seed",
+                &[],
+                Some(unknown_project.to_vec()),
+                &[],
+            )
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("ModelArts.0107"))
+    );
+    let (_, exported) = json_of(
+        admin
+            .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
+            .await
+            .expect("send"),
+    )
+    .await;
+    let users: Vec<&str> = exported["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert_eq!(users, vec!["admin", "demo"]);
+    server.terminate().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_429_looks_like_the_rate_limits_own() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(
+        dir.path(),
+        &[
+            "--fault",
+            "op=ListDevServerJobs,status=429,key=LITEJOBSDEMOACCESSKY",
+        ],
+    )
+    .await;
+    let injected = demo_client(&server.endpoint)
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/{}/dev-servers/jobs", demo::PROJECT_ID),
+            &[],
+            None,
+            &[],
+        )
+        .await
+        .expect("send");
+    // The administrator's key is not named by the rule.
+    assert_eq!(
+        admin_client(&info)
+            .list_jobs(&[])
+            .await
+            .expect("list")
+            .total,
+        0
+    );
+
+    let other = tempfile::tempdir().expect("dir");
+    let (limited, _) = emulator(other.path(), &["--rate-limit", "1", "--rate-burst", "1"]).await;
+    let client = demo_client(&limited.endpoint);
+    let mut real = None;
+    for _ in 0..20 {
+        let r = client
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/{}/dev-servers/jobs", demo::PROJECT_ID),
+                &[],
+                None,
+                &[],
+            )
+            .await
+            .expect("send");
+        if r.status == 429 {
+            real = Some(r);
+            break;
+        }
+    }
+    let real = real.expect("the rate limit throttles");
+    assert_eq!(injected.status, real.status);
+    for header in ["content-type", "retry-after"] {
+        assert_eq!(
+            injected.headers.get(header),
+            real.headers.get(header),
+            "{header}"
+        );
+    }
+    assert!(injected.headers.get("x-request-id").is_some());
+    let (i, r): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&injected.body).expect("json"),
+        serde_json::from_slice(&real.body).expect("json"),
+    );
+    assert_eq!(i["error_code"], r["error_code"]);
+    assert_eq!(i["error_msg"], r["error_msg"]);
+    assert_eq!(
+        i["request_id"].as_str(),
+        injected
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+    );
+    server.terminate().await.expect("stops");
+    limited.terminate().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_writes_nothing_and_the_cli_reads_the_journal_and_the_environment() {
+    let dir = tempfile::tempdir().expect("dir");
+    // What an in-memory server killed with SIGKILL left (no process has this pid).
+    let stale = Path::new("/dev/shm").join("litejobs-999999999-stale");
+    let shm = Path::new("/dev/shm").is_dir();
+    if shm {
+        std::fs::create_dir_all(&stale).expect("stale dir");
+    }
+    let (server, _) = emulator(dir.path(), &[]).await;
+    assert!(
+        !stale.exists(),
+        "a start removes what dead in-memory servers left"
+    );
+    let demo = demo_client(&server.endpoint);
+    demo.list_jobs(&[("status", "FINISHED".to_string())])
+        .await
+        .expect("list");
+    let missing = demo.get_job("no-such-job").await;
+    assert!(missing.is_err());
+
+    let ready = dir.path().join("ready.json").display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(exe())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let journal: serde_json::Value = serde_json::from_str(&run(&[
+        "emulator",
+        "requests",
+        "--ready-file",
+        &ready,
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    let seen: Vec<(String, u64, Option<String>)> = journal["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap_or("").to_string(),
+                r["status"].as_u64().unwrap_or(0),
+                r["error_code"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("ListDevServerJobs".to_string(), 200, None),
+            (
+                "GetDevServerJob".to_string(),
+                404,
+                Some("ModelArts.0102".to_string())
+            ),
+        ]
+    );
+    let table = run(&["emulator", "requests", "--ready-file", &ready]);
+    assert!(
+        table.contains("status=FINISHED") && table.contains("ModelArts.0102"),
+        "{table}"
+    );
+
+    let env = run(&["env", "--ready-file", &ready]);
+    assert!(
+        env.contains(&format!(
+            "export HUAWEICLOUD_SDK_REGION_MODELARTS_CN_NORTH_4='{}'",
+            server.endpoint
+        )),
+        "{env}"
+    );
+    assert!(
+        env.contains("export HUAWEICLOUD_SDK_AK='LITEJOBSDEMOACCESSKY'"),
+        "{env}"
+    );
+    let defaults = run(&[
+        "env",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--region",
+        "cn-east-3",
+    ]);
+    assert!(defaults.contains("HUAWEICLOUD_SDK_REGION_MODELARTS_CN_EAST_3='http://127.0.0.1:9'"));
+
+    server.terminate().await.expect("stops");
+    let both = std::process::Command::new(exe())
+        .args(["serve", "--in-memory", "--database-url", "other.db"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(
+        !both.status.success(),
+        "--in-memory with a database is refused"
+    );
+    assert!(String::from_utf8_lossy(&both.stderr).contains("--in-memory keeps its own database"));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["ready.json".to_string()],
+        "an in-memory server writes no database or profile"
+    );
+}
+
+/// The example for Rust test suites (`examples/emulator_test.rs`), run as a test.
+#[allow(dead_code)]
+#[path = "../../examples/emulator_test.rs"]
+mod example;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_example_passes() {
+    example::run(exe())
+        .await
+        .expect("the example's test passes");
+}
+
+/// A seed fills a fresh database once: a second start on the same database (a restart, or
+/// another replica) does not load it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_given_at_start_fills_a_fresh_database_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let seed = dir.path().join("seed.json");
+    let jobs: Vec<serde_json::Value> = (0..3)
+        .map(|n| {
+            serde_json::json!({"project": demo::PROJECT_ID, "name": format!("seeded-{n}"),
+                "tasks": [{"server_id": "sim-server-01", "status": "SUCCESS"}]})
+        })
+        .collect();
+    std::fs::write(&seed, serde_json::json!({ "jobs": jobs }).to_string()).expect("seed");
+    let db = dir.path().join("seeded.db").display().to_string();
+    let seed_arg = seed.display().to_string();
+    let args = ["--simulate", "--database-url", &db, "--seed", &seed_arg];
+    for start in 0..2 {
+        let server = spawn(dir.path(), &args).await.expect("starts");
+        let total = demo_client(&server.endpoint)
+            .list_jobs(&[])
+            .await
+            .expect("list")
+            .total;
+        assert_eq!(total, 3, "start {start}");
+        server.terminate().await.expect("stops");
+    }
+}
