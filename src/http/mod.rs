@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 mod floor;
@@ -200,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(metrics_route(&state.config))
+        .merge(console::routes())
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api)
         // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error
