@@ -64,7 +64,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/templates", get(fleet::templates_page))
         .route("/console/static/console.css", get(css))
         .route("/console/static/console.js", get(js))
-        .fallback(not_found)
+        .route("/console/{*rest}", get(not_found))
         .layer(middleware::from_fn(security_headers))
 }
 
