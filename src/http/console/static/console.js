@@ -40,15 +40,20 @@
 
     if (finished()) { return; }
     if (window.EventSource) {
+      live.setAttribute("data-via", "events");
       source = new EventSource(events);
       source.addEventListener("job", refresh);
       source.addEventListener("snapshot", refresh);
       source.onerror = function () {
         // The stream is gone (session ended, server restarting): fall back to polling.
         if (source) { source.close(); source = null; }
-        if (!timer && !finished()) { timer = setInterval(refresh, 2000); }
+        if (!timer && !finished()) {
+          live.setAttribute("data-via", "polling");
+          timer = setInterval(refresh, 2000);
+        }
       };
     } else {
+      live.setAttribute("data-via", "polling");
       timer = setInterval(refresh, 2000);
     }
   }
