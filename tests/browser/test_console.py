@@ -87,7 +87,10 @@ def test_sign_in_and_filter_by_each_of_the_five_filters(browser, server, jobs):
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{mixed['id']}']")
     assert words(row.find_element(By.CSS_SELECTOR, "td.abnormal").text) == "1"
     badge = row.find_element(By.CSS_SELECTOR, ".st")
-    assert badge.text == "FINISHED" and "st-ok" in badge.get_attribute("class")
+    assert badge.get_attribute("data-status") == "FINISHED"
+    assert "st-warn" in badge.get_attribute("class"), \
+        "finished with a failed task"
+    assert words(badge.get_attribute("textContent")) == "FINISHED, with failed tasks"
 
     browser.get(server.endpoint + "/console/jobs")
     apply_filters(browser, type="LOG_COLLECT")
@@ -188,6 +191,7 @@ def test_open_a_failed_task(browser, server, jobs):
     sign_in(browser, server, path=f"/console/jobs/{mixed['id']}")
     assert text(browser, "#job-id") == mixed["id"], "back where the person was going"
     assert text(browser, "#abnormal-count") == "1"
+    assert "st-warn" in browser.find_element(By.CSS_SELECTOR, "#live .state .st").get_attribute("class")
     row = browser.find_element(By.CSS_SELECTOR, "#tasks tr[data-server='sim-server-02']")
     assert row.find_element(By.CSS_SELECTOR, ".st").text == "FAILED"
     assert "st-failed" in row.find_element(By.CSS_SELECTOR, ".st").get_attribute("class")

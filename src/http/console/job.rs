@@ -91,7 +91,7 @@ pub async fn job_page(
 fn live(job: &JobDetail) -> Markup {
     html! {
         div.state aria-live="polite" {
-            span { "Status " } (page::status(&job.status))
+            span { "Status " } (page::job_status(&job.status, job.abnormal_count))
             span.abn { " Abnormal tasks " strong id="abnormal-count" { (job.abnormal_count) } }
             span { " Updated " (page::time(job.update_at)) }
         }

@@ -268,7 +268,7 @@ fn table(view: &View, listed: &Listed<'_>) -> Markup {
                                 div.id { (job.id) }
                             }
                             td { (job.job_type) }
-                            td { (page::status(&job.status)) }
+                            td { (page::job_status(&job.status, job.abnormal_count)) }
                             td.num.abnormal[job.abnormal_count > 0] { (job.abnormal_count) }
                             td { (job.user_name) }
                             td { (page::time(job.create_at)) }

@@ -121,6 +121,20 @@ pub fn status(status: &str) -> Markup {
     html! { span class=(class) data-status=(status) { (status) } }
 }
 
+/// A job's status: as [`status`], but a job that finished with failed tasks is marked
+/// apart from one that finished cleanly.
+pub fn job_status(status_text: &str, abnormal: i64) -> Markup {
+    if status_text == "FINISHED" && abnormal > 0 {
+        html! {
+            span class="st st-warn" data-status=(status_text) {
+                (status_text) span.sr { ", with failed tasks" }
+            }
+        }
+    } else {
+        status(status_text)
+    }
+}
+
 /// An epoch-millisecond time, readable and machine-readable.
 pub fn time(ms: i64) -> Markup {
     match chrono::DateTime::from_timestamp_millis(ms) {
