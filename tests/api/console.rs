@@ -3,7 +3,10 @@
 //! nothing), the read-only user's pages, and the API's messages on the create form. The
 //! browser tests (tests/browser) drive the same pages in Chromium.
 
+use std::time::{Duration, Instant};
+
 use litejobs::iam;
+use litejobs::store::{AuditFilter, AuditRecord};
 use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 
@@ -604,3 +607,67 @@ backend_tests!(
     forged_posts_answer_403_and_change_nothing,
     a_read_only_user_sees_no_controls_and_its_posts_answer_403,
 );
+
+/// The records of `action` by `user` once there are `n` of them (within 10 s), newest first.
+async fn audited(app: &TestApp, action: &str, user: &str, n: usize) -> Vec<AuditRecord> {
+    let filter = AuditFilter {
+        action: Some(action.to_string()),
+        user: Some(user.to_string()),
+        limit: 100,
+        ..AuditFilter::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = app.store.list_audit(&filter).await.expect("audit");
+        if found.len() >= n || Instant::now() > deadline {
+            assert_eq!(found.len(), n, "{action}: {found:?}");
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn changes_made_in_the_console_are_in_the_audit_trail() {
+    let app = TestApp::sqlite().await;
+    let mut browser = signed_in(&app, "alice", iam::FULL_ACCESS).await;
+    let csrf = browser.csrf().await;
+    let create = [
+        ("csrf", csrf.as_str()),
+        ("type", "COMMON"),
+        ("name", "audited"),
+        ("server", "sim-server-01"),
+        ("spec.cmd", "echo"),
+    ];
+    let response = browser.post("/console/jobs", &create).await;
+    let job_id = location(&response)
+        .trim_start_matches("/console/jobs/")
+        .to_string();
+    let forged = browser.post("/console/jobs", &create[1..]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let delete = format!("/console/jobs/{job_id}/delete");
+    browser.post(&delete, &[("csrf", &csrf)]).await;
+    browser.post("/console/logout", &[("csrf", &csrf)]).await;
+
+    let issued = audited(&app, "token.issue", "alice", 1).await;
+    assert_eq!(issued[0].outcome, "success");
+    assert_eq!(
+        issued[0].project_id.as_deref(),
+        Some(app.project_id.as_str())
+    );
+    let creates = audited(&app, "job.create", "alice", 2).await;
+    let outcomes: Vec<(&str, u16)> = creates
+        .iter()
+        .map(|r| (r.outcome.as_str(), r.status))
+        .collect();
+    assert!(outcomes.contains(&("success", 303)), "{creates:?}");
+    assert!(outcomes.contains(&("denied", 403)), "{creates:?}");
+    let made = creates.iter().find(|r| r.status == 303).expect("made");
+    assert_eq!(made.resources, vec![job_id.clone()]);
+    let deletes = audited(&app, "job.delete", "alice", 1).await;
+    assert_eq!(deletes[0].resources, vec![job_id]);
+    assert_eq!(
+        audited(&app, "token.revoke", "alice", 1).await[0].outcome,
+        "success"
+    );
+}

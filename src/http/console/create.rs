@@ -96,15 +96,20 @@ fn field_of(message: &str) -> String {
 }
 
 /// `POST /console/jobs`: creates the job through the API's own checks.
-pub async fn create(
-    State(state): State<AppState>,
-    session: Session,
+pub async fn create(State(state): State<AppState>, session: Session, body: Body) -> Response {
+    let result = create_job(&state, &session, body).await;
+    session.answer(result)
+}
+
+async fn create_job(
+    state: &AppState,
+    session: &Session,
     body: Body,
 ) -> Result<Response, ConsoleError> {
-    let form = Form::read(&state, body).await?;
+    let form = Form::read(state, body).await?;
     session.check_csrf(&form)?;
     session.caller.require(Action::CreateJob)?;
-    let template = pick(&state, form.get("type"))?;
+    let template = pick(state, form.get("type"))?;
     let mut draft = Draft {
         job_type: template.template_type.clone(),
         name: form.get("name").unwrap_or("").trim().to_string(),
@@ -133,19 +138,23 @@ pub async fn create(
         }],
         visible: Some(draft.visible),
     };
-    match crate::http::jobs::create(&state, &session.caller, request, &HeaderMap::new()).await {
+    match crate::http::jobs::create(state, &session.caller, request, &HeaderMap::new()).await {
         Ok(job) => {
             let href = format!("/console/jobs/{}", page::encode(&job.id));
-            Ok(Redirect::to(&href).into_response())
+            let mut response = Redirect::to(&href).into_response();
+            response
+                .extensions_mut()
+                .insert(crate::audit::Resources(vec![job.id]));
+            Ok(response)
         }
         Err(ApiError::Invalid(message)) => {
             draft.error = Some((field_of(&message), message));
             let servers = state.store.list_servers(&session.caller.project).await?;
             let html = page::shell(
                 "New job",
-                Some(&session),
+                Some(session),
                 Section::Jobs,
-                form_markup(&state, &session, template, &servers, &draft),
+                form_markup(state, session, template, &servers, &draft),
             );
             Ok((StatusCode::BAD_REQUEST, html).into_response())
         }

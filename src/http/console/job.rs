@@ -246,11 +246,21 @@ pub async fn delete(
     session: Session,
     Path(id): Path<String>,
     body: Body,
+) -> Response {
+    let result = delete_job(&state, &session, &id, body).await;
+    session.answer(result)
+}
+
+async fn delete_job(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+    body: Body,
 ) -> Result<Response, ConsoleError> {
-    let form = Form::read(&state, body).await?;
+    let form = Form::read(state, body).await?;
     session.check_csrf(&form)?;
     session.caller.require(Action::DeleteJobs)?;
-    let job = find(&state, &session, &id).await?;
+    let job = find(state, session, id).await?;
     state
         .store
         .delete_jobs(

@@ -54,6 +54,25 @@ impl Session {
         }
     }
 
+    /// `result` answered, with who asked it, for the audit trail.
+    pub fn answer(&self, result: Result<Response, ConsoleError>) -> Response {
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
+        if response
+            .extensions()
+            .get::<crate::audit::Identity>()
+            .is_some()
+        {
+            return response;
+        }
+        response.extensions_mut().insert(crate::audit::Identity {
+            user_id: Some(self.caller.user_id.clone()),
+            user_name: Some(self.caller.user_name.clone()),
+            project_id: Some(self.caller.project.to_string()),
+            access_key: None,
+        });
+        response
+    }
+
     /// True when the caller's grants allow `action`.
     pub fn may(&self, action: crate::domain::Action) -> bool {
         self.caller.require(action).is_ok()
@@ -346,6 +365,12 @@ async fn start(
     let (token, _, _) = new_token(state, user, project).await?;
     let ttl = state.config.token_ttl.as_secs();
     let mut response = Redirect::to(next).into_response();
+    response.extensions_mut().insert(crate::audit::Identity {
+        user_id: Some(user.id.clone()),
+        user_name: Some(user.name.clone()),
+        project_id: Some(project.id.clone()),
+        access_key: None,
+    });
     response
         .headers_mut()
         .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &token, ttl));
@@ -353,14 +378,19 @@ async fn start(
 }
 
 /// `POST /console/logout`: revokes the session's token and forgets its cookie.
-pub async fn logout(
-    State(state): State<AppState>,
-    session: Session,
+pub async fn logout(State(state): State<AppState>, session: Session, body: Body) -> Response {
+    let result = sign_out(&state, &session, body).await;
+    session.answer(result)
+}
+
+async fn sign_out(
+    state: &AppState,
+    session: &Session,
     body: Body,
 ) -> Result<Response, ConsoleError> {
-    let form = Form::read(&state, body).await?;
+    let form = Form::read(state, body).await?;
     session.check_csrf(&form)?;
-    end_token(&state, &session.token).await?;
+    end_token(state, &session.token).await?;
     let mut response = Redirect::to("/console/login?signed_out=1").into_response();
     response
         .headers_mut()
@@ -373,8 +403,13 @@ pub async fn switch_project(
     State(state): State<AppState>,
     session: Session,
     body: Body,
-) -> Result<Response, ConsoleError> {
-    let form = Form::read(&state, body).await?;
+) -> Response {
+    let result = switch(&state, &session, body).await;
+    session.answer(result)
+}
+
+async fn switch(state: &AppState, session: &Session, body: Body) -> Result<Response, ConsoleError> {
+    let form = Form::read(state, body).await?;
     session.check_csrf(&form)?;
     let asked = form.get("project").unwrap_or("");
     let user = state
@@ -382,9 +417,9 @@ pub async fn switch_project(
         .find_user(&session.caller.user_id)
         .await?
         .ok_or_else(|| ConsoleError::Forbidden("Your user no longer exists.".into()))?;
-    let project = granted_project(&state, &user, asked).await?;
-    let response = start(&state, &user, &project, "/console/jobs").await?;
-    end_token(&state, &session.token).await?;
+    let project = granted_project(state, &user, asked).await?;
+    let response = start(state, &user, &project, "/console/jobs").await?;
+    end_token(state, &session.token).await?;
     Ok(response)
 }
 
