@@ -60,6 +60,8 @@ pub struct ApiConfig {
     pub agent_lease: std::time::Duration,
     /// `/metrics` is served on an address of its own (`--metrics-addr`), not the API's.
     pub metrics_elsewhere: bool,
+    /// The console's cookies are marked `Secure` (the server speaks TLS).
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -80,6 +82,7 @@ impl Default for ApiConfig {
             max_body_memory: 256 * 1024 * 1024,
             agent_lease: std::time::Duration::from_secs(30),
             metrics_elsewhere: false,
+            secure_cookies: false,
         }
     }
 }

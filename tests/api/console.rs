@@ -208,6 +208,10 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_sign_out_revokes_the_token(a
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
         assert!(session.contains(attribute), "{session}");
     }
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP: the browser would drop it"
+    );
     let token = browser.cookie("litejobs_session").expect("kept");
     assert_eq!(
         browser.cookie("litejobs_login"),

@@ -106,9 +106,17 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn set_cookie(name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
-    let text =
-        format!("{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}");
+/// A `Set-Cookie` value of the console: only for `/console`, never for scripts, never sent
+/// along by another site, and only over TLS when the server speaks it.
+fn set_cookie(state: &AppState, name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
+    let secure = if state.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let text = format!(
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+    );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -259,19 +267,23 @@ fn login_form(view: &LoginView, csrf: &str) -> Html<String> {
 }
 
 /// A sign-in page with a fresh form token, bound to the browser by its cookie.
-fn login_response(status: StatusCode, view: &LoginView) -> Response {
+fn login_response(state: &AppState, status: StatusCode, view: &LoginView) -> Response {
     let mut raw = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let csrf = hex::encode(raw);
     let mut response = (status, login_form(view, &csrf)).into_response();
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &csrf, 3600));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, LOGIN_COOKIE, &csrf, 3600),
+    );
     response
 }
 
 /// `GET /console/login`: the sign-in form.
-pub async fn login_page(Query(query): Query<Vec<(String, String)>>) -> Response {
+pub async fn login_page(
+    State(state): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
     let get = |name: &str| {
         query
             .iter()
@@ -283,7 +295,7 @@ pub async fn login_page(Query(query): Query<Vec<(String, String)>>) -> Response 
         notice: (get("signed_out") == Some("1")).then(|| "You are signed out.".to_string()),
         ..LoginView::default()
     };
-    login_response(StatusCode::OK, &view)
+    login_response(&state, StatusCode::OK, &view)
 }
 
 /// `POST /console/login`: checks the password as `POST /v3/auth/tokens` does, picks the
@@ -314,7 +326,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
                  minutes)."
                     .into(),
             );
-            return login_response(StatusCode::UNAUTHORIZED, &view);
+            return login_response(&state, StatusCode::UNAUTHORIZED, &view);
         }
         Err(e) => return ConsoleError::from(e).into_response(),
     };
@@ -322,7 +334,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
         Ok(project) => project,
         Err(ConsoleError::Forbidden(message)) => {
             view.error = Some(message);
-            return login_response(StatusCode::FORBIDDEN, &view);
+            return login_response(&state, StatusCode::FORBIDDEN, &view);
         }
         Err(e) => return e.into_response(),
     };
@@ -330,7 +342,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
         Ok(mut response) => {
             response
                 .headers_mut()
-                .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", 0));
+                .append(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, "", 0));
             response
         }
         Err(e) => e.into_response(),
@@ -371,9 +383,10 @@ async fn start(
         project_id: Some(project.id.clone()),
         access_key: None,
     });
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &token, ttl));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, SESSION_COOKIE, &token, ttl),
+    );
     Ok(response)
 }
 
@@ -394,7 +407,7 @@ async fn sign_out(
     let mut response = Redirect::to("/console/login?signed_out=1").into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+        .append(header::SET_COOKIE, set_cookie(state, SESSION_COOKIE, "", 0));
     Ok(response)
 }
 
