@@ -260,3 +260,31 @@ fn form_markup(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn api_messages_go_next_to_the_field_they_name() {
+        let cases = [
+            ("name must match ^[-_.a-zA-Z0-9]{1,64}$", "name"),
+            (
+                "description must match ^[-_.a-zA-Z0-9]{1,64}$",
+                "description",
+            ),
+            ("server_ids must name 1 to 1000 servers", "servers"),
+            ("server_ids[] must be 1 to 64 characters", "servers"),
+            ("unknown servers in this project: x", "servers"),
+            (
+                "items[0].spec.cmd (0 characters) does not match",
+                "spec.cmd",
+            ),
+            ("type X names no job template", "type"),
+            ("invalid request body", "form"),
+        ];
+        for (message, field) in cases {
+            assert_eq!(field_of(message), field, "{message}");
+        }
+    }
+}

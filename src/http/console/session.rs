@@ -443,3 +443,61 @@ pub fn given_pairs(raw: Option<&str>) -> Vec<(String, String)> {
         .filter(|(_, v)| !v.is_empty())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_goes_on_only_to_console_pages() {
+        assert_eq!(safe_next(Some("/console/servers")), "/console/servers");
+        assert_eq!(
+            safe_next(Some("/console/jobs?status=FINISHED")),
+            "/console/jobs?status=FINISHED"
+        );
+        for elsewhere in [
+            None,
+            Some(""),
+            Some("//evil.example/console/"),
+            Some("https://evil.example/console/"),
+            Some("/v1/p/dev-servers/jobs"),
+            Some("/console/\\\\evil.example"),
+        ] {
+            assert_eq!(safe_next(elsewhere), "/console/jobs", "{elsewhere:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name_in_every_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; litejobs_sessionx=no"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("litejobs_session=yes; b=2"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("yes"));
+        assert_eq!(cookie(&headers, "b").as_deref(), Some("2"));
+        assert_eq!(cookie(&headers, LOGIN_COOKIE), None);
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("litejobs_session="),
+        );
+        assert_eq!(
+            cookie(&headers, SESSION_COOKIE),
+            None,
+            "an emptied cookie is none"
+        );
+    }
+
+    #[test]
+    fn the_form_token_is_the_sessions_own_and_reveals_nothing_of_it() {
+        let one = csrf_token("MIIljtoken-one");
+        assert_eq!(one, csrf_token("MIIljtoken-one"), "stable for a session");
+        assert_ne!(one, csrf_token("MIIljtoken-two"));
+        assert!(!one.contains("token-one"));
+        assert_eq!(one.len(), 64);
+    }
+}
