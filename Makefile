@@ -1,5 +1,5 @@
 # Everyday commands; `scripts/test` is the one test command CI runs.
-.PHONY: serve simulate test fmt lint bench sdk
+.PHONY: serve simulate test fmt lint bench sdk browser screenshots
 
 serve:
 	cargo run --release -- serve
@@ -19,6 +19,12 @@ lint:
 
 sdk:
 	scripts/sdk-tests
+
+browser:
+	scripts/browser-tests
+
+screenshots:
+	scripts/screenshots
 
 bench:
 	cargo build --release
