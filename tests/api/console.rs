@@ -675,3 +675,29 @@ async fn changes_made_in_the_console_are_in_the_audit_trail() {
         "success"
     );
 }
+
+#[tokio::test]
+async fn two_open_sign_in_pages_both_sign_in() {
+    let app = TestApp::sqlite().await;
+    user_with_policy(&app, "alice", &app.project_id, iam::FULL_ACCESS).await;
+    let mut browser = Browser::new(&app);
+    let (_, first) = browser.page("/console/login").await;
+    let (_, second) = browser.page("/console/login").await;
+    let token = hidden(&first, "csrf");
+    assert_eq!(
+        token,
+        hidden(&second, "csrf"),
+        "the browser's sign-in token is kept"
+    );
+    let fields = [
+        ("csrf", token.as_str()),
+        ("user", "alice"),
+        ("password", PASSWORD),
+    ];
+    let response = browser.post("/console/login", &fields).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    // Another browser's token is no good here.
+    let mut other = Browser::new(&app);
+    let (_, theirs) = other.page("/console/login").await;
+    assert_ne!(hidden(&theirs, "csrf"), token);
+}

@@ -2,7 +2,7 @@
 //! projects, and the forms' CSRF tokens.
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{FromRequestParts, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -266,11 +266,21 @@ fn login_form(view: &LoginView, csrf: &str) -> Html<String> {
     )
 }
 
-/// A sign-in page with a fresh form token, bound to the browser by its cookie.
-fn login_response(state: &AppState, status: StatusCode, view: &LoginView) -> Response {
-    let mut raw = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let csrf = hex::encode(raw);
+/// A sign-in page whose form token is the browser's sign-in cookie (`held`, when it has a
+/// well-formed one, so that two open sign-in pages both work), else a new one.
+fn login_response(
+    state: &AppState,
+    held: Option<String>,
+    status: StatusCode,
+    view: &LoginView,
+) -> Response {
+    let csrf = held
+        .filter(|c| c.len() == 48 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| {
+            let mut raw = [0u8; 24];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            hex::encode(raw)
+        });
     let mut response = (status, login_form(view, &csrf)).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -282,8 +292,10 @@ fn login_response(state: &AppState, status: StatusCode, view: &LoginView) -> Res
 /// `GET /console/login`: the sign-in form.
 pub async fn login_page(
     State(state): State<AppState>,
-    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    let query = query_pairs(raw.as_deref());
     let get = |name: &str| {
         query
             .iter()
@@ -295,7 +307,12 @@ pub async fn login_page(
         notice: (get("signed_out") == Some("1")).then(|| "You are signed out.".to_string()),
         ..LoginView::default()
     };
-    login_response(&state, StatusCode::OK, &view)
+    login_response(
+        &state,
+        cookie(&headers, LOGIN_COOKIE),
+        StatusCode::OK,
+        &view,
+    )
 }
 
 /// `POST /console/login`: checks the password as `POST /v3/auth/tokens` does, picks the
@@ -326,7 +343,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
                  minutes)."
                     .into(),
             );
-            return login_response(&state, StatusCode::UNAUTHORIZED, &view);
+            return login_response(&state, Some(expected), StatusCode::UNAUTHORIZED, &view);
         }
         Err(e) => return ConsoleError::from(e).into_response(),
     };
@@ -334,7 +351,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
         Ok(project) => project,
         Err(ConsoleError::Forbidden(message)) => {
             view.error = Some(message);
-            return login_response(&state, StatusCode::FORBIDDEN, &view);
+            return login_response(&state, Some(expected), StatusCode::FORBIDDEN, &view);
         }
         Err(e) => return e.into_response(),
     };

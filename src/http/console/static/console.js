@@ -26,6 +26,12 @@
       busy = true;
       fetch(fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (response) {
+          if (response.redirected) {
+            // The session ended: the page itself now leads to the sign-in form.
+            stop();
+            window.location.reload();
+            return;
+          }
           if (!response.ok) { throw new Error("status " + response.status); }
           var status = response.headers.get("x-job-status");
           return response.text().then(function (html) {
