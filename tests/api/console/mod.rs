@@ -7,140 +7,15 @@ use std::time::{Duration, Instant};
 
 use litejobs::iam;
 use litejobs::store::{AuditFilter, AuditRecord};
-use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
+use reqwest::header::{CONTENT_SECURITY_POLICY, SET_COOKIE};
 use reqwest::StatusCode;
 
 use crate::backend_tests;
 use crate::helpers::{user_with_policy, TestApp};
 
-/// The password `user_with_policy` gives its users.
-const PASSWORD: &str = "pw-of-the-user";
+mod client;
 
-/// A browser without JavaScript: follows no redirects, keeps the console's cookies.
-struct Browser {
-    endpoint: String,
-    http: reqwest::Client,
-    cookies: Vec<(String, String)>,
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Self {
-        Self {
-            endpoint: app.endpoint.clone(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            cookies: Vec::new(),
-        }
-    }
-
-    fn keep_cookies(&mut self, response: &reqwest::Response) {
-        for value in response.headers().get_all(SET_COOKIE) {
-            let text = value.to_str().expect("ascii cookie");
-            let (pair, _) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').expect("name=value");
-            self.cookies.retain(|(n, _)| n != name);
-            if !value.is_empty() {
-                self.cookies.push((name.to_string(), value.to_string()));
-            }
-        }
-    }
-
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.cookies
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    async fn get(&mut self, path: &str) -> reqwest::Response {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.endpoint))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .expect("GET reaches the server");
-        self.keep_cookies(&response);
-        response
-    }
-
-    async fn page(&mut self, path: &str) -> (StatusCode, String) {
-        let response = self.get(path).await;
-        let status = response.status();
-        (status, response.text().await.expect("body"))
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.endpoint))
-            .header("cookie", self.cookie_header())
-            .form(form)
-            .send()
-            .await
-            .expect("POST reaches the server");
-        self.keep_cookies(&response);
-        response
-    }
-
-    /// Signs in through the form; answers the response to the form's post.
-    async fn sign_in(&mut self, user: &str, password: &str) -> reqwest::Response {
-        let (_, form) = self.page("/console/login").await;
-        let csrf = hidden(&form, "csrf");
-        self.post(
-            "/console/login",
-            &[
-                ("csrf", &csrf),
-                ("user", user),
-                ("password", password),
-                ("project", ""),
-                ("next", "/console/jobs"),
-            ],
-        )
-        .await
-    }
-
-    /// The form token of the session, read from a page.
-    async fn csrf(&mut self) -> String {
-        let (_, page) = self.page("/console/jobs").await;
-        hidden(&page, "csrf")
-    }
-}
-
-/// The value of the first hidden input `name` of a page.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).expect("the page holds the field") + marker.len();
-    let end = page[start..].find('"').expect("a closed value");
-    page[start..start + end].to_string()
-}
-
-fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
-async fn signed_in(app: &TestApp, name: &str, policy: &str) -> Browser {
-    user_with_policy(app, name, &app.project_id, policy).await;
-    let mut browser = Browser::new(app);
-    let response = browser.sign_in(name, PASSWORD).await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER, "signed in");
-    browser
-}
+use client::{hidden, location, signed_in, Browser, PASSWORD};
 
 #[tokio::test]
 async fn every_console_answer_carries_a_strict_content_security_policy() {
