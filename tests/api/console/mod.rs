@@ -576,3 +576,58 @@ async fn two_open_sign_in_pages_both_sign_in() {
     let (_, theirs) = other.page("/console/login").await;
     assert_ne!(hidden(&theirs, "csrf"), token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_page_shows_the_output_its_agent_sent_escaped() {
+    let app = TestApp::sqlite().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = litejobs::agent::AgentConfig {
+        server_id: "node-1".into(),
+        name: "node-1-host".into(),
+        concurrency: 1,
+        poll_wait_secs: 1,
+        heartbeat: Duration::from_millis(500),
+        output_tail: 64 * 1024,
+        kill_grace: Duration::from_secs(1),
+    };
+    let agent = tokio::spawn(litejobs::agent::run(
+        app.admin.clone(),
+        config,
+        stop.clone(),
+    ));
+    let mut request = crate::helpers::job_request("shows-output", &["node-1"]);
+    let cmd = "echo '<script>alert(1)</script>'; echo line-two";
+    request.items[0].spec = Some([("cmd".to_string(), cmd.to_string())].into());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        // The agent registers its server when it first connects.
+        match app.admin.create_job(&request, None).await {
+            Ok(job) => break job,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the agent's server never registered: {e}"),
+        }
+    };
+    let done = app
+        .wait_for_status(&job.id, "FINISHED", Duration::from_secs(20))
+        .await;
+    stop.cancel();
+    agent.await.expect("agent").expect("agent ran");
+
+    let mut browser = signed_in(&app, "alice", iam::READ_ONLY).await;
+    let task = &done.tasks[0];
+    let (status, page) = browser
+        .page(&format!("/console/jobs/{}/tasks/{}", job.id, task.id))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("data-status=\"SUCCESS\""), "{page}");
+    let output = page.find("id=\"task-output\"").expect("the output");
+    let shown = &page[output..];
+    assert!(
+        shown.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{shown}"
+    );
+    assert!(shown.contains("line-two"), "{shown}");
+    assert!(!page.contains("<script>alert"), "escaped everywhere");
+}
