@@ -6,6 +6,7 @@ and a phone-sized window. Each test asserts what the page shows."""
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -42,7 +43,8 @@ def names_listed(browser):
 
 
 def wait_for(browser, condition, timeout=20):
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+    return WebDriverWait(browser, timeout, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 def apply_filters(browser, **fields):
@@ -175,9 +177,11 @@ def test_create_a_job_and_watch_it_finish_without_reloading(browser, server, job
 
     # A mark the page would lose if it were loaded again.
     browser.execute_script("window.notReloaded = true;")
-    wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#live .state .st").text == "FINISHED")
-    assert browser.execute_script("return window.notReloaded === true;"), "no reload happened"
+    # The script marks the region once it holds the final state (the region itself stays).
     live = browser.find_element(By.ID, "live")
+    wait_for(browser, lambda b: live.get_attribute("data-status") == "FINISHED")
+    assert browser.find_element(By.CSS_SELECTOR, "#live .state .st").text == "FINISHED"
+    assert browser.execute_script("return window.notReloaded === true;"), "no reload happened"
     assert live.get_attribute("data-via") == "events", "kept live by the job's event stream"
     statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#tasks tbody .st")]
     assert statuses == ["SUCCESS", "SUCCESS"]
