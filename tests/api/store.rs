@@ -1488,7 +1488,7 @@ async fn running_tasks_are_counted_per_server_of_the_project(store: &dyn Store) 
     let end = store.complete_task(&p1, &a2.id, TaskStatus::Failed, "no", 4, None);
     assert!(end.await.expect("complete"));
     store
-        .delete_jobs(&p1, &[first.id.clone()], 5)
+        .delete_jobs(&p1, std::slice::from_ref(&first.id), 5)
         .await
         .expect("delete");
     let running = store.running_tasks(&p1).await.expect("running");
