@@ -1,5 +1,5 @@
 # Everyday commands; `scripts/test` is the one test command CI runs.
-.PHONY: serve simulate test fmt lint bench sdk openapi fuzz
+.PHONY: serve simulate test fmt lint bench sdk openapi fuzz browser screenshots
 
 serve:
 	cargo run --release -- serve
@@ -26,6 +26,12 @@ openapi:
 
 fuzz:
 	scripts/api-fuzz --long
+
+browser:
+	scripts/browser-tests
+
+screenshots:
+	scripts/screenshots
 
 bench:
 	cargo build --release

@@ -52,6 +52,10 @@ pub fn action_of(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/result") => {
             "agent.report"
         }
+        ("POST", "/console/jobs") => "job.create",
+        ("POST", "/console/jobs/{id}/delete") => "job.delete",
+        ("POST", "/console/login") | ("POST", "/console/project") => "token.issue",
+        ("POST", "/console/logout") => "token.revoke",
         _ => return None,
     })
 }

@@ -175,6 +175,7 @@ impl Server {
             max_body_memory: config.max_body_memory,
             agent_lease: config.agent_lease,
             metrics_elsewhere: config.metrics_addr.is_some(),
+            secure_cookies: tls.is_some(),
             ..ApiConfig::default()
         };
         let metrics = match config.metrics_addr {

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::http::auth::authenticate_user;
 use crate::http::error::ApiError;
-use crate::http::openapi::TokenErrors;
 use crate::http::extract::{query_pairs, read_body};
+use crate::http::openapi::TokenErrors;
 use crate::http::AppState;
 use crate::iam::demo;
 

@@ -495,6 +495,17 @@ async fn authorize(
     {
         return Err(no_access());
     }
+    caller_in(state, identity, project).await
+}
+
+/// The caller `identity` with the actions it holds in `project`, or 403 without a grant there.
+async fn caller_in(
+    state: &AppState,
+    identity: Identity,
+    project: ProjectId,
+) -> Result<Caller, ApiError> {
+    let no_access =
+        || ApiError::Forbidden(format!("The caller has no access to project {project}."));
     let actions = state
         .authenticator
         .cache
@@ -533,6 +544,19 @@ pub async fn authenticate_user(
         user_name: identity.user_name,
         token_project: identity.token_project,
     })
+}
+
+/// The caller presenting `token` (a console session's), in the project it is scoped to,
+/// authenticated and rate-limited as an `X-Auth-Token` request is.
+pub async fn token_caller(state: &AppState, token: &str, peer: IpAddr) -> Result<Caller, ApiError> {
+    let identity = verify_token(state, token, peer).await?;
+    state.authenticator.check_rate(&identity.limit_key)?;
+    let project = identity
+        .token_project
+        .as_deref()
+        .map(ProjectId::parse)
+        .ok_or(ApiError::Unauthenticated)??;
+    caller_in(state, identity, project).await
 }
 
 /// The access key named by a request's `Authorization` header, if any (its id only).

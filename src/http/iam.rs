@@ -19,6 +19,7 @@ use super::AppState;
 use crate::domain::ids::holds_nul;
 use crate::domain::now_ms;
 use crate::metrics::AuthFailure;
+use crate::store::{ProjectRecord, UserRecord};
 
 /// Body of `POST /v3/auth/tokens`: a password authentication scoped to one project.
 #[derive(Deserialize, ToSchema)]
@@ -164,65 +165,9 @@ pub async fn issue_token(
             ApiError::Invalid("auth.scope.project with an id or a name is required".into())
         })?;
 
-    let authn = &state.authenticator;
-    let limit_key = format!("password:{user_ref}");
-    if authn.locked(&limit_key, peer) {
-        return Err(ApiError::Unauthenticated);
-    }
-    // A name holding U+0000 is no user's (nor any project's below).
-    let user = if holds_nul(&user_ref) {
-        None
-    } else {
-        state.store.find_user(&user_ref).await?
-    };
-    let verified = match user.as_ref().and_then(|u| u.password_hash.clone()) {
-        Some(hash) => {
-            let pw = password.user.password.clone();
-            tokio::task::spawn_blocking(move || crate::iam::verify_password(&pw, &hash))
-                .await
-                .map_err(ApiError::internal)?
-        }
-        None => false,
-    };
-    let public = user
-        .as_ref()
-        .is_some_and(|u| authn.refuses_demo_password(&u.name, &password.user.password));
-    let Some(user) = user.filter(|_| verified && !public) else {
-        authn.record_failure(AuthFailure::Password, &limit_key, peer);
-        return Err(ApiError::Unauthenticated);
-    };
-    authn.succeeded(&limit_key, peer);
-    let project = if holds_nul(&scope) {
-        None
-    } else {
-        state.store.find_project(&scope).await?
-    };
-    let granted = match &project {
-        Some(p) => state
-            .store
-            .project_actions(&user.id, &p.id)
-            .await?
-            .is_some(),
-        None => false,
-    };
-    let Some(project) = project.filter(|_| granted) else {
-        return Err(ApiError::Forbidden(format!(
-            "The user has no access to project {scope}."
-        )));
-    };
-
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let token = format!(
-        "MIIlj{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
-    let issued = now_ms();
-    let expires = issued + state.config.token_ttl.as_millis() as i64;
-    state
-        .store
-        .insert_token(&token_hash(&token), &user.id, &project.id, issued, expires)
-        .await?;
+    let user = password_user(&state, &user_ref, &password.user.password, peer).await?;
+    let project = granted_project(&state, &user, &scope).await?;
+    let (token, issued, expires) = new_token(&state, &user, &project).await?;
     let roles = state
         .store
         .list_grants(&user.id)
@@ -257,6 +202,100 @@ pub async fn issue_token(
         access_key: None,
     });
     Ok(response)
+}
+
+/// The user named (or identified) by `user_ref` when `password` is theirs; else 401, counted
+/// as a failed attempt from `peer` (and refused while locked out).
+pub async fn password_user(
+    state: &AppState,
+    user_ref: &str,
+    password: &str,
+    peer: std::net::IpAddr,
+) -> Result<UserRecord, ApiError> {
+    let authn = &state.authenticator;
+    let limit_key = format!("password:{user_ref}");
+    if authn.locked(&limit_key, peer) {
+        return Err(ApiError::Unauthenticated);
+    }
+    // A name holding U+0000 is no user's (nor any project's below).
+    let user = if holds_nul(user_ref) {
+        None
+    } else {
+        state.store.find_user(user_ref).await?
+    };
+    let verified = match user.as_ref().and_then(|u| u.password_hash.clone()) {
+        Some(hash) => {
+            let pw = password.to_string();
+            tokio::task::spawn_blocking(move || crate::iam::verify_password(&pw, &hash))
+                .await
+                .map_err(ApiError::internal)?
+        }
+        None => false,
+    };
+    let public = user
+        .as_ref()
+        .is_some_and(|u| authn.refuses_demo_password(&u.name, password));
+    let Some(user) = user.filter(|_| verified && !public) else {
+        authn.record_failure(AuthFailure::Password, &limit_key, peer);
+        return Err(ApiError::Unauthenticated);
+    };
+    authn.succeeded(&limit_key, peer);
+    Ok(user)
+}
+
+/// The project named (or identified) by `scope` when `user` holds a grant in it; else 403.
+pub async fn granted_project(
+    state: &AppState,
+    user: &UserRecord,
+    scope: &str,
+) -> Result<ProjectRecord, ApiError> {
+    let project = if holds_nul(scope) {
+        None
+    } else {
+        state.store.find_project(scope).await?
+    };
+    let granted = match &project {
+        Some(p) => state
+            .store
+            .project_actions(&user.id, &p.id)
+            .await?
+            .is_some(),
+        None => false,
+    };
+    project
+        .filter(|_| granted)
+        .ok_or_else(|| ApiError::Forbidden(format!("The user has no access to project {scope}.")))
+}
+
+/// A new token of `user` scoped to `project`: the token, when it was issued and when it
+/// expires (epoch ms).
+pub async fn new_token(
+    state: &AppState,
+    user: &UserRecord,
+    project: &ProjectRecord,
+) -> Result<(String, i64, i64), ApiError> {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = format!(
+        "MIIlj{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let issued = now_ms();
+    let expires = issued + state.config.token_ttl.as_millis() as i64;
+    state
+        .store
+        .insert_token(&token_hash(&token), &user.id, &project.id, issued, expires)
+        .await?;
+    Ok((token, issued, expires))
+}
+
+/// Revokes a token at once on this server (other replicas refuse it within their cache's
+/// time); false when it was not a live token.
+pub async fn end_token(state: &AppState, token: &str) -> Result<bool, ApiError> {
+    let hash = token_hash(token);
+    let revoked = state.store.revoke_token(&hash, now_ms()).await?;
+    state.authenticator.forget_token(&hash);
+    Ok(revoked)
 }
 
 /// Revokes the token in `X-Subject-Token`; the caller proves it holds it by sending it as

@@ -161,6 +161,19 @@ pub async fn create_job(
 ) -> Result<(Extension<Resources>, Json<JobDetail>), ApiError> {
     caller.require(Action::CreateJob)?;
     let req: JobCreateRequest = parse_json(&body)?;
+    let detail = create(&state, &caller, req, &headers).await?;
+    Ok((Extension(Resources(vec![detail.id.clone()])), Json(detail)))
+}
+
+/// Creates the job `req` describes in the caller's project, after the checks of the API
+/// (the console creates through it too); `headers` may carry `X-Client-Token`.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    req: JobCreateRequest,
+    headers: &HeaderMap,
+) -> Result<JobDetail, ApiError> {
+    caller.require(Action::CreateJob)?;
     validate_create(&req)?;
     let template = state.templates.by_type(&req.job_type).ok_or_else(|| {
         ApiError::Invalid(format!(
@@ -175,7 +188,7 @@ pub async fn create_job(
             .map_err(ApiError::Internal)??;
     }
     let now = now_ms();
-    let idempotency = client_token(&headers)?.map(|token| IdempotencyKey {
+    let idempotency = client_token(headers)?.map(|token| IdempotencyKey {
         token,
         // Hash of the parsed request, so formatting differences do not count as another body.
         body_hash: crate::sign::sha256_hex(&serde_json::to_vec(&req).unwrap_or_default()),
@@ -195,11 +208,10 @@ pub async fn create_job(
         server_ids: req.server_ids,
         now_ms: now,
     };
-    let detail = state
+    Ok(state
         .store
         .create_job(&caller.project, job, idempotency)
-        .await?;
-    Ok((Extension(Resources(vec![detail.id.clone()])), Json(detail)))
+        .await?)
 }
 
 /// `GET /v1/{project_id}/dev-servers/jobs/{id}`: one job with its items and tasks.

@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 mod floor;
@@ -60,6 +61,8 @@ pub struct ApiConfig {
     pub agent_lease: std::time::Duration,
     /// `/metrics` is served on an address of its own (`--metrics-addr`), not the API's.
     pub metrics_elsewhere: bool,
+    /// The console's cookies are marked `Secure` (the server speaks TLS).
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -80,6 +83,7 @@ impl Default for ApiConfig {
             max_body_memory: 256 * 1024 * 1024,
             agent_lease: std::time::Duration::from_secs(30),
             metrics_elsewhere: false,
+            secure_cookies: false,
         }
     }
 }
@@ -206,6 +210,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics_route(&state.config))
         .merge(openapi::routes())
         .merge(crate::emulator::routes(&state))
+        .merge(console::routes())
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api)
         // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error

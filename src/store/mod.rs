@@ -344,6 +344,10 @@ pub trait JobStore: Send + Sync {
     /// The running tasks by state, and the agents heard from since `online_since_ms` per
     /// project, at `now_ms`.
     async fn fleet_gauges(&self, now_ms: i64, online_since_ms: i64) -> StoreResult<FleetGauges>;
+
+    /// The project's running (`PROCESSING`) tasks per server id; servers with none are left
+    /// out.
+    async fn running_tasks(&self, project: &ProjectId) -> StoreResult<Vec<(String, u64)>>;
 }
 
 /// What the fleet's gauges show.

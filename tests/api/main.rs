@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod bench;
 mod cli;
+mod console;
 mod crash;
 mod deploy;
 mod emulator;

@@ -93,6 +93,7 @@ store_tests!(
     job_events_follow_every_change_in_commit_order,
     audit_records_are_kept_listed_by_filter_and_purged,
     fleet_gauges_count_running_tasks_and_agents_online,
+    running_tasks_are_counted_per_server_of_the_project,
 );
 
 fn project(id: &str) -> ProjectId {
@@ -1457,4 +1458,41 @@ async fn fleet_gauges_count_running_tasks_and_agents_online(store: &dyn Store) {
         later.agents_online,
         [("p1".to_string(), 1), ("p2".to_string(), 1)]
     );
+}
+
+async fn running_tasks_are_counted_per_server_of_the_project(store: &dyn Store) {
+    let (p1, p2) = (project("p1"), project("p2"));
+    add_servers(store, &p1, &["a1", "a2", "idle"]).await;
+    add_servers(store, &p2, &["a1"]).await;
+    assert!(store.running_tasks(&p1).await.expect("none").is_empty());
+    let first = store
+        .create_job(&p1, job("j", &["a1", "a2"], 1), None)
+        .await
+        .expect("job");
+    store
+        .create_job(&p1, job("k", &["a1"], 2), None)
+        .await
+        .expect("job");
+    store
+        .create_job(&p2, job("theirs", &["a1"], 3), None)
+        .await
+        .expect("job");
+    let running = store.running_tasks(&p1).await.expect("running");
+    assert_eq!(running, [("a1".to_string(), 2), ("a2".to_string(), 1)]);
+    // An ended task no longer runs; a deleted job's tasks are cancelled.
+    let a2 = first
+        .tasks
+        .iter()
+        .find(|t| t.server_id == "a2")
+        .expect("a2");
+    let end = store.complete_task(&p1, &a2.id, TaskStatus::Failed, "no", 4, None);
+    assert!(end.await.expect("complete"));
+    store
+        .delete_jobs(&p1, std::slice::from_ref(&first.id), 5)
+        .await
+        .expect("delete");
+    let running = store.running_tasks(&p1).await.expect("running");
+    assert_eq!(running, [("a1".to_string(), 1)]);
+    let theirs = store.running_tasks(&p2).await.expect("running");
+    assert_eq!(theirs, [("a1".to_string(), 1)]);
 }

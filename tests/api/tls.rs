@@ -196,3 +196,44 @@ async fn a_bad_certificate_stops_the_start_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TLS certificate"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_console_marks_its_cookies_secure_over_https() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca, cert, key) = certificates("console");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, &cert).expect("cert");
+    std::fs::write(&key_path, &key).expect("key");
+    let db = format!("sqlite://{}", dir.path().join("tls.db").display());
+    let (cert_arg, key_arg) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let server = ServerProcess::serve(
+        exe(),
+        dir.path(),
+        &db,
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+    )
+    .await
+    .expect("the server starts");
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
+        .build()
+        .expect("client");
+    let answer = client
+        .get(format!("{}/console/login", server.endpoint))
+        .send()
+        .await
+        .expect("the sign-in page");
+    let cookie = answer
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("the sign-in form's cookie")
+        .to_string();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
+}

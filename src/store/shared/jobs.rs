@@ -497,4 +497,24 @@ impl<P: SqlPools> JobStore for P {
     async fn touch_server(&self, project: &ProjectId, id: &str, now_ms: i64) -> StoreResult<bool> {
         touch_server(self, project, id, now_ms).await
     }
+
+    async fn running_tasks(&self, project: &ProjectId) -> StoreResult<Vec<(String, u64)>> {
+        running_tasks(self, project).await
+    }
+}
+
+/// The project's running tasks per server (on the partial index of running tasks).
+async fn running_tasks(
+    pools: &impl SqlPools,
+    project: &ProjectId,
+) -> StoreResult<Vec<(String, u64)>> {
+    let s = Statement::new(
+        "SELECT server_id, COUNT(*) FROM tasks WHERE project_id = $1 \
+         AND status = 'PROCESSING' GROUP BY server_id ORDER BY server_id",
+    )
+    .bind(project.as_str());
+    let rows = pools.read_pool().acquire().await?.rows(s).await?;
+    rows.iter()
+        .map(|row| Ok((row.text(0)?, u64::try_from(row.int(1)?).unwrap_or(0))))
+        .collect()
 }
