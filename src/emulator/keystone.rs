@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use crate::domain::Invalid;
 use crate::http::auth::authenticate_user;
 use crate::http::error::ApiError;
 use crate::http::extract::{query_pairs, read_body};
@@ -82,7 +83,13 @@ pub async fn list_projects(
     for (key, value) in query_pairs(parts.uri.query()) {
         match key.as_str() {
             "name" => name = Some(value),
-            "enabled" => enabled = Some(value.eq_ignore_ascii_case("true")),
+            "enabled" => {
+                enabled = Some(match value.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(Invalid::new("enabled must be true or false").into()),
+                })
+            }
             // Keystone's other filters (domain_id, parent_id, is_domain, paging) narrow
             // nothing here: every project is enabled and in the one domain.
             _ => {}

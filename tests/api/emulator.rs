@@ -274,6 +274,47 @@ async fn the_keystone_listing_answers_the_callers_project_of_a_region() {
         (200, Some(0))
     );
 
+    // `enabled` is a boolean filter: every project is enabled, and another value is refused.
+    for (enabled, status, found) in [("true", 200, Some(1)), ("FALSE", 200, Some(0))] {
+        let (got, body) = json_of(
+            demo.send(
+                reqwest::Method::GET,
+                "/v3/projects",
+                &[
+                    ("name", "ap-southeast-1".into()),
+                    ("enabled", enabled.into()),
+                ],
+                None,
+                &[],
+            )
+            .await
+            .expect("send"),
+        )
+        .await;
+        assert_eq!(
+            (got, body["projects"].as_array().map(Vec::len)),
+            (status, found),
+            "{body}"
+        );
+    }
+    let (status, body) = json_of(
+        demo.send(
+            reqwest::Method::GET,
+            "/v3/projects",
+            &[("enabled", "null".into())],
+            None,
+            &[],
+        )
+        .await
+        .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("ModelArts.0107")),
+        "{body}"
+    );
+
     // The administrator sees its own project, not the demo account's.
     let (status, body) = json_of(
         admin_client(&info)
