@@ -203,12 +203,13 @@ impl Server {
             listener,
             metrics,
             tls,
-            state: AppState {
+            state: crate::http::Shared {
                 sealer: sealer.map(std::sync::Arc::new),
                 audit,
                 emulator,
-                ..AppState::new(store, templates, api)
-            },
+                ..crate::http::Shared::new(store, templates, api)
+            }
+            .into(),
             config,
             audit_writer,
             admin,

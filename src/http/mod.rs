@@ -88,9 +88,27 @@ impl Default for ApiConfig {
     }
 }
 
-/// State shared by every handler.
+/// State shared by every handler: one `Arc`, so that the clone each extractor and layer
+/// makes of it is one counter, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Clone)]
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub templates: Arc<TemplateCatalog>,
     pub config: Arc<ApiConfig>,
@@ -113,6 +131,20 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, templates: TemplateCatalog, config: ApiConfig) -> Self {
+        Shared::new(store, templates, config).into()
+    }
+
+    /// The same state, whose long polls and streams end when `shutdown` is cancelled.
+    pub fn until(self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.0);
+        shared.watch = crate::watch::Hub::new(shared.store.clone(), shutdown.clone());
+        shared.shutdown = shutdown;
+        shared.into()
+    }
+}
+
+impl Shared {
+    pub fn new(store: Arc<dyn Store>, templates: TemplateCatalog, config: ApiConfig) -> Self {
         let shutdown = tokio_util::sync::CancellationToken::new();
         Self {
             authenticator: Arc::new(Authenticator::new(&config.auth)),
@@ -127,13 +159,6 @@ impl AppState {
             sealer: None,
             emulator: Arc::default(),
         }
-    }
-
-    /// The same state, whose long polls and streams end when `shutdown` is cancelled.
-    pub fn until(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
-        self.watch = crate::watch::Hub::new(self.store.clone(), shutdown.clone());
-        self.shutdown = shutdown;
-        self
     }
 }
 
