@@ -13,6 +13,7 @@ mod floor;
 mod iam;
 mod jobs;
 pub mod lockout;
+mod lookup_cache;
 pub mod openapi;
 pub mod server;
 mod templates;
