@@ -409,16 +409,21 @@ impl Client {
             .into_result()
     }
 
+    /// The path of `rest` under one of the project's servers of the agent protocol.
+    fn server_path(&self, server_id: &str, rest: &str) -> String {
+        self.project_path(&format!(
+            "/agent/servers/{}{rest}",
+            sign::encode(server_id.as_bytes())
+        ))
+    }
+
     /// Registers (or updates) a node agent's server.
     pub async fn register_server(
         &self,
         server_id: &str,
         registration: &AgentRegistration,
     ) -> Result<(), ClientError> {
-        let path = self.project_path(&format!(
-            "/agent/servers/{}",
-            sign::encode(server_id.as_bytes())
-        ));
+        let path = self.server_path(server_id, "");
         let body = Self::json_body(registration)?;
         self.send(Method::PUT, &path, &[], Some(body), &[])
             .await?
@@ -432,10 +437,7 @@ impl Client {
         wait_secs: u64,
         max: u32,
     ) -> Result<AgentLease, ClientError> {
-        let path = self.project_path(&format!(
-            "/agent/servers/{}/lease",
-            sign::encode(server_id.as_bytes())
-        ));
+        let path = self.server_path(server_id, "/lease");
         let query = [("max", max.to_string()), ("wait", wait_secs.to_string())];
         self.send(Method::POST, &path, &query, None, &[])
             .await?
@@ -448,10 +450,7 @@ impl Client {
         server_id: &str,
         beat: &AgentHeartbeat,
     ) -> Result<HeartbeatAnswer, ClientError> {
-        let path = self.project_path(&format!(
-            "/agent/servers/{}/heartbeat",
-            sign::encode(server_id.as_bytes())
-        ));
+        let path = self.server_path(server_id, "/heartbeat");
         let body = Self::json_body(beat)?;
         self.send(Method::POST, &path, &[], Some(body), &[])
             .await?
@@ -466,11 +465,10 @@ impl Client {
         lease_epoch: i64,
         output: &str,
     ) -> Result<(), ClientError> {
-        let path = self.project_path(&format!(
-            "/agent/servers/{}/tasks/{}/output",
-            sign::encode(server_id.as_bytes()),
-            sign::encode(task_id.as_bytes())
-        ));
+        let path = self.server_path(
+            server_id,
+            &format!("/tasks/{}/output", sign::encode(task_id.as_bytes())),
+        );
         let query = [("lease_epoch", lease_epoch.to_string())];
         let body = output.as_bytes().to_vec();
         self.send(Method::PUT, &path, &query, Some(body), &[])
@@ -501,11 +499,10 @@ impl Client {
         task_id: &str,
         result: &AgentResult,
     ) -> Result<(), ClientError> {
-        let path = self.project_path(&format!(
-            "/agent/servers/{}/tasks/{}/result",
-            sign::encode(server_id.as_bytes()),
-            sign::encode(task_id.as_bytes())
-        ));
+        let path = self.server_path(
+            server_id,
+            &format!("/tasks/{}/result", sign::encode(task_id.as_bytes())),
+        );
         let body = Self::json_body(result)?;
         self.send(Method::POST, &path, &[], Some(body), &[])
             .await?
