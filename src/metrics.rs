@@ -4,7 +4,8 @@
 //! Labels come from bounded sets only: route templates (never raw paths), methods, status
 //! codes, kinds of failure, task statuses, project ids.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -176,15 +177,66 @@ pub fn statement<T, E>(outcome: &Result<T, E>) {
 }
 
 /// Counts an answered request.
-pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("route", route.to_string()),
-        ("method", method.to_string()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    let labels = [("route", route.to_string()), ("method", method.to_string())];
-    metrics::histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elapsed: Duration) {
+    let (count, latency) = request_metrics(route, method_label(method), status);
+    count.increment(1);
+    latency.record(elapsed.as_secs_f64());
+}
+
+/// A request's counter (by route, method and status) and latency histogram (by route and
+/// method).
+type RequestMetrics = (metrics::Counter, metrics::Histogram);
+
+/// The metrics of each route, method and status seen, made once each: making a metric's
+/// key (its labels) costs more than counting, and every request counts.
+static REQUEST_METRICS: OnceLock<RwLock<RouteMetrics>> = OnceLock::new();
+
+/// Per route template, per method and status.
+type RouteMetrics = HashMap<String, HashMap<(&'static str, u16), RequestMetrics>>;
+
+fn request_metrics(route: &str, method: &'static str, status: u16) -> RequestMetrics {
+    let table = REQUEST_METRICS.get_or_init(Default::default);
+    let known = table.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = known.get(route).and_then(|m| m.get(&(method, status))) {
+        return found.clone();
+    }
+    drop(known);
+    // Made while the recorder is in place (a handle made before it would count nowhere).
+    let _ = handle();
+    let made = (
+        metrics::counter!(
+            HTTP_REQUESTS,
+            "route" => route.to_string(),
+            "method" => method,
+            "status" => status.to_string()
+        ),
+        metrics::histogram!(HTTP_DURATION, "route" => route.to_string(), "method" => method),
+    );
+    table
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(route.to_string())
+        .or_default()
+        .insert((method, status), made.clone());
+    made
+}
+
+/// A method's label: the standard ones by name, any other as `other` (a client may send
+/// any token as a method; labels come from bounded sets).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// Why an authentication failed.

@@ -5,12 +5,22 @@
 //! batch processor runs on a thread of its own and waits for the answer), so no second HTTP
 //! stack is built in.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+
+/// Whether spans are exported by this process: requests then give their spans the fields
+/// a trace shows.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// True once an exporter has started in this process.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// Longest an export request may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +55,7 @@ impl Telemetry {
             .with_batch_exporter(exporter)
             .with_resource(resource)
             .build();
+        EXPORTING.store(true, Ordering::Relaxed);
         Ok(Telemetry { provider })
     }
 

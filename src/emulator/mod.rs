@@ -153,7 +153,8 @@ fn signing_key(request: &Request) -> Option<String> {
 
 /// The layer of the emulator: applies the first fault rule a request matches (an error
 /// answer, a delay, a dropped connection) and records the request in the journal. Control
-/// requests pass untouched and unrecorded.
+/// requests pass untouched and unrecorded. The router installs it only with `--simulate` or
+/// `--strict`.
 pub async fn intercept(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let emulator = state.emulator.clone();
     let path = request.uri().path().to_string();

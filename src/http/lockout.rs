@@ -13,6 +13,9 @@
 //!   five minutes after it was last touched.
 //!
 //! A refusal looks exactly like any other authentication failure.
+//!
+//! While no attempt has failed for [`LOCK_FOR`], nothing can be locked and no count can
+//! still matter, so the tables are not consulted at all: a success costs one atomic load.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,6 +105,10 @@ pub struct FailureTracker {
     addresses: Cache<IpAddr, Shared>,
     address_limit: u32,
     pub counters: AbuseCounters,
+    /// When the tracker was made: the origin of `last_failure`.
+    epoch: Instant,
+    /// Nanoseconds from `epoch` to just after the latest failure; 0 before the first.
+    last_failure: AtomicU64,
 }
 
 impl FailureTracker {
@@ -112,13 +119,26 @@ impl FailureTracker {
             addresses: table(),
             address_limit,
             counters: AbuseCounters::default(),
+            epoch: Instant::now(),
+            last_failure: AtomicU64::new(0),
         }
+    }
+
+    /// True when a failure was counted within the last [`LOCK_FOR`]: only then can a lock
+    /// hold or a count matter.
+    fn recently_failed(&self, now: Instant) -> bool {
+        let last = self.last_failure.load(Ordering::Acquire);
+        last != 0
+            && now.duration_since(self.epoch).as_nanos() <= u128::from(last) + LOCK_FOR.as_nanos()
     }
 
     /// True when attempts with `credential` from `addr` are refused for now: the pair is
     /// locked, or the address failed too often. Counted as a refusal when true.
     pub fn locked(&self, credential: &str, addr: IpAddr) -> bool {
         let now = Instant::now();
+        if !self.recently_failed(now) {
+            return false;
+        }
         let is_locked = |entry: Option<Shared>| {
             entry.is_some_and(|w| w.lock().unwrap_or_else(|e| e.into_inner()).locked(now))
         };
@@ -134,6 +154,10 @@ impl FailureTracker {
     pub fn failed(&self, credential: &str, addr: IpAddr) {
         let now = Instant::now();
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        // Recorded before the tables, so that a check racing this failure sees it; at least
+        // 1, so that it never reads as "never".
+        let since = u64::try_from(now.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        self.last_failure.fetch_max(since.max(1), Ordering::AcqRel);
         let pair = self
             .credentials
             .get_with((credential.to_string(), addr), || {
@@ -155,7 +179,9 @@ impl FailureTracker {
 
     /// Forgets the failures of `credential` from `addr` after a success there.
     pub fn succeeded(&self, credential: &str, addr: IpAddr) {
-        self.credentials.invalidate(&(credential.to_string(), addr));
+        if self.recently_failed(Instant::now()) {
+            self.credentials.invalidate(&(credential.to_string(), addr));
+        }
     }
 }
 
@@ -201,6 +227,22 @@ mod tests {
             unlimited.failed(&format!("AK{n}"), ip(1));
         }
         assert!(!unlimited.locked("GOOD", ip(1)));
+    }
+
+    #[test]
+    fn without_recent_failures_the_tables_are_not_consulted() {
+        let tracker = FailureTracker::new(1000);
+        assert!(!tracker.recently_failed(Instant::now()));
+        assert!(!tracker.locked("AK", ip(1)));
+        for _ in 0..LOCK_AFTER_FAILURES {
+            tracker.failed("AK", ip(1));
+        }
+        assert!(tracker.recently_failed(Instant::now()));
+        assert!(tracker.locked("AK", ip(1)));
+        // A failure 1 ns after the tracker was made counts for `LOCK_FOR` after it, no longer.
+        tracker.last_failure.store(1, Ordering::Release);
+        assert!(tracker.recently_failed(tracker.epoch + LOCK_FOR));
+        assert!(!tracker.recently_failed(tracker.epoch + LOCK_FOR + Duration::from_nanos(2)));
     }
 
     #[test]

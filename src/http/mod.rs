@@ -225,7 +225,7 @@ pub fn router(state: AppState) -> Router {
             auth::authenticate,
         ));
 
-    Router::new()
+    let app = Router::new()
         .merge(project_api)
         .route(
             "/v3/auth/tokens",
@@ -238,15 +238,21 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::emulator::routes(&state))
         .merge(console::routes())
         .fallback(no_such_api)
-        .method_not_allowed_fallback(no_such_api)
-        // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error
-        // format) before the handlers; the extractors' own 2 MB limit would answer bodies
-        // between the two in plain text.
-        .layer(middleware::from_fn_with_state(
+        .method_not_allowed_fallback(no_such_api);
+    // The emulator's faults, journal and strict mode, only where one of them is on: a layer
+    // costs every request.
+    let app = if state.emulator.control || state.emulator.strict {
+        app.layer(middleware::from_fn_with_state(
             state.clone(),
             crate::emulator::intercept,
         ))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+    } else {
+        app
+    };
+    // Bodies are read (and limited to `MAX_BODY_BYTES`, answered in the API's error format)
+    // before the handlers; the extractors' own 2 MB limit would answer bodies between the
+    // two in plain text.
+    app.layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -320,28 +326,22 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     let id = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let route = request
+    // Clones share the request's bytes: nothing is copied unless it is logged or audited.
+    let uri = request.uri().clone();
+    let matched = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str())
-        .to_string();
-    let source = request
+        .cloned();
+    let route = matched
+        .as_ref()
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str());
+    let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(String::new, |c| c.0.ip().to_string());
-    let uri_len = request.uri().to_string().len();
+        .map(|c| c.0.ip());
     let headers = request.headers().len();
-    // `otel.*` fields name the span for an OpenTelemetry export (`--otlp-endpoint`).
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-    );
+    let uri_len = uri_length(&uri);
+    let span = request_span(&id, &method, route);
     let mut response = REQUEST_ID
         .scope(
             id.clone(),
@@ -363,13 +363,14 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    crate::metrics::http_request(&route, method.as_str(), status.as_u16(), elapsed);
+    crate::metrics::http_request(route, &method, status.as_u16(), elapsed);
     let error_code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+    let path = uri.path();
     audit_request(
         &state,
         &response,
-        (&method, &route, &path),
-        (&id, &source, error_code),
+        (&method, route, path),
+        (&id, peer, error_code),
     );
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     // 401 and 429 are summarised by `serve` (counted in the authenticator), not logged one by
@@ -386,13 +387,40 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     response
 }
 
+/// The span of a request: its id, carried by every log line the request causes; and, when
+/// spans are exported (`--otlp-endpoint`), the `otel.*` and `http.*` fields a trace shows
+/// (formatting them costs every request, so only then).
+fn request_span(id: &str, method: &axum::http::Method, route: &str) -> tracing::Span {
+    if crate::telemetry::exporting() {
+        tracing::info_span!(
+            "request",
+            request_id = %id,
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!("request", request_id = %id)
+    }
+}
+
+/// The length of a request's URI as written on its request line.
+fn uri_length(uri: &axum::http::Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + "://".len());
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let query = uri.query().map_or(0, |q| q.len() + 1);
+    scheme + authority + uri.path().len() + query
+}
+
 /// Records the request in the audit trail when its action changes something, or when its
 /// authentication failed.
 fn audit_request(
     state: &AppState,
     response: &Response,
     (method, route, path): (&axum::http::Method, &str, &str),
-    (request_id, source, error_code): (&str, &str, Option<&'static str>),
+    (request_id, peer, error_code): (&str, Option<std::net::IpAddr>, Option<&'static str>),
 ) {
     let status = response.status().as_u16();
     let action = match crate::audit::action_of(method.as_str(), route) {
@@ -418,7 +446,7 @@ fn audit_request(
         access_key: who.access_key,
         action: action.to_string(),
         resources,
-        source: source.to_string(),
+        source: peer.map_or_else(String::new, |ip| ip.to_string()),
         request_id: request_id.to_string(),
         outcome: crate::audit::outcome(status).to_string(),
         status,

@@ -107,6 +107,16 @@ async fn metrics_count_known_traffic_exactly_by_route_template() {
             .expect("answer");
         assert_eq!(answer.status(), 404);
     }
+    // Methods of a client's own invention, under two names: one label value.
+    for method in ["BREW", "WHEN"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let answer = reqwest::Client::new()
+            .request(method, format!("{}/v1/no/such/api-three", server.endpoint))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.status(), 404);
+    }
     // A bad signature: 401.
     let forged = Client::new(
         &server.endpoint,
@@ -153,11 +163,16 @@ async fn metrics_count_known_traffic_exactly_by_route_template() {
         2.0,
         "unknown paths share one label value"
     );
+    assert_eq!(
+        grew(&before, &after, &requests("unmatched", "other", 404)),
+        2.0,
+        "unknown methods share one label value"
+    );
     let text: Vec<&String> = after.keys().collect();
     assert!(
         !text
             .iter()
-            .any(|s| s.contains("api-one") || s.contains("/no/such")),
+            .any(|s| s.contains("api-one") || s.contains("/no/such") || s.contains("BREW")),
         "no raw path is a label: {text:?}"
     );
     assert_eq!(
