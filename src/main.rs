@@ -4,7 +4,9 @@
 use clap::Parser;
 
 /// mimalloc: the many small, short-lived allocations of a request (buffers, rows, JSON)
-/// cost less there than in the system allocator.
+/// cost less there than in the system allocator. Built without transparent huge pages
+/// (`no_thp`): with them, each thread's heap held whole 2 MiB pages, 10-20 MiB more at
+/// rest, for no measurable speed.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -27,7 +27,7 @@ use crate::domain::filter::{JobFilter, ListJobsQuery};
 use crate::domain::ProjectId;
 use crate::wire::JobDetail;
 
-impl_exec!(PgConnection, Postgres, PgRow);
+impl_exec!(PgConnection, Postgres, PgRow, super::shared::as_written);
 
 /// The PostgreSQL schema's migrations.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

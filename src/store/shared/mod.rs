@@ -163,8 +163,11 @@ pub trait SqlPools: Send + Sync {
 
 /// Implements [`Exec`] for a sqlx connection type and [`SqlRow`] for its row type: the one
 /// place the shared SQL meets a driver's types.
+///
+/// `$sql` gives the statement's text as the driver takes it (SQLite's placeholders are
+/// rewritten, see `sqlite::placeholders`).
 macro_rules! impl_exec {
-    ($conn:ty, $db:ty, $row:ty) => {
+    ($conn:ty, $db:ty, $row:ty, $sql:path) => {
         impl $crate::store::shared::SqlRow for $row {
             fn text(&self, i: usize) -> $crate::store::StoreResult<String> {
                 Ok(sqlx::Row::try_get(self, i)?)
@@ -189,7 +192,8 @@ macro_rules! impl_exec {
                 &mut self,
                 s: $crate::store::shared::Statement,
             ) -> $crate::store::StoreResult<Vec<$row>> {
-                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
+                let sql = $sql(&s.sql);
+                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&sql), &s.values);
                 let answer = query.fetch_all(self).await;
                 $crate::metrics::statement(&answer);
                 Ok(answer?)
@@ -198,7 +202,8 @@ macro_rules! impl_exec {
                 &mut self,
                 s: $crate::store::shared::Statement,
             ) -> $crate::store::StoreResult<Option<$row>> {
-                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
+                let sql = $sql(&s.sql);
+                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&sql), &s.values);
                 let answer = query.fetch_optional(self).await;
                 $crate::metrics::statement(&answer);
                 Ok(answer?)
@@ -207,7 +212,8 @@ macro_rules! impl_exec {
                 &mut self,
                 s: $crate::store::shared::Statement,
             ) -> $crate::store::StoreResult<u64> {
-                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&s.sql), &s.values);
+                let sql = $sql(&s.sql);
+                let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&sql), &s.values);
                 let answer = query.execute(self).await;
                 $crate::metrics::statement(&answer);
                 Ok(answer?.rows_affected())
@@ -216,6 +222,11 @@ macro_rules! impl_exec {
     };
 }
 pub(crate) use impl_exec;
+
+/// A statement's text unchanged (PostgreSQL takes `$N` placeholders as written).
+pub(crate) fn as_written(sql: &str) -> std::borrow::Cow<'_, str> {
+    std::borrow::Cow::Borrowed(sql)
+}
 
 /// Why the database is not ready for `migrator`'s schema (a migration of it not applied, or
 /// failed), or `None` when it is.

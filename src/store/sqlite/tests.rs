@@ -239,3 +239,33 @@ async fn a_create_failing_in_a_batch_fails_alone() {
     let page = store.list_jobs(&project, &query, 1000).await.expect("list");
     assert_eq!(page.total, 2);
 }
+
+/// The shared SQL's placeholders become plain `?` only when that keeps their meaning.
+#[test]
+fn placeholders_become_plain_when_they_come_once_each_in_order() {
+    use super::placeholders;
+    assert_eq!(
+        placeholders("INSERT INTO t VALUES ($1, $2), ($3, $4)"),
+        "INSERT INTO t VALUES (?, ?), (?, ?)"
+    );
+    // Quoted text keeps its dollars; the placeholders around it still change.
+    assert_eq!(
+        placeholders("SELECT json_extract(x, '$.a'), \"$b\" FROM t WHERE a = $1 AND b = $2"),
+        "SELECT json_extract(x, '$.a'), \"$b\" FROM t WHERE a = ? AND b = ?"
+    );
+    assert_eq!(placeholders("SELECT 1"), "SELECT 1");
+    // A placeholder used twice, or out of order, keeps its number.
+    for kept in [
+        "SELECT * FROM t WHERE a = $1 OR b = $1",
+        "SELECT * FROM t WHERE a = $2 AND b = $1",
+        "SELECT * FROM t WHERE a = $1 AND b = $3",
+    ] {
+        assert!(matches!(placeholders(kept), std::borrow::Cow::Borrowed(s) if s == kept));
+    }
+    assert_eq!(
+        placeholders("SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11")
+            .matches('?')
+            .count(),
+        11
+    );
+}
