@@ -158,7 +158,7 @@ fn signing_key(request: &Request) -> Option<String> {
 pub async fn intercept(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let emulator = state.emulator.clone();
     let path = request.uri().path().to_string();
-    if (!emulator.control && !emulator.strict) || path.starts_with(CONTROL_PREFIX) {
+    if path.starts_with(CONTROL_PREFIX) {
         return next.run(request).await;
     }
     let started = Instant::now();

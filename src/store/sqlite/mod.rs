@@ -77,7 +77,7 @@ fn placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
     if copied == 0 {
         return std::borrow::Cow::Borrowed(sql);
     }
-    out.push_str(&sql[copied.min(sql.len())..]);
+    out.push_str(&sql[copied..]);
     std::borrow::Cow::Owned(out)
 }
 
