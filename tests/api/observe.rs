@@ -25,6 +25,15 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The `X-Request-Id` of an answer.
+fn request_id(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a request id")
+        .to_string()
+}
+
 async fn scrape(endpoint: &str) -> BTreeMap<String, f64> {
     let answer = reqwest::get(format!("{endpoint}/metrics"))
         .await
@@ -408,12 +417,7 @@ async fn every_log_line_of_a_request_carries_its_id_route_status_and_latency() {
         .await
         .expect("answer");
     assert_eq!(answer.status, 500);
-    let id = answer
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("a request id")
-        .to_string();
+    let id = request_id(&answer.headers);
     // The log is read as it is written.
     let deadline = Instant::now() + Duration::from_secs(5);
     let lines = loop {
@@ -508,12 +512,7 @@ async fn request_spans_reach_an_otlp_collector_only_when_one_is_given() {
         .await
         .expect("answer");
     assert_eq!(answer.status, 200);
-    let id = answer
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("a request id")
-        .to_string();
+    let id = request_id(&answer.headers);
     // Spans are batched; stopping the server sends what is left.
     let exit = server.terminate().await.expect("stops");
     assert!(exit.success(), "{exit:?}");
