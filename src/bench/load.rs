@@ -51,6 +51,28 @@ impl Measured {
     pub fn max(&self) -> Duration {
         self.latencies.last().copied().unwrap_or_default()
     }
+
+    /// Several measurements of one call as one: their requests, errors and time together.
+    pub fn merged(parts: Vec<Measured>) -> Measured {
+        let mut all = Measured {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            latencies: Vec::new(),
+        };
+        for part in parts {
+            all.ok += part.ok;
+            all.errors += part.errors;
+            all.elapsed += part.elapsed;
+            all.latencies.extend(part.latencies);
+            if all.first_error.is_none() {
+                all.first_error = part.first_error;
+            }
+        }
+        all.latencies.sort_unstable();
+        all
+    }
 }
 
 /// Sends `call` once; answers the status and body.
@@ -158,5 +180,26 @@ mod tests {
         assert_eq!(m.quantile(0.99), Duration::from_millis(99));
         assert_eq!(m.max(), Duration::from_millis(100));
         assert!((m.rate() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merged_measurements_add_their_requests_and_time() {
+        let part = |ok: u64, secs: u64, first: u64, error: Option<&str>| Measured {
+            ok,
+            errors: u64::from(error.is_some()),
+            first_error: error.map(str::to_string),
+            elapsed: Duration::from_secs(secs),
+            latencies: (first..first + ok).map(Duration::from_millis).collect(),
+        };
+        let m = Measured::merged(vec![
+            part(100, 1, 101, None),
+            part(300, 3, 1, Some("a")),
+            part(0, 1, 0, Some("b")),
+        ]);
+        assert_eq!((m.ok, m.errors), (400, 2));
+        assert_eq!(m.first_error.as_deref(), Some("a"));
+        assert!((m.rate() - 80.0).abs() < 1e-9, "{}", m.rate());
+        assert_eq!(m.quantile(0.5), Duration::from_millis(150));
+        assert_eq!(m.max(), Duration::from_millis(300));
     }
 }

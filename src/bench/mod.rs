@@ -5,32 +5,31 @@
 //! and authentication answering fixed bytes without the database; on PostgreSQL, also as a
 //! share of the reference row, the floor after one `SELECT 1`. It reports latencies, the
 //! server's peak memory and one summary line per backend and server. Several server builds
-//! (`--server-exe`) can be measured on the same data, one after the other, to compare them
-//! in one run.
+//! (`--server-exe`) can be measured on the same data in one run, each query on each of them
+//! in turn (`rounds.rs`), to compare them.
 
 pub mod dataset;
 pub mod fleet;
 pub mod load;
+mod queries;
 pub mod report;
+mod rounds;
 mod setup;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use self::load::{Call, Measured};
-use self::report::{Row, Target};
+use self::report::Row;
+use self::rounds::Contender;
 use self::setup::{clean_up, fresh_database, load_data_set, Database, Loaded};
 use crate::client::{Client, ClientAuth};
 use crate::config::parse_duration;
 use crate::testkit::ServerProcess;
-use crate::wire::{JobCreateRequest, JobItem};
 
 /// The memory target of the server.
 const MEMORY_TARGET: u64 = 100 * 1024 * 1024;
-/// Rows per page of the paged queries.
-const PAGE: &str = "50";
 
 /// Which backends to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,7 +90,7 @@ pub struct BenchArgs {
     pub keep: bool,
 
     /// The `litejobs` executable to serve the API (default: this one). Repeat it to measure
-    /// several builds on the same data, one after the other, in one run.
+    /// several builds on the same data in one run: each query on each of them in turn.
     #[arg(long = "server-exe")]
     pub server_exes: Vec<PathBuf>,
 
@@ -99,6 +98,11 @@ pub struct BenchArgs {
     /// `create`, `fleet`); repeatable. The floor and the reference row are always measured.
     #[arg(long = "only")]
     pub only: Vec<String>,
+
+    /// Times each query is measured on each server (the servers in turn, query by query);
+    /// a row holds the requests of all its rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
 
     /// Extra flags of the servers measured (e.g. `--no-audit`), one per `--server-exe` in
     /// order (or one for them all): to compare settings of one build in one run.
@@ -214,43 +218,8 @@ fn machine() -> String {
     format!("machine: {cores} cores ({cpu}), {memory}")
 }
 
-/// One query of the run: its label, the call, and its target.
-#[derive(Clone)]
-struct Query {
-    label: String,
-    call: Call,
-    target: Target,
-}
-
-fn get(query: &[(&str, &str)]) -> Call {
-    Call::Get {
-        rest: "/dev-servers/jobs".to_string(),
-        query: query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
-}
-
-/// The `total` of a list answer.
-async fn total_of(client: &Client, call: &Call) -> anyhow::Result<(u64, usize)> {
-    let (status, body) = load::send_once(client, call, 0)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    anyhow::ensure!(
-        status == 200,
-        "the list answered {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    let page: serde_json::Value = serde_json::from_slice(&body)?;
-    let total = page["total"]
-        .as_u64()
-        .context("the list answered no total")?;
-    Ok((total, body.len()))
-}
-
-/// Loads the data set into `db`, then measures each server in `exes` on it; answers their
-/// summary lines and whether any request failed.
+/// Loads the data set into `db`, then measures each server in `exes` on it, in turn
+/// ([`rounds`]); answers their summary lines and whether any request failed.
 async fn bench_backend(
     args: &BenchArgs,
     exes: &[PathBuf],
@@ -258,80 +227,100 @@ async fn bench_backend(
 ) -> anyhow::Result<(Vec<String>, bool)> {
     println!(
         "\n== {}: {} jobs in the measured project + {} in {} others; concurrency {}; \
-         {:?} per query after {:?} of warm-up",
+         {:?} per query after {:?} of warm-up{}",
         db.backend,
         args.jobs,
         args.other_jobs,
         args.other_projects,
         args.concurrency,
         args.duration,
-        args.warmup
+        args.warmup,
+        if args.rounds > 1 {
+            format!("; {} rounds", args.rounds)
+        } else {
+            String::new()
+        }
     );
     println!("database: {}", db.shown);
     let loaded = load_data_set(args, db).await?;
-    let (mut summaries, mut failed) = (Vec::new(), false);
+    let mut contenders = Vec::with_capacity(exes.len());
     for (i, exe) in exes.iter().enumerate() {
         let flags = match args.server_flags.as_slice() {
             [] => "",
             [all] => all.as_str(),
             each => each[i].as_str(),
         };
-        let name = if flags.is_empty() {
-            exe.display().to_string()
-        } else {
-            format!("{} {flags}", exe.display())
-        };
-        if exes.len() > 1 {
-            println!("\n-- server {name}");
+        match Contender::start(exe, flags, db, &loaded).await {
+            Ok(c) => contenders.push(c),
+            Err(e) => {
+                stop_all(contenders).await;
+                return Err(e);
+            }
         }
-        let (summary, errors) = bench_server(args, exe, flags, db, &loaded).await?;
-        let summary = if exes.len() > 1 {
-            summary.replacen(": ", &format!(" ({name}): "), 1)
+    }
+    if contenders.len() > 1 {
+        for (i, c) in contenders.iter().enumerate() {
+            println!("server {}: {}", i + 1, c.name);
+        }
+    }
+    let measured = match rounds::measure_in_turn(args, db.backend, &contenders, &loaded).await {
+        Ok(m) => m,
+        Err(e) => {
+            stop_all(contenders).await;
+            return Err(e);
+        }
+    };
+    let (mut summaries, mut failed) = (Vec::new(), false);
+    let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
+    let several = contenders.len() > 1;
+    let mut tables = Vec::with_capacity(contenders.len());
+    for (contender, (rows, errors)) in contenders.into_iter().zip(measured) {
+        if several {
+            println!("\n-- server {}", contender.name);
+        }
+        let finished = finish_server(args, db.backend, &contender, &loaded, &rows, errors).await;
+        contender.stop().await?;
+        let (summary, errors) = finished?;
+        summaries.push(if several {
+            summary.replacen(": ", &format!(" ({}): ", names[summaries.len()]), 1)
         } else {
             summary
-        };
-        summaries.push(summary);
+        });
         failed |= errors;
+        tables.push(rows);
+    }
+    if several {
+        let tables: Vec<&[Row]> = tables.iter().map(Vec::as_slice).collect();
+        print!("{}", rounds::comparison(&names, &tables));
     }
     Ok((summaries, failed))
 }
 
-/// Starts the server `exe` on the loaded database and measures every query.
-async fn bench_server(
+async fn stop_all(contenders: Vec<Contender>) {
+    for c in contenders {
+        let _ = c.stop().await;
+    }
+}
+
+/// Prints a server's table and peak memory, measures its fleet row (when asked for), and
+/// answers its summary line and whether any request failed.
+async fn finish_server(
     args: &BenchArgs,
-    exe: &Path,
-    extra_flags: &str,
-    db: &Database,
+    backend: &str,
+    contender: &Contender,
     loaded: &Loaded,
+    rows: &[Row],
+    errors: bool,
 ) -> anyhow::Result<(String, bool)> {
-    let workdir = new_temp_dir("litejobs-bench-server")?;
-    let admin = workdir.join("server-admin.json").display().to_string();
-    let mut flags = vec!["--bench-floor", "--admin-credentials", admin.as_str()];
-    flags.extend(extra_flags.split_whitespace());
-    // The data set's running tasks were never leased: the server would end them as stalled
-    // while it is measured. (An environment variable, which older builds ignore.)
-    let env = [("LITEJOBS_TASK_START_TIMEOUT", "36500d")];
-    let server = match ServerProcess::serve_with_env(exe, &workdir, &db.url, &flags, &env).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&workdir);
-            return Err(e);
-        }
-    };
-    let outcome = measure(args, db.backend, &server, loaded).await;
+    let server = &contender.server;
+    println!("{}", report::header());
+    for row in rows {
+        println!("{}", report::line(row));
+    }
     let peak = server.peak_memory_bytes();
-    let fleet = match &outcome {
-        Ok(_) if args.agents > 0 && wanted(args, fleet::LABEL) => {
-            Some(measure_fleet(args, &server, loaded).await)
-        }
-        _ => None,
-    };
-    if outcome.as_ref().map_or(true, |(_, errors)| *errors) {
+    if errors {
         eprintln!("server log (last lines):\n{}", server.log_tail());
     }
-    server.kill_hard().await?;
-    let _ = std::fs::remove_dir_all(&workdir);
-    let (rows, errors) = outcome?;
     println!(
         "{:<34} {}",
         "server peak memory (VmHWM)",
@@ -340,10 +329,10 @@ async fn bench_server(
             report::mib(b)
         ))
     );
-    let mut summary = report::summary(db.backend, &rows, peak, MEMORY_TARGET);
+    let mut summary = report::summary(backend, rows, peak, MEMORY_TARGET);
     let mut errors = errors;
-    if let Some(fleet) = fleet {
-        let fleet = fleet?;
+    if args.agents > 0 && wanted(args, fleet::LABEL) {
+        let fleet = measure_fleet(args, server, loaded).await?;
         println!("{}", fleet.lines());
         let misses = fleet.misses();
         errors |= fleet.errors > 0;
@@ -391,172 +380,4 @@ pub(crate) fn new_temp_dir(prefix: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("{prefix}-{}", &suffix[..12]));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
-}
-
-/// Measures the floor, then every query; answers the rows (floor first) and whether any
-/// request failed.
-async fn measure(
-    args: &BenchArgs,
-    backend: &str,
-    server: &ServerProcess,
-    loaded: &Loaded,
-) -> anyhow::Result<(Vec<Row>, bool)> {
-    let client = Client::new(
-        &server.endpoint,
-        &loaded.project_id,
-        ClientAuth::AkSk(loaded.credentials.clone()),
-    )?;
-    let unfiltered = get(&[("limit", PAGE)]);
-    let (total, page_bytes) = total_of(&client, &unfiltered).await?;
-    // A page of 50 jobs: on SQLite at least half the floor; on PostgreSQL, whose
-    // statements share the two cores with the server, at least 60% of the reference row.
-    let page = |max_p99_ms: u64, min_floor_ratio: f64| Target {
-        min_floor_ratio: (backend == "sqlite").then_some(min_floor_ratio),
-        min_ref_ratio: (backend == "postgres").then_some(0.6),
-        max_p99: Some(Duration::from_millis(max_p99_ms)),
-        min_rate: None,
-    };
-    let page_fast = page(10, 0.5);
-    let deep_offset = total.saturating_sub(75).to_string();
-    let create = JobCreateRequest {
-        name: "bench-create".to_string(),
-        description: None,
-        server_ids: loaded.servers.clone(),
-        job_type: "COMMON".to_string(),
-        is_reboot: None,
-        items: vec![JobItem {
-            item_type: "COMMON".to_string(),
-            spec: Some([("cmd".to_string(), "npu-smi info".to_string())].into()),
-        }],
-        visible: None,
-    };
-    let mut queries = vec![
-        Query {
-            label: "floor (auth, fixed bytes)".to_string(),
-            call: Call::Get {
-                rest: "/bench-floor".to_string(),
-                query: vec![("bytes".to_string(), page_bytes.to_string())],
-            },
-            target: Target::default(),
-        },
-        Query {
-            label: "unfiltered limit=50".to_string(),
-            call: unfiltered,
-            target: page_fast,
-        },
-        Query {
-            label: "status limit=50".to_string(),
-            call: get(&[("status", "FINISHED"), ("limit", PAGE)]),
-            target: page_fast,
-        },
-        Query {
-            label: "type+status+visible limit=50".to_string(),
-            call: get(&[
-                ("type", "ASCEND_DIAGNOSIS"),
-                ("status", "FINISHED"),
-                ("visible", "true"),
-                ("limit", PAGE),
-            ]),
-            target: page_fast,
-        },
-        Query {
-            label: "id".to_string(),
-            call: get(&[("id", &loaded.probe_id)]),
-            target: page_fast,
-        },
-        Query {
-            label: format!("name={} limit=50", loaded.probe_name),
-            call: get(&[("name", &loaded.probe_name), ("limit", PAGE)]),
-            target: Target {
-                max_p99: None,
-                ..page(0, 0.2)
-            },
-        },
-        Query {
-            label: "sdk default (no parameters)".to_string(),
-            call: get(&[]),
-            target: Target::default(),
-        },
-        Query {
-            label: format!("deep page offset={deep_offset}"),
-            call: get(&[("offset", &deep_offset), ("limit", PAGE)]),
-            target: Target {
-                min_floor_ratio: None,
-                ..page(50, 0.0)
-            },
-        },
-        Query {
-            label: format!("create ({} servers each)", loaded.servers.len()),
-            call: Call::Create { template: create },
-            target: Target {
-                min_rate: (backend == "sqlite").then_some(1000.0),
-                ..Target::default()
-            },
-        },
-    ];
-    if backend == "postgres" {
-        // The least any query costs on PostgreSQL: the floor's answer after one `SELECT 1`.
-        queries.insert(
-            1,
-            Query {
-                label: report::REFERENCE.to_string(),
-                call: Call::Get {
-                    rest: "/bench-floor".to_string(),
-                    query: vec![
-                        ("bytes".to_string(), page_bytes.to_string()),
-                        ("ping".to_string(), "true".to_string()),
-                    ],
-                },
-                target: Target::default(),
-            },
-        );
-    }
-    let again = Query {
-        label: "floor again (after the queries)".to_string(),
-        ..queries[0].clone()
-    };
-    queries.retain(|q| {
-        q.label.starts_with(report::FLOOR) || q.label == report::REFERENCE || wanted(args, &q.label)
-    });
-    let concurrency = args.concurrency as usize;
-    let mut rows: Vec<Row> = Vec::with_capacity(queries.len() + 1);
-    let mut errors = false;
-    for q in queries.into_iter().chain([again]) {
-        let total = match &q.call {
-            Call::Get { rest, .. } if rest == "/dev-servers/jobs" => {
-                Some(total_of(&client, &q.call).await?.0)
-            }
-            _ => None,
-        };
-        if !args.warmup.is_zero() {
-            load::run(&client, &q.call, concurrency, args.warmup).await;
-        }
-        let measured: Measured = load::run(&client, &q.call, concurrency, args.duration).await;
-        println!("  measured {}: {:.0} req/s", q.label, measured.rate());
-        if let Some(e) = &measured.first_error {
-            errors = true;
-            println!("  first error: {}", e.chars().take(300).collect::<String>());
-        }
-        rows.push(Row {
-            label: q.label,
-            total,
-            floor_ratio: None,
-            ref_ratio: None,
-            measured,
-            target: q.target,
-        });
-    }
-    // The machine's speed drifts during a run (the load's writes still being flushed at the
-    // start, say): each query is held to the faster of the two floors.
-    let floor = report::fastest_floor(&rows);
-    let reference = report::reference_rate(&rows);
-    for row in &mut rows {
-        row.floor_ratio = Some(row.measured.rate() / floor.max(1e-9));
-        row.ref_ratio = reference.map(|r| row.measured.rate() / r.max(1e-9));
-    }
-    println!("{}", report::header());
-    for row in &rows {
-        println!("{}", report::line(row));
-    }
-    Ok((rows, errors))
 }

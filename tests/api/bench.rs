@@ -383,8 +383,9 @@ async fn floor_route_on_postgres() {
     floor_route_answers_fixed_bytes_and_pings_on_request(crate::helpers::Backend::Postgres).await;
 }
 
-/// With `--server-exe` given twice, the data set is loaded once and each server measured on
-/// it, each with its own table and summary line.
+/// With `--server-exe` given twice, the data set is loaded once and each query measured on
+/// each server in turn, for each of `--rounds`; each server gets its own table and summary
+/// line, and the second is compared with the first.
 #[test]
 fn bench_measures_each_server_build_on_the_same_data() {
     let exe = env!("CARGO_BIN_EXE_litejobs");
@@ -397,6 +398,8 @@ fn bench_measures_each_server_build_on_the_same_data() {
         "1",
         "--other-jobs",
         "10",
+        "--rounds",
+        "2",
         "--server-exe",
         exe,
         "--server-exe",
@@ -415,7 +418,49 @@ fn bench_measures_each_server_build_on_the_same_data() {
         .collect();
     assert_eq!(summaries.len(), 2, "{stdout}");
     let tables = stdout.lines().filter(|l| l.starts_with("query ")).count();
-    assert_eq!(tables, 2, "{stdout}");
+    assert_eq!(tables, 3, "two tables and the comparison:\n{stdout}");
+
+    // In turn: each query on server 1, then on server 2, in each round.
+    let measured: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("measured "))
+        .collect();
+    let of = |label: &str| -> Vec<&str> {
+        measured
+            .iter()
+            .filter(|l| l.starts_with(label))
+            .map(|l| if l.contains("(server 1)") { "1" } else { "2" })
+            .collect()
+    };
+    assert_eq!(of("id "), ["1", "2", "1", "2"], "{stdout}");
+    assert_eq!(of("create "), ["1", "2", "1", "2"], "{stdout}");
+    assert_eq!(stdout.matches("round 2 of 2").count(), 1, "{stdout}");
+    // The deep page stays 75 jobs from the end as the creates make the list longer.
+    assert!(
+        stdout.contains("deep page offset=25 "),
+        "the deep page is named by its first offset:\n{stdout}"
+    );
+
+    // The comparison: per query, both throughputs and their ratios.
+    let comparison = stdout
+        .split_once(&format!("server 2 ({exe}) against server 1 ({exe})"))
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no comparison:\n{stdout}"));
+    let id = comparison
+        .lines()
+        .find(|l| l.starts_with("id "))
+        .unwrap_or_else(|| panic!("no id row in the comparison:\n{stdout}"));
+    let numbers: Vec<f64> = id
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    assert_eq!(numbers.len(), 4, "{id}");
+    assert!(numbers[0] > 0.0 && numbers[1] > 0.0, "{id}");
+    assert!(
+        (numbers[2] - numbers[1] / numbers[0]).abs() < 0.006,
+        "the ratio of the two rates: {id}"
+    );
 }
 
 /// `--server-flags` starts each server with flags of its own, named in its summary.
