@@ -194,7 +194,7 @@ impl<P: SqlPools> ActivityStore for P {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write_pool().begin().await?;
+        let mut tx = super::begin_write(self.write_pool()).await?;
         for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
             let mut s = Statement::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES "));
             for (i, r) in chunk.iter().enumerate() {

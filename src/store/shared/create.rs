@@ -348,7 +348,7 @@ pub async fn create_job_alone(
     };
     for _ in 0..3 {
         let done = retry_transient(|| async {
-            let mut tx = pools.write_pool().begin().await?;
+            let mut tx = super::begin_write(pools.write_pool()).await?;
             let creates = std::slice::from_ref(&create);
             let Some(mut inserted) = insert_jobs(&mut *tx, creates).await? else {
                 tx.rollback().await?;

@@ -112,7 +112,7 @@ async fn delete_jobs(
         return Ok(Vec::new());
     }
     retry_transient(|| async {
-        let mut tx = pools.write_pool().begin().await?;
+        let mut tx = super::begin_write(pools.write_pool()).await?;
         let (mut deleted_ids, mut cancelled) = (Vec::new(), 0);
         // One job at a time: an equality on the id is what makes every planner take the
         // (project, id) index (with `id IN (…)` SQLite may walk a covering index over the
@@ -194,7 +194,7 @@ async fn complete_task(
     }
     sql.push_str(" RETURNING job_id, server_id, update_at");
     retry_transient(|| async {
-        let mut tx = pools.write_pool().begin().await?;
+        let mut tx = super::begin_write(pools.write_pool()).await?;
         let mut s = Statement::new(sql.as_str())
             .bind(status.as_str())
             .bind(message)
@@ -283,7 +283,7 @@ async fn purge(
     deleted_before_ms: i64,
     keys_before_ms: i64,
 ) -> StoreResult<u64> {
-    let mut tx = pools.write_pool().begin().await?;
+    let mut tx = super::begin_write(pools.write_pool()).await?;
     let s = Statement::new(
         "DELETE FROM task_output WHERE (project_id, task_id) IN \
          (SELECT t.project_id, t.id FROM tasks t JOIN jobs j \

@@ -20,7 +20,7 @@ pub async fn lease_tasks(
     limit: i64,
 ) -> StoreResult<Leased> {
     retry_transient(|| async {
-        let mut tx = pools.write_pool().begin().await?;
+        let mut tx = super::begin_write(pools.write_pool()).await?;
         let s = Statement::new(
             "UPDATE tasks SET lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1 \
              WHERE project_id = $3 AND server_id = $4 AND status = 'PROCESSING' \
@@ -206,7 +206,7 @@ pub async fn put_task_output(
     now_ms: i64,
 ) -> StoreResult<bool> {
     retry_transient(|| async {
-        let mut tx = pools.write_pool().begin().await?;
+        let mut tx = super::begin_write(pools.write_pool()).await?;
         let s = Statement::new(
             "SELECT 1 FROM tasks WHERE project_id = $1 AND id = $2 AND status = 'PROCESSING' \
              AND server_id = $3 AND lease_owner = $4 AND lease_epoch = COALESCE($5, lease_epoch)",

@@ -161,6 +161,21 @@ pub trait SqlPools: Send + Sync {
     fn events_written(&self);
 }
 
+/// Opens a transaction on `pool`, the pool of a store's changes. On SQLite it takes the
+/// database's write lock at once (`BEGIN IMMEDIATE`, waiting for it as long as the busy
+/// timeout allows): a transaction that reads first and writes after would otherwise fail at
+/// its first write, without waiting, whenever another connection (another process, such as
+/// the administration commands) committed since its read began.
+pub async fn begin_write<Db: sqlx::Database>(
+    pool: &sqlx::Pool<Db>,
+) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+    if Db::NAME == <sqlx::Sqlite as sqlx::Database>::NAME {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}
+
 /// Implements [`Exec`] for a sqlx connection type and [`SqlRow`] for its row type: the one
 /// place the shared SQL meets a driver's types.
 ///

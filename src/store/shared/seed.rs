@@ -19,7 +19,7 @@ async fn insert_job_rows(
     project: &ProjectId,
     jobs: &[JobRow],
 ) -> StoreResult<()> {
-    let mut tx = pools.write_pool().begin().await?;
+    let mut tx = super::begin_write(pools.write_pool()).await?;
     for job in jobs {
         let count = |status: &str| job.tasks.iter().filter(|t| t.status == status).count() as i64;
         let s = Statement::new(format!(
@@ -125,7 +125,7 @@ async fn erase_jobs(pools: &impl SqlPools, project: Option<&ProjectId>) -> Store
         };
         s
     };
-    let mut tx = pools.write_pool().begin().await?;
+    let mut tx = super::begin_write(pools.write_pool()).await?;
     tx.run(scope("DELETE FROM task_output")).await?;
     tx.run(scope("DELETE FROM tasks")).await?;
     let jobs = tx.run(scope("DELETE FROM jobs")).await?;
@@ -136,7 +136,7 @@ async fn erase_jobs(pools: &impl SqlPools, project: Option<&ProjectId>) -> Store
 
 async fn delete_project(pools: &impl SqlPools, project: &ProjectId) -> StoreResult<bool> {
     erase_jobs(pools, Some(project)).await?;
-    let mut tx = pools.write_pool().begin().await?;
+    let mut tx = super::begin_write(pools.write_pool()).await?;
     let p = project.as_str();
     tx.run(Statement::new("DELETE FROM servers WHERE project_id = $1").bind(p))
         .await?;

@@ -269,3 +269,52 @@ fn placeholders_become_plain_when_they_come_once_each_in_order() {
         11
     );
 }
+
+/// Another process may write to the file while the server runs (the administration commands
+/// do): a create waits for that writer's lock and then commits, rather than failing because
+/// the other's commit came between its reads and its first write.
+#[tokio::test]
+async fn creates_wait_for_another_connections_write_and_then_commit() {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use sqlx::ConnectOptions;
+
+    use crate::store::JobStore;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    let (store, project) = store_with_servers(&path, &["s1"]).await;
+    let mut other =
+        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .expect("options")
+            .connect()
+            .await
+            .expect("another connection");
+    let hold = |sql: &'static str| sqlx::query(sql);
+    hold("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("the other takes the write lock");
+    hold("UPDATE servers SET name = name || '' WHERE project_id = 'p1'")
+        .execute(&mut other)
+        .await
+        .expect("the other writes");
+    // Longer than a failing create's quick retries take.
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hold("COMMIT").execute(&mut other).await
+    };
+    let (created, committed) = tokio::join!(
+        store.create_job(&project, new_job("after-the-other", &["s1"]), None),
+        release
+    );
+    committed.expect("the other commits");
+    let job = created.expect("the create waited for the lock, then committed");
+    let found = store
+        .get_job(&project, &job.id)
+        .await
+        .expect("read")
+        .expect("the job is there");
+    assert_eq!(found.name, "after-the-other");
+}

@@ -178,7 +178,7 @@ async fn create_together(
             idempotency: p.idempotency.as_ref(),
         })
         .collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::shared::begin_write(pool).await?;
     match insert_jobs(&mut *tx, &each).await {
         Ok(Some(inserted)) => {
             tx.commit().await?;
