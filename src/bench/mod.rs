@@ -243,6 +243,7 @@ async fn bench_backend(
     );
     println!("database: {}", db.shown);
     let loaded = load_data_set(args, db).await?;
+    let copies = rounds::sqlite_copies(db, exes.len())?;
     let mut contenders = Vec::with_capacity(exes.len());
     for (i, exe) in exes.iter().enumerate() {
         let flags = match args.server_flags.as_slice() {
@@ -250,7 +251,8 @@ async fn bench_backend(
             [all] => all.as_str(),
             each => each[i].as_str(),
         };
-        match Contender::start(exe, flags, db, &loaded).await {
+        let url = copies.urls.get(i).unwrap_or(&db.url);
+        match Contender::start(exe, flags, url, &loaded).await {
             Ok(c) => contenders.push(c),
             Err(e) => {
                 stop_all(contenders).await;

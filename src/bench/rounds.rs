@@ -12,6 +12,7 @@ use super::setup::{Database, Loaded};
 use super::{new_temp_dir, wanted, BenchArgs};
 use crate::client::{Client, ClientAuth};
 use crate::testkit::ServerProcess;
+use anyhow::Context;
 
 /// A server being measured.
 pub struct Contender {
@@ -27,7 +28,7 @@ impl Contender {
     pub async fn start(
         exe: &Path,
         extra_flags: &str,
-        db: &Database,
+        database_url: &str,
         loaded: &Loaded,
     ) -> anyhow::Result<Self> {
         let workdir = new_temp_dir("litejobs-bench-server")?;
@@ -37,7 +38,8 @@ impl Contender {
         // The data set's running tasks were never leased: the server would end them as
         // stalled while it is measured. (An environment variable, which older builds ignore.)
         let env = [("LITEJOBS_TASK_START_TIMEOUT", "36500d")];
-        let started = ServerProcess::serve_with_env(exe, &workdir, &db.url, &flags, &env).await;
+        let started =
+            ServerProcess::serve_with_env(exe, &workdir, database_url, &flags, &env).await;
         let server = match started {
             Ok(s) => s,
             Err(e) => {
@@ -69,6 +71,59 @@ impl Contender {
         let _ = std::fs::remove_dir_all(&self.workdir);
         killed
     }
+}
+
+/// Copies of a SQLite data set, one per server after the first, removed when dropped.
+///
+/// On SQLite each server gets a file of its own: servers sharing one would wait for each
+/// other's writes (an idle server merges its name indexes after the creates it measured,
+/// while the next one measures its own). PostgreSQL's servers share their database, as the
+/// replicas of one deployment do.
+pub struct SqliteCopies {
+    /// The database URL of each server, the first the data set's own; empty when the
+    /// servers share the data set's database.
+    pub urls: Vec<String>,
+    files: Vec<PathBuf>,
+}
+
+impl Drop for SqliteCopies {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// Makes the copies of `db` that `servers` servers need (see [`SqliteCopies`]).
+pub fn sqlite_copies(db: &Database, servers: usize) -> anyhow::Result<SqliteCopies> {
+    let mut copies = SqliteCopies {
+        urls: Vec::new(),
+        files: Vec::new(),
+    };
+    let Some(file) = crate::store::sqlite_file(&db.url).filter(|_| servers > 1) else {
+        return Ok(copies);
+    };
+    copies.urls.push(db.url.clone());
+    for n in 2..=servers {
+        let copy = PathBuf::from(format!("{}.server-{n}", file.display()));
+        // The file, its WAL, and its master key (which sealed the data set's secrets).
+        for suffix in ["", "-wal", ".key"] {
+            let from = PathBuf::from(format!("{}{suffix}", file.display()));
+            let to = PathBuf::from(format!("{}{suffix}", copy.display()));
+            if from.exists() {
+                std::fs::copy(&from, &to).with_context(|| {
+                    format!("cannot copy {} to {}", from.display(), to.display())
+                })?;
+            }
+        }
+        for suffix in ["", "-wal", "-shm", ".key"] {
+            copies
+                .files
+                .push(PathBuf::from(format!("{}{suffix}", copy.display())));
+        }
+        copies.urls.push(copy.display().to_string());
+    }
+    Ok(copies)
 }
 
 /// Measures the floor, every query and the floor again on each contender in turn, `rounds`

@@ -389,7 +389,11 @@ async fn floor_route_on_postgres() {
 #[test]
 fn bench_measures_each_server_build_on_the_same_data() {
     let exe = env!("CARGO_BIN_EXE_litejobs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bench.db");
     let output = bench(&[
+        "--database-url",
+        &db.display().to_string(),
         "--backend",
         "sqlite",
         "--jobs",
@@ -435,6 +439,14 @@ fn bench_measures_each_server_build_on_the_same_data() {
     assert_eq!(of("id "), ["1", "2", "1", "2"], "{stdout}");
     assert_eq!(of("create "), ["1", "2", "1", "2"], "{stdout}");
     assert_eq!(stdout.matches("round 2 of 2").count(), 1, "{stdout}");
+    // On SQLite the second server measured a copy of the data set, removed afterwards.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with("-shm") && !name.ends_with("-wal"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bench.db", "bench.db.key"], "{stdout}");
     // The deep page stays 75 jobs from the end as the creates make the list longer.
     assert!(
         stdout.contains("deep page offset=25 "),
