@@ -31,6 +31,8 @@ pub struct Measured {
     pub elapsed: Duration,
     /// Latencies of the successful requests, sorted.
     pub latencies: Vec<Duration>,
+    /// CPU time the server spent meanwhile, when it was read.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Measured {
@@ -52,6 +54,12 @@ impl Measured {
         self.latencies.last().copied().unwrap_or_default()
     }
 
+    /// The server's CPU time per successful request, when it was read.
+    pub fn cpu_per_request(&self) -> Option<Duration> {
+        let n = u32::try_from(self.ok).ok().filter(|n| *n > 0)?;
+        Some(self.server_cpu? / n)
+    }
+
     /// Several measurements of one call as one: their requests, errors and time together.
     pub fn merged(parts: Vec<Measured>) -> Measured {
         let mut all = Measured {
@@ -60,8 +68,10 @@ impl Measured {
             first_error: None,
             elapsed: Duration::ZERO,
             latencies: Vec::new(),
+            server_cpu: Some(Duration::ZERO),
         };
         for part in parts {
+            all.server_cpu = all.server_cpu.zip(part.server_cpu).map(|(a, b)| a + b);
             all.ok += part.ok;
             all.errors += part.errors;
             all.elapsed += part.elapsed;
@@ -141,6 +151,7 @@ pub async fn run(client: &Client, call: &Call, concurrency: usize, duration: Dur
         first_error: None,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        server_cpu: None,
     };
     while let Some(done) = workers.join_next().await {
         match done {
@@ -175,11 +186,13 @@ mod tests {
             first_error: None,
             elapsed: Duration::from_secs(2),
             latencies: (1..=100).map(Duration::from_millis).collect(),
+            server_cpu: Some(Duration::from_millis(50)),
         };
         assert_eq!(m.quantile(0.5), Duration::from_millis(50));
         assert_eq!(m.quantile(0.99), Duration::from_millis(99));
         assert_eq!(m.max(), Duration::from_millis(100));
         assert!((m.rate() - 50.0).abs() < 1e-9);
+        assert_eq!(m.cpu_per_request(), Some(Duration::from_micros(500)));
     }
 
     #[test]
@@ -190,6 +203,7 @@ mod tests {
             first_error: error.map(str::to_string),
             elapsed: Duration::from_secs(secs),
             latencies: (first..first + ok).map(Duration::from_millis).collect(),
+            server_cpu: Some(Duration::from_secs(secs)),
         };
         let m = Measured::merged(vec![
             part(100, 1, 101, None),
@@ -201,5 +215,14 @@ mod tests {
         assert!((m.rate() - 80.0).abs() < 1e-9, "{}", m.rate());
         assert_eq!(m.quantile(0.5), Duration::from_millis(150));
         assert_eq!(m.max(), Duration::from_millis(300));
+        assert_eq!(m.cpu_per_request(), Some(Duration::from_micros(12_500)));
+        let unread = Measured {
+            server_cpu: None,
+            ..part(1, 1, 1, None)
+        };
+        assert_eq!(
+            Measured::merged(vec![part(1, 1, 1, None), unread]).server_cpu,
+            None
+        );
     }
 }

@@ -166,14 +166,21 @@ pub async fn measure_in_turn(
                 if !args.warmup.is_zero() {
                     load::run(client, &call, concurrency, args.warmup).await;
                 }
-                let measured = load::run(client, &call, concurrency, args.duration).await;
+                let cpu_before = contender.server.cpu_time();
+                let mut measured = load::run(client, &call, concurrency, args.duration).await;
+                measured.server_cpu = cpu_before
+                    .zip(contender.server.cpu_time())
+                    .map(|(before, after)| after.saturating_sub(before));
                 let on = if contenders.len() > 1 {
                     format!(" (server {})", c + 1)
                 } else {
                     String::new()
                 };
+                let cpu = measured.cpu_per_request().map_or(String::new(), |d| {
+                    format!(", {:.1} us of server CPU each", d.as_secs_f64() * 1e6)
+                });
                 println!(
-                    "  measured {}{on}: {:.0} req/s",
+                    "  measured {}{on}: {:.0} req/s{cpu}",
                     query.label,
                     measured.rate()
                 );
@@ -215,7 +222,9 @@ pub async fn measure_in_turn(
 
 /// Each server after the first against the first: per query, the ratio of their
 /// throughputs and of their throughputs over their own floors (or, on PostgreSQL, their
-/// reference rows).
+/// reference rows), and each server's CPU time per request. The CPU time tells the servers
+/// apart where the throughput cannot: the floor, whose load generator is the busier of the
+/// two on two cores, answers as fast as requests come.
 pub fn comparison(names: &[String], rows: &[&[Row]]) -> String {
     let mut out = String::new();
     let (Some(base_name), Some(base)) = (names.first(), rows.first()) else {
@@ -229,13 +238,16 @@ pub fn comparison(names: &[String], rows: &[&[Row]]) -> String {
     };
     for (i, (name, other)) in names.iter().zip(rows).enumerate().skip(1) {
         out.push_str(&format!(
-            "\nserver {} ({name}) against server 1 ({base_name})\n{:<34} {:>10} {:>10} {:>8} {:>17}\n",
+            "\nserver {} ({name}) against server 1 ({base_name})\n{:<34} {:>10} {:>10} {:>8} {:>17} {:>9} {:>9} {:>9}\n",
             i + 1,
             "query",
             "1 req/s",
             format!("{} req/s", i + 1),
             "ratio",
-            over
+            over,
+            "1 cpu us",
+            format!("{} cpu us", i + 1),
+            "cpu ratio"
         ));
         for row in base.iter() {
             let Some(theirs) = other.iter().find(|r| r.label == row.label) else {
@@ -243,11 +255,20 @@ pub fn comparison(names: &[String], rows: &[&[Row]]) -> String {
             };
             let relative = |r: &Row| r.ref_ratio.or(r.floor_ratio).unwrap_or(0.0);
             let (a, b) = (row.measured.rate(), theirs.measured.rate());
+            let micros = |r: &Row| r.measured.cpu_per_request().map(|d| d.as_secs_f64() * 1e6);
+            let shown = |us: Option<f64>| us.map_or("-".to_string(), |us| format!("{us:.1}"));
+            let cpu_ratio = match (micros(row), micros(theirs)) {
+                (Some(x), Some(y)) if x > 0.0 => format!("{:.2}", y / x),
+                _ => "-".to_string(),
+            };
             out.push_str(&format!(
-                "{:<34} {a:>10.1} {b:>10.1} {:>8.2} {:>17.2}\n",
+                "{:<34} {a:>10.1} {b:>10.1} {:>8.2} {:>17.2} {:>9} {:>9} {:>9}\n",
                 row.label,
                 b / a.max(1e-9),
-                relative(theirs) / relative(row).max(1e-9)
+                relative(theirs) / relative(row).max(1e-9),
+                shown(micros(row)),
+                shown(micros(theirs)),
+                cpu_ratio
             ));
         }
     }

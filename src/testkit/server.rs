@@ -162,6 +162,26 @@ impl ServerProcess {
         Some(kib * 1024)
     }
 
+    /// The CPU time the server has used so far (user and system, all its threads), from
+    /// `/proc`; `None` where that cannot be read.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // The fields after the command name (which may hold spaces) in parentheses: state is
+        // the first of them, utime and stime the 12th and 13th.
+        let (_, rest) = stat.rsplit_once(") ")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|t| *t > 0)?;
+        Some(std::time::Duration::from_nanos(
+            ticks.saturating_mul(1_000_000_000) / per_second,
+        ))
+    }
+
     /// The last lines the server logged.
     pub fn log_tail(&self) -> String {
         tail_text(&self.log_tail)

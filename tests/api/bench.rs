@@ -467,11 +467,25 @@ fn bench_measures_each_server_build_on_the_same_data() {
         .skip(1)
         .map(|n| n.parse().expect("a number"))
         .collect();
-    assert_eq!(numbers.len(), 4, "{id}");
+    // Both rates, their ratio, the ratio over each floor; each server's CPU time per
+    // request (microseconds) and their ratio.
+    assert_eq!(numbers.len(), 7, "{id}");
     assert!(numbers[0] > 0.0 && numbers[1] > 0.0, "{id}");
     assert!(
         (numbers[2] - numbers[1] / numbers[0]).abs() < 0.006,
         "the ratio of the two rates: {id}"
+    );
+    assert!(
+        numbers[4] > 0.0 && numbers[5] > 0.0,
+        "CPU per request: {id}"
+    );
+    assert!(
+        (numbers[6] - numbers[5] / numbers[4]).abs() < 0.006 + numbers[6] * 0.02,
+        "the ratio of the CPU times: {id}"
+    );
+    assert!(
+        stdout.contains(" us of server CPU each"),
+        "each measurement names the server's CPU per request:\n{stdout}"
     );
 }
 
