@@ -1,9 +1,11 @@
 //! Servers measured on one data set: each is started once; then each query is measured on
 //! each server in turn, for `--rounds` rounds, and a row holds the requests of all its
-//! rounds. Measured in turn, the machine's drift during a run (on a shared machine its speed
+//! rounds, and the server's CPU time meanwhile. Measured in turn, the machine's drift during a run (on a shared machine its speed
 //! moves by 10% and more from one minute to the next) falls on every server alike.
 
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 use super::load::{self, Measured};
 use super::queries::{self, Query};
@@ -12,7 +14,6 @@ use super::setup::{Database, Loaded};
 use super::{new_temp_dir, wanted, BenchArgs};
 use crate::client::{Client, ClientAuth};
 use crate::testkit::ServerProcess;
-use anyhow::Context;
 
 /// A server being measured.
 pub struct Contender {
