@@ -77,6 +77,15 @@ struct Running {
 
 type RunningTasks = Arc<Mutex<HashMap<String, Arc<Running>>>>;
 
+/// The task `task_id` when this agent runs it.
+fn running_task(running: &RunningTasks, task_id: &str) -> Option<Arc<Running>> {
+    running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(task_id)
+        .cloned()
+}
+
 /// Registers the server, retrying with backoff while the service cannot be reached.
 async fn register(
     client: &Client,
@@ -154,12 +163,7 @@ async fn heartbeats(
             }
         };
         for lease in answer.tasks.into_iter().filter(|l| l.state != "held") {
-            let task = running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&lease.task_id)
-                .cloned();
-            if let Some(task) = task {
+            if let Some(task) = running_task(&running, &lease.task_id) {
                 tracing::info!(
                     task_id = lease.task_id,
                     state = lease.state,
@@ -282,12 +286,7 @@ pub async fn run(
         for task in leased {
             // A task this agent still runs, leased to it again (its lease lapsed while the
             // service was away): it goes on under the new lease.
-            let known = running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&task.task_id)
-                .cloned();
-            if let Some(known) = known {
+            if let Some(known) = running_task(&running, &task.task_id) {
                 *known.epoch.lock().unwrap_or_else(|e| e.into_inner()) = task.lease_epoch;
                 continue;
             }
