@@ -281,10 +281,11 @@ async fn bench_backend(
             println!("\n-- server {}", contender.name);
         }
         let finished = finish_server(args, db.backend, &contender, &loaded, &rows, errors).await;
+        let named = format!(" ({}): ", contender.name);
         contender.stop().await?;
         let (summary, errors) = finished?;
         summaries.push(if several {
-            summary.replacen(": ", &format!(" ({}): ", names[summaries.len()]), 1)
+            summary.replacen(": ", &named, 1)
         } else {
             summary
         });
