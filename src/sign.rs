@@ -4,6 +4,8 @@
 //! both sides can never drift apart. The canonical request is built exactly as the official
 //! SDK builds it: see the wire contract, section 6.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
@@ -34,40 +36,52 @@ pub fn encode(bytes: &[u8]) -> String {
     percent_encode(bytes, UNRESERVED).to_string()
 }
 
+/// Appends `bytes` percent-encoded as [`encode`] encodes them.
+fn push_encoded(out: &mut String, bytes: &[u8]) {
+    out.extend(percent_encode(bytes, UNRESERVED));
+}
+
 /// The canonical URI: the path decoded, split on `/`, each segment re-encoded, ending in `/`.
 pub fn canonical_uri(raw_path: &str) -> String {
-    let decoded: Vec<u8> = percent_decode_str(raw_path).collect();
-    let mut out = decoded
-        .split(|b| *b == b'/')
-        .map(encode)
-        .collect::<Vec<_>>()
-        .join("/");
+    let decoded: Cow<'_, [u8]> = percent_decode_str(raw_path).into();
+    let mut out = String::with_capacity(decoded.len() + 8);
+    for (i, segment) in decoded.split(|b| *b == b'/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        push_encoded(&mut out, segment);
+    }
     if !out.ends_with('/') {
         out.push('/');
     }
     out
 }
 
+/// A percent-decoded part of a query: borrowed when nothing was encoded.
+type Decoded<'a> = Cow<'a, [u8]>;
+
 /// The canonical query string, rebuilt from a raw query: pairs decoded (a `+` stays a `+`),
 /// sorted by key then value, re-encoded and joined with `&`.
 pub fn canonical_query(raw_query: &str) -> String {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = raw_query
+    let mut pairs: Vec<(Decoded<'_>, Decoded<'_>)> = raw_query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                percent_decode_str(k).collect(),
-                percent_decode_str(v).collect(),
-            )
+            (percent_decode_str(k).into(), percent_decode_str(v).into())
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(raw_query.len() + 8);
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        push_encoded(&mut out, k);
+        out.push('=');
+        push_encoded(&mut out, v);
+    }
+    out
 }
 
 /// Builds the query string a client sends for `pairs`; it is its own canonical form.
@@ -99,8 +113,16 @@ pub struct RequestParts<'a> {
     /// The raw query without `?`, `""` when there is none.
     pub query: &'a str,
     /// Headers as `(name, value)`; names are compared case-insensitively.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
+}
+
+/// Owned `(name, value)` headers as [`RequestParts`] takes them.
+pub fn borrowed_headers(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
 }
 
 impl RequestParts<'_> {
@@ -108,7 +130,7 @@ impl RequestParts<'_> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(lower_name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| *v)
     }
 }
 
@@ -123,6 +145,7 @@ pub fn canonical_request(parts: &RequestParts<'_>, signed_headers: &[String]) ->
     }
     let payload = match parts.header("x-sdk-content-sha256") {
         Some(v) if !parts.body.is_empty() => v.to_string(),
+        _ if parts.body.is_empty() => EMPTY_BODY_SHA256.to_string(),
         _ => sha256_hex(parts.body),
     };
     format!(
@@ -144,12 +167,13 @@ pub fn string_to_sign(sdk_date: &str, canonical_request: &str) -> String {
     )
 }
 
-fn mac(secret: &[u8], message: &[u8]) -> Vec<u8> {
+/// HMAC-SHA256 of `message` under `secret`.
+fn mac(secret: &[u8], message: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(message);
-    mac.finalize().into_bytes().to_vec()
+    mac.finalize().into_bytes().into()
 }
 
 /// The derived-key signature: the string to sign carries the scope, and the key is the
@@ -161,6 +185,23 @@ pub fn derived_signature(
     sdk_date: &str,
     canonical_request: &str,
 ) -> String {
+    hex::encode(derived_mac(
+        secret_key,
+        access_key,
+        scope,
+        sdk_date,
+        canonical_request,
+    ))
+}
+
+/// The derived-key signature's bytes (see [`derived_signature`]).
+fn derived_mac(
+    secret_key: &str,
+    access_key: &str,
+    scope: &str,
+    sdk_date: &str,
+    canonical_request: &str,
+) -> [u8; 32] {
     let mut okm = [0u8; 32];
     hkdf::Hkdf::<Sha256>::new(Some(access_key.as_bytes()), secret_key.as_bytes())
         .expand(scope.as_bytes(), &mut okm)
@@ -169,7 +210,7 @@ pub fn derived_signature(
         "{DERIVED_ALGORITHM}\n{sdk_date}\n{scope}\n{}",
         sha256_hex(canonical_request.as_bytes())
     );
-    signature(&hex::encode(okm), &string_to_sign)
+    mac(hex::encode(okm).as_bytes(), string_to_sign.as_bytes())
 }
 
 /// Lower-case hex HMAC-SHA256 signature of a string to sign.
@@ -266,14 +307,22 @@ pub fn verify(parts: &RequestParts<'_>, auth: &Authorization, secret_key: &str) 
     let canonical = canonical_request(parts, &auth.signed_headers);
     let date = date.trim();
     let expected = match &auth.scope {
-        None => signature(secret_key, &string_to_sign(date, &canonical)),
+        None => mac(
+            secret_key.as_bytes(),
+            string_to_sign(date, &canonical).as_bytes(),
+        ),
         // A derived key is good for the day of the request only.
         Some(scope) if date.get(..8).is_some_and(|day| scope.starts_with(day)) => {
-            derived_signature(secret_key, &auth.access_key, scope, date, &canonical)
+            derived_mac(secret_key, &auth.access_key, scope, date, &canonical)
         }
         Some(_) => return false,
     };
-    let matches: bool = expected.as_bytes().ct_eq(auth.signature.as_bytes()).into();
+    // The parsed signature is 64 hex digits: compared as the 32 bytes they spell.
+    let mut given = [0u8; 32];
+    if hex::decode_to_slice(&auth.signature, &mut given).is_err() {
+        return false;
+    }
+    let matches: bool = expected.ct_eq(&given).into();
     matches && all_present
 }
 
@@ -318,11 +367,12 @@ pub fn sign(
         .collect();
     signed.sort();
     signed.dedup();
+    let pairs = borrowed_headers(headers);
     let parts = RequestParts {
         method,
         path,
         query,
-        headers,
+        headers: &pairs,
         body,
     };
     let date = parts.header(DATE_HEADER).unwrap_or_default().to_string();
@@ -338,7 +388,22 @@ pub fn sign(
 
 /// Parses an `X-Sdk-Date` value.
 pub fn parse_sdk_date(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::NaiveDateTime::parse_from_str(value.trim(), DATE_FORMAT)
+    use chrono::format::{Item, Numeric, Pad, Parsed};
+    // [`DATE_FORMAT`] as chrono reads it, spelled out once rather than parsed per request.
+    const ITEMS: [Item<'static>; 8] = [
+        Item::Numeric(Numeric::Year, Pad::Zero),
+        Item::Numeric(Numeric::Month, Pad::Zero),
+        Item::Numeric(Numeric::Day, Pad::Zero),
+        Item::Literal("T"),
+        Item::Numeric(Numeric::Hour, Pad::Zero),
+        Item::Numeric(Numeric::Minute, Pad::Zero),
+        Item::Numeric(Numeric::Second, Pad::Zero),
+        Item::Literal("Z"),
+    ];
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, value.trim(), ITEMS.iter()).ok()?;
+    parsed
+        .to_naive_datetime_with_offset(0)
         .ok()
         .map(|d| d.and_utc())
 }
@@ -365,6 +430,29 @@ mod tests {
             query_string(&[("name", "my job ü/+&=~*"), ("id", "x")]),
             "id=x&name=my%20job%20%C3%BC%2F%2B%26%3D~%2A"
         );
+    }
+
+    #[test]
+    fn sdk_dates_parse_as_their_format_says() {
+        let by_format = |v: &str| {
+            chrono::NaiveDateTime::parse_from_str(v.trim(), DATE_FORMAT)
+                .ok()
+                .map(|d| d.and_utc())
+        };
+        for value in [
+            "20261206T151500Z",
+            " 20240229T235959Z ",
+            "20230229T000000Z",
+            "20261206T151500",
+            "20261206 151500Z",
+            "2026126T151500Z",
+            "20261206T151560Z",
+            "20261206T151500Zx",
+            "",
+        ] {
+            assert_eq!(parse_sdk_date(value), by_format(value), "{value:?}");
+        }
+        assert!(parse_sdk_date("20261206T151500Z").is_some());
     }
 
     #[test]
@@ -414,11 +502,12 @@ mod tests {
         for case in &cases {
             let name = case["name"].as_str().expect("name");
             let text = |k: &str| case[k].as_str().unwrap_or_default().to_string();
-            let headers = vector_headers(case);
+            let owned = vector_headers(case);
+            let headers = borrowed_headers(&owned);
             let raw_auth = headers
                 .iter()
-                .find(|(n, _)| n == "Authorization")
-                .map(|(_, v)| v.clone())
+                .find(|(n, _)| *n == "Authorization")
+                .map(|(_, v)| v.to_string())
                 .expect("authorization");
             let (method, path, query, body) =
                 (text("method"), text("path"), text("query"), text("body"));
@@ -458,11 +547,12 @@ mod tests {
             .into_iter()
             .find(|c| c["algorithm"] == DERIVED_ALGORITHM)
             .expect("a V11 vector");
-        let headers = vector_headers(&case);
+        let owned = vector_headers(&case);
+        let headers = borrowed_headers(&owned);
         let raw_auth = headers
             .iter()
-            .find(|(n, _)| n == "Authorization")
-            .map(|(_, v)| v.clone())
+            .find(|(n, _)| *n == "Authorization")
+            .map(|(_, v)| v.to_string())
             .expect("authorization");
         let (path, query) = (
             case["path"].as_str().unwrap_or_default(),

@@ -10,13 +10,14 @@
 //! ([`AuthConfig::cache_ttl`]), so a warm request asks the database nothing; revoking a
 //! key, a token or a grant takes effect within that time.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -200,16 +201,13 @@ struct Identity {
     access_key: Option<String>,
 }
 
-fn header_pairs(parts: &Parts) -> Vec<(String, String)> {
+/// The request's headers as text: borrowed, but for a value that is not UTF-8 (whose
+/// replacement characters then fail the signature).
+fn header_texts(parts: &Parts) -> Vec<(&str, Cow<'_, str>)> {
     parts
         .headers
         .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes())))
         .collect()
 }
 
@@ -254,7 +252,8 @@ async fn verify_signature(
         .cache
         .access_key(state.store.as_ref(), &auth.access_key)
         .await?;
-    let headers = header_pairs(parts);
+    let texts = header_texts(parts);
+    let headers: Vec<(&str, &str)> = texts.iter().map(|(n, v)| (*n, v.as_ref())).collect();
     let request = RequestParts {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -469,12 +468,18 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
             return response;
         }
     };
-    let known = audit::Identity {
+    // Who asked, for the audit trail: made only for the routes it records.
+    let audited = parts
+        .extensions
+        .get::<MatchedPath>()
+        .and_then(|route| audit::action_of(parts.method.as_str(), route.as_str()))
+        .is_some();
+    let known = audited.then(|| audit::Identity {
         user_id: Some(identity.user_id.clone()),
         user_name: Some(identity.user_name.clone()),
         project_id: path_project(parts.uri.path()).ok().map(|p| p.to_string()),
         access_key: identity.access_key.clone(),
-    };
+    });
     let mut response = match authorize(&state, &parts, identity).await {
         Ok(caller) => {
             parts.extensions.insert(caller);
@@ -482,6 +487,8 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         }
         Err(e) => e.into_response(),
     };
-    response.extensions_mut().insert(known);
+    if let Some(known) = known {
+        response.extensions_mut().insert(known);
+    }
     response
 }

@@ -685,11 +685,12 @@ async fn derived_key_signatures_are_accepted_for_their_day_only() {
         let signed: Vec<String> = ["content-type", "host", "x-project-id", "x-sdk-date"]
             .map(String::from)
             .to_vec();
+        let borrowed = sign::borrowed_headers(&headers);
         let parts = sign::RequestParts {
             method: "GET",
             path: &path,
             query: "status=FINISHED",
-            headers: &headers,
+            headers: &borrowed,
             body: b"",
         };
         let scope = format!("{day}/local-1/modelarts");

@@ -105,11 +105,12 @@ fn verifies(
     let Some(auth) = Authorization::parse(raw) else {
         return false;
     };
+    let borrowed = sign::borrowed_headers(headers);
     let parts = RequestParts {
         method,
         path,
         query,
-        headers,
+        headers: &borrowed,
         body,
     };
     sign::verify(&parts, &auth, SECRET)
