@@ -117,19 +117,24 @@ pub fn init_logging(json: bool, telemetry: Option<&crate::telemetry::Telemetry>)
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+
+    use crate::http::request_span::RequestSpans;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal, never into a file or a pipe.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // A line a request causes is written in the request's span (see `http::request_span`).
     let text = (!json).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(colour)
             .with_writer(std::io::stderr)
+            .map_event_format(RequestSpans)
     });
     let json = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .map_event_format(RequestSpans)
     });
     tracing_subscriber::registry()
         .with(filter)

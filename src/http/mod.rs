@@ -15,6 +15,7 @@ mod jobs;
 pub mod lockout;
 mod lookup_cache;
 pub mod openapi;
+pub mod request_span;
 pub mod server;
 mod templates;
 pub mod tls;
@@ -341,7 +342,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .map(|c| c.0.ip());
     let headers = request.headers().len();
     let uri_len = uri_length(&uri);
-    let span = request_span(&id, &method, route);
+    let span = request_span::request_span(&id, &method, route);
     let mut response = REQUEST_ID
         .scope(
             id.clone(),
@@ -385,25 +386,6 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         tracing::debug!(%method, route, path, status, elapsed_ms, request_id = id, "request");
     }
     response
-}
-
-/// The span of a request: its id, carried by every log line the request causes; and, when
-/// spans are exported (`--otlp-endpoint`), the `otel.*` and `http.*` fields a trace shows
-/// (formatting them costs every request, so only then).
-fn request_span(id: &str, method: &axum::http::Method, route: &str) -> tracing::Span {
-    if crate::telemetry::exporting() {
-        tracing::info_span!(
-            "request",
-            request_id = %id,
-            otel.name = format!("{method} {route}"),
-            otel.kind = "server",
-            http.request.method = %method,
-            http.route = route,
-            http.response.status_code = tracing::field::Empty,
-        )
-    } else {
-        tracing::info_span!("request", request_id = %id)
-    }
 }
 
 /// The length of a request's URI as written on its request line.
