@@ -3,6 +3,9 @@
 //! One implementation serves the server (verification), the CLI and the agent (signing), so
 //! both sides can never drift apart. The canonical request is built exactly as the official
 //! SDK builds it: see the wire contract, section 6.
+//!
+//! The file is over 600 lines for its tests: the SDK's captured vectors are checked here,
+//! beside the code they pin down.
 
 use std::borrow::Cow;
 
