@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod leases;
 pub mod seed;
 
+use std::fmt::Write as _;
 use std::future::Future;
 
 use super::{StoreError, StoreResult};
@@ -113,8 +114,8 @@ impl Statement {
     /// Appends a placeholder (`$N`, numbered after those already bound) and its value.
     pub fn push_bind(&mut self, value: impl Into<Value>) -> &mut Self {
         self.values.push(value.into());
-        self.sql.push('$');
-        self.sql.push_str(&self.values.len().to_string());
+        // Writing to a String cannot fail.
+        let _ = write!(self.sql, "${}", self.values.len());
         self
     }
 
