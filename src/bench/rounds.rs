@@ -1,7 +1,8 @@
 //! Servers measured on one data set: each is started once; then each query is measured on
 //! each server in turn, for `--rounds` rounds, and a row holds the requests of all its
-//! rounds, and the server's CPU time meanwhile. Measured in turn, the machine's drift during a run (on a shared machine its speed
-//! moves by 10% and more from one minute to the next) falls on every server alike.
+//! rounds, and the server's CPU time meanwhile. Measured in turn, the machine's drift during
+//! a run (on a shared machine its speed moves by 10% and more from one minute to the next)
+//! falls on every server alike.
 
 use std::path::{Path, PathBuf};
 
@@ -257,8 +258,9 @@ pub fn comparison(names: &[String], rows: &[&[Row]]) -> String {
             let relative = |r: &Row| r.ref_ratio.or(r.floor_ratio).unwrap_or(0.0);
             let (a, b) = (row.measured.rate(), theirs.measured.rate());
             let micros = |r: &Row| r.measured.cpu_per_request().map(|d| d.as_secs_f64() * 1e6);
+            let (cpu_a, cpu_b) = (micros(row), micros(theirs));
             let shown = |us: Option<f64>| us.map_or("-".to_string(), |us| format!("{us:.1}"));
-            let cpu_ratio = match (micros(row), micros(theirs)) {
+            let cpu_ratio = match (cpu_a, cpu_b) {
                 (Some(x), Some(y)) if x > 0.0 => format!("{:.2}", y / x),
                 _ => "-".to_string(),
             };
@@ -267,8 +269,8 @@ pub fn comparison(names: &[String], rows: &[&[Row]]) -> String {
                 row.label,
                 b / a.max(1e-9),
                 relative(theirs) / relative(row).max(1e-9),
-                shown(micros(row)),
-                shown(micros(theirs)),
+                shown(cpu_a),
+                shown(cpu_b),
                 cpu_ratio
             ));
         }
