@@ -71,12 +71,12 @@ pub async fn record(
 }
 
 /// The statement of [`record`] (`job_ids` not empty).
-fn record_statement(
-    project: &ProjectId,
-    job_ids: &[&str],
+fn record_statement<'a>(
+    project: &'a ProjectId,
+    job_ids: &[&'a str],
     kind: EventKind,
     task: Option<String>,
-) -> Statement {
+) -> Statement<'a> {
     // The ids drive the join, each found through the (project_id, id) index: with `id IN
     // (…)` and this order, SQLite would rather walk the project's whole creation-order index.
     let mut s = Statement::new("WITH ids(id) AS (VALUES ");
@@ -204,17 +204,17 @@ impl<P: SqlPools> ActivityStore for P {
                 let resources = super::to_json(&r.resources)?;
                 s.push_tuple([
                     Value::from(r.at),
-                    Value::from(r.project_id.clone()),
+                    Value::from(&r.project_id),
                     Value::from(&r.user_id),
                     Value::from(&r.user_name),
-                    Value::from(r.access_key.clone()),
+                    Value::from(&r.access_key),
                     Value::from(&r.action),
                     Value::from(resources),
                     Value::from(&r.source),
                     Value::from(&r.request_id),
                     Value::from(&r.outcome),
                     Value::from(i64::from(r.status)),
-                    Value::from(r.error_code.clone()),
+                    Value::from(&r.error_code),
                 ]);
             }
             tx.run(s).await?;

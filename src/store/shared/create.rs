@@ -41,7 +41,11 @@ struct NewTask<'a> {
 const ROWS_PER_INSERT: usize = 1000;
 
 /// An `INSERT` of `rows` (each its values) after `head`.
-fn insert_rows<R>(head: &str, rows: &[R], values: impl Fn(&R) -> Vec<Value>) -> Statement {
+fn insert_rows<'a, R, const N: usize>(
+    head: &str,
+    rows: &'a [R],
+    values: impl Fn(&'a R) -> [Value<'a>; N],
+) -> Statement<'a> {
     let mut s = Statement::new(head);
     s.push(" VALUES ");
     for (i, row) in rows.iter().enumerate() {
@@ -130,7 +134,7 @@ pub async fn insert_jobs(
             chunk,
             |t| {
                 let c = &creates[t.job];
-                vec![
+                [
                     Value::from(&t.id),
                     c.project.as_str().into(),
                     (&c.job.id).into(),
@@ -158,7 +162,7 @@ pub async fn insert_jobs(
             "INSERT INTO idempotency_keys (project_id, token, body_hash, job_id, create_at)",
             &keyed,
             |(c, key)| {
-                vec![
+                [
                     c.project.as_str().into(),
                     (&key.token).into(),
                     (&key.body_hash).into(),
@@ -185,14 +189,14 @@ pub async fn insert_jobs(
             &rows,
             |(c, items)| {
                 let job = c.job;
-                vec![
+                [
                     c.project.as_str().into(),
                     (&job.id).into(),
                     (&job.name).into(),
                     (&job.user_name).into(),
-                    job.description.clone().into(),
+                    (&job.description).into(),
                     (&job.job_type).into(),
-                    job.template_id.clone().into(),
+                    (&job.template_id).into(),
                     JobStatus::Processing.as_str().into(),
                     job.visible.into(),
                     job.is_reboot.into(),

@@ -11,20 +11,20 @@ use crate::store::{
 };
 
 /// Runs a change on the write pool, naming `what` in a unique-key or foreign-key conflict.
-async fn change<P: SqlPools>(pools: &P, what: &str, s: Statement) -> StoreResult<u64> {
+async fn change<P: SqlPools>(pools: &P, what: &str, s: Statement<'_>) -> StoreResult<u64> {
     write(pools, s).await.map_err(|e| e.naming(what))
 }
 
 /// Rows answered on the read pool (tried twice when the database was unavailable).
 async fn read<P: SqlPools>(
     pools: &P,
-    s: Statement,
+    s: Statement<'_>,
 ) -> StoreResult<Vec<<<P::Db as sqlx::Database>::Connection as Exec>::Row>> {
     retry_read(|| async { pools.read_pool().acquire().await?.rows(s.clone()).await }).await
 }
 
 /// A change on the write pool; answers the rows changed.
-async fn write<P: SqlPools>(pools: &P, s: Statement) -> StoreResult<u64> {
+async fn write<P: SqlPools>(pools: &P, s: Statement<'_>) -> StoreResult<u64> {
     pools.write_pool().acquire().await?.run(s).await
 }
 
@@ -91,7 +91,7 @@ impl<P: SqlPools> IamStore for P {
         )
         .bind(&u.id)
         .bind(&u.name)
-        .bind(u.password_hash.clone())
+        .bind(&u.password_hash)
         .bind(u.create_at);
         change(self, "user", s).await.map(drop)
     }

@@ -21,64 +21,71 @@ pub mod jobs;
 pub mod leases;
 pub mod seed;
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::future::Future;
 
 use super::{StoreError, StoreResult};
 
-/// A value bound to a statement's placeholder.
+/// A value bound to a statement's placeholder; text is borrowed where the caller has it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Text(String),
-    OptText(Option<String>),
+pub enum Value<'a> {
+    Text(Cow<'a, str>),
+    OptText(Option<Cow<'a, str>>),
     Int(i64),
     OptInt(Option<i64>),
     Bool(bool),
 }
 
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Self::Text(v.to_string())
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Self::Text(Cow::Borrowed(v))
     }
 }
 
-impl From<String> for Value {
+impl From<String> for Value<'_> {
     fn from(v: String) -> Self {
-        Self::Text(v)
+        Self::Text(Cow::Owned(v))
     }
 }
 
-impl From<&String> for Value {
-    fn from(v: &String) -> Self {
-        Self::Text(v.clone())
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Self::Text(Cow::Borrowed(v))
     }
 }
 
-impl From<Option<String>> for Value {
+impl From<Option<String>> for Value<'_> {
     fn from(v: Option<String>) -> Self {
-        Self::OptText(v)
+        Self::OptText(v.map(Cow::Owned))
     }
 }
 
-impl From<Option<&str>> for Value {
-    fn from(v: Option<&str>) -> Self {
-        Self::OptText(v.map(str::to_string))
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Self::OptText(v.map(Cow::Borrowed))
     }
 }
 
-impl From<i64> for Value {
+impl<'a> From<&'a Option<String>> for Value<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Self::OptText(v.as_deref().map(Cow::Borrowed))
+    }
+}
+
+impl From<i64> for Value<'_> {
     fn from(v: i64) -> Self {
         Self::Int(v)
     }
 }
 
-impl From<Option<i64>> for Value {
+impl From<Option<i64>> for Value<'_> {
     fn from(v: Option<i64>) -> Self {
         Self::OptInt(v)
     }
 }
 
-impl From<bool> for Value {
+impl From<bool> for Value<'_> {
     fn from(v: bool) -> Self {
         Self::Bool(v)
     }
@@ -86,12 +93,12 @@ impl From<bool> for Value {
 
 /// A statement: SQL text with `$1`, `$2`, … placeholders, and their values in order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Statement {
+pub struct Statement<'a> {
     pub sql: String,
-    pub values: Vec<Value>,
+    pub values: Vec<Value<'a>>,
 }
 
-impl Statement {
+impl<'a> Statement<'a> {
     pub fn new(sql: impl Into<String>) -> Self {
         Self {
             sql: sql.into(),
@@ -100,7 +107,7 @@ impl Statement {
     }
 
     /// Binds the next placeholder.
-    pub fn bind(mut self, value: impl Into<Value>) -> Self {
+    pub fn bind(mut self, value: impl Into<Value<'a>>) -> Self {
         self.values.push(value.into());
         self
     }
@@ -112,7 +119,7 @@ impl Statement {
     }
 
     /// Appends a placeholder (`$N`, numbered after those already bound) and its value.
-    pub fn push_bind(&mut self, value: impl Into<Value>) -> &mut Self {
+    pub fn push_bind(&mut self, value: impl Into<Value<'a>>) -> &mut Self {
         self.values.push(value.into());
         // Writing to a String cannot fail.
         let _ = write!(self.sql, "${}", self.values.len());
@@ -120,7 +127,7 @@ impl Statement {
     }
 
     /// Appends `(v, v, …)`, one placeholder a value.
-    pub fn push_tuple(&mut self, values: impl IntoIterator<Item = Value>) -> &mut Self {
+    pub fn push_tuple(&mut self, values: impl IntoIterator<Item = Value<'a>>) -> &mut Self {
         self.push("(");
         for (i, value) in values.into_iter().enumerate() {
             if i > 0 {
@@ -145,11 +152,17 @@ pub trait SqlRow {
 pub trait Exec: Send {
     type Row: SqlRow + Send;
     /// Every row the statement answers.
-    fn rows(&mut self, s: Statement) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send;
+    fn rows(
+        &mut self,
+        s: Statement<'_>,
+    ) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send;
     /// The first row the statement answers, if any.
-    fn row(&mut self, s: Statement) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send;
+    fn row(
+        &mut self,
+        s: Statement<'_>,
+    ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send;
     /// Runs the statement; answers the rows it changed.
-    fn run(&mut self, s: Statement) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn run(&mut self, s: Statement<'_>) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
 /// The pools of a store whose SQL is shared: `read` for queries, `write` for changes
@@ -206,7 +219,7 @@ macro_rules! impl_exec {
             type Row = $row;
             async fn rows(
                 &mut self,
-                s: $crate::store::shared::Statement,
+                s: $crate::store::shared::Statement<'_>,
             ) -> $crate::store::StoreResult<Vec<$row>> {
                 let sql = $sql(&s.sql);
                 let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&sql), &s.values);
@@ -216,7 +229,7 @@ macro_rules! impl_exec {
             }
             async fn row(
                 &mut self,
-                s: $crate::store::shared::Statement,
+                s: $crate::store::shared::Statement<'_>,
             ) -> $crate::store::StoreResult<Option<$row>> {
                 let sql = $sql(&s.sql);
                 let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&sql), &s.values);
@@ -226,7 +239,7 @@ macro_rules! impl_exec {
             }
             async fn run(
                 &mut self,
-                s: $crate::store::shared::Statement,
+                s: $crate::store::shared::Statement<'_>,
             ) -> $crate::store::StoreResult<u64> {
                 let sql = $sql(&s.sql);
                 let query = $crate::store::shared::bind_all(sqlx::query::<$db>(&sql), &s.values);
@@ -274,7 +287,7 @@ pub async fn unapplied_migrations(
 /// Binds `values` to `query` in order.
 pub(crate) fn bind_all<'q, DB>(
     mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    values: &'q [Value],
+    values: &'q [Value<'_>],
 ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
 where
     DB: sqlx::Database,
@@ -286,7 +299,7 @@ where
 {
     for value in values {
         query = match value {
-            Value::Text(v) => query.bind(v.as_str()),
+            Value::Text(v) => query.bind(v.as_ref()),
             Value::OptText(v) => query.bind(v.as_deref()),
             Value::Int(v) => query.bind(*v),
             Value::OptInt(v) => query.bind(*v),
