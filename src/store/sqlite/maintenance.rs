@@ -1,7 +1,10 @@
 //! SQLite's upkeep beside the writer: a checkpointer copies committed pages from the WAL into
 //! the database file on a connection of its own, off the commit path, and while no create is
-//! waiting the name indexes' segments are merged a step at a time.
+//! waiting the name indexes' segments are merged a step at a time; the writer's page cache
+//! grows once the file passes 1 GiB ([`WriterCache`]).
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -24,7 +27,12 @@ pub(super) const NAME_INDEXES: [&str; 2] = ["jobs_name_fts", "jobs_name_grams"];
 /// creates was committed since the last one, takes one step of merging the name indexes (on
 /// the writer's connection, `write`, between batches), until a step finds nothing to merge
 /// or creates come again. Ends with the writer.
-pub(super) async fn run(pool: SqlitePool, write: SqlitePool, writer: WriterWatch) {
+pub(super) async fn run(
+    pool: SqlitePool,
+    write: SqlitePool,
+    writer: WriterWatch,
+    cache: WriterCache,
+) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (mut seen, mut merged) = (u64::MAX, false);
@@ -40,6 +48,11 @@ pub(super) async fn run(pool: SqlitePool, write: SqlitePool, writer: WriterWatch
             .await
         {
             tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        if !cache.is_large() {
+            if let Err(e) = cache.fit(&pool, &write).await {
+                tracing::warn!(error = %e, "sizing the writer's page cache failed");
+            }
         }
         let now = writer.batches();
         if now != seen {
@@ -82,4 +95,101 @@ pub(crate) async fn merge_name_indexes(
         merged |= after - before >= 2;
     }
     Ok(merged)
+}
+
+/// SQLite's lock page lies at this offset of the file: no data is ever stored there.
+const LOCK_PAGE_OFFSET: i64 = 1 << 30;
+/// The writer's page cache, in KiB, while the file is smaller than [`LOCK_PAGE_OFFSET`].
+const SMALL_WRITER_CACHE_KIB: i64 = 8 * 1024;
+/// The writer's page cache, in KiB, once the file is larger: inserts then touch index pages
+/// all over a file the cache cannot hold, and every page kept saves a read.
+const LARGE_WRITER_CACHE_KIB: i64 = 32 * 1024;
+
+/// The writer's page cache for a database file of `bytes`.
+///
+/// SQLite's B-tree, when it balances pages, numbers one for a moment with the lock page's
+/// number; in a file smaller than that offset, the page cache is left holding a page past
+/// the end of the file, and the commit that follows walks the whole cache to drop it. A
+/// large cache makes every commit of a small database slow (a 32 MiB cache cost ~5% of a
+/// create's CPU, and the memory), while a large database, whose file holds the lock page,
+/// gains from it. The measurement is in docs/benchmarks.md.
+fn writer_cache_kib(bytes: i64) -> i64 {
+    if bytes < LOCK_PAGE_OFFSET {
+        SMALL_WRITER_CACHE_KIB
+    } else {
+        LARGE_WRITER_CACHE_KIB
+    }
+}
+
+/// The size of the writer's page cache, kept for its connection ([`Self::on_connect`]) and
+/// changed as the file grows ([`Self::fit`]).
+#[derive(Clone)]
+pub(super) struct WriterCache(Arc<AtomicI64>);
+
+impl Default for WriterCache {
+    fn default() -> Self {
+        Self(Arc::new(AtomicI64::new(SMALL_WRITER_CACHE_KIB)))
+    }
+}
+
+/// The hook of the writer's pool that sets a new connection's page cache.
+type OnConnect = dyn for<'c> Fn(
+        &'c mut sqlx::SqliteConnection,
+        sqlx::pool::PoolConnectionMetadata,
+    ) -> futures::future::BoxFuture<'c, Result<(), sqlx::Error>>
+    + Send
+    + Sync;
+
+impl WriterCache {
+    fn pragma(kib: i64) -> String {
+        format!("PRAGMA cache_size = -{kib}")
+    }
+
+    /// True once the cache is the large one (the file has passed the lock page).
+    pub(super) fn is_large(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= LARGE_WRITER_CACHE_KIB
+    }
+
+    /// Sets the cache of each new connection of the writer's pool.
+    pub(super) fn on_connect(&self) -> Box<OnConnect> {
+        let size = self.0.clone();
+        Box::new(move |conn, _| {
+            let pragma = Self::pragma(size.load(Ordering::Relaxed));
+            Box::pin(async move { sqlx::query(&pragma).execute(conn).await.map(drop) })
+        })
+    }
+
+    /// Sizes the cache to the file as `read` now sees it; a new size is set on the writer's
+    /// connection (`write`).
+    pub(super) async fn fit(&self, read: &SqlitePool, write: &SqlitePool) -> StoreResult<()> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(read)
+        .await?;
+        let kib = writer_cache_kib(bytes);
+        if self.0.swap(kib, Ordering::Relaxed) != kib {
+            sqlx::query(&Self::pragma(kib)).execute(write).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_cache_grows_once_the_file_holds_the_lock_page() {
+        assert_eq!(writer_cache_kib(0), SMALL_WRITER_CACHE_KIB);
+        assert_eq!(
+            writer_cache_kib(LOCK_PAGE_OFFSET - 4096),
+            SMALL_WRITER_CACHE_KIB
+        );
+        assert_eq!(writer_cache_kib(LOCK_PAGE_OFFSET), LARGE_WRITER_CACHE_KIB);
+        assert_eq!(
+            writer_cache_kib(8 * LOCK_PAGE_OFFSET),
+            LARGE_WRITER_CACHE_KIB
+        );
+    }
 }

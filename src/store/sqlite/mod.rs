@@ -23,6 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqlitePool};
 
 use self::list::Readers;
+use self::maintenance::WriterCache;
 use self::writer::Writer;
 use super::shared::{impl_exec, SqlPools};
 use super::wake::Wakeups;
@@ -83,12 +84,11 @@ fn placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
 
 /// The SQLite schema's migrations.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-/// Page cache of the writer and of each reader, in KiB. Small on purpose: the operating
-/// system caches the file too, and the server's memory stays bounded. The writer's is the
-/// larger: inserts touch index pages all over the file. The readers here serve lookups and
+/// Page cache of each reader, in KiB. Small on purpose: the operating system caches the
+/// file too, and the server's memory stays bounded. The readers here serve lookups and
 /// background work (the list has connections of its own), which would otherwise fill a
-/// large cache on each of them.
-const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// large cache on each of them. The writer's is sized to the file:
+/// [`maintenance::WriterCache`].
 const READER_CACHE_KIB: i64 = 2 * 1024;
 /// WAL pages past which a commit still checkpoints by itself: a backstop, should the
 /// checkpointer fall behind.
@@ -129,13 +129,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer_cache = WriterCache::default();
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .after_connect(writer_cache.on_connect())
             .connect_with(
                 options
                     .clone()
-                    .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
                     .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string()),
             )
             .await?;
@@ -144,6 +145,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone().pragma("cache_size", "-1024"))
             .await?;
+        writer_cache.fit(&checkpoint, &write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(
@@ -157,7 +159,12 @@ impl SqliteStore {
         let list = Readers::open(&file)?;
         let wakeups = Arc::new(Wakeups::default());
         let (writer, watch) = Writer::start(write.clone(), wakeups.clone());
-        tokio::spawn(maintenance::run(checkpoint, write.clone(), watch));
+        tokio::spawn(maintenance::run(
+            checkpoint,
+            write.clone(),
+            watch,
+            writer_cache,
+        ));
         Ok(Self {
             read,
             write,

@@ -318,3 +318,25 @@ async fn creates_wait_for_another_connections_write_and_then_commit() {
         .expect("the job is there");
     assert_eq!(found.name, "after-the-other");
 }
+
+/// A database smaller than 1 GiB gets the writer's small page cache, on the connection the
+/// writer opened first and on one it opens again.
+#[tokio::test]
+async fn a_small_database_has_a_small_writer_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = store_with_servers(&dir.path().join("cache.db"), &[]).await;
+    let cache_size = "PRAGMA cache_size";
+    let size: i64 = sqlx::query_scalar(cache_size)
+        .fetch_one(&store.write)
+        .await
+        .expect("cache size");
+    assert_eq!(size, -8 * 1024);
+    let mut conn = store.write.acquire().await.expect("writer");
+    conn.close_on_drop();
+    drop(conn);
+    let size: i64 = sqlx::query_scalar(cache_size)
+        .fetch_one(&store.write)
+        .await
+        .expect("cache size");
+    assert_eq!(size, -8 * 1024);
+}
