@@ -110,9 +110,8 @@ const LARGE_WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// SQLite's B-tree, when it balances pages, numbers one for a moment with the lock page's
 /// number; in a file smaller than that offset, the page cache is left holding a page past
 /// the end of the file, and the commit that follows walks the whole cache to drop it. A
-/// large cache makes every commit of a small database slow (a 32 MiB cache cost ~5% of a
-/// create's CPU, and the memory), while a large database, whose file holds the lock page,
-/// gains from it. The measurement is in docs/benchmarks.md.
+/// large cache makes every commit of a small database slower, and takes memory, while a
+/// large database, whose file holds the lock page, gains from it (docs/benchmarks.md).
 fn writer_cache_kib(bytes: i64) -> i64 {
     if bytes < LOCK_PAGE_OFFSET {
         SMALL_WRITER_CACHE_KIB
