@@ -167,8 +167,12 @@ impl WriterCache {
         .fetch_one(read)
         .await?;
         let kib = writer_cache_kib(bytes);
-        if self.0.swap(kib, Ordering::Relaxed) != kib {
-            sqlx::query(&Self::pragma(kib)).execute(write).await?;
+        let was = self.0.swap(kib, Ordering::Relaxed);
+        if was != kib {
+            if let Err(e) = sqlx::query(&Self::pragma(kib)).execute(write).await {
+                self.0.store(was, Ordering::Relaxed);
+                return Err(e.into());
+            }
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! - `writer.rs`: creates go through a group-commit writer (one transaction, one `fsync`,
 //!   for every create waiting), each with its own outcome;
 //! - `list.rs`: the job list, on read connections of its own;
-//! - `maintenance.rs`: WAL checkpoints off the commit path, and name index merges while idle;
+//! - `maintenance.rs`: WAL checkpoints off the commit path, name index merges while idle,
+//!   and the writer's page cache sized to the file;
 //! - everything else is the shared SQL (`store/shared/`), run on a pool of readers and the
 //!   one writing connection.
 
