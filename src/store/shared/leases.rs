@@ -152,7 +152,9 @@ pub async fn renew_leases(
 }
 
 /// Running tasks of real servers the server is to end (see
-/// [`crate::store::JobStore::stalled_tasks`]).
+/// [`crate::store::JobStore::stalled_tasks`]): the oldest `limit` of those never started and
+/// those leased, each found through an index of its own, so that the tasks still waiting
+/// within their start timeout are never read.
 pub async fn stalled_tasks(
     pools: &impl SqlPools,
     now_ms: i64,
@@ -160,39 +162,63 @@ pub async fn stalled_tasks(
     limit: i64,
 ) -> StoreResult<Vec<StalledTask>> {
     let since = now_ms.saturating_sub(start_timeout_ms);
-    let s = Statement::new(
-        "SELECT project_id, id, server_id, create_at, lease_epoch, lease_until, deadline_at \
-         FROM tasks WHERE status = 'PROCESSING' AND simulated = FALSE \
-           AND ((lease_epoch = 0 AND create_at < $1) \
-             OR (lease_epoch > 0 AND lease_until < $1) \
-             OR deadline_at < $2) \
-         ORDER BY create_at LIMIT $3",
-    )
-    .bind(since)
-    .bind(now_ms)
-    .bind(limit);
-    let rows =
-        retry_read(|| async { pools.read_pool().acquire().await?.rows(s.clone()).await }).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (created_at, epoch) = (row.int(3)?, row.int(4)?);
-        let (lease_until, deadline) = (row.opt_int(5)?, row.opt_int(6)?);
-        let stall = match deadline {
-            Some(at) if at < now_ms => Stall::PastDeadline { at },
-            _ if epoch == 0 => Stall::NeverStarted { created_at },
-            _ => Stall::LeaseLapsed {
-                at: lease_until.unwrap_or(created_at),
-            },
-        };
-        out.push(StalledTask {
-            project_id: ProjectId::parse(&row.text(0)?)
-                .map_err(|e| StoreError::internal(e.to_string()))?,
-            task_id: row.text(1)?,
-            server_id: row.text(2)?,
-            stall,
-        });
+    let mut found = Vec::new();
+    for s in stalled_statements(since, now_ms, limit) {
+        let rows =
+            retry_read(|| async { pools.read_pool().acquire().await?.rows(s.clone()).await })
+                .await?;
+        for row in rows {
+            found.push((row.int(3)?, stalled_task(&row, now_ms)?));
+        }
     }
-    Ok(out)
+    found.sort_by_key(|(created_at, _)| *created_at);
+    found.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(found.into_iter().map(|(_, task)| task).collect())
+}
+
+const STALLED_COLUMNS: &str =
+    "project_id, id, server_id, create_at, lease_epoch, lease_until, deadline_at";
+
+/// The statements of [`stalled_tasks`]: tasks never started, created before `since` (on
+/// `tasks_running_on_agents`, up to `since`); leased tasks whose lease lapsed before `since`
+/// or whose deadline passed by `now_ms` (on `tasks_leased`). Each answers its oldest `limit`.
+fn stalled_statements(since: i64, now_ms: i64, limit: i64) -> [Statement<'static>; 2] {
+    let running = "FROM tasks WHERE status = 'PROCESSING' AND simulated = FALSE";
+    [
+        Statement::new(format!(
+            "SELECT {STALLED_COLUMNS} {running} AND lease_epoch = 0 AND create_at < $1 \
+             ORDER BY create_at LIMIT $2"
+        ))
+        .bind(since)
+        .bind(limit),
+        Statement::new(format!(
+            "SELECT {STALLED_COLUMNS} {running} AND lease_epoch > 0 \
+             AND (lease_until < $1 OR deadline_at < $2) ORDER BY create_at LIMIT $3"
+        ))
+        .bind(since)
+        .bind(now_ms)
+        .bind(limit),
+    ]
+}
+
+/// A row of [`STALLED_COLUMNS`], and why its task stalled.
+fn stalled_task(row: &impl SqlRow, now_ms: i64) -> StoreResult<StalledTask> {
+    let (created_at, epoch) = (row.int(3)?, row.int(4)?);
+    let (lease_until, deadline) = (row.opt_int(5)?, row.opt_int(6)?);
+    let stall = match deadline {
+        Some(at) if at < now_ms => Stall::PastDeadline { at },
+        _ if epoch == 0 => Stall::NeverStarted { created_at },
+        _ => Stall::LeaseLapsed {
+            at: lease_until.unwrap_or(created_at),
+        },
+    };
+    Ok(StalledTask {
+        project_id: ProjectId::parse(&row.text(0)?)
+            .map_err(|e| StoreError::internal(e.to_string()))?,
+        task_id: row.text(1)?,
+        server_id: row.text(2)?,
+        stall,
+    })
 }
 
 /// Keeps the tail of a task's output from its lease holder (see
@@ -303,19 +329,13 @@ pub async fn fleet_gauges(
     online_since_ms: i64,
 ) -> StoreResult<FleetGauges> {
     let mut conn = pools.read_pool().acquire().await?;
-    let s = Statement::new(
-        "SELECT simulated, CAST(CASE WHEN lease_until >= $1 THEN 1 ELSE 0 END AS BIGINT), \
-         COUNT(*) FROM tasks WHERE status = 'PROCESSING' GROUP BY 1, 2",
-    )
-    .bind(now_ms);
     let mut gauges = FleetGauges::default();
-    for row in conn.rows(s).await? {
-        let n = u64::try_from(row.int(2)?).unwrap_or(0);
-        match (row.boolean(0)?, row.int(1)? == 1) {
-            (true, _) => gauges.simulated += n,
-            (false, true) => gauges.leased += n,
-            (false, false) => gauges.waiting += n,
-        }
+    if let Some(row) = conn.row(running_counts(now_ms)).await? {
+        let count = |i| row.int(i).map(|n| u64::try_from(n).unwrap_or(0));
+        let (agents, leased) = (count(1)?, count(2)?);
+        gauges.simulated = count(0)?;
+        gauges.leased = leased;
+        gauges.waiting = agents.saturating_sub(leased);
     }
     let s = Statement::new(
         "SELECT project_id, COUNT(*) FROM servers WHERE kind = 'agent' \
@@ -327,4 +347,115 @@ pub async fn fleet_gauges(
         gauges.agents_online.push((row.text(0)?, n));
     }
     Ok(gauges)
+}
+
+/// Counts the running tasks of simulated servers, of real ones, and those of real ones
+/// leased at `now_ms`: the first two on their partial indexes alone, the third reading only
+/// the leased tasks (`tasks_leased`).
+fn running_counts(now_ms: i64) -> Statement<'static> {
+    let running = "SELECT COUNT(*) FROM tasks WHERE status = 'PROCESSING' AND simulated =";
+    Statement::new(format!(
+        "SELECT ({running} TRUE), ({running} FALSE), \
+         ({running} FALSE AND lease_epoch > 0 AND lease_until >= $1)"
+    ))
+    .bind(now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each statement of the sweep and the gauges, and the index each of its parts reads.
+    fn statements() -> Vec<(Statement<'static>, Vec<&'static str>)> {
+        let [never, leased] = stalled_statements(1_000, 2_000, 500);
+        vec![
+            (never, vec!["tasks_running_on_agents"]),
+            (leased, vec!["tasks_leased"]),
+            (
+                running_counts(2_000),
+                vec![
+                    "tasks_due_simulated",
+                    "tasks_running_on_agents",
+                    "tasks_leased",
+                ],
+            ),
+        ]
+    }
+
+    /// On SQLite, the sweep for stalled tasks and the gauges read the running tasks through
+    /// their partial indexes, in the order of the statement's parts, and never walk the
+    /// table (nor the running tasks for the leased ones).
+    #[tokio::test]
+    async fn sqlite_sweeps_and_counts_running_tasks_on_their_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let _store = crate::store::testing::sqlite_with_servers(&path, &[]).await;
+        let conn = rusqlite::Connection::open(&path).expect("connection");
+        for (s, indexes) in statements() {
+            let mut plan = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", s.sql))
+                .expect("plan");
+            let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
+            let steps: Vec<String> = plan
+                .query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
+                .expect("plan rows")
+                .collect::<Result<_, _>>()
+                .expect("plan rows");
+            let reads: Vec<&String> = steps.iter().filter(|s| s.contains("tasks")).collect();
+            assert_eq!(reads.len(), indexes.len(), "{}: {steps:?}", s.sql);
+            for (step, index) in reads.iter().zip(&indexes) {
+                assert!(
+                    step.contains(&format!("INDEX {index}")),
+                    "{}: {steps:?}",
+                    s.sql
+                );
+            }
+        }
+    }
+
+    /// On PostgreSQL, with many waiting tasks and a few leased ones analysed, the same
+    /// statements read the same indexes, never the whole table.
+    #[tokio::test]
+    async fn postgres_sweeps_and_counts_running_tasks_on_their_indexes() {
+        use sqlx::Connection as _;
+        let Some(db) = crate::testkit::test_database().await else {
+            return;
+        };
+        let _store = crate::store::postgres::PgStore::connect(&db.url, 2)
+            .await
+            .expect("connect");
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("conn");
+        let tasks = "INSERT INTO tasks (id, project_id, job_id, position, server_id, \
+             server_name, simulated, status, create_at, update_at, lease_epoch, lease_until) \
+             SELECT 't' || g, 'p', 'j' || g, 0, 's' || (g % 100), 's', g % 10 = 0, \
+             CASE WHEN g % 3 = 0 THEN 'SUCCESS' ELSE 'PROCESSING' END, g, g, \
+             CASE WHEN g % 500 = 1 THEN 1 ELSE 0 END, \
+             CASE WHEN g % 500 = 1 THEN g + 60000 END FROM generate_series(1, 30000) AS g";
+        for s in [tasks, "ANALYZE tasks"] {
+            sqlx::query(s).execute(&mut conn).await.expect(s);
+        }
+        for (s, indexes) in statements() {
+            let explain = Statement {
+                sql: format!("EXPLAIN {}", s.sql),
+                values: s.values.clone(),
+            };
+            let plan: Vec<String> = conn
+                .rows(explain)
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| row.text(0))
+                .collect::<StoreResult<_>>()
+                .expect("plan");
+            let plan = plan.join("\n");
+            assert!(!plan.contains("Seq Scan"), "{}:\n{plan}", s.sql);
+            let mut rest = plan.as_str();
+            for index in indexes {
+                let at = rest
+                    .find(index)
+                    .unwrap_or_else(|| panic!("{index} in {}:\n{plan}", s.sql));
+                rest = &rest[at..];
+            }
+        }
+    }
 }
