@@ -153,8 +153,8 @@ pub async fn renew_leases(
 
 /// Running tasks of real servers the server is to end (see
 /// [`crate::store::JobStore::stalled_tasks`]): the oldest `limit` of those never started and
-/// those leased, each found through an index of its own, so that the tasks still waiting
-/// within their start timeout are never read.
+/// those leased, each kind found through an index of its own, so that the tasks still
+/// waiting within their start timeout are never read.
 pub async fn stalled_tasks(
     pools: &impl SqlPools,
     now_ms: i64,
@@ -162,43 +162,32 @@ pub async fn stalled_tasks(
     limit: i64,
 ) -> StoreResult<Vec<StalledTask>> {
     let since = now_ms.saturating_sub(start_timeout_ms);
-    let mut found = Vec::new();
-    for s in stalled_statements(since, now_ms, limit) {
-        let rows =
-            retry_read(|| async { pools.read_pool().acquire().await?.rows(s.clone()).await })
-                .await?;
-        for row in rows {
-            found.push((row.int(3)?, stalled_task(&row, now_ms)?));
-        }
-    }
-    found.sort_by_key(|(created_at, _)| *created_at);
-    found.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(found.into_iter().map(|(_, task)| task).collect())
+    let s = stalled_statement(since, now_ms, limit);
+    let rows =
+        retry_read(|| async { pools.read_pool().acquire().await?.rows(s.clone()).await }).await?;
+    rows.iter().map(|row| stalled_task(row, now_ms)).collect()
 }
 
 const STALLED_COLUMNS: &str =
     "project_id, id, server_id, create_at, lease_epoch, lease_until, deadline_at";
 
-/// The statements of [`stalled_tasks`]: tasks never started, created before `since` (on
-/// `tasks_running_on_agents`, up to `since`); leased tasks whose lease lapsed before `since`
-/// or whose deadline passed by `now_ms` (on `tasks_leased`). Each answers its oldest `limit`.
-fn stalled_statements(since: i64, now_ms: i64, limit: i64) -> [Statement<'static>; 2] {
+/// The statement of [`stalled_tasks`]: the oldest `limit` of the tasks never started,
+/// created before `since` (on `tasks_running_on_agents`, up to `since`), and of the leased
+/// tasks whose lease lapsed before `since` or whose deadline passed by `now_ms` (on
+/// `tasks_leased`).
+fn stalled_statement(since: i64, now_ms: i64, limit: i64) -> Statement<'static> {
     let running = "FROM tasks WHERE status = 'PROCESSING' AND simulated = FALSE";
-    [
-        Statement::new(format!(
-            "SELECT {STALLED_COLUMNS} {running} AND lease_epoch = 0 AND create_at < $1 \
-             ORDER BY create_at LIMIT $2"
-        ))
-        .bind(since)
-        .bind(limit),
-        Statement::new(format!(
-            "SELECT {STALLED_COLUMNS} {running} AND lease_epoch > 0 \
-             AND (lease_until < $1 OR deadline_at < $2) ORDER BY create_at LIMIT $3"
-        ))
-        .bind(since)
-        .bind(now_ms)
-        .bind(limit),
-    ]
+    let oldest = "ORDER BY create_at LIMIT $3";
+    Statement::new(format!(
+        "SELECT {STALLED_COLUMNS} FROM (SELECT {STALLED_COLUMNS} {running} \
+         AND lease_epoch = 0 AND create_at < $1 {oldest}) AS never_started \
+         UNION ALL SELECT {STALLED_COLUMNS} FROM (SELECT {STALLED_COLUMNS} {running} \
+         AND lease_epoch > 0 AND (lease_until < $1 OR deadline_at < $2) {oldest}) AS leased \
+         {oldest}"
+    ))
+    .bind(since)
+    .bind(now_ms)
+    .bind(limit)
 }
 
 /// A row of [`STALLED_COLUMNS`], and why its task stalled.
@@ -367,10 +356,11 @@ mod tests {
 
     /// Each statement of the sweep and the gauges, and the index each of its parts reads.
     fn statements() -> Vec<(Statement<'static>, Vec<&'static str>)> {
-        let [never, leased] = stalled_statements(1_000, 2_000, 500);
         vec![
-            (never, vec!["tasks_running_on_agents"]),
-            (leased, vec!["tasks_leased"]),
+            (
+                stalled_statement(1_000, 2_000, 500),
+                vec!["tasks_running_on_agents", "tasks_leased"],
+            ),
             (
                 running_counts(2_000),
                 vec![
