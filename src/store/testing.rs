@@ -56,3 +56,15 @@ pub fn new_job(name: &str, servers: &[&str]) -> NewJob {
         now_ms: 1,
     }
 }
+
+/// The steps of SQLite's plan of `sql` (`EXPLAIN QUERY PLAN`, every parameter `NULL`).
+pub fn sqlite_plan(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut plan = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("plan");
+    let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
+    plan.query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
+        .expect("plan rows")
+        .collect::<Result<_, _>>()
+        .expect("plan rows")
+}

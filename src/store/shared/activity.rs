@@ -281,15 +281,7 @@ mod tests {
             &["a", "b", "c", "d", "e", "f", "g", "h"],
         ] {
             let s = record_statement(&project, ids, EventKind::Deleted, None);
-            let mut plan = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", s.sql))
-                .expect("plan");
-            let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
-            let steps: Vec<String> = plan
-                .query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
-                .expect("plan rows")
-                .collect::<Result<_, _>>()
-                .expect("plan rows");
+            let steps = crate::store::testing::sqlite_plan(&conn, &s.sql);
             assert!(
                 steps
                     .iter()

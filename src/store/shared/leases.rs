@@ -382,15 +382,7 @@ mod tests {
         let _store = crate::store::testing::sqlite_with_servers(&path, &[]).await;
         let conn = rusqlite::Connection::open(&path).expect("connection");
         for (s, indexes) in statements() {
-            let mut plan = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", s.sql))
-                .expect("plan");
-            let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
-            let steps: Vec<String> = plan
-                .query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
-                .expect("plan rows")
-                .collect::<Result<_, _>>()
-                .expect("plan rows");
+            let steps = crate::store::testing::sqlite_plan(&conn, &s.sql);
             let reads: Vec<&String> = steps.iter().filter(|s| s.contains("tasks")).collect();
             assert_eq!(reads.len(), indexes.len(), "{}: {steps:?}", s.sql);
             for (step, index) in reads.iter().zip(&indexes) {
