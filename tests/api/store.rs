@@ -84,6 +84,7 @@ store_tests!(
     due_simulated_tasks_are_those_of_simulated_servers_past_their_delay,
     purges_remove_old_deleted_jobs_keys_and_tokens,
     lists_are_scoped_to_the_project_with_exact_totals,
+    every_page_is_its_slice_of_the_whole_list,
     concurrent_creates_each_get_their_own_outcome,
     projects_and_users_are_found_by_id_or_name,
     access_keys_belong_to_their_user,
@@ -884,6 +885,46 @@ async fn lists_are_scoped_to_the_project_with_exact_totals(store: &dyn Store) {
     assert_eq!(list(store, &p1, "id=a%00b").await, (0, vec![]));
     assert_eq!(list(store, &p2, "").await.0, 1);
     assert_eq!(list(store, &project("p3"), "").await, (0, vec![]));
+}
+
+/// Every page, from either end of the list, in every order and under the filters whose
+/// totals come from the counters, is its slice of the whole list, with the whole list's
+/// total; past the end, an empty page with that total.
+async fn every_page_is_its_slice_of_the_whole_list(store: &dyn Store) {
+    let p = project("pages");
+    add_servers(store, &p, &["s1"]).await;
+    for n in 0..11 {
+        // Pairs of jobs created at the same time: ties are ordered by id.
+        let mut new = job(&format!("Job-{:02}", (n * 7) % 11), &["s1"], n / 2);
+        new.visible = n % 4 != 0;
+        new.job_type = if n % 3 == 0 { "LOG_COLLECT" } else { "COMMON" }.to_string();
+        store.create_job(&p, new, None).await.expect("create");
+    }
+    for filter in [
+        "",
+        "status=PROCESSING",
+        "type=COMMON&status=PROCESSING&visible=true",
+        "visible=false",
+        "status=FINISHED",
+    ] {
+        for order in [
+            "sort_dir=desc",
+            "sort_dir=asc",
+            "sort_key=name&sort_dir=asc",
+            "sort_key=name&sort_dir=desc",
+            "sort_key=update_at",
+        ] {
+            let (total, whole) = list(store, &p, &format!("{filter}&{order}")).await;
+            assert_eq!(total, whole.len() as u64, "{filter}&{order}");
+            for limit in [1, 3, 4] {
+                for offset in 0..=whole.len() + 1 {
+                    let raw = format!("{filter}&{order}&limit={limit}&offset={offset}");
+                    let slice = whole.iter().skip(offset).take(limit).cloned().collect();
+                    assert_eq!(list(store, &p, &raw).await, (total, slice), "{raw}");
+                }
+            }
+        }
+    }
 }
 
 async fn concurrent_creates_each_get_their_own_outcome(store: &dyn Store) {

@@ -2,8 +2,9 @@
 //!
 //! Every statement is built here, from the plan: the first page with its total from the
 //! counters, a name search's first page counted by a window over its matches, a page then
-//! its count, or a count then a page read from the nearer end. Which connections run them
-//! (and with which plans) is `mod.rs`'s choice.
+//! its count, or a later page read from the nearer end after its total (one statement with
+//! the counters' total, else a count and a page in one snapshot). Which connections run
+//! them (and with which plans) is `mod.rs`'s choice.
 
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
@@ -34,14 +35,22 @@ impl Scope<'_> {
     }
 }
 
-/// True when one plan serves the statements of `plan` whatever their values: no filter
-/// but the project (the sort key's own index is the only one that gives the order), or an
-/// `id` (one row at most, whatever else is asked). With a `status`, `type` or `visible`
-/// filter more than one index could serve, and a generic plan, which does not know the
-/// value, could walk the newest jobs and drop those that do not match: fine for a common
-/// value, the whole project for a rare one.
-pub(super) fn one_plan_fits(filter: &JobFilter, plan: &ListPlan) -> bool {
-    filter.id.is_some() || plan.count == Count::ProjectTotal
+/// True when one plan serves the statements of `plan` for filter `f` in the order of `key`
+/// whatever their values:
+/// an `id` (one row at most, whatever else is asked), or a filter whose exact predicates
+/// are answered by one index that also gives the page's order. No filter but the project:
+/// the sort key's own index; `status`, or `type`, `status` and `visible` together, ordered
+/// by `create_at`: `jobs_by_status_items` or `jobs_by_type_items`, whose entries of one
+/// value are in that order. Otherwise more than one index could serve, and a generic plan,
+/// which does not know the values, could walk the newest jobs and drop those that do not
+/// match: fine for a common value, the whole project for a rare one.
+pub(super) fn one_plan_fits(f: &JobFilter, key: SortKey, plan: &ListPlan) -> bool {
+    let by_create = key == SortKey::CreateAt;
+    let status_alone = f.status.is_some() && f.job_type.is_none() && f.visible.is_none();
+    let all_three = f.status.is_some() && f.job_type.is_some() && f.visible.is_some();
+    f.id.is_some()
+        || plan.count == Count::ProjectTotal
+        || (plan.count == Count::KeyCounters && by_create && (status_alone || all_three))
 }
 
 /// Appends the filter's exact predicates (`id`, `status`, `type`, `visible`).
@@ -204,13 +213,73 @@ pub(super) fn push_counting_page<'a>(
     qb.push_bind(i64::try_from(take).unwrap_or(i64::MAX));
 }
 
+/// Pushes a query of the page of `limit` rows after `offset` in `order` with the total from
+/// the counters, in one statement: the total first (read once), then the page read from
+/// the nearer end as [`plan::window`] reads it (two branches, of which the total lets one
+/// run), put back in the page's order. When the page is empty, one row without an item
+/// still holds the total.
+pub(super) fn push_window_page<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    scope: Scope<'a>,
+    order: (SortKey, SortDir),
+    (offset, limit): (u64, u64),
+    literal_limits: bool,
+) {
+    let (col, dir) = plan::order_sql(order);
+    let (_, back) = plan::order_sql((order.0, order.1.reverse()));
+    let number = |qb: &mut QueryBuilder<'a, Postgres>, n: u64| {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        if literal_limits {
+            qb.push(n.to_string());
+        } else {
+            qb.push("CAST(").push_bind(n).push(" AS BIGINT)");
+        }
+    };
+    qb.push("WITH total(n) AS (");
+    push_count(qb, scope);
+    qb.push(format!(
+        ") SELECT total.n, page.list_item FROM total LEFT JOIN ((SELECT list_item, {col}, id"
+    ));
+    push_from(qb, scope);
+    qb.push(" AND ");
+    number(qb, offset);
+    qb.push(format!(
+        " <= (SELECT n FROM total) / 2 ORDER BY {col} {dir}, id {dir} LIMIT "
+    ));
+    number(qb, limit);
+    qb.push(" OFFSET ");
+    number(qb, offset);
+    qb.push(format!(") UNION ALL (SELECT list_item, {col}, id"));
+    push_from(qb, scope);
+    qb.push(" AND ");
+    number(qb, offset);
+    qb.push(format!(
+        " > (SELECT n FROM total) / 2 ORDER BY {col} {back}, id {back} \
+         LIMIT (SELECT GREATEST(LEAST("
+    ));
+    number(qb, offset);
+    qb.push(" + ");
+    number(qb, limit);
+    qb.push(", n) - ");
+    number(qb, offset);
+    qb.push(", 0) FROM total) OFFSET (SELECT n - LEAST(");
+    number(qb, offset);
+    qb.push(" + ");
+    number(qb, limit);
+    qb.push(format!(
+        ", n) FROM total))) AS page ON TRUE ORDER BY page.{col} {dir}, page.id {dir}"
+    ));
+}
+
 /// The page read from `rows`, whose list item is column `first` (column 0, when `first` is
-/// 1, is the total). The item is the JSON object PostgreSQL stored (migration 0007), taken
+/// 1, is the total; a row without an item holds only the total). The item is the JSON object PostgreSQL stored (migration 0007), taken
 /// as the bytes it sends (UTF-8, in the binary format of a prepared statement).
 fn read_page(rows: &[PgRow], first: usize, reversed: bool) -> Result<PageRead, sqlx::Error> {
     let mut page = PageWriter::new(reversed);
     for row in rows {
-        page.push(row.try_get_unchecked::<&[u8], _>(first)?);
+        if let Some(item) = row.try_get_unchecked::<Option<&[u8]>, _>(first)? {
+            page.push(item);
+        }
     }
     let total = match rows.first() {
         Some(row) if first > 0 => Some(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0)),
@@ -272,6 +341,12 @@ pub(super) async fn run(
             // More than a page matches: the page again with its total, in one snapshot.
             let mut qb = QueryBuilder::<Postgres>::new("");
             push_page(&mut qb, scope, order, (plan.limit, 0), true, literal_limits);
+            let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
+            Ok(counted(read_page(&rows, 1, false)?))
+        }
+        Steps::CountThenPage if plan.count.table().is_some() => {
+            let page = (query.page.offset, plan.limit);
+            push_window_page(&mut qb, scope, order, page, literal_limits);
             let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
             Ok(counted(read_page(&rows, 1, false)?))
         }

@@ -36,10 +36,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 pub struct PgStore {
     pub(crate) pool: PgPool,
     /// Connections for the list pages one plan fits whatever their values
-    /// ([`list::one_plan_fits`]: no filter but the project, or an `id`): the cheap pages the
-    /// SDK and consoles ask for, kept apart so that slow filtered pages cannot take every
-    /// connection from them. Their statements stay prepared, and PostgreSQL settles on their
-    /// generic plans by itself. None with a single connection.
+    /// ([`list::one_plan_fits`]: no filter but the project, an `id`, or filters one index
+    /// answers in the page's order): the cheap pages the SDK and consoles ask for, kept
+    /// apart so that slow filtered pages cannot take every connection from them. Their
+    /// statements stay prepared, and PostgreSQL settles on their generic plans by itself.
+    /// None with a single connection.
     fitted: Option<Arc<PageConnections>>,
     /// Connections for the list pages that a name index serves, which run one generic plan
     /// whatever the pattern: a bitmap of the name index's candidates is the only scan they
@@ -218,7 +219,7 @@ impl Backend for PgStore {
         if plan.steps == Steps::Nothing {
             return Ok(JobPage::empty());
         }
-        let fits = list::one_plan_fits(&query.filter, &plan);
+        let fits = list::one_plan_fits(&query.filter, query.page.sort_key, &plan);
         let by_index = matches!(plan.name, Some(NameSearch::Index(..)));
         let read = |keep| Read::Page {
             job: (project, query, &plan),

@@ -6,7 +6,9 @@ mod plans;
 
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
-use super::list::{one_plan_fits, push_count, push_counting_page, push_page, Scope};
+use super::list::{
+    one_plan_fits, push_count, push_counting_page, push_page, push_window_page, Scope,
+};
 use super::PgStore;
 use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
 use crate::domain::ProjectId;
@@ -54,6 +56,8 @@ pub(super) enum Statement {
     PageWithTotal,
     WindowCounted,
     Count,
+    /// The page after `skip` read from the nearer end, with the total from the counters.
+    NearerEnd,
 }
 
 /// Pushes a statement of the list after what `qb` holds.
@@ -63,12 +67,13 @@ pub(super) fn push_statement<'a>(
     order: (SortKey, SortDir),
     (take, skip, statement): (u64, u64, Statement),
 ) {
-    let literal = one_plan_fits(scope.filter, scope.plan);
+    let literal = one_plan_fits(scope.filter, order.0, scope.plan);
     match statement {
         Statement::Page => push_page(qb, scope, order, (take, skip), false, literal),
         Statement::PageWithTotal => push_page(qb, scope, order, (take, skip), true, literal),
         Statement::WindowCounted => push_counting_page(qb, scope, order, take),
         Statement::Count => push_count(qb, scope),
+        Statement::NearerEnd => push_window_page(qb, scope, order, (skip, take), literal),
     }
 }
 
