@@ -95,8 +95,8 @@ pub struct ServeConfig {
     pub database_url: String,
 
     /// Most connections to PostgreSQL this server keeps, a quarter each for the job list's
-    /// unfiltered and `id` pages, its `name` searches, its other pages, and the rest (default:
-    /// two per core and four more).
+    /// pages one plan fits (unfiltered, `id`, `status`), its `name` searches, its other
+    /// pages, and the rest (default: four per core and four more).
     #[arg(long, env = "LITEJOBS_DB_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: Option<u32>,

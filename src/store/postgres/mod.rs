@@ -67,11 +67,13 @@ const NAME_SEARCH_WORK_MEM: &str = "64MB";
 /// choice changes how fast a search is, never what it finds).
 const PROJECT_SIZE_TTL: Duration = Duration::from_secs(60);
 
-/// Connections to PostgreSQL a process keeps at most unless told: two per core of this
-/// machine and four more, a quarter each for the list's three kinds of page and the rest.
+/// Connections to PostgreSQL a process keeps at most unless told: a quarter each for the
+/// list's three kinds of page and the rest, each quarter one per core of this machine and
+/// one more, so that while a page's rows are on their way to the server, PostgreSQL has
+/// another page's statement to run.
 pub fn default_connections() -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    u32::try_from(cores * 2 + 4).unwrap_or(u32::MAX)
+    u32::try_from((cores + 1) * 4).unwrap_or(u32::MAX)
 }
 
 impl PgStore {
