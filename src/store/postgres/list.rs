@@ -36,10 +36,9 @@ impl Scope<'_> {
 }
 
 /// True when one plan serves the statements of `plan` for filter `f` in the order of `key`
-/// whatever their values:
-/// an `id` (one row at most, whatever else is asked), or a filter whose exact predicates
-/// are answered by one index that also gives the page's order. No filter but the project:
-/// the sort key's own index; `status`, or `type`, `status` and `visible` together, ordered
+/// whatever their values: an `id` (one row at most, whatever else is asked), or a filter
+/// whose exact predicates are answered by one index that also gives the page's order. No
+/// filter but the project: the sort key's own index; `status`, or `type`, `status` and `visible` together, ordered
 /// by `create_at`: `jobs_by_status_items` or `jobs_by_type_items`, whose entries of one
 /// value are in that order. Otherwise more than one index could serve, and a generic plan,
 /// which does not know the values, could walk the newest jobs and drop those that do not
@@ -272,8 +271,9 @@ pub(super) fn push_window_page<'a>(
 }
 
 /// The page read from `rows`, whose list item is column `first` (column 0, when `first` is
-/// 1, is the total; a row without an item holds only the total). The item is the JSON object PostgreSQL stored (migration 0007), taken
-/// as the bytes it sends (UTF-8, in the binary format of a prepared statement).
+/// 1, is the total; a row without an item holds only the total). The item is the JSON
+/// object PostgreSQL stored (migration 0007), taken as the bytes it sends (UTF-8, in the
+/// binary format of a prepared statement).
 fn read_page(rows: &[PgRow], first: usize, reversed: bool) -> Result<PageRead, sqlx::Error> {
     let mut page = PageWriter::new(reversed);
     for row in rows {
