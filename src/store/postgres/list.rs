@@ -82,6 +82,18 @@ fn like_substring(text: &str) -> String {
     out
 }
 
+/// The 4-grams `litejobs_name_grams` (migration 0008) makes of `text`: each run of four
+/// characters, once. Made here and sent as an array: PostgreSQL runs a SQL function of a
+/// parameter anew at each execution, which cost it as much as the rest of a selective
+/// search (`docs/design/job-list.md`, "Names").
+pub(super) fn name_grams(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut grams: Vec<String> = chars.windows(4).map(|w| w.iter().collect()).collect();
+    grams.sort_unstable();
+    grams.dedup();
+    grams
+}
+
 /// Appends the predicate of the names holding `pattern`, as `search` finds them. Job names
 /// only hold `[-_.a-zA-Z0-9]`, so a case-insensitive match is one of ASCII-lower-cased text
 /// (characters outside ASCII are left as they are, and then match nothing).
@@ -91,9 +103,9 @@ fn push_name(qb: &mut QueryBuilder<'_, Postgres>, pattern: &str, search: NameSea
         NameSearch::Index(NameIndex::Grams, _) => {
             // The names holding all of the pattern's 4-grams (the `jobs_name_grams` index),
             // then the substring itself, in a test no other index offers to serve.
-            qb.push("litejobs_name_grams(lower(name)) @> litejobs_name_grams(")
-                .push_bind(lower.clone())
-                .push(") AND strpos(lower(name), ")
+            qb.push("litejobs_name_grams(lower(name)) @> ")
+                .push_bind(name_grams(&lower))
+                .push(" AND strpos(lower(name), ")
                 .push_bind(lower)
                 .push(") > 0");
         }

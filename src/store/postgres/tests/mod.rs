@@ -7,7 +7,7 @@ mod plans;
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
 use super::list::{
-    one_plan_fits, push_count, push_counting_page, push_page, push_window_page, Scope,
+    name_grams, one_plan_fits, push_count, push_counting_page, push_page, push_window_page, Scope,
 };
 use super::PgStore;
 use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
@@ -274,6 +274,33 @@ async fn connections_have_the_work_mem_of_name_searches_unless_the_url_sets_one(
 }
 
 /// PostgreSQL writes each item as serde_json does (its text cannot hold NUL).
+/// The 4-grams a name search sends are those `litejobs_name_grams`, which the index holds,
+/// makes of the same text: each run of four characters, once, whatever the characters.
+#[tokio::test]
+async fn name_grams_are_those_the_index_holds() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let store = PgStore::connect(&db.url, 1).await.expect("connect");
+    for text in [
+        "c4ca42",
+        "aaaaaaaa",
+        "abcd",
+        "ab-cd.ef_gh",
+        "naïve-ünïcode",
+        "x\u{1F600}yzw",
+    ] {
+        let mut from_postgres: Vec<String> = sqlx::query_scalar("SELECT litejobs_name_grams($1)")
+            .bind(text)
+            .fetch_one(&store.pool)
+            .await
+            .expect("grams");
+        from_postgres.sort_unstable();
+        assert_eq!(name_grams(text), from_postgres, "{text}");
+    }
+    drop(store);
+}
+
 #[tokio::test]
 async fn items_written_by_postgres_are_the_bytes_serde_writes() {
     use crate::store::JobStore;
