@@ -57,14 +57,22 @@ pub fn new_job(name: &str, servers: &[&str]) -> NewJob {
     }
 }
 
-/// The steps of SQLite's plan of `sql` (`EXPLAIN QUERY PLAN`, every parameter `NULL`).
-pub fn sqlite_plan(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+/// The steps of SQLite's plan of `sql` (`EXPLAIN QUERY PLAN`) with `params`, or with every
+/// parameter `NULL`.
+pub fn sqlite_plan(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: Option<&[rusqlite::types::Value]>,
+) -> Vec<String> {
     let mut plan = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .expect("plan");
-    let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
-    plan.query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
-        .expect("plan rows")
-        .collect::<Result<_, _>>()
-        .expect("plan rows")
+    let nulls = vec![rusqlite::types::Value::Null; plan.parameter_count()];
+    plan.query_map(
+        rusqlite::params_from_iter(params.unwrap_or(&nulls)),
+        |row| row.get(3),
+    )
+    .expect("plan rows")
+    .collect::<Result<_, _>>()
+    .expect("plan rows")
 }

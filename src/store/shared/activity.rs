@@ -281,7 +281,7 @@ mod tests {
             &["a", "b", "c", "d", "e", "f", "g", "h"],
         ] {
             let s = record_statement(&project, ids, EventKind::Deleted, None);
-            let steps = crate::store::testing::sqlite_plan(&conn, &s.sql);
+            let steps = crate::store::testing::sqlite_plan(&conn, &s.sql, None);
             assert!(
                 steps
                     .iter()

@@ -382,7 +382,7 @@ mod tests {
         let _store = crate::store::testing::sqlite_with_servers(&path, &[]).await;
         let conn = rusqlite::Connection::open(&path).expect("connection");
         for (s, indexes) in statements() {
-            let steps = crate::store::testing::sqlite_plan(&conn, &s.sql);
+            let steps = crate::store::testing::sqlite_plan(&conn, &s.sql, None);
             let reads: Vec<&String> = steps.iter().filter(|s| s.contains("tasks")).collect();
             assert_eq!(reads.len(), indexes.len(), "{}: {steps:?}", s.sql);
             for (step, index) in reads.iter().zip(&indexes) {

@@ -96,15 +96,7 @@ async fn common_pages_read_their_items_from_the_list_index_alone() {
                 first_page_sql(scope, order),
                 page_sql(LIST_ITEM, scope, order, 50, 1000),
             ] {
-                let params = rusqlite::params_from_iter(&sql.params);
-                let mut plan = conn
-                    .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))
-                    .expect("plan");
-                let plan: Vec<String> = plan
-                    .query_map(params, |row| row.get(3))
-                    .expect("plan rows")
-                    .collect::<Result<_, _>>()
-                    .expect("plan rows");
+                let plan = crate::store::testing::sqlite_plan(&conn, &sql.text, Some(&sql.params));
                 assert!(
                     plan.iter()
                         .any(|step| step.contains(&format!("INDEX {index} "))),
