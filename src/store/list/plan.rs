@@ -17,6 +17,11 @@
 //!   - otherwise (an `id`, or a name no index serves): the page first; when it is not full it
 //!     is the whole answer, and only a full page has its total counted.
 //! - Any other page: the total first, then the page read from the nearer end ([`window`]).
+//!   On PostgreSQL, where each is a round trip, a page whose total the counters keep is one
+//!   statement with its total, read from the end nearer to it by the total the store last
+//!   read for the same filter (the total read with the page places it, so an old total
+//!   costs speed, never exactness); without such a total, and when the page is empty, the
+//!   total and the page as above.
 
 use crate::domain::filter::{JobFilter, ListJobsQuery, SortDir, SortKey};
 use crate::domain::ids::is_simple_name;
@@ -35,6 +40,9 @@ pub struct Facts {
     /// The project holds [`LARGE_PROJECT`] jobs or more (asked only where
     /// [`wants_project_size`] says it matters).
     pub large_project: bool,
+    /// The number of jobs matching the query's filter that the store last read, if it
+    /// read one lately (asked only where [`wants_last_total`] says it matters).
+    pub last_total: Option<u64>,
 }
 
 /// Jobs in a project from which its name searches on PostgreSQL ask the name index for
@@ -57,6 +65,10 @@ pub enum Steps {
     FirstPageThenCount,
     /// The total, then the page from the nearer end ([`window`]), in one snapshot.
     CountThenPage,
+    /// A later page and its total from the counters, in one statement, read from the end
+    /// ([`window`]) or from the start as [`Facts::last_total`] places it; when it is empty,
+    /// [`Steps::CountThenPage`] (the empty page holds no total). PostgreSQL only.
+    PageWithTotal { from_end: bool },
 }
 
 /// Where the total comes from.
@@ -144,6 +156,15 @@ pub fn wants_project_size(query: &ListJobsQuery, engine: Engine) -> bool {
     engine == Engine::Postgres && indexed_name(&query.filter, engine).is_some()
 }
 
+/// True when the plan depends on the total the store last read for the query's filter: a
+/// later page whose total the counters keep, on PostgreSQL.
+pub fn wants_last_total(query: &ListJobsQuery, engine: Engine) -> bool {
+    engine == Engine::Postgres
+        && query.page.offset > 0
+        && query.filter.id.is_none()
+        && query.filter.name.is_none()
+}
+
 /// The name index a filter's `name` goes through: one that serves the pattern, and no `id`.
 fn indexed_name(filter: &JobFilter, engine: Engine) -> Option<NameIndex> {
     if filter.id.is_some() {
@@ -179,7 +200,14 @@ pub fn plan(query: &ListJobsQuery, max_page_size: u64, facts: Facts) -> ListPlan
     let steps = if filter.matches_nothing() {
         Steps::Nothing
     } else if query.page.offset > 0 {
-        Steps::CountThenPage
+        match facts.last_total {
+            Some(total) if count != Count::Rows && facts.engine == Engine::Postgres => {
+                Steps::PageWithTotal {
+                    from_end: query.page.offset > total / 2,
+                }
+            }
+            _ => Steps::CountThenPage,
+        }
     } else if count != Count::Rows {
         Steps::FirstPageWithTotal
     } else if indexed.is_some() {
@@ -260,14 +288,17 @@ mod tests {
     const SQLITE: Facts = Facts {
         engine: Engine::Sqlite,
         large_project: false,
+        last_total: None,
     };
     const POSTGRES: Facts = Facts {
         engine: Engine::Postgres,
         large_project: false,
+        last_total: None,
     };
     const LARGE_POSTGRES: Facts = Facts {
         engine: Engine::Postgres,
         large_project: true,
+        last_total: None,
     };
 
     fn planned(raw: &str, facts: Facts) -> (Steps, Count, Option<NameSearch>) {
@@ -307,6 +338,47 @@ mod tests {
             let (steps, count, _) = planned("offset=10&name=abcd", facts);
             assert_eq!((steps, count), (Steps::CountThenPage, Count::Rows));
         }
+    }
+
+    #[test]
+    fn later_pages_on_postgres_are_read_with_their_total_from_the_end_the_last_total_places() {
+        let with_total = |engine, total| Facts {
+            engine,
+            large_project: false,
+            last_total: Some(total),
+        };
+        let from_end = |from_end| Steps::PageWithTotal { from_end };
+        let cases = [
+            ("offset=50&limit=50", 1000, from_end(false)),
+            ("offset=500&limit=50", 1000, from_end(false)),
+            ("offset=501&limit=50", 1000, from_end(true)),
+            // An old total: the page is still read, from the end it placed.
+            ("offset=5000", 1000, from_end(true)),
+            ("offset=1&status=DELETED", 0, from_end(true)),
+            ("offset=1&type=COMMON&visible=true", 3, from_end(false)),
+            // Rows counted: the total, then the page.
+            ("offset=10&name=abcd", 1000, Steps::CountThenPage),
+            ("offset=10&id=job-1", 1000, Steps::CountThenPage),
+        ];
+        for (raw, total, steps) in cases {
+            let (found, _, _) = planned(raw, with_total(Engine::Postgres, total));
+            assert_eq!(found, steps, "{raw} ({total})");
+            // SQLite's count and page are statements on the request's thread, no round trip.
+            let (found, _, _) = planned(raw, with_total(Engine::Sqlite, total));
+            assert_eq!(found, Steps::CountThenPage, "{raw} ({total})");
+        }
+        assert!(wants_last_total(&query("offset=1"), Engine::Postgres));
+        assert!(wants_last_total(
+            &query("offset=1&status=FINISHED"),
+            Engine::Postgres
+        ));
+        assert!(!wants_last_total(&query("offset=1"), Engine::Sqlite));
+        assert!(!wants_last_total(&query(""), Engine::Postgres));
+        assert!(!wants_last_total(
+            &query("offset=1&name=abcd"),
+            Engine::Postgres
+        ));
+        assert!(!wants_last_total(&query("offset=1&id=x"), Engine::Postgres));
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //!
 //! Every statement is built here, from the plan: the first page with its total from the
 //! counters, a name search's first page counted by a window over its matches, a page then
-//! its count, or a later page read from the nearer end after its total (one statement with
-//! the counters' total, else a count and a page in one snapshot). Which connections run
-//! them (and with which plans) is `mod.rs`'s choice.
+//! its count, a later page with the counters' total read from the end the plan says, or a
+//! total and then the page from the nearer end in one snapshot. Which connections run them
+//! (and with which plans) is `mod.rs`'s choice.
 
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
@@ -224,20 +224,18 @@ pub(super) fn push_counting_page<'a>(
     qb.push_bind(i64::try_from(take).unwrap_or(i64::MAX));
 }
 
-/// Pushes a query of the page of `limit` rows after `offset` in `order` with the total from
-/// the counters, in one statement: the total first (read once), then the page read from
-/// the nearer end as [`plan::window`] reads it (two branches, of which the total lets one
-/// run), put back in the page's order. When the page is empty, one row without an item
-/// still holds the total.
-pub(super) fn push_window_page<'a>(
+/// Pushes a query of the page of `limit` rows after `offset` in `order` read from the other
+/// end, with the total from the counters, in one statement: the total first (read once),
+/// which places the page's rows from the end ([`plan::window`]); they come in the opposite
+/// order of the page's. An empty page has no row, nor its total.
+pub(super) fn push_page_from_end<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
     scope: Scope<'a>,
     order: (SortKey, SortDir),
     (offset, limit): (u64, u64),
     literal_limits: bool,
 ) {
-    let (col, dir) = plan::order_sql(order);
-    let (_, back) = plan::order_sql((order.0, order.1.reverse()));
+    let (col, back) = plan::order_sql((order.0, order.1.reverse()));
     let number = |qb: &mut QueryBuilder<'a, Postgres>, n: u64| {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         if literal_limits {
@@ -248,25 +246,12 @@ pub(super) fn push_window_page<'a>(
     };
     qb.push("WITH total(n) AS (");
     push_count(qb, scope);
-    qb.push(format!(
-        ") SELECT total.n, page.list_item FROM total LEFT JOIN ((SELECT list_item, {col}, id"
-    ));
+    qb.push(") SELECT (SELECT n FROM total), list_item");
     push_from(qb, scope);
-    qb.push(" AND ");
-    number(qb, offset);
+    // The page is rows `offset` to `end` = min(offset + limit, total): from the end, the
+    // `end - offset` after the `total - end` last ones.
     qb.push(format!(
-        " <= (SELECT n FROM total) / 2 ORDER BY {col} {dir}, id {dir} LIMIT "
-    ));
-    number(qb, limit);
-    qb.push(" OFFSET ");
-    number(qb, offset);
-    qb.push(format!(") UNION ALL (SELECT list_item, {col}, id"));
-    push_from(qb, scope);
-    qb.push(" AND ");
-    number(qb, offset);
-    qb.push(format!(
-        " > (SELECT n FROM total) / 2 ORDER BY {col} {back}, id {back} \
-         LIMIT (SELECT GREATEST(LEAST("
+        " ORDER BY {col} {back}, id {back} LIMIT (SELECT GREATEST(LEAST("
     ));
     number(qb, offset);
     qb.push(" + ");
@@ -277,9 +262,7 @@ pub(super) fn push_window_page<'a>(
     number(qb, offset);
     qb.push(" + ");
     number(qb, limit);
-    qb.push(format!(
-        ", n) FROM total))) AS page ON TRUE ORDER BY page.{col} {dir}, page.id {dir}"
-    ));
+    qb.push(", n) FROM total)");
 }
 
 /// The page read from `rows`, whose list item is column `first` (column 0, when `first` is
@@ -356,47 +339,72 @@ pub(super) async fn run(
             let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
             Ok(counted(read_page(&rows, 1, false)?))
         }
-        Steps::CountThenPage if plan.count.table().is_some() => {
+        Steps::PageWithTotal { from_end } => {
             let page = (query.page.offset, plan.limit);
-            push_window_page(&mut qb, scope, order, page, literal_limits);
+            if from_end {
+                push_page_from_end(&mut qb, scope, order, page, literal_limits);
+            } else {
+                push_page(
+                    &mut qb,
+                    scope,
+                    order,
+                    (page.1, page.0),
+                    true,
+                    literal_limits,
+                );
+            }
             let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
-            Ok(counted(read_page(&rows, 1, false)?))
+            if rows.is_empty() {
+                // Past the last job: its total, with the (empty) page, in one snapshot.
+                return count_then_page(conn, scope, query, keep, literal_limits).await;
+            }
+            Ok(counted(read_page(&rows, 1, from_end)?))
         }
-        Steps::CountThenPage => {
-            let mut tx = conn
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .await?;
-            push_count(&mut qb, scope);
-            let total: i64 =
-                counted_statement(qb.build().persistent(keep).fetch_one(&mut *tx).await)?
-                    .try_get(0)?;
-            let total = u64::try_from(total).unwrap_or(0);
-            let Some(w) = plan::window(order.1, query.page.offset, plan.limit, total) else {
-                tx.commit().await?;
-                return Ok(JobPage {
-                    total,
-                    data: b"[]".to_vec(),
-                });
-            };
-            let mut qb = QueryBuilder::<Postgres>::new("");
-            let window = (w.take, w.skip);
-            push_page(
-                &mut qb,
-                scope,
-                (order.0, w.dir),
-                window,
-                false,
-                literal_limits,
-            );
-            let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *tx).await)?;
-            tx.commit().await?;
-            let page = read_page(&rows, 0, w.reversed)?;
-            Ok(JobPage {
-                total,
-                data: page.json,
-            })
-        }
+        Steps::CountThenPage => count_then_page(conn, scope, query, keep, literal_limits).await,
     }
+}
+
+/// The total of `scope`, then the page of `query` read from the nearer end, in one
+/// snapshot.
+async fn count_then_page(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+    query: &ListJobsQuery,
+    keep: bool,
+    literal_limits: bool,
+) -> StoreResult<JobPage> {
+    let order = (query.page.sort_key, query.page.sort_dir);
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let mut qb = QueryBuilder::<Postgres>::new("");
+    push_count(&mut qb, scope);
+    let total: i64 =
+        counted_statement(qb.build().persistent(keep).fetch_one(&mut *tx).await)?.try_get(0)?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let Some(w) = plan::window(order.1, query.page.offset, scope.plan.limit, total) else {
+        tx.commit().await?;
+        return Ok(JobPage {
+            total,
+            data: b"[]".to_vec(),
+        });
+    };
+    let mut qb = QueryBuilder::<Postgres>::new("");
+    push_page(
+        &mut qb,
+        scope,
+        (order.0, w.dir),
+        (w.take, w.skip),
+        false,
+        literal_limits,
+    );
+    let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *tx).await)?;
+    tx.commit().await?;
+    let page = read_page(&rows, 0, w.reversed)?;
+    Ok(JobPage {
+        total,
+        data: page.json,
+    })
 }
 
 /// A statement's answer, counted.

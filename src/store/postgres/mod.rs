@@ -10,6 +10,7 @@ mod list;
 mod tests;
 mod wake;
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,9 +50,9 @@ pub struct PgStore {
     /// Connections for the other list pages, planned for their values at each run. None
     /// with fewer than three connections.
     planned: Option<Arc<PageConnections>>,
-    /// Projects' numbers of jobs, with when each was read: whether a project is large
-    /// ([`plan::LARGE_PROJECT`]).
-    sizes: Arc<DashMap<String, (u64, Instant)>>,
+    /// The totals of the list's filters read lately: whether a project is large
+    /// ([`plan::LARGE_PROJECT`]), and which end a later page is nearer to.
+    totals: Arc<LastTotals>,
     /// [`plan::LARGE_PROJECT`], but in tests.
     large_project: u64,
     wakeups: Arc<Wakeups>,
@@ -63,9 +64,47 @@ pub struct PgStore {
 /// `docs/design/job-list.md`).
 const NAME_SEARCH_WORK_MEM: &str = "64MB";
 
-/// How long a project's number of jobs is reused to choose how its names are searched (the
-/// choice changes how fast a search is, never what it finds).
-const PROJECT_SIZE_TTL: Duration = Duration::from_secs(60);
+/// How long a total read is reused to plan pages: to choose how a project's names are
+/// searched, and which end a later page is read from (choices of how fast a page is read,
+/// never of what it holds).
+const LAST_TOTAL_TTL: Duration = Duration::from_secs(60);
+
+/// The totals of the list's filters whose counters were read lately, by project and the
+/// filter's `status`, `type` and `visible` (as a hash: two filters sharing one would only
+/// be planned from each other's total).
+#[derive(Default)]
+struct LastTotals {
+    totals: DashMap<u64, (u64, Instant)>,
+    hasher: RandomState,
+}
+
+impl LastTotals {
+    fn key(&self, project: &ProjectId, filter: &JobFilter) -> u64 {
+        let status = filter.status.map(|s| s.as_str());
+        let counted = (status, filter.job_type.as_deref(), filter.visible);
+        self.hasher.hash_one((project.as_str(), counted))
+    }
+
+    /// The total of `filter` in `project` read at most [`LAST_TOTAL_TTL`] ago.
+    fn get(&self, project: &ProjectId, filter: &JobFilter) -> Option<u64> {
+        let entry = self.totals.get(&self.key(project, filter))?;
+        let (total, read_at) = *entry;
+        (read_at.elapsed() < LAST_TOTAL_TTL).then_some(total)
+    }
+
+    fn record(&self, project: &ProjectId, filter: &JobFilter, total: u64) {
+        let key = self.key(project, filter);
+        if let Some(mut entry) = self.totals.get_mut(&key) {
+            *entry = (total, Instant::now());
+            return;
+        }
+        if self.totals.len() >= 100_000 {
+            // Totals are cheap to read again: forget them all rather than grow without end.
+            self.totals.clear();
+        }
+        self.totals.insert(key, (total, Instant::now()));
+    }
+}
 
 /// Connections to PostgreSQL a process keeps at most unless told: a quarter each for the
 /// list's three kinds of page and the rest, each quarter one per core of this machine and
@@ -129,24 +168,21 @@ impl PgStore {
             fitted,
             names,
             planned,
-            sizes: Arc::default(),
+            totals: Arc::default(),
             large_project: plan::LARGE_PROJECT,
             wakeups: wake::listen(url).await?,
         })
     }
 
     /// True when `project` holds [`plan::LARGE_PROJECT`] jobs or more, as its counters said
-    /// at most [`PROJECT_SIZE_TTL`] ago.
+    /// at most [`LAST_TOTAL_TTL`] ago.
     async fn is_large(&self, project: &ProjectId) -> StoreResult<bool> {
-        if let Some(entry) = self.sizes.get(project.as_str()) {
-            let (jobs, read_at) = *entry;
-            if read_at.elapsed() < PROJECT_SIZE_TTL {
-                return Ok(jobs >= self.large_project);
-            }
-        }
-        let all = plan::plan(&ListJobsQuery::default(), 1, self.facts(false));
-        let mut qb = QueryBuilder::<Postgres>::new("");
         let filter = JobFilter::default();
+        if let Some(jobs) = self.totals.get(project, &filter) {
+            return Ok(jobs >= self.large_project);
+        }
+        let all = plan::plan(&ListJobsQuery::default(), 1, self.facts(false, None));
+        let mut qb = QueryBuilder::<Postgres>::new("");
         list::push_count(
             &mut qb,
             list::Scope {
@@ -157,19 +193,15 @@ impl PgStore {
         );
         let jobs: i64 = qb.build().fetch_one(&self.pool).await?.try_get(0)?;
         let jobs = u64::try_from(jobs).unwrap_or(0);
-        if self.sizes.len() >= 100_000 {
-            // Sizes are cheap to read again: forget them all rather than grow without end.
-            self.sizes.clear();
-        }
-        self.sizes
-            .insert(project.as_str().to_string(), (jobs, Instant::now()));
+        self.totals.record(project, &filter, jobs);
         Ok(jobs >= self.large_project)
     }
 
-    fn facts(&self, large_project: bool) -> Facts {
+    fn facts(&self, large_project: bool, last_total: Option<u64>) -> Facts {
         Facts {
             engine: Engine::Postgres,
             large_project,
+            last_total,
         }
     }
 
@@ -182,7 +214,14 @@ impl PgStore {
     ) -> StoreResult<ListPlan> {
         let large =
             plan::wants_project_size(query, Engine::Postgres) && self.is_large(project).await?;
-        Ok(plan::plan(query, max_page_size, self.facts(large)))
+        let last_total = plan::wants_last_total(query, Engine::Postgres)
+            .then(|| self.totals.get(project, &query.filter))
+            .flatten();
+        Ok(plan::plan(
+            query,
+            max_page_size,
+            self.facts(large, last_total),
+        ))
     }
 }
 
@@ -229,12 +268,16 @@ impl Backend for PgStore {
             literal_limits: fits,
         };
         let unnamed = query.filter.name.is_none();
-        match (&self.fitted, &self.names, &self.planned) {
+        let page = match (&self.fitted, &self.names, &self.planned) {
             (Some(fitted), _, _) if fits => fitted.run(&read(true)).await,
             (_, Some(names), _) if by_index => names.run(&read(true)).await,
             (_, _, Some(planned)) => planned.run(&read(unnamed)).await,
             _ => read(unnamed).on(&mut *self.pool.acquire().await?).await,
+        }?;
+        if plan.count.table().is_some() {
+            self.totals.record(project, &query.filter, page.total);
         }
+        Ok(page)
     }
 
     /// Creates a job in a transaction of its own, which PostgreSQL commits together with

@@ -7,7 +7,7 @@ mod plans;
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
 use super::list::{
-    name_grams, one_plan_fits, push_count, push_counting_page, push_page, push_window_page, Scope,
+    name_grams, one_plan_fits, push_count, push_counting_page, push_page, push_page_from_end, Scope,
 };
 use super::PgStore;
 use crate::domain::filter::{ListJobsQuery, SortDir, SortKey};
@@ -23,6 +23,7 @@ pub(super) fn planned(raw: &str, large_project: bool) -> (ListJobsQuery, ListPla
     let facts = Facts {
         engine: Engine::Postgres,
         large_project,
+        last_total: None,
     };
     let plan = plan::plan(&query, 1000, facts);
     (query, plan)
@@ -56,8 +57,8 @@ pub(super) enum Statement {
     PageWithTotal,
     WindowCounted,
     Count,
-    /// The page after `skip` read from the nearer end, with the total from the counters.
-    NearerEnd,
+    /// The page after `skip` read from the end, with the total from the counters.
+    FromEnd,
 }
 
 /// Pushes a statement of the list after what `qb` holds.
@@ -73,7 +74,7 @@ pub(super) fn push_statement<'a>(
         Statement::PageWithTotal => push_page(qb, scope, order, (take, skip), true, literal),
         Statement::WindowCounted => push_counting_page(qb, scope, order, take),
         Statement::Count => push_count(qb, scope),
-        Statement::NearerEnd => push_window_page(qb, scope, order, (skip, take), literal),
+        Statement::FromEnd => push_page_from_end(qb, scope, order, (skip, take), literal),
     }
 }
 

@@ -122,6 +122,7 @@ impl Readers {
         let facts = Facts {
             engine: Engine::Sqlite,
             large_project: false,
+            last_total: None,
         };
         let plan = plan::plan(query, max_page_size, facts);
         if plan.steps == Steps::Nothing {
@@ -455,7 +456,9 @@ fn run(
                 data: page.json,
             })
         }
-        Steps::CountThenPage => {
+        // (The planner gives SQLite no `PageWithTotal`: its two statements cost no round
+        // trip.)
+        Steps::CountThenPage | Steps::PageWithTotal { .. } => {
             let _snapshot = Snapshot::begin(conn)?;
             let total = count(conn, project, filter, plan)?;
             let Some(w) = plan::window(order.1, query.page.offset, plan.limit, total) else {

@@ -12,6 +12,7 @@ use crate::store::Backend;
 const FACTS: Facts = Facts {
     engine: Engine::Sqlite,
     large_project: false,
+    last_total: None,
 };
 
 #[tokio::test]
