@@ -201,11 +201,9 @@ pub fn plan(query: &ListJobsQuery, max_page_size: u64, facts: Facts) -> ListPlan
         Steps::Nothing
     } else if query.page.offset > 0 {
         match facts.last_total {
-            Some(total) if count != Count::Rows && facts.engine == Engine::Postgres => {
-                Steps::PageWithTotal {
-                    from_end: query.page.offset > total / 2,
-                }
-            }
+            Some(total) if wants_last_total(query, facts.engine) => Steps::PageWithTotal {
+                from_end: query.page.offset > total / 2,
+            },
             _ => Steps::CountThenPage,
         }
     } else if count != Count::Rows {
