@@ -38,9 +38,9 @@ impl Scope<'_> {
 /// True when one plan serves the statements of `plan` for filter `f` in the order of `key`
 /// whatever their values: an `id` (one row at most, whatever else is asked), or a filter
 /// whose exact predicates are answered by one index that also gives the page's order. No
-/// filter but the project: the sort key's own index; `status`, or `type`, `status` and `visible` together, ordered
-/// by `create_at`: `jobs_by_status_items` or `jobs_by_type_items`, whose entries of one
-/// value are in that order. Otherwise more than one index could serve, and a generic plan,
+/// filter but the project: the sort key's own index; `status`, or `type`, `status` and
+/// `visible` together, ordered by `create_at`: `jobs_by_status_items` or
+/// `jobs_by_type_items`, whose entries of one value are in that order. Otherwise more than one index could serve, and a generic plan,
 /// which does not know the values, could walk the newest jobs and drop those that do not
 /// match: fine for a common value, the whole project for a rare one.
 pub(super) fn one_plan_fits(f: &JobFilter, key: SortKey, plan: &ListPlan) -> bool {
@@ -340,18 +340,12 @@ pub(super) async fn run(
             Ok(counted(read_page(&rows, 1, false)?))
         }
         Steps::PageWithTotal { from_end } => {
-            let page = (query.page.offset, plan.limit);
+            let (offset, limit) = (query.page.offset, plan.limit);
             if from_end {
-                push_page_from_end(&mut qb, scope, order, page, literal_limits);
+                push_page_from_end(&mut qb, scope, order, (offset, limit), literal_limits);
             } else {
-                push_page(
-                    &mut qb,
-                    scope,
-                    order,
-                    (page.1, page.0),
-                    true,
-                    literal_limits,
-                );
+                let (take, skip) = (limit, offset);
+                push_page(&mut qb, scope, order, (take, skip), true, literal_limits);
             }
             let rows = counted_statement(qb.build().persistent(keep).fetch_all(&mut *conn).await)?;
             if rows.is_empty() {
