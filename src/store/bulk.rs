@@ -55,7 +55,8 @@ impl BulkLoader {
     /// Connects to the (migrated) database at `url`.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         if super::is_postgres_url(url) {
-            let mut conn = PgConnection::connect(url).await?;
+            let mut conn =
+                PgConnection::connect_with(&super::postgres::connect_options(url)?).await?;
             // Loaded rows are redone by loading again, not recovered: no need to wait for
             // each commit's flush.
             sqlx::query("SET synchronous_commit = off")

@@ -30,9 +30,10 @@ impl ScratchDatabase {
     pub async fn create(admin_url: &str, prefix: &str) -> anyhow::Result<Self> {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("{prefix}_{suffix}");
-        let mut conn = sqlx::PgConnection::connect(admin_url)
-            .await
-            .context("cannot connect to PostgreSQL")?;
+        let mut conn =
+            sqlx::PgConnection::connect_with(&crate::store::postgres::connect_options(admin_url)?)
+                .await
+                .context("cannot connect to PostgreSQL")?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await

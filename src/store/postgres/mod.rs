@@ -2,10 +2,12 @@
 //!
 //! - `list.rs`: the job list's statements, from the planner's plans;
 //! - `connections.rs`: the list's own connection sets, and which runs which page;
+//! - `options.rs`: what a database URL says, and TLS where it leaves it open;
 //! - everything else is the shared SQL (`store/shared/`), on one sqlx pool.
 
 mod connections;
 mod list;
+mod options;
 #[cfg(test)]
 mod tests;
 mod wake;
@@ -20,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use self::connections::{PageConnections, Read, TAKE_TIMEOUT};
+pub use self::options::connect_options;
 use super::list::plan::{self, Engine, Facts, ListPlan, NameSearch, Steps};
 use super::shared::{create, impl_exec, SqlPools};
 use super::wake::Wakeups;
@@ -119,7 +122,7 @@ impl PgStore {
     /// Connects to `url` with at most `max_connections` connections, and migrates the
     /// database.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let mut options: PgConnectOptions = url.parse()?;
+        let mut options: PgConnectOptions = connect_options(url)?;
         if !options
             .get_options()
             .is_some_and(|o| o.contains("work_mem"))

@@ -324,3 +324,69 @@ async fn items_written_by_postgres_are_the_bytes_serde_writes() {
     crate::store::list::item::check_items_are_the_bytes_serde_writes(&store, &project, false).await;
     drop(store);
 }
+
+/// Whether this connection to the server is encrypted.
+async fn encrypted(store: &PgStore) -> bool {
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&store.pool)
+        .await
+        .expect("pg_stat_ssl")
+}
+
+/// TLS as the URL asks: none by default on loopback; `require`; `verify-full` against the
+/// server's own certificate (Debian's, for `localhost`) as `sslrootcert`, which checks the
+/// host's name too. Skipped where the server offers no TLS.
+#[tokio::test]
+async fn connections_use_tls_as_the_url_asks() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let store = PgStore::connect(&db.url, 4).await.expect("connect");
+    assert!(!encrypted(&store).await, "loopback without sslmode: no TLS");
+    let (ssl, cert): (String, String) =
+        sqlx::query_as("SELECT current_setting('ssl'), current_setting('ssl_cert_file')")
+            .fetch_one(&store.pool)
+            .await
+            .expect("settings");
+    drop(store);
+    if ssl != "on" {
+        eprintln!("skipped: the PostgreSQL server offers no TLS");
+        return;
+    }
+    let with = |host: &str, query: &str| {
+        let mut url = reqwest::Url::parse(&db.url).expect("url");
+        url.set_host(Some(host)).expect("host");
+        url.set_query(Some(query));
+        url.to_string()
+    };
+    let project = ProjectId::parse("p1").expect("project");
+    let query = ListJobsQuery::parse(&[], 100).expect("query");
+    for url in [
+        with("127.0.0.1", "sslmode=require"),
+        with(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={cert}"),
+        ),
+    ] {
+        let store = PgStore::connect(&url, 4)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(encrypted(&store).await, "{url}");
+        // The list's own connections (fitted, planned, names) take the same options.
+        let page = Backend::list_jobs(&store, &project, &query, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(page.total, 0);
+    }
+    // Verified, a certificate must name the host: Debian's names `localhost` alone.
+    let url = with(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={cert}"),
+    );
+    let error = PgStore::connect(&url, 4)
+        .await
+        .err()
+        .expect("a certificate for another name is refused");
+    let text = error.to_string();
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}
