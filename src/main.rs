@@ -17,7 +17,7 @@ async fn main() -> std::process::ExitCode {
         Ok(0) => std::process::ExitCode::SUCCESS,
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("litejobs: {e:#}");
+            eprintln!("litejobs: {}", litejobs::cli::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

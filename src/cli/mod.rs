@@ -17,6 +17,7 @@ pub mod servers;
 pub mod templates;
 pub mod watch;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -177,6 +178,24 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// An error as the command line prints it: each cause after the one it caused, except a
+/// cause whose text the message before already holds (errors that write their source into
+/// their own text, as sqlx's and the store's do, would say it twice).
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// Runs a parsed command line; answers the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
@@ -198,7 +217,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Migrate { database_url } => {
             init_logging(false, None);
-            let store = crate::store::open(&database_url).await?;
+            let store = crate::store::open(&database_url)
+                .await
+                .context("cannot open the database")?;
             crate::iam::ensure_builtin_policies(store.as_ref()).await?;
             tracing::info!(backend = store.backend(), "database is migrated");
             Ok(0)
@@ -239,5 +260,25 @@ fn report(result: anyhow::Result<()>) -> i32 {
             eprintln!("error: {}", output::describe(&e));
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("unavailable: {0}")]
+        struct Wraps(#[source] std::io::Error);
+        let io = || std::io::Error::other("refused");
+        let e = anyhow::Error::new(Wraps(io())).context("cannot open the database");
+        assert_eq!(
+            error_text(&e),
+            "cannot open the database: unavailable: refused"
+        );
+        let plain = anyhow::Error::new(io()).context("cannot read");
+        assert_eq!(error_text(&plain), "cannot read: refused");
     }
 }

@@ -1003,3 +1003,25 @@ async fn wait_gives_up_after_its_timeout() {
     );
     assert!(waited.stdout.is_empty());
 }
+
+/// A database URL the server cannot use is one line on stderr, each cause said once.
+#[tokio::test]
+async fn a_bad_database_url_is_said_once() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args([
+            "migrate",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=sometimes",
+        ])
+        .env_remove("LITEJOBS_DATABASE_URL")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("litejobs: cannot open the database: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("\"sometimes\"").count(), 1, "{stderr}");
+}
