@@ -1025,3 +1025,32 @@ async fn a_bad_database_url_is_said_once() {
     );
     assert_eq!(stderr.matches("\"sometimes\"").count(), 1, "{stderr}");
 }
+
+/// A PostgreSQL server that refuses connections is tried for a while (one may be starting
+/// beside the service), then reported by its cause, not by a pool's timeout.
+#[tokio::test]
+async fn a_database_that_refuses_connections_is_reported_by_its_cause() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args([
+            "migrate",
+            "--database-url",
+            &format!("postgres://postgres@127.0.0.1:{port}/litejobs"),
+        ])
+        .env_remove("LITEJOBS_DATABASE_URL")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("trying again"), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("litejobs: cannot open the database: the database is unavailable: ")
+            && last.contains("refused"),
+        "{stderr}"
+    );
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres, QueryBuilder, Row};
 
 use self::connections::{PageConnections, Read, TAKE_TIMEOUT};
 pub use self::options::connect_options;
@@ -118,6 +118,37 @@ pub fn default_connections() -> u32 {
     u32::try_from((cores + 1) * 4).unwrap_or(u32::MAX)
 }
 
+/// A connection to the database, tried again while the server cannot be reached or is
+/// starting (one starting beside this one) for as long as the pool would wait, so that a
+/// database that stays away is reported by its cause (`Connection refused`) rather than by
+/// the pool's timeout. Other failures (a wrong password, no such database, a certificate
+/// refused, a name that does not resolve) are reported at once.
+async fn first_connection(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    let deadline = Instant::now() + TAKE_TIMEOUT;
+    let mut pause = Duration::from_millis(50);
+    let mut said = false;
+    loop {
+        let answer = options.connect().await;
+        let again = match &answer {
+            Err(sqlx::Error::Io(_)) => true,
+            // `cannot_connect_now`: starting up, shutting down, or recovering.
+            Err(sqlx::Error::Database(db)) => db.code().as_deref() == Some("57P03"),
+            _ => false,
+        };
+        match answer {
+            Err(e) if again && Instant::now() + pause < deadline => {
+                if !said {
+                    tracing::warn!(error = %e, "cannot reach the database yet; trying again");
+                    said = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 impl PgStore {
     /// Connects to `url` with at most `max_connections` connections, and migrates the
     /// database.
@@ -141,6 +172,7 @@ impl PgStore {
         };
         let (fitted, planned, names) = (share(2), share(3), share(4));
         let rest = max_connections - fitted - planned - names;
+        first_connection(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(rest)
             .acquire_timeout(TAKE_TIMEOUT)
