@@ -130,7 +130,7 @@ async fn first_connection(options: &PgConnectOptions) -> Result<PgConnection, sq
     loop {
         let answer = options.connect().await;
         let again = match &answer {
-            Err(sqlx::Error::Io(_)) => true,
+            Err(sqlx::Error::Io(e)) => unreachable_yet(e.kind()),
             // `cannot_connect_now`: starting up, shutting down, or recovering.
             Err(sqlx::Error::Database(db)) => db.code().as_deref() == Some("57P03"),
             _ => false,
@@ -147,6 +147,24 @@ async fn first_connection(options: &PgConnectOptions) -> Result<PgConnection, sq
             answer => return answer,
         }
     }
+}
+
+/// True for the failures of a server that is not there yet (or no longer), as opposed to one
+/// that answers wrongly (a certificate refused surfaces as invalid data).
+fn unreachable_yet(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::AddrNotAvailable
+    )
 }
 
 impl PgStore {
@@ -205,7 +223,7 @@ impl PgStore {
             planned,
             totals: Arc::default(),
             large_project: plan::LARGE_PROJECT,
-            wakeups: wake::listen(url).await?,
+            wakeups: wake::listen(&options).await?,
         })
     }
 

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::store::wake::Wakeups;
 use crate::store::StoreResult;
@@ -17,11 +17,17 @@ const EVENTS_CHANNEL: &str = "litejobs_events";
 /// Pause before listening again after the listener failed.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Wake-ups fed by `LISTEN litejobs_tasks` on a connection of their own to `url`; the
-/// listening ends with the last reference to them.
-pub(super) async fn listen(url: &str) -> StoreResult<Arc<Wakeups>> {
+/// Wake-ups fed by `LISTEN litejobs_tasks` on a connection of their own, made with
+/// `options`; the listening ends with the last reference to them.
+pub(super) async fn listen(options: &PgConnectOptions) -> StoreResult<Arc<Wakeups>> {
     let wakeups = Arc::new(Wakeups::default());
-    let mut listener = PgListener::connect(url).await?;
+    // A pool of its one connection, kept for good (as `PgListener::connect` makes).
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(options.clone());
+    let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen_all([CHANNEL, EVENTS_CHANNEL]).await?;
     tokio::spawn(run(listener, Arc::downgrade(&wakeups)));
     Ok(wakeups)
