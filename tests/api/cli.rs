@@ -1004,21 +1004,25 @@ async fn wait_gives_up_after_its_timeout() {
     assert!(waited.stdout.is_empty());
 }
 
-/// A database URL the server cannot use is one line on stderr, each cause said once.
-#[tokio::test]
-async fn a_bad_database_url_is_said_once() {
+/// `litejobs migrate` on `url`, which it cannot open: what it says on stderr, after
+/// checking it exits 1.
+async fn migrate_fails(url: &str) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
-        .args([
-            "migrate",
-            "--database-url",
-            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=sometimes",
-        ])
+        .args(["migrate", "--database-url", url])
         .env_remove("LITEJOBS_DATABASE_URL")
         .output()
         .await
         .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+/// A database URL the server cannot use is one line on stderr, each cause said once.
+#[tokio::test]
+async fn a_bad_database_url_is_said_once() {
+    let stderr =
+        migrate_fails("postgres://postgres@127.0.0.1:5432/postgres?sslmode=sometimes").await;
     assert!(
         stderr.starts_with("litejobs: cannot open the database: "),
         "{stderr}"
@@ -1034,18 +1038,7 @@ async fn a_database_that_refuses_connections_is_reported_by_its_cause() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
-        .args([
-            "migrate",
-            "--database-url",
-            &format!("postgres://postgres@127.0.0.1:{port}/litejobs"),
-        ])
-        .env_remove("LITEJOBS_DATABASE_URL")
-        .output()
-        .await
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = migrate_fails(&format!("postgres://postgres@127.0.0.1:{port}/litejobs")).await;
     assert!(stderr.contains("trying again"), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
