@@ -40,9 +40,10 @@ impl Scope<'_> {
 /// whose exact predicates are answered by one index that also gives the page's order. No
 /// filter but the project: the sort key's own index; `status`, or `type`, `status` and
 /// `visible` together, ordered by `create_at`: `jobs_by_status_items` or
-/// `jobs_by_type_items`, whose entries of one value are in that order. Otherwise more than one index could serve, and a generic plan,
-/// which does not know the values, could walk the newest jobs and drop those that do not
-/// match: fine for a common value, the whole project for a rare one.
+/// `jobs_by_type_items`, whose entries of one value are in that order. Otherwise more than
+/// one index could serve, and a generic plan, which does not know the values, could walk
+/// the newest jobs and drop those that do not match: fine for a common value, the whole
+/// project for a rare one.
 pub(super) fn one_plan_fits(f: &JobFilter, key: SortKey, plan: &ListPlan) -> bool {
     let by_create = key == SortKey::CreateAt;
     let status_alone = f.status.is_some() && f.job_type.is_none() && f.visible.is_none();

@@ -190,14 +190,16 @@ impl PgStore {
         };
         let (fitted, planned, names) = (share(2), share(3), share(4));
         let rest = max_connections - fitted - planned - names;
-        first_connection(&options).await?.close().await?;
+        // The first connection migrates, then makes way for the pool. Replicas starting
+        // together migrate one at a time: sqlx takes an advisory lock.
+        let mut first = first_connection(&options).await?;
+        MIGRATOR.run(&mut first).await?;
+        first.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(rest)
             .acquire_timeout(TAKE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
-        // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
-        MIGRATOR.run(&pool).await?;
         let fitted = (fitted > 0).then(|| Arc::new(PageConnections::new(options.clone(), fitted)));
         let names = (names > 0).then(|| {
             Arc::new(PageConnections::new(
