@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::extract::{parse_json, query_pairs, ApiPath};
 use super::openapi::{BodyErrors, Conflict, NotFound, ProjectErrors, ProjectPath};
 use super::AppState;
-use crate::domain::ids::{bounded, lookup};
+use crate::domain::ids::{bounded, holds_nul, lookup};
 use crate::domain::{now_ms, Action, Invalid, TaskStatus};
 use crate::store::{LeaseState, LeaseTerms, NewServer, TaskLease};
 use crate::wire::{
@@ -531,10 +531,14 @@ pub async fn get_output(
     caller.require(Action::GetJob)?;
     lookup("id", &job_id)?;
     lookup("task_id", &task_id)?;
-    let found = state
-        .store
-        .task_output(&caller.project, &job_id, &task_id)
-        .await?;
+    let found = if holds_nul(&job_id) || holds_nul(&task_id) {
+        None
+    } else {
+        state
+            .store
+            .task_output(&caller.project, &job_id, &task_id)
+            .await?
+    };
     let output = found.ok_or_else(|| {
         ApiError::NotFound(format!(
             "The task {task_id} of job {job_id} has no output (yet)."

@@ -166,6 +166,19 @@ async fn control_characters_match_nothing_and_are_never_stored(app: TestApp) {
         .await;
     assert_eq!(r.status, 404, "{:?}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error_code"], "ModelArts.0102");
+    for path in [
+        format!("/dev-servers/jobs/{}/tasks/a%00b/output", job.id),
+        "/dev-servers/jobs/a%00b/tasks/x/output".to_string(),
+    ] {
+        let r = app.admin_send(Method::GET, &path, &[], None).await;
+        assert_eq!(
+            r.status,
+            404,
+            "{path}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["error_code"], "ModelArts.0102");
+    }
     for (key, value) in [
         ("id", "a\0b"),
         ("name", "\0abc"),
