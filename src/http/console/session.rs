@@ -210,14 +210,28 @@ impl Form {
     }
 }
 
-/// Where to go after signing in: a console page, never another site.
+/// Where to go after signing in: a console page, never another site nor, through dot
+/// segments (which browsers resolve, `%2e` included), another path of this one; and only a
+/// value the `Location` header can carry as it is.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/console/") && !n.starts_with("//") && !n.contains('\\') => {
-            n.to_string()
-        }
+        Some(n) if is_console_page(n) => n.to_string(),
         _ => "/console/jobs".to_string(),
     }
+}
+
+fn is_console_page(next: &str) -> bool {
+    let Ok(uri) = next.parse::<axum::http::uri::PathAndQuery>() else {
+        return false;
+    };
+    let dot_segment = |segment: &str| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded == "." || decoded == ".."
+    };
+    uri.path().starts_with("/console/")
+        && !next.contains(['\\', '#'])
+        && HeaderValue::from_str(next).is_ok()
+        && !uri.path().split('/').any(dot_segment)
 }
 
 /// What the sign-in form shows again after a failed attempt.
@@ -472,6 +486,10 @@ mod tests {
             safe_next(Some("/console/jobs?status=FINISHED")),
             "/console/jobs?status=FINISHED"
         );
+        assert_eq!(
+            safe_next(Some("/console/jobs/a%2Fb?name=..")),
+            "/console/jobs/a%2Fb?name=.."
+        );
         for elsewhere in [
             None,
             Some(""),
@@ -479,6 +497,14 @@ mod tests {
             Some("https://evil.example/console/"),
             Some("/v1/p/dev-servers/jobs"),
             Some("/console/\\\\evil.example"),
+            Some("/console/jobs\u{1}"),
+            Some("/console/jobs\r\nSet-Cookie: a=b"),
+            Some("/console/jobs x"),
+            Some("/console/../openapi.json"),
+            Some("/console/%2e%2E/openapi.json"),
+            Some("/console/./../x"),
+            Some("/console/jobs/.."),
+            Some("/console/jobs#x"),
         ] {
             assert_eq!(safe_next(elsewhere), "/console/jobs", "{elsewhere:?}");
         }

@@ -233,6 +233,10 @@ async fn sign_in_goes_back_only_to_console_pages() {
         ("/console/servers", "/console/servers"),
         ("//evil.example/console/", "/console/jobs"),
         ("https://evil.example/", "/console/jobs"),
+        ("/console/../openapi.json", "/console/jobs"),
+        // A value no `Location` header can carry.
+        ("/console/jobs\u{1}", "/console/jobs"),
+        ("/console/jobs\r\nX-Evil: 1", "/console/jobs"),
     ] {
         let mut browser = Browser::new(&app);
         let (_, form) = browser.page("/console/login").await;
@@ -244,7 +248,8 @@ async fn sign_in_goes_back_only_to_console_pages() {
             ("next", next),
         ];
         let response = browser.post("/console/login", &fields).await;
-        assert_eq!(location(&response), lands, "{next}");
+        assert_eq!(response.status(), 303, "{next:?}");
+        assert_eq!(location(&response), lands, "{next:?}");
     }
 }
 
