@@ -48,8 +48,8 @@ pub trait SeedStore: Send + Sync {
     async fn insert_job_rows(&self, project: &ProjectId, jobs: &[JobRow]) -> StoreResult<()>;
     /// Every job of a project with its tasks, oldest first.
     async fn job_rows(&self, project: &ProjectId) -> StoreResult<Vec<JobRow>>;
-    /// Erases the jobs of a project (or of every project), with their tasks, output and
-    /// idempotency keys; answers how many jobs went.
+    /// Erases the jobs of a project (or of every project), with their tasks, output,
+    /// idempotency keys and events; answers how many jobs went.
     async fn erase_jobs(&self, project: Option<&ProjectId>) -> StoreResult<u64>;
     /// Deletes a project with its servers, grants and tokens (its jobs erased first).
     async fn delete_project(&self, project: &ProjectId) -> StoreResult<bool>;

@@ -301,7 +301,46 @@ async fn a_watch_of_an_impossible_job_id_is_refused_or_unknown(app: TestApp) {
     app.stop().await;
 }
 
+/// Jobs erased (the emulator's reset) take their events along: a watcher replaying from the
+/// start sees only what came after.
+async fn erased_jobs_are_not_replayed(app: TestApp) {
+    let client = &app.admin;
+    let project = litejobs::domain::ProjectId::parse(&app.project_id).expect("project");
+    let old = app.create_job("erased", &["sim-server-01"]).await;
+    app.wait_for_status(&old.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    let mut before = client
+        .events(&list_path(client), &[], Some(0))
+        .await
+        .expect("stream");
+    assert_eq!(next(&mut before).await.event, "ready");
+    let (_, _, _, data) = next_change(&mut before).await;
+    assert_eq!(
+        data["job"]["id"],
+        old.id.as_str(),
+        "replayed before the reset"
+    );
+    drop(before);
+    assert_eq!(
+        app.store.erase_jobs(Some(&project)).await.expect("erase"),
+        1
+    );
+    let mut after = client
+        .events(&list_path(client), &[], Some(0))
+        .await
+        .expect("stream");
+    assert_eq!(next(&mut after).await.event, "ready");
+    let new = app.create_job("after-reset", &["sim-server-01"]).await;
+    let (kind, _, _, data) = next_change(&mut after).await;
+    assert_eq!(
+        (kind.as_str(), data["job"]["id"].as_str()),
+        ("created", Some(new.id.as_str()))
+    );
+    app.stop().await;
+}
+
 backend_tests!(
+    erased_jobs_are_not_replayed,
     a_watch_of_an_impossible_job_id_is_refused_or_unknown,
     a_job_is_watched_from_creation_to_deletion_in_order,
     the_list_watch_keeps_what_its_filters_match,

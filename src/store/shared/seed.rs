@@ -130,6 +130,9 @@ async fn erase_jobs(pools: &impl SqlPools, project: Option<&ProjectId>) -> Store
     tx.run(scope("DELETE FROM tasks")).await?;
     let jobs = tx.run(scope("DELETE FROM jobs")).await?;
     tx.run(scope("DELETE FROM idempotency_keys")).await?;
+    // Their events too: a watcher replaying from the start must not see erased jobs (nor,
+    // when a project's id is used again, another tenant's).
+    tx.run(scope("DELETE FROM job_events")).await?;
     tx.commit().await?;
     Ok(jobs)
 }
