@@ -159,12 +159,17 @@ impl Seed {
     /// Checks what can be checked before anything is written.
     pub fn check(&self) -> Result<(), SeedError> {
         let simple = crate::domain::ids::is_simple_name;
+        let bounded = crate::domain::ids::bounded;
         for p in &self.projects {
             if let Some(id) = &p.id {
                 ProjectId::parse(id).map_err(|e| bad(format!("project {id}: {}", e.0)))?;
             }
-            if p.name.is_empty() || p.name.len() > 64 {
-                return Err(bad("a project name is 1 to 64 characters"));
+            if !iam::project_name_ok(&p.name) {
+                return Err(bad(format!(
+                    "project {:?}: a name is 1 to 64 characters, none of them a control \
+                     character",
+                    p.name
+                )));
             }
         }
         for u in &self.users {
@@ -201,9 +206,19 @@ impl Seed {
             }
         }
         for j in &self.jobs {
-            if j.name.is_empty() || j.name.len() > 64 || !simple(&j.job_type) {
+            let named = |v: &str| bounded("name", v).is_ok();
+            if !named(&j.name) || !named(&j.user_name) || !simple(&j.job_type) {
                 return Err(bad(format!(
-                    "job {:?}: a name of 1 to 64 characters and a type",
+                    "job {:?}: a name and a user_name of 1 to 64 characters, none of them a \
+                     control character, and a type",
+                    j.name
+                )));
+            }
+            let nul = |v: &str| v.contains('\0');
+            if j.description.as_deref().is_some_and(nul) || j.tasks.iter().any(|t| nul(&t.message))
+            {
+                return Err(bad(format!(
+                    "job {:?}: a description or task message holds U+0000",
                     j.name
                 )));
             }
@@ -277,6 +292,13 @@ pub async fn load(store: &dyn Store, sealer: Option<&Sealer>, seed: &Seed) -> an
     for project in &named {
         if !made.contains(project) && store.find_project(project).await?.is_none() {
             return Err(bad(format!("no project {project:?}")).into());
+        }
+    }
+    // And every policy granted.
+    let policies = store.list_policies().await?;
+    for g in seed.users.iter().flat_map(|u| &u.grants) {
+        if !policies.iter().any(|p| p.name == g.policy) {
+            return Err(bad(format!("no policy {:?}", g.policy)).into());
         }
     }
     for p in &seed.projects {

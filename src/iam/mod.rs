@@ -105,6 +105,11 @@ pub async fn ensure_builtin_policies(store: &dyn Store) -> anyhow::Result<()> {
 }
 
 /// Creates a project; a random id when none is given.
+/// True for a project name: 1 to 64 characters, none of them a control character.
+pub fn project_name_ok(name: &str) -> bool {
+    crate::domain::ids::bounded("name", name).is_ok()
+}
+
 pub async fn create_project(
     store: &dyn Store,
     name: &str,
@@ -113,8 +118,8 @@ pub async fn create_project(
     let id = id.map_or_else(new_project_id, str::to_string);
     crate::domain::ProjectId::parse(&id)?;
     anyhow::ensure!(
-        !name.is_empty() && name.len() <= 64,
-        "a project name is 1 to 64 characters"
+        project_name_ok(name),
+        "a project name is 1 to 64 characters, none of them a control character"
     );
     let project = ProjectRecord {
         id,

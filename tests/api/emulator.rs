@@ -412,26 +412,50 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
     )
     .await;
     assert_eq!(status, 400);
-    // A project that does not exist stops the whole seed before anything is written.
-    let unknown_project = br#"{"users":[{"name":"bob"}],
-        "jobs":[{"project":"nope","name":"x","tasks":[{"server_id":"s","status":"SUCCESS"}]}]}"#;
-    let (status, body) = json_of(
-        admin
-            .send(
-                reqwest::Method::POST,
-                "/_litejobs/seed",
-                &[],
-                Some(unknown_project.to_vec()),
-                &[],
-            )
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error_code"].as_str()),
-        (400, Some("ModelArts.0107"))
-    );
+    // A project or policy that does not exist, or text no database can hold, stops the
+    // whole seed before anything is written.
+    let job = |field: &str, value: &str| {
+        let mut job = serde_json::json!({"project": "demo", "name": "x",
+            "tasks": [{"server_id": "sim-server-01", "status": "SUCCESS"}]});
+        match field {
+            "message" => job["tasks"][0]["message"] = value.into(),
+            _ => job[field] = value.into(),
+        }
+        job
+    };
+    for bad in [
+        serde_json::json!({"users": [{"name": "bob"}],
+            "jobs": [{"project": "nope", "name": "x",
+                      "tasks": [{"server_id": "s", "status": "SUCCESS"}]}]}),
+        serde_json::json!({"projects": [{"name": "made"}],
+            "users": [{"name": "bob", "grants": [{"project": "made", "policy": "No such"}]}]}),
+        serde_json::json!({"users": [{"name": "bob"}], "projects": [{"name": "a\u{0}b"}]}),
+        serde_json::json!({"users": [{"name": "bob"}], "projects": [{"name": "a\tb"}]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("name", "n\u{0}")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("name", "n\u{1}")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("user_name", "\u{0}")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("description", "\u{0}")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("message", "a\u{0}")]}),
+    ] {
+        let (status, body) = json_of(
+            admin
+                .send(
+                    reqwest::Method::POST,
+                    "/_litejobs/seed",
+                    &[],
+                    Some(bad.to_string().into_bytes()),
+                    &[],
+                )
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (400, Some("ModelArts.0107")),
+            "{bad}: {body}"
+        );
+    }
     let (_, exported) = json_of(
         admin
             .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
@@ -446,6 +470,13 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
         .filter_map(|u| u["name"].as_str())
         .collect();
     assert_eq!(users, vec!["admin", "demo"]);
+    let projects: Vec<&str> = exported["projects"]
+        .as_array()
+        .expect("projects")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(!projects.contains(&"made"), "{projects:?}");
     server.terminate().await.expect("stops");
 }
 
