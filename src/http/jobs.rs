@@ -160,9 +160,24 @@ pub async fn create_job(
     body: Bytes,
 ) -> Result<(Extension<Resources>, Json<JobDetail>), ApiError> {
     caller.require(Action::CreateJob)?;
-    let req: JobCreateRequest = parse_json(&body)?;
+    let req: JobCreateRequest = if state.emulator.strict {
+        without_visible(&body)?
+    } else {
+        parse_json(&body)?
+    };
     let detail = create(&state, &caller, req, &headers).await?;
     Ok((Extension(Resources(vec![detail.id.clone()])), Json(detail)))
+}
+
+/// A create body read in strict mode: `visible` is no field of the cloud's request, so it
+/// is ignored whatever it holds, as every unknown field is.
+fn without_visible(body: &[u8]) -> Result<JobCreateRequest, ApiError> {
+    let mut value: serde_json::Value = parse_json(body)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("visible");
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::Invalid(format!("invalid request body: {e}")))
 }
 
 /// Creates the job `req` describes in the caller's project, after the checks of the API
