@@ -50,6 +50,12 @@ pub enum ApiError {
         super::MAX_HEADERS
     )]
     TooManyHeaders,
+    /// 431 `APIG.0201`.
+    #[error(
+        "Request header fields too large: the request head exceeds {} KB.",
+        super::MAX_HEAD_BYTES / 1024
+    )]
+    HeadersTooLarge,
     /// 414 `APIG.0201`.
     #[error("Request-URI too large: the URI exceeds 32 KB.")]
     UriTooLong,
@@ -101,7 +107,9 @@ impl ApiError {
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "APIG.0201"),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "APIG.0201"),
             Self::UriTooLong => (StatusCode::URI_TOO_LONG, "APIG.0201"),
-            Self::TooManyHeaders => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "APIG.0201"),
+            Self::TooManyHeaders | Self::HeadersTooLarge => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "APIG.0201")
+            }
             Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "APIG.0308"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "ModelArts.0105"),
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "ModelArts.0107"),

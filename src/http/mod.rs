@@ -42,6 +42,9 @@ use crate::templates::TemplateCatalog;
 pub const MAX_URI_BYTES: usize = 32 * 1024;
 /// Most headers a request may carry.
 pub const MAX_HEADERS: usize = 100;
+/// Largest request head (request line and headers). The HTTP parser stops reading a head
+/// at this size (a bare 431); one that arrived whole in a single read is refused here.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Settings the handlers need.
 #[derive(Debug, Clone)]
@@ -342,6 +345,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .map(|c| c.0.ip());
     let headers = request.headers().len();
     let uri_len = uri_length(&uri);
+    let head_len = uri_len + head_length(request.headers());
     let span = request_span::request_span(&id, &method, route);
     let mut response = REQUEST_ID
         .scope(
@@ -351,6 +355,8 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
                     ApiError::UriTooLong.into_response()
                 } else if headers > MAX_HEADERS {
                     ApiError::TooManyHeaders.into_response()
+                } else if head_len > MAX_HEAD_BYTES {
+                    ApiError::HeadersTooLarge.into_response()
                 } else {
                     next.run(request).await
                 }
@@ -389,6 +395,17 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
 }
 
 /// The length of a request's URI as written on its request line.
+/// The bytes of a request's headers as sent (`name: value` and a line end each), with
+/// room for the request line's method and version.
+fn head_length(headers: &axum::http::HeaderMap) -> usize {
+    let request_line = "OPTIONS  HTTP/1.1\r\n".len();
+    request_line
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+            .sum::<usize>()
+}
+
 fn uri_length(uri: &axum::http::Uri) -> usize {
     let scheme = uri.scheme_str().map_or(0, |s| s.len() + "://".len());
     let authority = uri.authority().map_or(0, |a| a.as_str().len());

@@ -41,8 +41,6 @@ use super::tls::TlsAcceptor;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of descriptors, say) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Largest request head (line and headers) hyper reads; beyond it, it answers a bare 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers hyper parses; beyond them, it answers a bare 431. The API itself allows
 /// fewer ([`super::MAX_HEADERS`]), answered in its error format.
 const PARSED_HEADERS: usize = 256;
@@ -158,7 +156,9 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES.max(8192))
+        // Largest head hyper reads (beyond it, a bare 431); a head that arrives whole in one
+        // read may pass it, and is refused in the error format instead.
+        .max_buf_size(super::MAX_HEAD_BYTES.max(8192))
         .max_headers(PARSED_HEADERS);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));

@@ -378,6 +378,21 @@ async fn too_many_headers_are_refused_in_the_error_format() {
     stream.write_all(request.as_bytes()).await.expect("write");
     let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
     assert_api_error(&answer, 431, "APIG.0201");
+    // A head over 64 KiB is refused (by the parser when it stopped reading it, else in the
+    // error format); one just under it is served.
+    for (size, status) in [(60_000, 200), (70_000, 431), (100_000, 431)] {
+        let request = format!(
+            "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(size)
+        );
+        let mut stream = connect_from(&app, other_address(1)).await;
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert_eq!(parse_answer(&answer).0, status, "{size}");
+        if status == 431 && !parse_answer(&answer).2.is_null() {
+            assert_api_error(&answer, 431, "APIG.0201");
+        }
+    }
     // What the HTTP parser itself refuses (a space in the target) gets its bare 400: the
     // HTTP library has no hook for those answers (see docs/api.md).
     let mut stream = connect_from(&app, other_address(1)).await;
