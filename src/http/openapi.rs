@@ -103,11 +103,21 @@ pub fn document_json() -> String {
     text
 }
 
-/// `/openapi.json` and the explorer under `/docs`; neither needs authentication.
+/// `/openapi.json` and the explorer under `/docs`; neither needs authentication. A file the
+/// explorer does not have is answered as every unknown path is, in the error format.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(SwaggerUi::new(EXPLORER_PATH).url(DOCUMENT_PATH, document()))
         .route("/docs/LICENSE", get(explorer_license))
+        .layer(axum::middleware::map_response(unknown_file))
+}
+
+async fn unknown_file(response: axum::response::Response) -> axum::response::Response {
+    if response.status() == axum::http::StatusCode::NOT_FOUND {
+        super::error::ApiError::NoSuchApi.into_response()
+    } else {
+        response
+    }
 }
 
 async fn explorer_license() -> impl IntoResponse {

@@ -262,6 +262,14 @@ async fn the_document_and_the_explorer_are_served_without_authentication() {
     assert!(license.contains("Apache License"));
     assert!(license.contains("SmartBear"));
 
+    // A file the explorer does not have is an unknown path, in the error format.
+    for missing in ["/docs/nope", "/docs/%2e%2e/Cargo.toml"] {
+        let response = app.raw(Method::GET, missing).await;
+        assert_eq!(response.status(), 404, "{missing}");
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(body["error_code"], "APIG.0101", "{missing}");
+    }
+
     // `/docs` leads to the explorer.
     let redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
