@@ -438,7 +438,8 @@ pub trait ActivityStore: Send + Sync {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<JobEvent>>;
-    /// The last job event's `seq` (0 when there is none).
+    /// The last job event's `seq`; with none left (purged or erased), the last `seq` handed
+    /// out; 0 when none ever was.
     async fn last_job_event(&self) -> StoreResult<i64>;
     async fn record_audit(&self, records: &[AuditRecord]) -> StoreResult<()>;
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;

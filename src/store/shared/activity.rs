@@ -181,7 +181,18 @@ impl<P: SqlPools> ActivityStore for P {
     }
 
     async fn last_job_event(&self) -> StoreResult<i64> {
-        let s = Statement::new("SELECT COALESCE(MAX(seq), 0) FROM job_events");
+        // With every event purged or erased, the sequence's position: the next event then
+        // follows the cursor with no gap for the live watch to wait at.
+        let handed_out =
+            if <P::Db as sqlx::Database>::NAME == <sqlx::Sqlite as sqlx::Database>::NAME {
+                "(SELECT seq FROM sqlite_sequence WHERE name = 'job_events')"
+            } else {
+                "(SELECT last_value FROM pg_sequences \
+              WHERE schemaname = current_schema() AND sequencename = 'job_events_seq_seq')"
+            };
+        let s = Statement::new(format!(
+            "SELECT COALESCE((SELECT MAX(seq) FROM job_events), {handed_out}, 0)"
+        ));
         let row =
             retry_read(|| async { self.read_pool().acquire().await?.row(s.clone()).await }).await?;
         match row {
