@@ -99,11 +99,11 @@ pub struct Leased {
     pub next_expiry: Option<i64>,
 }
 
-/// How long a lease lasts, and each task's deadline from its first lease.
+/// How long a lease lasts, and each task's deadline from its lease.
 pub struct LeaseTerms<'a> {
     pub now_ms: i64,
     pub until: i64,
-    /// The time (ms) a task of this job type may run, from its first lease, before the
+    /// The time (ms) a task of this job type may run, from its lease, before the
     /// server ends it (the template's timeout and some grace).
     pub run_time_ms: &'a (dyn Fn(&str) -> i64 + Send + Sync),
 }
@@ -126,7 +126,7 @@ pub enum Stall {
     NeverStarted { created_at: i64 },
     /// Its lease lapsed at this time, and no agent took it again.
     LeaseLapsed { at: i64 },
-    /// Its run time (from its first lease) ended at this time without a report.
+    /// Its run time (from its last lease) ended at this time without a report.
     PastDeadline { at: i64 },
 }
 

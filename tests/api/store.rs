@@ -79,6 +79,7 @@ store_tests!(
     leases_hand_each_task_to_one_holder_until_it_lapses,
     renewals_keep_leases_and_tell_ended_or_lost_tasks,
     stalled_tasks_are_those_never_started_lapsed_or_past_deadline,
+    a_task_leased_again_has_its_whole_run_time,
     output_is_kept_from_the_lease_holder_only,
     servers_seen_in_a_batch_keep_their_latest_time,
     due_simulated_tasks_are_those_of_simulated_servers_past_their_delay,
@@ -671,6 +672,42 @@ async fn stalled_tasks_are_those_never_started_lapsed_or_past_deadline(store: &d
         .await
         .expect("none")
         .is_empty());
+}
+
+/// A task leased again after its lease lapsed (its agent crashed) runs from its start: its
+/// run time counts from that lease, not from the first.
+async fn a_task_leased_again_has_its_whole_run_time(store: &dyn Store) {
+    let p1 = project("p1");
+    add_servers(store, &p1, &["s1"]).await;
+    let created = store.create_job(&p1, job("rerun", &["s1"], 1_000), None);
+    let created = created.await.expect("create");
+    let run = |_: &str| 10_000;
+    let first = store
+        .lease_tasks(&p1, "s1", "a", terms(2_000, 5_000, &run), 1)
+        .await
+        .expect("lease");
+    // The lease lapsed at 5 s; another agent takes the task at 8 s.
+    let again = store
+        .lease_tasks(&p1, "s1", "b", terms(8_000, 11_000, &run), 1)
+        .await
+        .expect("lease again");
+    assert_eq!(again.tasks.len(), 1);
+    assert!(again.tasks[0].lease_epoch > first.tasks[0].lease_epoch);
+    // At 13 s the first run's time (to 12 s) is over, the second's (to 18 s) is not.
+    let stalled = store
+        .stalled_tasks(13_000, 60_000, 100)
+        .await
+        .expect("stalled");
+    assert!(
+        stalled.iter().all(|t| t.task_id != created.tasks[0].id),
+        "{stalled:?}"
+    );
+    let stalled = store
+        .stalled_tasks(18_500, 60_000, 100)
+        .await
+        .expect("stalled");
+    let stalls: Vec<Stall> = stalled.iter().map(|t| t.stall).collect();
+    assert_eq!(stalls, vec![Stall::PastDeadline { at: 18_000 }]);
 }
 
 async fn output_is_kept_from_the_lease_holder_only(store: &dyn Store) {

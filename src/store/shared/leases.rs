@@ -29,7 +29,7 @@ pub async fn lease_tasks(
                           AND status = 'PROCESSING' \
                           AND (lease_until IS NULL OR lease_until < $5) \
                           ORDER BY create_at LIMIT $6) \
-             RETURNING id, job_id, lease_epoch, deadline_at",
+             RETURNING id, job_id, lease_epoch",
         )
         .bind(owner)
         .bind(terms.until)
@@ -50,17 +50,16 @@ pub async fn lease_tasks(
                 .await?
                 .ok_or_else(|| StoreError::internal(format!("task {task_id} has no job")))?;
             let job_type = job.text(0)?;
-            if row.opt_int(3)?.is_none() {
-                // The first lease: the task's run time starts now.
-                let deadline = terms.now_ms.saturating_add((terms.run_time_ms)(&job_type));
-                let s = Statement::new(
-                    "UPDATE tasks SET deadline_at = $1 WHERE project_id = $2 AND id = $3",
-                )
-                .bind(deadline)
-                .bind(project.as_str())
-                .bind(&task_id);
-                tx.run(s).await?;
-            }
+            // Each lease runs the task from its start: its run time starts now (a task leased
+            // again after an agent's crash has all of it, not what the first run left).
+            let deadline = terms.now_ms.saturating_add((terms.run_time_ms)(&job_type));
+            let s = Statement::new(
+                "UPDATE tasks SET deadline_at = $1 WHERE project_id = $2 AND id = $3",
+            )
+            .bind(deadline)
+            .bind(project.as_str())
+            .bind(&task_id);
+            tx.run(s).await?;
             out.tasks.push(LeasedTask {
                 task_id,
                 job_id,
