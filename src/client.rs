@@ -36,6 +36,20 @@ pub enum ClientError {
     Endpoint(String),
 }
 
+impl ClientError {
+    /// True for a failure that may pass if the call is made again later: the service could
+    /// not be reached, was too busy (408, 429) or failed (5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Api { status, .. } | Self::Decode { status, .. } => {
+                matches!(status, 408 | 429 | 500..)
+            }
+            Self::Endpoint(_) => false,
+        }
+    }
+}
+
 /// Longest silence of an event stream before it is taken for dead.
 pub const STREAM_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
 

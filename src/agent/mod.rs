@@ -24,10 +24,15 @@ mod command;
 
 pub use self::command::{execute, Outcome, Tail};
 use crate::client::{Client, ClientError};
-use crate::wire::{AgentHeartbeat, AgentRegistration, AgentResult, AgentTask, HeldLease};
+use crate::wire::{
+    AgentHeartbeat, AgentRegistration, AgentResult, AgentTask, HeldLease, LeaseAnswer,
+};
 
 /// How often a running task's output is uploaded, when it changed.
 const UPLOAD_EVERY: Duration = Duration::from_secs(2);
+/// How long a task the service says this agent lost keeps running, in case the answer of
+/// this agent's own lease request, taking the task again, is on its way.
+const LOST_GRACE: Duration = Duration::from_secs(5);
 /// Longest pause between attempts to reach the service.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a result is offered to a service that cannot be reached: longer than the
@@ -152,6 +157,10 @@ async fn heartbeats(
         if held.is_empty() {
             continue;
         }
+        let sent: HashMap<String, i64> = held
+            .iter()
+            .map(|h| (h.task_id.clone(), h.lease_epoch))
+            .collect();
         let answer = match client
             .heartbeat(&config.server_id, &AgentHeartbeat { tasks: held })
             .await
@@ -163,17 +172,36 @@ async fn heartbeats(
             }
         };
         for lease in answer.tasks.into_iter().filter(|l| l.state != "held") {
-            if let Some(task) = running_task(&running, &lease.task_id) {
-                tracing::info!(
-                    task_id = lease.task_id,
-                    state = lease.state,
-                    status = lease.status,
-                    "stopping a task that is no longer this agent's to run"
-                );
-                task.cancel.cancel();
+            let Some(task) = running_task(&running, &lease.task_id) else {
+                continue;
+            };
+            if lease.state != "lost" {
+                stop_running(&task, &lease);
+                continue;
             }
+            // Lost: taken under a new lease. When this agent was cut off for longer than a
+            // lease, its own waiting lease request may be what took the task again: that
+            // answer, read now or soon, moves the task's epoch on and the command goes on.
+            // Stopped only if the epoch is still the one this heartbeat sent.
+            let sent = sent.get(&lease.task_id).copied();
+            tokio::spawn(async move {
+                tokio::time::sleep(LOST_GRACE).await;
+                if Some(*task.epoch.lock().unwrap_or_else(|e| e.into_inner())) == sent {
+                    stop_running(&task, &lease);
+                }
+            });
         }
     }
+}
+
+fn stop_running(task: &Running, lease: &LeaseAnswer) {
+    tracing::info!(
+        task_id = lease.task_id,
+        state = lease.state,
+        status = lease.status,
+        "stopping a task that is no longer this agent's to run"
+    );
+    task.cancel.cancel();
 }
 
 /// Uploads the tail of a task's output every [`UPLOAD_EVERY`] while it changes, until
@@ -320,8 +348,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Reports a result, retrying while the service cannot be reached or answers 5xx, for up
-/// to [`REPORT_PATIENCE`] (the lease is renewed meanwhile, whenever the service answers).
+/// Reports a result, retrying while the service cannot be reached or cannot take it yet
+/// (5xx, 429, 408; 401 and 403 too: a key locked out for a while, a grant being restored),
+/// for up to [`REPORT_PATIENCE`] (the lease is renewed meanwhile, whenever the service
+/// answers). A dropped result would have the task run again once its lease lapsed.
 async fn report(client: &Client, server_id: &str, task_id: &str, result: &AgentResult) {
     let mut wait = Duration::from_millis(500);
     let started = tokio::time::Instant::now();
@@ -335,12 +365,14 @@ async fn report(client: &Client, server_id: &str, task_id: &str, result: &AgentR
                 tracing::info!(task_id, "task no longer this agent's; result dropped");
                 return;
             }
-            Err(e @ ClientError::Api { status, .. }) if (400..500).contains(&status) => {
+            Err(e @ ClientError::Api { status, .. })
+                if !e.is_transient() && !matches!(status, 401 | 403) =>
+            {
                 tracing::error!(task_id, error = %e, "the report was refused");
                 return;
             }
             Err(e) => {
-                tracing::warn!(task_id, error = %e, "cannot report; retrying");
+                tracing::warn!(task_id, error = %e, "cannot report yet; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_BACKOFF);
             }

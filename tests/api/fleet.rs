@@ -3,7 +3,8 @@
 //! `/proc`), output of any size keeps the agent's memory flat, a crashed agent's task is
 //! leased again and its late report refused, a restarted server's tasks still finish once,
 //! a task no agent runs fails after the start timeout, two agents of one server never run a
-//! task twice, and on PostgreSQL a job created on one replica reaches an agent waiting on
+//! task twice, an agent frozen past its lease or throttled when it reports runs its task
+//! once, and on PostgreSQL a job created on one replica reaches an agent waiting on
 //! another at once.
 
 use std::ffi::OsString;
@@ -23,6 +24,17 @@ fn exe() -> &'static Path {
 /// A server in `dir` (SQLite unless `url` names another database), with a short lease, a
 /// short start timeout, and a `SHORT` template whose tasks may run 2 seconds.
 async fn server(dir: &Path, url: Option<&str>, addr: Option<&str>) -> ServerProcess {
+    server_with(dir, url, addr, "2s", &[]).await
+}
+
+/// [`server`] with another start timeout, and more flags.
+async fn server_with(
+    dir: &Path,
+    url: Option<&str>,
+    addr: Option<&str>,
+    start_timeout: &str,
+    more: &[&str],
+) -> ServerProcess {
     let templates = dir.join("templates");
     std::fs::create_dir_all(&templates).expect("templates dir");
     let short = serde_json::json!({
@@ -51,11 +63,12 @@ async fn server(dir: &Path, url: Option<&str>, addr: Option<&str>) -> ServerProc
         "--agent-lease",
         "3s",
         "--task-start-timeout",
-        "2s",
+        start_timeout,
         "--templates-dir",
         &templates.display().to_string(),
     ]
     .iter()
+    .chain(more)
     .map(OsString::from)
     .collect();
     ServerProcess::spawn(exe(), &args, dir)
@@ -401,6 +414,105 @@ async fn a_crashed_agents_task_is_leased_again_and_its_late_report_refused() {
         other => panic!("expected 409, got {other:?}"),
     }
     second.kill_hard().await;
+}
+
+/// An agent frozen for longer than a lease (a stalled network, a paused VM) while its
+/// command runs: its own waiting lease request takes the task again, and the command goes on
+/// under the new lease instead of being stopped and run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_for_longer_than_a_lease_runs_its_task_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = server_with(dir.path(), None, None, "60s", &[]).await;
+    let client = admin(&server, dir.path());
+    register(&client, &["node-1"]).await;
+    let agent = Agent::start(&server, dir.path(), "node-1");
+    let runs = dir.path().join("runs.txt");
+    let cmd = format!("echo run >> {}; sleep 7; echo frozen-once", runs.display());
+    let created = client
+        .create_job(&job("frozen", "COMMON", &["node-1"], &cmd), None)
+        .await
+        .expect("create");
+    wait_until(Duration::from_secs(10), "the command running", || {
+        runs.exists()
+    })
+    .await;
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &agent.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    };
+    // Longer than the 3 s lease and its renewals.
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    signal("-CONT");
+    let done = wait_job(&client, &created.id, Duration::from_secs(30), |j| {
+        j.status == "FINISHED"
+    })
+    .await;
+    assert_eq!(done.tasks[0].status, "SUCCESS", "{}", done.tasks[0].message);
+    let started = std::fs::read_to_string(&runs).expect("runs");
+    assert_eq!(
+        started.lines().count(),
+        1,
+        "the command ran once: {started:?}"
+    );
+    agent.kill_hard().await;
+}
+
+/// A report the service cannot take yet (429: the key's rate limit) is sent again, not
+/// dropped: the task is not run a second time when its lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_report_is_sent_again_and_the_task_runs_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fault = "op=POST /v1/{project_id}/agent/servers/{server_id}/tasks/{task_id}/result,\
+                 status=429,times=2";
+    let server = server_with(
+        dir.path(),
+        None,
+        None,
+        "60s",
+        &["--simulate", "--fault", fault],
+    )
+    .await;
+    let client = admin(&server, dir.path());
+    register(&client, &["node-1"]).await;
+    let agent = Agent::start(&server, dir.path(), "node-1");
+    let runs = dir.path().join("runs.txt");
+    let cmd = format!("echo run >> {}; echo throttled-once", runs.display());
+    let created = client
+        .create_job(&job("throttled", "COMMON", &["node-1"], &cmd), None)
+        .await
+        .expect("create");
+    let done = wait_job(&client, &created.id, Duration::from_secs(30), |j| {
+        j.status == "FINISHED"
+    })
+    .await;
+    assert_eq!(done.tasks[0].status, "SUCCESS", "{}", done.tasks[0].message);
+    let journal = client
+        .send(reqwest::Method::GET, "/_litejobs/requests", &[], None, &[])
+        .await
+        .expect("journal");
+    let journal: serde_json::Value = serde_json::from_slice(&journal.body).expect("json");
+    let throttled = journal["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| {
+            r["status"] == 429 && r["path"].as_str().is_some_and(|p| p.ends_with("/result"))
+        })
+        .count();
+    assert_eq!(throttled, 2, "{journal}");
+    // Longer than a lease (3 s): a dropped result would have had the task leased again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let started = std::fs::read_to_string(&runs).expect("runs");
+    assert_eq!(
+        started.lines().count(),
+        1,
+        "the command ran once: {started:?}"
+    );
+    agent.kill_hard().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
