@@ -350,7 +350,11 @@ async fn iam_command(store: &dyn Store, args: IamArgs) -> anyhow::Result<()> {
                 user_name: Some(u.name.clone()),
                 password: None,
             };
-            iam::write_profile(&out, &profile)?;
+            if let Err(e) = iam::write_profile(&out, &profile) {
+                // Nobody has the key's secret: take the key back.
+                store.delete_access_key(&key.access_key).await?;
+                return Err(e);
+            }
             let value = json!({
                 "path": out.display().to_string(),
                 "user_name": u.name,

@@ -273,10 +273,23 @@ pub async fn bootstrap_admin(
     }))
 }
 
-/// Writes a profile to a file only its owner can read.
+/// Writes a profile to a file only its owner can read (its folder made, only its owner's,
+/// when missing).
 pub fn write_profile(path: &std::path::Path, profile: &Profile) -> anyhow::Result<()> {
     use std::io::Write;
     let json = serde_json::to_vec_pretty(profile)?;
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(folder)
+            .with_context(|| format!("cannot make the folder {}", folder.display()))?;
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

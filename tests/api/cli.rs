@@ -716,8 +716,29 @@ async fn a_written_profile_connects_to_its_project(app: TestApp) {
     .await
     .ok();
 
+    // A profile that cannot be written leaves no key behind (its secret was never shown).
+    let blocked = app.dir.path().join("a-file");
+    std::fs::write(&blocked, "").expect("file");
+    let failed = admin(
+        &app,
+        &[
+            "iam",
+            "profile",
+            "carol",
+            "team-x",
+            "--endpoint",
+            &app.endpoint,
+            "--out",
+            &blocked.join("profile.json").to_string_lossy(),
+        ],
+    )
+    .await;
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stderr.contains("cannot make the folder"), "{failed:?}");
+    let keys = admin(&app, &["iam", "key", "list", "carol", "-o", "json"]).await;
+    assert_eq!(keys.json(), serde_json::json!([]), "{keys:?}");
+    // The profile's folder is made (~/.litejobs on a new machine).
     let home_profile = app.dir.path().join(".litejobs").join("profile.json");
-    std::fs::create_dir_all(home_profile.parent().expect("parent")).expect("mkdir");
     let out = home_profile.to_string_lossy().into_owned();
     let wrote = admin(
         &app,
