@@ -75,27 +75,64 @@ impl Sealer {
     }
 
     /// The sealer for a database, per the rules of this module; `None` when no master key
-    /// is configured for a PostgreSQL database.
-    pub fn for_database(database_url: &str) -> anyhow::Result<Option<Self>> {
-        if let Ok(raw) = std::env::var("LITEJOBS_MASTER_KEY") {
-            return Ok(Some(Self::new(decode_key(&raw)?)));
-        }
-        let path = match std::env::var_os("LITEJOBS_MASTER_KEY_FILE") {
-            Some(p) => PathBuf::from(p),
-            None => match crate::store::sqlite_file(database_url) {
-                Some(db) => {
-                    let mut name = db.into_os_string();
-                    name.push(".key");
-                    let path = PathBuf::from(name);
-                    create_key_file(&path)?;
-                    path
+    /// is configured for a PostgreSQL database. Checked against a secret the database holds
+    /// sealed, if any: a database restored without its own key (or given another's) is
+    /// refused with what to do, rather than served with every access key refused.
+    pub async fn for_database(
+        database_url: &str,
+        store: &dyn crate::store::Store,
+    ) -> anyhow::Result<Option<Self>> {
+        let sealed = one_sealed_secret(store).await?;
+        let sealer = if let Ok(raw) = std::env::var("LITEJOBS_MASTER_KEY") {
+            Some(Self::new(decode_key(&raw)?))
+        } else {
+            let path = match std::env::var_os("LITEJOBS_MASTER_KEY_FILE") {
+                Some(p) => Some(PathBuf::from(p)),
+                None => crate::store::sqlite_file(database_url)
+                    .map(|db| {
+                        let mut name = db.into_os_string();
+                        name.push(".key");
+                        let path = PathBuf::from(name);
+                        if path.exists() || sealed.is_some() {
+                            return Ok(path);
+                        }
+                        create_key_file(&path).map(|()| path)
+                    })
+                    .transpose()?,
+            };
+            match path {
+                Some(path) => {
+                    let raw = std::fs::read_to_string(&path).with_context(|| {
+                        let restore = if sealed.is_some() {
+                            ", which seals the secret keys this database holds: restore it \
+                             from the database's backup"
+                        } else {
+                            ""
+                        };
+                        format!("cannot read the master key {}{restore}", path.display())
+                    })?;
+                    Some(Self::new(decode_key(&raw)?))
                 }
-                None => return Ok(None),
-            },
+                None => None,
+            }
         };
-        let raw = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the master key {}", path.display()))?;
-        Ok(Some(Self::new(decode_key(&raw)?)))
+        if let Some((access_key, stored)) = &sealed {
+            match &sealer {
+                Some(sealer) => {
+                    sealer.open(access_key, stored).map_err(|_| {
+                        anyhow::anyhow!(
+                            "the master key does not open the secret keys this database holds: \
+                             it is another database's; use the key backed up with this one"
+                        )
+                    })?;
+                }
+                None => anyhow::bail!(
+                    "the database holds sealed secret keys but no master key is configured: \
+                     set LITEJOBS_MASTER_KEY or LITEJOBS_MASTER_KEY_FILE"
+                ),
+            }
+        }
+        Ok(sealer)
     }
 
     /// Seals `secret` for storage, bound to its access key id.
@@ -141,6 +178,20 @@ impl Sealer {
             })?;
         String::from_utf8(plain).context("a sealed secret is not UTF-8")
     }
+}
+
+/// An access key whose secret the store holds sealed, with that secret, if there is one.
+async fn one_sealed_secret(
+    store: &dyn crate::store::Store,
+) -> anyhow::Result<Option<(String, String)>> {
+    for user in store.list_users().await? {
+        for key in store.list_access_keys(&user.id).await? {
+            if key.secret_key.starts_with(SEALED_PREFIX) {
+                return Ok(Some((key.access_key, key.secret_key)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Opens a stored secret without a sealer: only unsealed secrets can be read.

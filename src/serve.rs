@@ -72,7 +72,8 @@ impl Server {
         let store = store::open_with(&config.database_url, config.db_max_connections)
             .await
             .with_context(|| "cannot open the database")?;
-        let sealer = Sealer::for_database(&config.database_url)
+        let sealer = Sealer::for_database(&config.database_url, store.as_ref())
+            .await
             .context("cannot load the master key that seals secret keys")?;
         if sealer.is_none() {
             tracing::warn!(

@@ -236,7 +236,7 @@ pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
 }
 
 async fn iam_command(store: &dyn Store, args: IamArgs) -> anyhow::Result<()> {
-    let sealer = crate::secrets::Sealer::for_database(&args.database.database_url)?;
+    let sealer = crate::secrets::Sealer::for_database(&args.database.database_url, store).await?;
     let sealer = sealer.as_ref();
     let format = args.output.output;
     match args.command {

@@ -660,12 +660,26 @@ async fn a_copy_of_the_database_alone_cannot_sign_requests() {
     let mut config =
         crate::helpers::test_config(copy_dir.path(), &format!("sqlite://{}", copy.display()));
     config.admin_credentials = app.dir.path().join("admin.json");
-    let on_copy = TestApp::start(copy_dir, config).await;
-    // The copy has every row but not the master key: the same signed request is refused.
-    assert_eq!(
-        api_error(on_copy.admin.list_jobs(&[]).await),
-        (401, "APIG.0301".into())
+    // The copy has every row but not the master key: it cannot be served (a restore that
+    // forgot the key is told so, rather than served with every key refused), and no key
+    // of its own is made beside it.
+    let refused = match litejobs::serve::Server::bind(config.clone()).await {
+        Ok(_) => panic!("a copy without its master key was served"),
+        Err(e) => format!("{e:#}"),
+    };
+    let key_file = copy_dir.path().join("copy.db.key");
+    assert!(
+        refused.contains(&key_file.display().to_string()) && refused.contains("restore it"),
+        "{refused}"
     );
+    assert!(!key_file.exists());
+    // With another database's key it is refused too.
+    std::fs::write(&key_file, format!("{}\n", "A".repeat(43) + "=")).expect("key");
+    let refused = match litejobs::serve::Server::bind(config).await {
+        Ok(_) => panic!("a copy with another key was served"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(refused.contains("another database's"), "{refused}");
     assert!(app.admin.list_jobs(&[]).await.is_ok());
 }
 

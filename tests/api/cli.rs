@@ -734,7 +734,10 @@ async fn a_written_profile_connects_to_its_project(app: TestApp) {
     )
     .await;
     assert_eq!(failed.code, 1, "{failed:?}");
-    assert!(failed.stderr.contains("cannot make the folder"), "{failed:?}");
+    assert!(
+        failed.stderr.contains("cannot make the folder"),
+        "{failed:?}"
+    );
     let keys = admin(&app, &["iam", "key", "list", "carol", "-o", "json"]).await;
     assert_eq!(keys.json(), serde_json::json!([]), "{keys:?}");
     // The profile's folder is made (~/.litejobs on a new machine).

@@ -217,7 +217,9 @@ pub async fn user_with_policy(app: &TestApp, name: &str, project: &str, policy: 
         .await
         .expect("user");
     store.grant(&user.id, project, policy).await.expect("grant");
-    let sealer = litejobs::secrets::Sealer::for_database(&app.database_url).expect("master key");
+    let sealer = litejobs::secrets::Sealer::for_database(&app.database_url, store)
+        .await
+        .expect("master key");
     let key = litejobs::iam::create_access_key(store, sealer.as_ref(), &user, "test", None)
         .await
         .expect("key");
