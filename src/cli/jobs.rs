@@ -287,7 +287,9 @@ fn create_request(args: &CreateJobArgs) -> anyhow::Result<JobCreateRequest> {
     })
 }
 
-/// Polls a job until it is FINISHED or DELETED, at most `timeout`.
+/// Polls a job until it is FINISHED or DELETED, at most `timeout`; a failure that may pass
+/// (the service restarting, busy, or failing for a moment) is waited out like a job still
+/// running, and reported only when the time is up.
 async fn wait_for_job(
     client: &Client,
     id: &str,
@@ -296,16 +298,19 @@ async fn wait_for_job(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(100);
     loop {
-        let answer: Answer<JobDetail> =
-            call(client, Method::GET, &job_path(id), &[], None, &[]).await?;
-        if matches!(answer.value.status.as_str(), "FINISHED" | "DELETED") {
-            return Ok(answer);
-        }
+        let asked = call::<JobDetail>(client, Method::GET, &job_path(id), &[], None, &[]).await;
         let now = tokio::time::Instant::now();
+        let status = match asked {
+            Ok(answer) if matches!(answer.value.status.as_str(), "FINISHED" | "DELETED") => {
+                return Ok(answer);
+            }
+            Ok(answer) => answer.value.status,
+            Err(e) if now < deadline && e.is_transient() => "unknown".to_string(),
+            Err(e) => return Err(e.into()),
+        };
         if now >= deadline {
             bail!(
-                "job {id} is still {} after {}",
-                answer.value.status,
+                "job {id} is still {status} after {}",
                 humantime::format_duration(timeout)
             );
         }

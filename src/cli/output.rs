@@ -237,7 +237,7 @@ pub fn describe(error: &anyhow::Error) -> String {
         }
         return format!("cannot reach {url}: {cause}");
     }
-    format!("{error:#}")
+    super::error_text(error)
 }
 
 #[cfg(test)]

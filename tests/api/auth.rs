@@ -741,7 +741,9 @@ async fn an_administrator_whose_credentials_cannot_be_written_is_not_kept() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}", dir.path().join("litejobs.db").display());
     let mut config = crate::helpers::test_config(dir.path(), &url);
-    config.admin_credentials = dir.path().join("no-such-directory").join("admin.json");
+    // Under a file: no folder can be made there.
+    std::fs::write(dir.path().join("a-file"), "").expect("file");
+    config.admin_credentials = dir.path().join("a-file").join("admin.json");
     let error = match litejobs::serve::Server::bind(config.clone()).await {
         Ok(_) => panic!("a server whose administrator has no credentials started"),
         Err(e) => format!("{e:#}"),

@@ -1054,6 +1054,24 @@ async fn a_bad_database_url_is_said_once() {
     assert_eq!(stderr.matches("\"sometimes\"").count(), 1, "{stderr}");
 }
 
+/// So is a database an administration command cannot open.
+#[tokio::test]
+async fn an_administration_commands_database_error_is_said_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = dir.path().join("no-such-folder").join("x.db");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args(["iam", "user", "list", "--database-url"])
+        .arg(&url)
+        .env_remove("LITEJOBS_DATABASE_URL")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.matches("unable to open").count(), 1, "{stderr}");
+}
+
 /// A PostgreSQL server that refuses connections is tried for a while (one may be starting
 /// beside the service), then reported by its cause, not by a pool's timeout.
 #[tokio::test]

@@ -480,6 +480,85 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
     server.terminate().await.expect("stops");
 }
 
+/// `jobs wait` waits out a service that fails for a moment (503, 429) as it waits out a job
+/// still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_wait_rides_through_failures_that_pass() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(
+        dir.path(),
+        &[
+            "--fault",
+            "op=GetDevServerJob,status=503,times=2",
+            "--fault",
+            "op=GetDevServerJob,status=429,times=2",
+        ],
+    )
+    .await;
+    let admin = admin_client(&info);
+    let created = admin
+        .create_job(
+            &litejobs::wire::JobCreateRequest {
+                name: "waited".into(),
+                description: None,
+                server_ids: vec!["sim-server-01".into()],
+                job_type: "COMMON".into(),
+                is_reboot: None,
+                items: vec![litejobs::wire::JobItem {
+                    item_type: "COMMON".into(),
+                    spec: None,
+                }],
+                visible: None,
+            },
+            None,
+        )
+        .await
+        .expect("create");
+    let out = tokio::process::Command::new(exe())
+        .args(["jobs", "wait", &created.id, "--timeout", "30s"])
+        .env(
+            "LITEJOBS_ENDPOINT",
+            info["endpoint"].as_str().expect("endpoint"),
+        )
+        .env(
+            "LITEJOBS_PROJECT_ID",
+            info["admin"]["project_id"].as_str().expect("project"),
+        )
+        .env(
+            "LITEJOBS_ACCESS_KEY",
+            info["admin"]["access_key"].as_str().expect("ak"),
+        )
+        .env(
+            "LITEJOBS_SECRET_KEY",
+            info["admin"]["secret_key"].as_str().expect("sk"),
+        )
+        .env_remove("LITEJOBS_PROFILE")
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FINISHED"));
+    let (_, journal) = json_of(
+        admin
+            .send(reqwest::Method::GET, "/_litejobs/requests", &[], None, &[])
+            .await
+            .expect("journal"),
+    )
+    .await;
+    let failed: Vec<u64> = journal["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| r["operation"] == "GetDevServerJob")
+        .filter_map(|r| r["status"].as_u64())
+        .filter(|s| *s >= 400)
+        .collect();
+    assert_eq!(failed, [503, 503, 429, 429]);
+    server.terminate().await.expect("stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_429_looks_like_the_rate_limits_own() {
     let dir = tempfile::tempdir().expect("dir");
