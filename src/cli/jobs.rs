@@ -379,7 +379,7 @@ pub async fn run_jobs(args: JobsArgs) -> anyhow::Result<()> {
         }
         JobsCommand::Watch(watch) => super::watch::run_watch(&client, watch, format).await?,
         JobsCommand::Logs { id, server, follow } => {
-            print_logs(&client, &id, server.as_deref(), follow).await?;
+            print_logs(&client, &id, server.as_deref(), follow, format).await?;
         }
     }
     Ok(())
@@ -410,10 +410,10 @@ async fn print_logs(
     id: &str,
     server: Option<&str>,
     follow: bool,
+    format: output::Format,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut printed: BTreeMap<String, String> = BTreeMap::new();
-    let several = server.is_none();
     loop {
         let job = client.get_job(id).await?;
         let tasks: Vec<_> = job
@@ -424,6 +424,7 @@ async fn print_logs(
         if let Some(s) = server.filter(|_| tasks.is_empty()) {
             bail!("job {id} has no task on server {s}");
         }
+        let several = tasks.len() > 1;
         let mut out = std::io::stdout().lock();
         for task in &tasks {
             let output = match client.task_output(id, &task.id).await {
@@ -433,7 +434,14 @@ async fn print_logs(
             };
             let before = printed.entry(task.id.clone()).or_default();
             let new = added(before, &output);
-            if !new.is_empty() {
+            if !new.is_empty() && format == output::Format::Json {
+                let line = serde_json::json!({
+                    "server_id": task.server_id,
+                    "task_id": task.id,
+                    "output": new,
+                });
+                writeln!(out, "{line}")?;
+            } else if !new.is_empty() {
                 for line in new.split_inclusive('\n') {
                     if several {
                         write!(out, "{}: ", task.server_id)?;

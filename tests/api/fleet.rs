@@ -692,10 +692,26 @@ async fn jobs_logs_follow_prints_a_running_commands_output_until_it_ends() {
     );
     let printed = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = printed.lines().collect();
-    // The agent heads each item's output with the item.
-    let expected: Vec<String> = std::iter::once("node-1: [item 1 COMMON]".to_string())
-        .chain((1..=5).map(|i| format!("node-1: line-{i}")))
+    // The agent heads each item's output with the item; a job of one server needs no
+    // server id before each line.
+    let expected: Vec<String> = std::iter::once("[item 1 COMMON]".to_string())
+        .chain((1..=5).map(|i| format!("line-{i}")))
         .collect();
     assert_eq!(lines, expected, "each line once, in order:\n{printed}");
+    // As JSON: one object per task and piece of output.
+    let json = std::process::Command::new(exe())
+        .current_dir(dir.path())
+        .args(["jobs", "logs", &created.id, "-o", "json"])
+        .output()
+        .expect("jobs logs runs");
+    assert!(json.status.success());
+    let pieces: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(pieces.len(), 1, "{pieces:?}");
+    assert_eq!(pieces[0]["server_id"], "node-1");
+    assert_eq!(pieces[0]["task_id"], created.tasks[0].id.as_str());
+    assert_eq!(pieces[0]["output"], format!("{}\n", expected.join("\n")));
     agent.kill_hard().await;
 }
