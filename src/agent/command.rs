@@ -109,6 +109,15 @@ async fn end_group(child: &mut tokio::process::Child, pgid: u32, grace: Duration
     let _ = child.wait().await;
 }
 
+/// A pipe for a command's output: its reading end, and its writing end twice, for stdout
+/// and stderr. Close-on-exec, so that commands started meanwhile hold none of it.
+fn one_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, Stdio, Stdio)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+    let second = write.try_clone()?;
+    Ok((reader, Stdio::from(write), Stdio::from(second)))
+}
+
 /// Runs one item: the template command under `sh -c` with the parameters as environment
 /// variables, in a process group of its own, its output into `sinks`; until `deadline` or
 /// `cancel`. Answers whether it succeeded (and how it ended otherwise).
@@ -119,12 +128,24 @@ async fn run_item(
     sinks: Sinks,
     grace: Duration,
 ) -> Result<bool, Stop> {
+    // stdout and stderr share one pipe, so that their lines stay in the order they were
+    // written (two pipes, each read on its own, would interleave them anyhow).
+    let (output, stdout, stderr) = match one_pipe() {
+        Ok(ends) => ends,
+        Err(e) => {
+            write_all(
+                &sinks,
+                format!("cannot start the command: {e}\n").as_bytes(),
+            );
+            return Ok(false);
+        }
+    };
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(command)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0)
         .kill_on_drop(true);
     for (k, v) in params.iter().filter(|(k, _)| is_env_name(k)) {
@@ -140,20 +161,11 @@ async fn run_item(
             return Ok(false);
         }
     };
+    // The command holds the pipe's writing end now: this process's copies go, so that the
+    // reader sees its end when the command's processes are gone.
+    drop(cmd);
     let pgid = child.id().unwrap_or(0);
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| tokio::spawn(drain(s, sinks.clone()))),
-        child
-            .stderr
-            .take()
-            .map(|s| tokio::spawn(drain(s, sinks.clone()))),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let readers = [tokio::spawn(drain(output, sinks.clone()))];
     let outcome = tokio::select! {
         status = child.wait() => Ok(status),
         () = tokio::time::sleep_until(deadline) => Err(Stop::TimedOut),

@@ -356,9 +356,29 @@ async fn the_agent_executes_items_in_order_and_stops_at_a_failure() {
         timeout_secs: 1,
         ..task
     };
-    let (result, _) = run(slow).await;
+    let (result, _) = run(slow.clone()).await;
     assert_eq!(result.status, "FAILED");
     assert!(result.message.contains("timed out"));
+    // stdout and stderr keep the order they were written in.
+    let mixed = litejobs::wire::AgentTask {
+        items: vec![JobItem {
+            item_type: "COMMON".into(),
+            spec: Some(BTreeMap::from([(
+                "cmd".to_string(),
+                "for i in 1 2 3; do echo out-$i; echo err-$i >&2; done".to_string(),
+            )])),
+        }],
+        timeout_secs: 10,
+        ..slow
+    };
+    let (result, printed) = run(mixed).await;
+    assert_eq!(result.status, "SUCCESS");
+    let lines: Vec<&str> = printed.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        ["out-1", "err-1", "out-2", "err-2", "out-3", "err-3"],
+        "{printed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
