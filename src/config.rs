@@ -195,7 +195,12 @@ pub struct ServeConfig {
     pub bench_floor: bool,
 
     /// Log format: `text` or `json`.
-    #[arg(long, env = "LITEJOBS_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        env = "LITEJOBS_LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"]
+    )]
     pub log_format: String,
 
     /// A request's line and headers must arrive within this time (a TLS handshake too), and

@@ -235,6 +235,18 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let store = self.state.store.clone();
         let mut workers = tokio::task::JoinSet::new();
+        if !self.config.simulate {
+            let now = crate::domain::now_ms();
+            match store.fleet_gauges(now, now).await {
+                Ok(gauges) if gauges.simulated > 0 => tracing::warn!(
+                    tasks = gauges.simulated,
+                    "tasks of simulated servers are running; they end only while a server \
+                     started with --simulate serves this database"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot count the simulated tasks"),
+            }
+        }
         if self.config.simulate {
             let mut simulation = simulation(&self.config);
             let faults: Arc<dyn worker::TaskFaults> = self.state.emulator.clone();

@@ -150,6 +150,11 @@ impl ConnectArgs {
                 let pem = std::fs::read(path).with_context(|| {
                     format!("cannot read the CA certificate {}", path.display())
                 })?;
+                anyhow::ensure!(
+                    String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"),
+                    "{} holds no PEM certificate",
+                    path.display()
+                );
                 client
                     .trusting(&pem)
                     .with_context(|| format!("{} holds no usable PEM certificate", path.display()))

@@ -68,6 +68,7 @@ pub fn run_env(args: EnvArgs) -> anyhow::Result<()> {
                 (Some(ak), Some(sk)) => (ak.clone(), sk.clone()),
                 _ => (demo::ACCESS_KEY.to_string(), demo::SECRET_KEY.to_string()),
             };
+            super::connect::check_endpoint(&args.endpoint)?;
             crate::emulator::env_lines(args.endpoint.trim_end_matches('/'), &args.region, &ak, &sk)
         }
     };
@@ -157,6 +158,11 @@ struct ReadyInfoFile {
     admin: Option<crate::iam::Profile>,
 }
 
+/// True for the answer to a path the server does not serve (`APIG.0101`).
+fn path_is_unknown(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|b| b["error_code"] == "APIG.0101")
+}
+
 async fn control(
     client: &Client,
     method: Method,
@@ -167,6 +173,12 @@ async fn control(
     let response = client
         .send(method, &format!("/_litejobs/{path}"), query, body, &[])
         .await?;
+    if response.status == 404 && path_is_unknown(&response.body) {
+        anyhow::bail!(
+            "the server serves no emulator control API: it runs without `litejobs serve \
+             --simulate`"
+        );
+    }
     if response.status >= 400 {
         return Err(response.api_error().into());
     }

@@ -90,7 +90,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
     pub kill_grace: std::time::Duration,
     /// Log format: `text` or `json`.
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }
 

@@ -123,6 +123,12 @@ async fn servers_command(store: &dyn crate::store::Store, args: ServersArgs) -> 
                     },
                 )
                 .await?;
+            if simulated {
+                eprintln!(
+                    "note: the tasks of a simulated server end only while a server started with \
+                     `litejobs serve --simulate` serves this database"
+                );
+            }
             let servers = store.list_servers(&project_id).await?;
             let Some(server) = servers.into_iter().find(|s| s.id == id) else {
                 bail!("server {id} was not registered");

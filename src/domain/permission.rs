@@ -17,6 +17,16 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 7] = [
+        Self::ListJobs,
+        Self::GetJob,
+        Self::CreateJob,
+        Self::DeleteJobs,
+        Self::ListTemplates,
+        Self::GetTemplate,
+        Self::RunAgent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ListJobs => "modelarts:devserverJob:list",
@@ -66,13 +76,17 @@ pub fn allows<S: AsRef<str>>(patterns: &[S], action: Action) -> bool {
         .any(|p| pattern_matches(p.as_ref(), action.as_str()))
 }
 
-/// Checks an action pattern an administrator writes into a policy.
+/// Checks an action pattern an administrator writes into a policy: its characters, and
+/// that it grants some action (a pattern with a typo would grant nothing, silently).
 pub fn valid_pattern(pattern: &str) -> bool {
     !pattern.is_empty()
         && pattern.len() <= 128
         && pattern
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'*' | b'-' | b'_'))
+        && Action::ALL
+            .iter()
+            .any(|a| pattern_matches(pattern, a.as_str()))
 }
 
 #[cfg(test)]
@@ -103,6 +117,22 @@ mod tests {
             "modelarts:devserverJob:getx"
         ));
         assert!(!pattern_matches("a*a", "a"));
+    }
+
+    #[test]
+    fn a_pattern_must_grant_some_action() {
+        for good in ["modelarts:*", "*", "modelarts:devserverJob:list", "*:get"] {
+            assert!(valid_pattern(good), "{good}");
+        }
+        for bad in [
+            "notanaction",
+            "modelarts:devserverJobs:list",
+            "",
+            "modelarts:job:*",
+            "a b",
+        ] {
+            assert!(!valid_pattern(bad), "{bad}");
+        }
     }
 
     #[test]

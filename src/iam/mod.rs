@@ -197,7 +197,11 @@ pub async fn put_policy(store: &dyn Store, name: &str, actions: &[String]) -> an
         bail!("{name} is a built-in policy and cannot be changed");
     }
     for a in actions {
-        anyhow::ensure!(valid_pattern(a), "{a} is not a valid action pattern");
+        anyhow::ensure!(
+            valid_pattern(a),
+            "{a} is no action pattern that grants an action (the actions: {})",
+            crate::domain::Action::ALL.map(|a| a.as_str()).join(", ")
+        );
     }
     store
         .upsert_policy(&PolicyRecord {

@@ -507,6 +507,45 @@ async fn usage_errors_exit_2_and_connection_problems_exit_1() {
     let stderr = wrong_secret.failed();
     assert!(stderr.starts_with("error: 401 APIG.0301: "), "{stderr}");
     assert!(!stderr.contains("WrongSecretKey"), "{stderr}");
+
+    // Values that would do nothing, or not what was meant, are refused.
+    for args in [
+        &["serve", "--log-format", "xml"][..],
+        &["agent", "--server-id", "s1", "--log-format", "xml"][..],
+    ] {
+        let odd = admin(&app, args).await;
+        assert_eq!(odd.code, 2, "{odd:?}");
+    }
+    let not_a_url = admin(&app, &["env", "--endpoint", "notaurl"]).await;
+    assert!(not_a_url.failed().contains("not a URL"), "{not_a_url:?}");
+    let key_file = app.dir.path().join("not-a-cert.pem");
+    std::fs::write(
+        &key_file,
+        "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("file");
+    let no_cert = admin(
+        &app,
+        &["jobs", "list", "--ca-cert", &key_file.to_string_lossy()],
+    )
+    .await;
+    assert!(
+        no_cert.failed().contains("holds no PEM certificate"),
+        "{no_cert:?}"
+    );
+    let typo = admin(
+        &app,
+        &[
+            "iam",
+            "policy",
+            "put",
+            "p",
+            "--action",
+            "modelarts:devserverJobs:list",
+        ],
+    )
+    .await;
+    assert!(typo.failed().contains("grants an action"), "{typo:?}");
 }
 
 async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused(app: TestApp) {
@@ -592,7 +631,7 @@ async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused(app
         "{denied:?}"
     );
 
-    let server = admin(
+    let added = admin(
         &app,
         &[
             "servers",
@@ -609,8 +648,10 @@ async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused(app
             "json",
         ],
     )
-    .await
-    .json();
+    .await;
+    // Its tasks need a simulating server: said, so that they are not left waiting unawares.
+    assert!(added.stderr.contains("serve --simulate"), "{added:?}");
+    let server = added.json();
     assert_eq!(server["id"], "node-a");
     assert_eq!(server["kind"], "simulated");
     let servers = admin(&app, &["servers", "list", "--project", &app.project_id]).await;

@@ -184,6 +184,19 @@ async fn without_simulate_every_control_route_is_unknown_and_no_fault_can_be_set
     }
     // The list was not broken by a rule.
     assert_eq!(admin.list_jobs(&[]).await.expect("list").total, 0);
+    // The emulator's commands say what is missing.
+    let cli = std::process::Command::new(exe())
+        .args(["emulator", "requests", "--profile", &admin_file])
+        .env_remove("LITEJOBS_ENDPOINT")
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(cli.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("without `litejobs serve --simulate`"),
+        "{stderr}"
+    );
     server.kill_hard().await.expect("kill");
 
     // Nor at start.
