@@ -248,6 +248,7 @@ mod tests {
             Some(PathBuf::from("rel.db"))
         );
         assert_eq!(sqlite_file("postgres://h/db"), None);
+        assert_eq!(sqlite_file("mysql://h/db"), None);
         assert_eq!(sqlite_file("sqlite::memory:"), None);
     }
 }

@@ -26,16 +26,21 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
-/// Opens (and migrates) the database; says so on stderr when a new SQLite file is made.
+/// Opens (and migrates) the database. A SQLite file that does not exist is refused, not
+/// made: a command run in the wrong folder, or with a mistyped path, would otherwise work
+/// on a new, empty database (with a master key of its own) and seem to succeed.
 pub async fn open(database: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
     let url = database.database_url.as_str();
-    let new_file = store::sqlite_file(url).filter(|p| !p.exists());
+    if let Some(path) = store::sqlite_file(url).filter(|p| !p.exists()) {
+        bail!(
+            "no database at {}: `litejobs serve` or `litejobs migrate` makes one; give another \
+             with --database-url",
+            path.display()
+        );
+    }
     let store = store::open(url)
         .await
         .with_context(|| "cannot open the database")?;
-    if let Some(path) = new_file {
-        eprintln!("note: created a new database at {}", path.display());
-    }
     iam::ensure_builtin_policies(store.as_ref()).await?;
     Ok(store)
 }

@@ -516,9 +516,16 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The file a SQLite URL or path names; `None` for PostgreSQL and in-memory databases.
+/// The scheme of a URL of another database than SQLite or PostgreSQL (`mysql://…`).
+fn foreign_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    (scheme != "sqlite" && !is_postgres_url(url)).then_some(scheme)
+}
+
+/// The file a SQLite URL or path names; `None` for PostgreSQL, in-memory and other
+/// databases.
 pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    if is_postgres_url(url) {
+    if is_postgres_url(url) || foreign_scheme(url).is_some() {
         return None;
     }
     let path = url
@@ -540,6 +547,12 @@ pub async fn open_with(
     url: &str,
     pg_connections: Option<u32>,
 ) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if let Some(scheme) = foreign_scheme(url) {
+        return Err(StoreError::internal(format!(
+            "{scheme}:// names no database litejobs uses: give a SQLite path or sqlite: URL, \
+             or a postgres:// URL"
+        )));
+    }
     if is_postgres_url(url) {
         let connections = pg_connections.unwrap_or_else(postgres::default_connections);
         Ok(std::sync::Arc::new(

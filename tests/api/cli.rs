@@ -1095,22 +1095,39 @@ async fn a_bad_database_url_is_said_once() {
     assert_eq!(stderr.matches("\"sometimes\"").count(), 1, "{stderr}");
 }
 
-/// So is a database an administration command cannot open.
+/// So is a database an administration command cannot open; and one that does not exist is
+/// not made (a mistyped path would seem to work, on a new and empty database).
 #[tokio::test]
 async fn an_administration_commands_database_error_is_said_once() {
     let dir = tempfile::tempdir().expect("dir");
-    let url = dir.path().join("no-such-folder").join("x.db");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
-        .args(["iam", "user", "list", "--database-url"])
-        .arg(&url)
-        .env_remove("LITEJOBS_DATABASE_URL")
-        .output()
-        .await
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert_eq!(stderr.matches("unable to open").count(), 1, "{stderr}");
+    let fails = |url: std::path::PathBuf| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+            .args(["iam", "user", "list", "--database-url"])
+            .arg(&url)
+            .env_remove("LITEJOBS_DATABASE_URL")
+            .output()
+            .await
+            .expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        stderr
+    };
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![7u8; 8192]).expect("file");
+    let stderr = fails(garbage).await;
+    assert_eq!(stderr.matches("not a database").count(), 1, "{stderr}");
+    let missing = dir.path().join("missing.db");
+    let stderr = fails(missing.clone()).await;
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!missing.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        1,
+        "nothing made beside it"
+    );
+    let stderr = fails("mysql://root@127.0.0.1/test".into()).await;
+    assert!(stderr.contains("mysql:// names no database"), "{stderr}");
 }
 
 /// A PostgreSQL server that refuses connections is tried for a while (one may be starting
