@@ -79,6 +79,22 @@ pub fn note_cache_delay() {
     );
 }
 
+/// The operating system's user running this command: `$USER` or `$LOGNAME`, else (under
+/// cron, systemd or `docker exec`, which set neither) the name of its uid, else the uid.
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| {
+            let uid = nix::unistd::Uid::current();
+            match nix::unistd::User::from_uid(uid) {
+                Ok(Some(user)) => user.name,
+                _ => format!("uid {uid}"),
+            }
+        })
+}
+
 /// Records an administration command in the audit trail (as `cli`, by the operating
 /// system's user), whether it succeeded or not. A record that cannot be written is a
 /// warning: the command's own outcome stands.
@@ -88,9 +104,7 @@ pub async fn record_admin(
     resources: Vec<String>,
     outcome: &anyhow::Result<()>,
 ) {
-    let who = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| crate::audit::UNKNOWN.to_string());
+    let who = os_user();
     let record = store::AuditRecord {
         at: crate::domain::now_ms(),
         project_id: None,

@@ -308,6 +308,40 @@ async fn admin_commands_record_themselves_and_audit_list_filters() {
     assert_eq!(denied[0].user_id, "unknown");
     let by_user = run(&["audit", "list", "--user", "operator-jane"]);
     assert!(by_user.contains("iam.user.create") && !by_user.contains("authenticate"));
+    // Without $USER or $LOGNAME (cron, systemd), the name of the process's uid.
+    let quiet = std::process::Command::new(exe)
+        .args([
+            "iam",
+            "user",
+            "create",
+            "carl",
+            "--database-url",
+            &app.database_url,
+        ])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .expect("runs");
+    assert!(quiet.status.success());
+    let uid = nix::unistd::Uid::current();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name);
+    let listed: Vec<AuditRecord> = serde_json::from_str(&run(&[
+        "audit",
+        "list",
+        "--action",
+        "iam.user.create",
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    let carl = listed
+        .iter()
+        .find(|r| r.resources == ["carl"])
+        .expect("carl's record");
+    assert_eq!(carl.user_name, name);
     // The password given on the command line is in no record.
     let everything = run(&["audit", "list", "-o", "json"]);
     assert!(!everything.contains("secret-of-bob-1"));
