@@ -232,6 +232,16 @@ fn processes_with(marker: &str) -> Vec<u32> {
     found
 }
 
+/// Asserts that a command writing a line to `runs` at its start ran once.
+fn assert_ran_once(runs: &Path) {
+    let started = std::fs::read_to_string(runs).expect("runs");
+    assert_eq!(
+        started.lines().count(),
+        1,
+        "the command ran once: {started:?}"
+    );
+}
+
 async fn wait_until(limit: Duration, what: &str, check: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
     while !check() {
@@ -452,12 +462,7 @@ async fn an_agent_cut_off_for_longer_than_a_lease_runs_its_task_once() {
     })
     .await;
     assert_eq!(done.tasks[0].status, "SUCCESS", "{}", done.tasks[0].message);
-    let started = std::fs::read_to_string(&runs).expect("runs");
-    assert_eq!(
-        started.lines().count(),
-        1,
-        "the command ran once: {started:?}"
-    );
+    assert_ran_once(&runs);
     agent.kill_hard().await;
 }
 
@@ -506,12 +511,7 @@ async fn a_throttled_report_is_sent_again_and_the_task_runs_once() {
     assert_eq!(throttled, 2, "{journal}");
     // Longer than a lease (3 s): a dropped result would have had the task leased again.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let started = std::fs::read_to_string(&runs).expect("runs");
-    assert_eq!(
-        started.lines().count(),
-        1,
-        "the command ran once: {started:?}"
-    );
+    assert_ran_once(&runs);
     agent.kill_hard().await;
 }
 
