@@ -47,10 +47,40 @@ pub struct Caller {
     pub project: ProjectId,
     /// The access key the request was signed with (none for a token).
     pub access_key: Option<String>,
+    /// The hash of the token presented (none for a signature).
+    token_hash: Option<String>,
     actions: Arc<Vec<String>>,
 }
 
 impl Caller {
+    /// True while what let the caller in still holds: its token (not revoked or expired) or
+    /// its access key, and a grant of `action` in its project; looked up as a request's are
+    /// (through the lookup cache). For a request that goes on, such as a live watch.
+    pub async fn still_allowed(&self, state: &AppState, action: Action) -> Result<bool, ApiError> {
+        let store = state.store.as_ref();
+        let cache = &state.authenticator.cache;
+        let holds = match (&self.token_hash, &self.access_key) {
+            (Some(hash), _) => cache
+                .token(store, hash, crate::domain::now_ms())
+                .await?
+                .is_some_and(|t| {
+                    t.user_id == self.user_id && t.project_id == self.project.as_str()
+                }),
+            (None, Some(key)) => cache
+                .access_key(store, key)
+                .await?
+                .is_some_and(|k| k.user_id == self.user_id),
+            (None, None) => false,
+        };
+        if !holds {
+            return Ok(false);
+        }
+        let actions = cache
+            .project_actions(store, &self.user_id, self.project.as_str())
+            .await?;
+        Ok(actions.is_some_and(|a| allows(&a, action)))
+    }
+
     /// Fails with 403 unless the caller's policies in this project grant `action`.
     pub fn require(&self, action: Action) -> Result<(), ApiError> {
         if allows(&self.actions, action) {
@@ -93,6 +123,14 @@ pub struct AuthConfig {
     /// Failed attempts from one address (any credential) within five minutes after which
     /// that address is refused for the rest of them; 0 turns the limit off.
     pub failures_per_address: u32,
+}
+
+impl Authenticator {
+    /// How often a request that goes on (a live watch) checks its caller again: as often as
+    /// a revocation reaches new requests, and at most once a second.
+    pub fn recheck_every(&self) -> Duration {
+        self.cache.ttl().max(Duration::from_secs(1))
+    }
 }
 
 /// Default of [`AuthConfig::cache_ttl`].
@@ -199,6 +237,8 @@ struct Identity {
     limit_key: String,
     /// The access key a signature was made with.
     access_key: Option<String>,
+    /// The hash of the token presented.
+    token_hash: Option<String>,
 }
 
 /// The request's headers as text: borrowed, but for a value that is not UTF-8 (whose
@@ -284,6 +324,7 @@ async fn verify_signature(
                 token_project: None,
                 limit_key: format!("ak:{}", key.access_key),
                 access_key: Some(key.access_key),
+                token_hash: None,
             })
         }
         _ => Err(fail()),
@@ -310,6 +351,7 @@ async fn verify_token(state: &AppState, token: &str, peer: IpAddr) -> Result<Ide
             user_name: t.user_name,
             token_project: Some(t.project_id),
             access_key: None,
+            token_hash: Some(hash),
         }),
         None => {
             authn.record_failure(AuthFailure::Token, &hash, peer);
@@ -399,6 +441,7 @@ async fn caller_in(
         user_name: identity.user_name,
         project,
         access_key: identity.access_key,
+        token_hash: identity.token_hash,
         actions,
     })
 }

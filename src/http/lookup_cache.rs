@@ -41,6 +41,11 @@ where
 }
 
 impl LookupCache {
+    /// How long a looked-up value is trusted.
+    pub(super) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub(super) fn new(ttl: Duration) -> Self {
         Self {
             ttl,

@@ -6,8 +6,9 @@
 //! ended) or `deleted`; `job` is the job's list item after the change. A stream opens with
 //! one event whose id is where it starts (`snapshot`, the job's detail, for one job; `ready`
 //! for the list); a quiet stream carries a `ping` event (no id) every 15 s. A client that
-//! reconnects with `Last-Event-ID` (or `?last_event_id=`) gets
-//! every change after that id first (within the day the store keeps them).
+//! reconnects with `Last-Event-ID` (or `?last_event_id=`) gets an opening event with that
+//! id, then every change after it (within the day the store keeps them). A stream ends when
+//! its caller's credentials no longer hold, checked as often as requests see revocations.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -107,26 +108,46 @@ fn stream(receiver: mpsc::Receiver<Event>) -> Response {
         .into_response()
 }
 
+/// Where a stream's opening event puts the client: after the event it resumes from, or
+/// where the hub stands. (Resuming, the missed events follow with their own, larger ids:
+/// an opening id past them would have a client cut off there skip them when it resumes.)
+fn opening_id(start: i64, resume: Option<i64>) -> i64 {
+    resume.unwrap_or(start)
+}
+
 /// Feeds a stream: the events missed since `resume` (if any), then those the hub hands out,
-/// until the client or the server goes.
+/// until the client or the server goes, or the caller may no longer watch (a token revoked
+/// or expired, a key deleted, a grant taken away: checked as often as requests see it).
 async fn feed(
     state: AppState,
-    project: ProjectId,
+    (caller, action): (Caller, Action),
     watched: Watched,
     (mut live, start, resume): (broadcast::Receiver<Arc<JobEvent>>, i64, Option<i64>),
     out: mpsc::Sender<Event>,
 ) {
     let hub = state.watch.clone();
-    let mut last = start;
+    let project = caller.project.clone();
+    let mut last = start.max(resume.unwrap_or(0));
     if let Some(after) = resume.filter(|after| *after < start) {
         if !send_history(&hub, &project, &watched, (after, start), &out).await {
             return;
         }
     }
+    let every = state.authenticator.recheck_every();
+    let mut recheck = tokio::time::Instant::now() + every;
     loop {
         let received = tokio::select! {
             () = state.shutdown.cancelled() => return,
             () = out.closed() => return,
+            () = tokio::time::sleep_until(recheck) => {
+                // A database that cannot answer now ends no stream; a credential gone does.
+                if let Ok(false) = caller.still_allowed(&state, action).await {
+                    tracing::info!(user = caller.user_name, "a watcher's credentials no longer hold; ending its stream");
+                    return;
+                }
+                recheck = tokio::time::Instant::now() + every;
+                continue;
+            }
             received = live.recv() => received,
         };
         match received {
@@ -196,7 +217,7 @@ async fn send_history(
     summary = "Watch the job list",
     description = "A Server-Sent Events stream of the changes of the project's jobs that \
         match the filters, as they are committed on any replica. It opens with a `ready` \
-        event whose id is where it starts; then one `job` event per change, its data \
+        event whose id is where it starts (resuming, the id it resumes after); then one `job` event per change, its data \
         `{\"seq\", \"kind\", \"job\", \"task\"?}` (`kind`: `created`, `task`, \
         `finished` or `deleted`; `job`: the job's list item after the change; `task`: the \
         task that ended); a quiet stream carries a `ping` event every 15 s. Reconnecting \
@@ -234,14 +255,14 @@ pub async fn watch_jobs(
     let (out, receiver) = mpsc::channel(QUEUE);
     let ready = Event::default()
         .event("ready")
-        .id(start.to_string())
+        .id(opening_id(start, resume).to_string())
         .data("{}");
     // The queue is empty: this cannot fail.
     let _ = out.try_send(ready);
     let watched = Watched::List(query.filter);
     tokio::spawn(feed(
         state,
-        caller.project,
+        (caller, Action::ListJobs),
         watched,
         (live, start, resume),
         out,
@@ -258,7 +279,8 @@ pub async fn watch_jobs(
     tag = "jobs",
     summary = "Watch a job",
     description = "A Server-Sent Events stream of one job's changes. It opens with a \
-        `snapshot` event (the job's detail; its id is where the stream starts), then one \
+        `snapshot` event (the job's detail; its id is where the stream starts, or resumes \
+        after), then one \
         `job` event per change as in the list's watch, and `ping` every 15 s when quiet. \
         Needs `modelarts:devserverJob:get`.",
     params(
@@ -300,13 +322,13 @@ pub async fn watch_job(
     let (out, receiver) = mpsc::channel(QUEUE);
     let snapshot = Event::default()
         .event("snapshot")
-        .id(start.to_string())
+        .id(opening_id(start, resume).to_string())
         .json_data(&job)
         .map_err(|e| ApiError::Internal(e.into()))?;
     let _ = out.try_send(snapshot);
     tokio::spawn(feed(
         state,
-        caller.project,
+        (caller, Action::GetJob),
         Watched::Job(id),
         (live, start, resume),
         out,

@@ -188,7 +188,13 @@ async fn a_reconnect_with_last_event_id_replays_what_was_missed(app: TestApp) {
         .events(&list_path(client), &[], Some(last_seen))
         .await
         .expect("resumed");
-    assert_eq!(next(&mut resumed).await.event, "ready");
+    // Its opening event's id is where it resumes: the missed events follow with larger
+    // ones, so a client cut off among them resumes after the last it got.
+    let opening = next(&mut resumed).await;
+    assert_eq!(
+        (opening.event.as_str(), opening.id.as_str()),
+        ("ready", last_seen.to_string().as_str())
+    );
     let mut seen = Vec::new();
     let mut seqs = Vec::new();
     // The first job's task end, then each missed job's creation and finish.
@@ -344,7 +350,85 @@ async fn erased_jobs_are_not_replayed(app: TestApp) {
     app.stop().await;
 }
 
+/// Waits (at most 10 s) for a stream to end, ignoring pings; panics on anything else.
+async fn ends(stream: &mut EventStream) {
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Ok(Some(event)) if event.event == "ping" => {}
+                Ok(Some(event)) => panic!("an event, not the end: {event:?}"),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream went on");
+}
+
+/// A stream is checked as requests are: it ends once the grant it rests on is taken away,
+/// or its token is revoked, while another goes on.
+async fn a_watch_ends_when_its_credentials_no_longer_hold(app: TestApp) {
+    use litejobs::iam::READ_ONLY;
+    let signed = user_with_policy(&app, "signed", &app.project_id, READ_ONLY).await;
+    let holder = user_with_policy(&app, "holder", &app.project_id, READ_ONLY).await;
+    let token =
+        litejobs::client::issue_token(&app.endpoint, "holder", "pw-of-the-user", &app.project_id)
+            .await
+            .expect("token");
+    let by_token = Client::new(
+        &app.endpoint,
+        &app.project_id,
+        litejobs::client::ClientAuth::Token(token),
+    )
+    .expect("client");
+    let mut streams = Vec::new();
+    for client in [&signed, &by_token, &holder] {
+        let mut stream = client
+            .events(&list_path(client), &[], None)
+            .await
+            .expect("stream");
+        assert_eq!(next(&mut stream).await.event, "ready");
+        streams.push(stream);
+    }
+    let signed_id = app
+        .store
+        .find_user("signed")
+        .await
+        .expect("store")
+        .expect("user")
+        .id;
+    let holder_id = app
+        .store
+        .find_user("holder")
+        .await
+        .expect("store")
+        .expect("user")
+        .id;
+    assert!(app
+        .store
+        .revoke(&signed_id, &app.project_id, READ_ONLY)
+        .await
+        .expect("revoke"));
+    ends(&mut streams[0]).await;
+    let revoked = app
+        .store
+        .revoke_user_tokens(&holder_id, litejobs::domain::now_ms())
+        .await
+        .expect("revoke");
+    assert_eq!(revoked, 1);
+    ends(&mut streams[1]).await;
+    // The holder's signed stream (its grant and key intact) goes on.
+    let job = app.create_job("still-watched", &["sim-server-01"]).await;
+    let (kind, _, _, data) = next_change(&mut streams[2]).await;
+    assert_eq!(
+        (kind.as_str(), data["job"]["id"].as_str()),
+        ("created", Some(job.id.as_str()))
+    );
+    app.stop().await;
+}
+
 backend_tests!(
+    a_watch_ends_when_its_credentials_no_longer_hold,
     erased_jobs_are_not_replayed,
     a_watch_of_an_impossible_job_id_is_refused_or_unknown,
     a_job_is_watched_from_creation_to_deletion_in_order,
