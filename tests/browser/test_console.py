@@ -1,7 +1,8 @@
 """The console in headless Chromium, used as a person uses it: sign in, filter by each of
-the five filters, page, sort, create a job and watch it finish without reloading, open a
-failed task, delete, sign out; the read-only user's view; a wrong password; keyboard, labels
-and a phone-sized window. Each test asserts what the page shows."""
+the five filters, page, sort, create a job and watch it finish without reloading (also when
+its tasks end together), open a failed task, delete, sign out; the read-only user's view; a
+wrong password; keyboard, labels and a phone-sized window. Each test asserts what the page
+shows."""
 
 from urllib.parse import parse_qs, urlparse
 
@@ -292,3 +293,18 @@ def test_readable_on_a_phone(browser, server, jobs, path):
     size = browser.execute_script(
         "return parseFloat(getComputedStyle(document.body).fontSize);")
     assert size >= 15
+
+
+def test_a_job_whose_tasks_end_together_is_shown_finished(browser, server, jobs):
+    """Changes that arrive while the page fetches an earlier one are not lost: each of these
+    jobs' four tasks end within moments of each other, and the page must end FINISHED."""
+    api = Api(server.endpoint)
+    sign_in(browser, server)
+    servers = ["sim-server-01", "sim-server-02", "sim-server-03", "sim-server-04"]
+    for n in range(6):
+        job = api.create_job(f"together-{n}", servers)
+        browser.get(f"{server.endpoint}/console/jobs/{job['id']}")
+        live = browser.find_element(By.ID, "live")
+        wait_for(browser, lambda b: live.get_attribute("data-status") == "FINISHED", timeout=15)
+        statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#tasks tbody .st")]
+        assert "PROCESSING" not in statuses, (n, statuses)

@@ -10,6 +10,9 @@
     var source = null;
     var timer = null;
     var busy = false;
+    // A change that came while a fetch was on its way: that fetch may have read the job
+    // before it, so another follows.
+    var again = false;
 
     function finished() {
       var status = live.getAttribute("data-status");
@@ -22,8 +25,9 @@
     }
 
     function refresh() {
-      if (busy) { return; }
+      if (busy) { again = true; return; }
       busy = true;
+      again = false;
       fetch(fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (response) {
           if (response.redirected) {
@@ -41,7 +45,10 @@
           });
         })
         .catch(function () { /* the next event or tick tries again */ })
-        .then(function () { busy = false; });
+        .then(function () {
+          busy = false;
+          if (again && !finished()) { refresh(); }
+        });
     }
 
     if (finished()) { return; }
