@@ -144,6 +144,13 @@ impl FromRequestParts<AppState> for Session {
         let caller = match token_caller(state, &token, peer_ip(parts)).await {
             Ok(caller) => caller,
             Err(ApiError::Unauthenticated) => return Err(signed_out()),
+            // The user no longer holds a grant in the session's project: the session (whose
+            // token is of that project alone) is over. Ended, so that signing in again, in
+            // a project the user still holds, is the way on.
+            Err(ApiError::Forbidden(_)) => {
+                end_token(state, &token).await?;
+                return Err(signed_out());
+            }
             Err(e) => return Err(e.into()),
         };
         let projects = granted_projects(state, &caller.user_id).await?;

@@ -225,6 +225,43 @@ async fn a_wrong_password_is_answered_401_on_the_form_without_saying_which_part(
     assert_eq!(browser.cookie("litejobs_session"), None);
 }
 
+/// A session whose project the user lost its grant in is over: its pages lead to the
+/// sign-in form (not to a 403 with no way out), and its token is ended.
+#[tokio::test]
+async fn a_session_whose_grant_is_taken_away_leads_to_sign_in() {
+    let app = TestApp::sqlite().await;
+    let mut browser = signed_in(&app, "dora", iam::READ_ONLY).await;
+    let token = browser.cookie("litejobs_session").expect("session");
+    let user = app
+        .store
+        .find_user("dora")
+        .await
+        .expect("store")
+        .expect("user");
+    assert!(app
+        .store
+        .revoke(&user.id, &app.project_id, iam::READ_ONLY)
+        .await
+        .expect("revoke"));
+    let response = browser.get("/console/jobs").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(&response).starts_with("/console/login"),
+        "{}",
+        location(&response)
+    );
+    let hash = litejobs::http::auth::token_hash(&token);
+    let now = litejobs::domain::now_ms();
+    assert!(
+        app.store
+            .find_token(&hash, now)
+            .await
+            .expect("store")
+            .is_none(),
+        "the session's token is ended"
+    );
+}
+
 #[tokio::test]
 async fn sign_in_goes_back_only_to_console_pages() {
     let app = TestApp::sqlite().await;
