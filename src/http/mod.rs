@@ -394,7 +394,6 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     response
 }
 
-/// The length of a request's URI as written on its request line.
 /// The bytes of a request's headers as sent (`name: value` and a line end each), with
 /// room for the request line's method and version.
 fn head_length(headers: &axum::http::HeaderMap) -> usize {
@@ -406,6 +405,7 @@ fn head_length(headers: &axum::http::HeaderMap) -> usize {
             .sum::<usize>()
 }
 
+/// The length of a request's URI as written on its request line.
 fn uri_length(uri: &axum::http::Uri) -> usize {
     let scheme = uri.scheme_str().map_or(0, |s| s.len() + "://".len());
     let authority = uri.authority().map_or(0, |a| a.as_str().len());

@@ -233,16 +233,12 @@ fn table(view: &View, listed: &Listed<'_>) -> Markup {
     let numbers = query.page.numbers(listed.total, u64::MAX);
     let limit = query.page.limit.unwrap_or(PAGE_SIZE);
     let offset = query.page.offset;
-    let first = if listed.jobs.is_empty() {
-        0
-    } else {
-        offset + 1
-    };
+    let first = offset + 1;
     let last = offset + listed.jobs.len() as u64;
     html! {
         p.total id="total" role="status" {
             @if listed.total == 1 { "1 job" } @else { (listed.total) " jobs" }
-            @if listed.total > 0 {
+            @if !listed.jobs.is_empty() {
                 ", showing " (first) "–" (last)
             }
         }

@@ -442,6 +442,17 @@ async fn a_job_of_another_project_is_not_found() {
 }
 
 #[tokio::test]
+async fn a_page_past_the_last_shows_the_total_alone() {
+    let app = TestApp::sqlite().await;
+    app.create_job("only", &["sim-server-01"]).await;
+    let mut browser = signed_in(&app, "alice", iam::READ_ONLY).await;
+    let (_, page) = browser.page("/console/jobs?offset=100").await;
+    assert!(page.contains("1 job</p>"), "{page}");
+    let (_, page) = browser.page("/console/jobs").await;
+    assert!(page.contains("1 job, showing 1–1</p>"), "{page}");
+}
+
+#[tokio::test]
 async fn a_user_of_two_projects_switches_between_them() {
     let app = TestApp::sqlite().await;
     let other = iam::create_project(app.store.as_ref(), "zeta", None)
@@ -477,6 +488,11 @@ async fn a_user_of_two_projects_switches_between_them() {
     assert!(!page.contains(&job.id), "{page}");
     assert!(!page.contains("id=\"new-job\""), "read-only there");
     assert_ne!(browser.cookie("litejobs_session"), Some(old));
+    // The old session's end is in the audit trail, beside the new one's start.
+    let revoked = audited(&app, "token.revoke", "alice", 1).await.remove(0);
+    assert_eq!(revoked.project_id.as_deref(), Some(app.project_id.as_str()));
+    assert_eq!(revoked.outcome, "success");
+    audited(&app, "token.issue", "alice", 2).await;
     // A project without a grant is refused.
     let csrf = hidden(&page, "csrf");
     let response = browser
