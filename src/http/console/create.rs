@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 
@@ -27,6 +27,9 @@ struct Draft {
     servers: Vec<String>,
     spec: BTreeMap<String, String>,
     visible: bool,
+    /// The form's own idempotency token (the API's `X-Client-Token`): the same form sent
+    /// twice (a second click, a reload of the answer) makes one job.
+    client_token: String,
     /// The field the API's message is about (`name`, `servers`, `spec.cmd`, ...), and it.
     error: Option<(String, String)>,
 }
@@ -52,6 +55,7 @@ pub async fn form_page(
             .map(|p| (p.name.clone(), p.value.clone()))
             .collect(),
         visible: true,
+        client_token: uuid::Uuid::new_v4().simple().to_string(),
         ..Draft::default()
     };
     let servers = state.store.list_servers(&session.caller.project).await?;
@@ -124,6 +128,11 @@ async fn create_job(
             })
             .collect(),
         visible: form.get("visible") == Some("true"),
+        client_token: form
+            .get("client_token")
+            .filter(|t| t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or("")
+            .to_string(),
         error: None,
     };
     let request = JobCreateRequest {
@@ -138,7 +147,13 @@ async fn create_job(
         }],
         visible: Some(draft.visible),
     };
-    match crate::http::jobs::create(state, &session.caller, request, &HeaderMap::new()).await {
+    let mut headers = HeaderMap::new();
+    if let Ok(token) = HeaderValue::from_str(&format!("console-{}", draft.client_token)) {
+        if !draft.client_token.is_empty() {
+            headers.insert("x-client-token", token);
+        }
+    }
+    match crate::http::jobs::create(state, &session.caller, request, &headers).await {
         Ok(job) => {
             let href = format!("/console/jobs/{}", page::encode(&job.id));
             let mut response = Redirect::to(&href).into_response();
@@ -147,8 +162,17 @@ async fn create_job(
                 .insert(crate::audit::Resources(vec![job.id]));
             Ok(response)
         }
-        Err(ApiError::Invalid(message)) => {
-            draft.error = Some((field_of(&message), message));
+        Err(e @ (ApiError::Invalid(_) | ApiError::Conflict(_))) => {
+            let status = e.status_and_code().0;
+            draft.error = Some(match e {
+                ApiError::Invalid(message) => (field_of(&message), message),
+                _ => (
+                    "form".into(),
+                    "This form already created a job with other values: open New job for \
+                     another one."
+                        .into(),
+                ),
+            });
             let servers = state.store.list_servers(&session.caller.project).await?;
             let html = page::shell(
                 "New job",
@@ -156,7 +180,7 @@ async fn create_job(
                 Section::Jobs,
                 form_markup(state, session, template, &servers, &draft),
             );
-            Ok((StatusCode::BAD_REQUEST, html).into_response())
+            Ok((status, html).into_response())
         }
         Err(e) => Err(e.into()),
     }
@@ -214,6 +238,7 @@ fn form_markup(
         form.create method="post" action="/console/jobs" novalidate {
             input type="hidden" name="csrf" value=(session.csrf);
             input type="hidden" name="type" value=(draft.job_type);
+            input type="hidden" name="client_token" value=(draft.client_token);
             label for="name" { "Name" }
             input id="name" name="name" type="text" value=(draft.name)
                 aria-invalid=[error_for(draft, "name").map(|_| "true")]

@@ -330,6 +330,44 @@ async fn a_read_only_user_sees_no_controls_and_its_posts_answer_403(app: TestApp
     assert_ne!(kept.status, "DELETED");
 }
 
+/// The create form carries a token of its own: the same form sent twice (a second click,
+/// the answer reloaded) makes one job; sent again with other values, it says so.
+#[tokio::test]
+async fn a_create_form_sent_twice_makes_one_job() {
+    let app = TestApp::sqlite().await;
+    let mut browser = signed_in(&app, "alice", iam::FULL_ACCESS).await;
+    let (_, page) = browser.page("/console/jobs/new?type=COMMON").await;
+    let csrf = hidden(&page, "csrf");
+    let token = hidden(&page, "client_token");
+    assert_eq!(token.len(), 32, "{page}");
+    let form = |name: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("csrf", csrf.clone()),
+            ("client_token", token.clone()),
+            ("type", "COMMON".to_string()),
+            ("name", name.to_string()),
+            ("server", "sim-server-01".to_string()),
+            ("spec.cmd", "echo once".to_string()),
+        ]
+    };
+    let mut answers = Vec::new();
+    for name in ["twice", "twice", "other"] {
+        let fields = form(name);
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        answers.push(browser.post("/console/jobs", &pairs).await);
+    }
+    let [first, second, other] = <[reqwest::Response; 3]>::try_from(answers).expect("three");
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER)
+    );
+    assert_eq!(location(&first), location(&second), "the same job");
+    assert_eq!(other.status(), StatusCode::CONFLICT);
+    let page = other.text().await.expect("body");
+    assert!(page.contains("open New job for another one"), "{page}");
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 1);
+}
+
 #[tokio::test]
 async fn the_create_form_shows_the_api_messages_next_to_their_fields() {
     let app = TestApp::sqlite().await;
