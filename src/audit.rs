@@ -26,7 +26,10 @@ const BATCH: usize = 1000;
 const GATHER: Duration = Duration::from_millis(100);
 /// Pause after the database refused a batch, which is tried again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
-/// Tries of a batch before it is given up (and logged).
+/// Longest pause between tries while the database is out of reach.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Tries of a batch the database refuses for another reason than being out of reach, before
+/// it is given up (and logged).
 const TRIES: u32 = 10;
 
 /// `user_id` and `user_name` of a caller who was not authenticated.
@@ -145,14 +148,23 @@ async fn write(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<AuditRecord>)
                 }
             }
         }
-        let mut tries = 0;
+        // While the database is out of reach the batch waits for it (new records wait in
+        // the queue, and only its overflow is lost); a batch it refuses is given up after a
+        // few tries, so that it cannot hold up the ones behind it.
+        let (mut tries, mut pause) = (0, RETRY_AFTER);
         while let Err(e) = store.record_audit(&batch).await {
-            tries += 1;
+            if !e.is_retryable() {
+                tries += 1;
+            }
             if tries >= TRIES {
                 tracing::error!(error = %e, records = batch.len(), "cannot write audit records; they are lost");
                 break;
             }
-            tokio::time::sleep(RETRY_AFTER).await;
+            if pause >= MAX_RETRY_AFTER {
+                tracing::warn!(error = %e, records = batch.len(), "cannot write audit records yet; trying again");
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_AFTER);
         }
         batch.clear();
     }

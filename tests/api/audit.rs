@@ -371,3 +371,67 @@ async fn with_no_audit_nothing_is_recorded() {
         .expect("audit");
     assert!(all.is_empty(), "{all:?}");
 }
+
+/// While the database cannot be reached the trail's records wait for it, longer than the
+/// few tries a batch the database refuses gets (PostgreSQL: connections refused for a while).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_wait_out_an_unreachable_database() {
+    use sqlx::Connection;
+    let Some(database) = litejobs::testkit::test_database().await else {
+        return;
+    };
+    let store = litejobs::store::open(&database.url).await.expect("open");
+    let (log, writer) = litejobs::audit::AuditLog::start(store.clone());
+    let mut admin = sqlx::PgConnection::connect(&litejobs::testkit::pg_admin_url())
+        .await
+        .expect("admin connection");
+    let name = database.name().to_string();
+    let allow = |yes: bool| format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {yes}");
+    sqlx::query(&allow(false))
+        .execute(&mut admin)
+        .await
+        .expect("refuse");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .expect("end its sessions");
+    log.record(AuditRecord {
+        at: litejobs::domain::now_ms(),
+        project_id: None,
+        user_id: "cli".into(),
+        user_name: "during-the-outage".into(),
+        access_key: None,
+        action: "iam.user.create".into(),
+        resources: vec!["x".into()],
+        source: "cli".into(),
+        request_id: "r1".into(),
+        outcome: "success".into(),
+        status: 0,
+        error_code: None,
+    });
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    sqlx::query(&allow(true))
+        .execute(&mut admin)
+        .await
+        .expect("allow");
+    let filter = AuditFilter {
+        user: Some("during-the-outage".into()),
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if store
+            .list_audit(&filter)
+            .await
+            .is_ok_and(|found| found.len() == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the record was lost");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(log);
+    writer.await.expect("the writer ends");
+}
