@@ -6,8 +6,10 @@
 //! are written here or, on PostgreSQL, on another replica (`NOTIFY`); it reads nothing
 //! while nobody watches. On PostgreSQL a `seq` is handed out before its transaction
 //! commits, so a later `seq` may become visible first: the hub holds back at such a gap
-//! until it fills, or for at most [`GAP_WAIT`] (a transaction that rolled back leaves its
-//! gap for good). A watcher resuming after the last event it saw (`Last-Event-ID`) reads
+//! until it fills, or until every transaction that was writing to the database when the gap
+//! was seen has ended and a read after that still finds it (a transaction that rolled back
+//! leaves its gap for good); at most [`GAP_MAX_WAIT`], or [`GAP_WAIT`] where the database
+//! cannot tell its writers. A slow commit is so delivered in order, not skipped. A watcher resuming after the last event it saw (`Last-Event-ID`) reads
 //! what it missed from the database, up to where the hub stands, then goes on with the hub.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -20,8 +22,37 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::ProjectId;
 use crate::store::{JobEvent, Store, StoreResult};
 
-/// Longest time the hub waits at a gap in the events' order.
+/// Longest time the hub waits at a gap in the events' order, where the database cannot
+/// tell which transactions are still writing.
 pub const GAP_WAIT: Duration = Duration::from_secs(5);
+/// Longest time the hub waits at a gap while transactions that were writing when it was
+/// seen are still running (one of them may hold its `seq`).
+pub const GAP_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// How often the hub looks at a gap again.
+const GAP_POLL: Duration = Duration::from_millis(50);
+
+/// A gap in the events' order the hub waits at.
+struct Gap {
+    /// The first `seq` missing.
+    at: i64,
+    since: Instant,
+    /// The transactions writing when the gap was seen, where the database tells them.
+    writers: Option<Vec<String>>,
+    /// Every one of `writers` has ended since: what the next read finds is final.
+    settled: bool,
+}
+
+impl Gap {
+    /// True when the hub may go on past the gap: read again after its writers ended (or,
+    /// not knowing them, after [`GAP_WAIT`]), the missing events were rolled back.
+    fn given_up(&self) -> bool {
+        match self.writers {
+            Some(_) => self.settled || self.since.elapsed() >= GAP_MAX_WAIT,
+            None => self.since.elapsed() >= GAP_WAIT,
+        }
+    }
+}
 /// Events read at once.
 const BATCH: i64 = 500;
 /// Events a slow watcher may fall behind before it reads them again from the database.
@@ -109,7 +140,7 @@ impl Hub {
 
     async fn run(self: Arc<Self>) {
         let signal = self.store.wakeups().events();
-        let mut gap: Option<(i64, Instant)> = None;
+        let mut gap: Option<Gap> = None;
         loop {
             let generation = signal.generation();
             if self.sender.receiver_count() > 0 {
@@ -131,31 +162,50 @@ impl Hub {
                 self.stale.store(true, Ordering::Release);
                 gap = None;
             }
-            let gap_pause = gap.map(|(_, since)| GAP_WAIT.saturating_sub(since.elapsed()));
+            // At a gap, look again every little while (a commit that fills it wakes the hub
+            // too).
+            let gap_pause = gap.as_ref().map(|_| GAP_POLL);
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 () = signal.woken_after(generation) => {}
-                () = sleep_or_never(gap_pause.map(|p| p.min(Duration::from_millis(50)))) => {}
+                () = sleep_or_never(gap_pause) => {}
             }
         }
     }
 
     /// Hands the events after the cursor to the watchers, up to a gap; true when there may
     /// be more to read at once.
-    async fn read(&self, gap: &mut Option<(i64, Instant)>) -> StoreResult<bool> {
+    async fn read(&self, gap: &mut Option<Gap>) -> StoreResult<bool> {
         let cursor = self.cursor.load(Ordering::Acquire);
         let events = self.store.job_events_after(None, cursor, BATCH).await?;
         let full = events.len() as i64 == BATCH;
         let mut expected = cursor + 1;
         for event in events {
             if event.seq != expected {
-                match *gap {
-                    Some((at, since)) if at == expected && since.elapsed() >= GAP_WAIT => {
+                match gap {
+                    Some(g) if g.at == expected && g.given_up() => {
                         tracing::debug!(from = expected, to = event.seq - 1, "giving up a gap");
                     }
-                    Some((at, _)) if at == expected => return Ok(false),
+                    Some(g) if g.at == expected => {
+                        // Its writers all ended: read once more, and what is missing then
+                        // was rolled back.
+                        if let Some(writers) = &g.writers {
+                            if !g.settled && !self.store.any_writing(writers).await.unwrap_or(true)
+                            {
+                                g.settled = true;
+                                return Ok(true);
+                            }
+                        }
+                        return Ok(false);
+                    }
                     _ => {
-                        *gap = Some((expected, Instant::now()));
+                        let writers = self.store.writers_now().await.unwrap_or(None);
+                        *gap = Some(Gap {
+                            at: expected,
+                            since: Instant::now(),
+                            writers,
+                            settled: false,
+                        });
                         return Ok(false);
                     }
                 }

@@ -201,6 +201,39 @@ impl<P: SqlPools> ActivityStore for P {
         }
     }
 
+    async fn writers_now(&self) -> StoreResult<Option<Vec<String>>> {
+        // SQLite commits one writer at a time, in `seq` order: a gap is a rollback.
+        if <P::Db as sqlx::Database>::NAME == <sqlx::Sqlite as sqlx::Database>::NAME {
+            return Ok(None);
+        }
+        let s = Statement::new(
+            "SELECT backend_xid::text FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_xid IS NOT NULL",
+        );
+        let rows = self.read_pool().acquire().await?.rows(s).await?;
+        rows.iter()
+            .map(|r| r.text(0))
+            .collect::<StoreResult<_>>()
+            .map(Some)
+    }
+
+    async fn any_writing(&self, writers: &[String]) -> StoreResult<bool> {
+        if writers.is_empty() {
+            return Ok(false);
+        }
+        let mut s = Statement::new(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_xid::text IN (",
+        );
+        for (n, xid) in writers.iter().enumerate() {
+            s.push(if n == 0 { "" } else { ", " })
+                .push_bind(xid.as_str());
+        }
+        s.push(")");
+        let row = self.read_pool().acquire().await?.row(s).await?;
+        Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) > 0)
+    }
+
     async fn record_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
