@@ -305,6 +305,44 @@ async fn ready(endpoint: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// A database that stops answering (here: a lock that holds the readiness query) is
+/// reported within a few seconds, not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_answers_503_when_the_database_stops_answering() {
+    use sqlx::Connection;
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    assert_eq!(ready(&app.endpoint).await.0, 200);
+    let mut holder = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let (status, body) = ready(&app.endpoint).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not answer within")),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("unlock");
+    assert_eq!(ready(&app.endpoint).await.0, 200);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_flips_to_503_while_the_database_is_gone_and_back() {
     use sqlx::Connection;
