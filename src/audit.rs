@@ -161,7 +161,11 @@ async fn write(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<AuditRecord>)
                 break;
             }
             if pause >= MAX_RETRY_AFTER {
-                tracing::warn!(error = %e, records = batch.len(), "cannot write audit records yet; trying again");
+                tracing::warn!(
+                    error = %e,
+                    records = batch.len(),
+                    "cannot write audit records yet; trying again"
+                );
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_RETRY_AFTER);

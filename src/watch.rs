@@ -9,8 +9,9 @@
 //! until it fills, or until every transaction that was writing to the database when the gap
 //! was seen has ended and a read after that still finds it (a transaction that rolled back
 //! leaves its gap for good); at most [`GAP_MAX_WAIT`], or [`GAP_WAIT`] where the database
-//! cannot tell its writers. A slow commit is so delivered in order, not skipped. A watcher resuming after the last event it saw (`Last-Event-ID`) reads
-//! what it missed from the database, up to where the hub stands, then goes on with the hub.
+//! cannot tell its writers. A slow commit is so delivered in order, not skipped. A watcher
+//! resuming after the last event it saw (`Last-Event-ID`) reads what it missed from the
+//! database, up to where the hub stands, then goes on with the hub.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;

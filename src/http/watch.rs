@@ -142,7 +142,10 @@ async fn feed(
             () = tokio::time::sleep_until(recheck) => {
                 // A database that cannot answer now ends no stream; a credential gone does.
                 if let Ok(false) = caller.still_allowed(&state, action).await {
-                    tracing::info!(user = caller.user_name, "a watcher's credentials no longer hold; ending its stream");
+                    tracing::info!(
+                        user = caller.user_name,
+                        "a watcher's credentials no longer hold; ending its stream"
+                    );
                     return;
                 }
                 recheck = tokio::time::Instant::now() + every;
@@ -217,9 +220,10 @@ async fn send_history(
     summary = "Watch the job list",
     description = "A Server-Sent Events stream of the changes of the project's jobs that \
         match the filters, as they are committed on any replica. It opens with a `ready` \
-        event whose id is where it starts (resuming, the id it resumes after); then one `job` event per change, its data \
-        `{\"seq\", \"kind\", \"job\", \"task\"?}` (`kind`: `created`, `task`, \
-        `finished` or `deleted`; `job`: the job's list item after the change; `task`: the \
+        event whose id is where it starts (resuming, the id it resumes after); then one \
+        `job` event per change, its data `{\"seq\", \"kind\", \"job\", \"task\"?}` \
+        (`kind`: `created`, `task`, `finished` or `deleted`; `job`: the job's list item \
+        after the change; `task`: the \
         task that ended); a quiet stream carries a `ping` event every 15 s. Reconnecting \
         with `Last-Event-ID` (or `last_event_id`) first sends every change after that id. \
         Needs `modelarts:devserverJob:list`.",
@@ -280,8 +284,8 @@ pub async fn watch_jobs(
     summary = "Watch a job",
     description = "A Server-Sent Events stream of one job's changes. It opens with a \
         `snapshot` event (the job's detail; its id is where the stream starts, or resumes \
-        after), then one \
-        `job` event per change as in the list's watch, and `ping` every 15 s when quiet. \
+        after), then one `job` event per change as in the list's watch, and `ping` every \
+        15 s when quiet. \
         Needs `modelarts:devserverJob:get`.",
     params(
         ProjectPath,

@@ -116,7 +116,8 @@ const OTHER: ErrorAnswer = ErrorAnswer {
     name: "OtherError",
     status: "default",
     description: "Any other failure, in the error format: `APIG.0201` (414 URI over 32 KB, \
-        431 too many headers or a head over 64 KiB) or `ModelArts.0010` (500, unexpected; logged with its cause).",
+        431 too many headers or a head over 64 KiB) or `ModelArts.0010` (500, unexpected; \
+        logged with its cause).",
     example: ("ModelArts.0010", "Internal error."),
     retry: false,
 };
