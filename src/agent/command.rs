@@ -109,17 +109,34 @@ async fn end_group(child: &mut tokio::process::Child, pgid: u32, grace: Duration
     let _ = child.wait().await;
 }
 
-/// A pipe for a command's output: its reading end, and its writing end twice, for stdout
-/// and stderr. Close-on-exec, so that commands started meanwhile hold none of it.
-fn one_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, Stdio, Stdio)> {
+/// Starts the template command under `sh -c` with the parameters as environment variables,
+/// in a process group of its own. Its stdout and stderr share one pipe (close-on-exec, so
+/// that commands started meanwhile hold none of it), whose reading end is answered: two
+/// pipes, each read on its own, would interleave their lines anyhow.
+fn start(
+    command: &str,
+    params: &BTreeMap<String, String>,
+) -> std::io::Result<(tokio::process::Child, tokio::net::unix::pipe::Receiver)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
-    let second = write.try_clone()?;
-    Ok((reader, Stdio::from(write), Stdio::from(second)))
+    let output = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write.try_clone()?))
+        .stderr(Stdio::from(write))
+        .process_group(0)
+        .kill_on_drop(true);
+    for (k, v) in params.iter().filter(|(k, _)| is_env_name(k)) {
+        cmd.env(k, v);
+    }
+    // The command holds the pipe's writing end once started: this process's copies go with
+    // `cmd`, so that the reader sees its end when the command's processes are gone.
+    let child = cmd.spawn()?;
+    Ok((child, output))
 }
 
-/// Runs one item: the template command under `sh -c` with the parameters as environment
-/// variables, in a process group of its own, its output into `sinks`; until `deadline` or
+/// Runs one item: the template command, its output into `sinks`; until `deadline` or
 /// `cancel`. Answers whether it succeeded (and how it ended otherwise).
 async fn run_item(
     command: &str,
@@ -128,10 +145,8 @@ async fn run_item(
     sinks: Sinks,
     grace: Duration,
 ) -> Result<bool, Stop> {
-    // stdout and stderr share one pipe, so that their lines stay in the order they were
-    // written (two pipes, each read on its own, would interleave them anyhow).
-    let (output, stdout, stderr) = match one_pipe() {
-        Ok(ends) => ends,
+    let (mut child, output) = match start(command, params) {
+        Ok(started) => started,
         Err(e) => {
             write_all(
                 &sinks,
@@ -140,32 +155,8 @@ async fn run_item(
             return Ok(false);
         }
     };
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .kill_on_drop(true);
-    for (k, v) in params.iter().filter(|(k, _)| is_env_name(k)) {
-        cmd.env(k, v);
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            write_all(
-                &sinks,
-                format!("cannot start the command: {e}\n").as_bytes(),
-            );
-            return Ok(false);
-        }
-    };
-    // The command holds the pipe's writing end now: this process's copies go, so that the
-    // reader sees its end when the command's processes are gone.
-    drop(cmd);
     let pgid = child.id().unwrap_or(0);
-    let readers = [tokio::spawn(drain(output, sinks.clone()))];
+    let reader = tokio::spawn(drain(output, sinks.clone()));
     let outcome = tokio::select! {
         status = child.wait() => Ok(status),
         () = tokio::time::sleep_until(deadline) => Err(Stop::TimedOut),
@@ -176,9 +167,7 @@ async fn run_item(
         Ok(_) => signal_group(pgid, nix::sys::signal::Signal::SIGKILL),
         Err(_) => end_group(&mut child, pgid, grace).await,
     }
-    for reader in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
     match outcome? {
         Ok(s) if s.success() => Ok(true),
         Ok(s) => {
