@@ -183,13 +183,12 @@ impl<P: SqlPools> ActivityStore for P {
     async fn last_job_event(&self) -> StoreResult<i64> {
         // With every event purged or erased, the sequence's position: the next event then
         // follows the cursor with no gap for the live watch to wait at.
-        let handed_out =
-            if <P::Db as sqlx::Database>::NAME == <sqlx::Sqlite as sqlx::Database>::NAME {
-                "(SELECT seq FROM sqlite_sequence WHERE name = 'job_events')"
-            } else {
-                "(SELECT last_value FROM pg_sequences \
+        let handed_out = if super::is_sqlite::<P::Db>() {
+            "(SELECT seq FROM sqlite_sequence WHERE name = 'job_events')"
+        } else {
+            "(SELECT last_value FROM pg_sequences \
               WHERE schemaname = current_schema() AND sequencename = 'job_events_seq_seq')"
-            };
+        };
         let s = Statement::new(format!(
             "SELECT COALESCE((SELECT MAX(seq) FROM job_events), {handed_out}, 0)"
         ));
@@ -203,7 +202,7 @@ impl<P: SqlPools> ActivityStore for P {
 
     async fn writers_now(&self) -> StoreResult<Option<Vec<String>>> {
         // SQLite commits one writer at a time, in `seq` order: a gap is a rollback.
-        if <P::Db as sqlx::Database>::NAME == <sqlx::Sqlite as sqlx::Database>::NAME {
+        if super::is_sqlite::<P::Db>() {
             return Ok(None);
         }
         let s = Statement::new(

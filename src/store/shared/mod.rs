@@ -175,6 +175,11 @@ pub trait SqlPools: Send + Sync {
     fn events_written(&self);
 }
 
+/// True when `Db` is SQLite: for the few statements the two backends write differently.
+pub fn is_sqlite<Db: sqlx::Database>() -> bool {
+    Db::NAME == <sqlx::Sqlite as sqlx::Database>::NAME
+}
+
 /// Opens a transaction on `pool`, the pool of a store's changes. On SQLite it takes the
 /// database's write lock at once (`BEGIN IMMEDIATE`, waiting for it as long as the busy
 /// timeout allows): a transaction that reads first and writes after would otherwise fail at
@@ -183,7 +188,7 @@ pub trait SqlPools: Send + Sync {
 pub async fn begin_write<Db: sqlx::Database>(
     pool: &sqlx::Pool<Db>,
 ) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
-    if Db::NAME == <sqlx::Sqlite as sqlx::Database>::NAME {
+    if is_sqlite::<Db>() {
         pool.begin_with("BEGIN IMMEDIATE").await
     } else {
         pool.begin().await
