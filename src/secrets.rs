@@ -83,24 +83,9 @@ impl Sealer {
         store: &dyn crate::store::Store,
     ) -> anyhow::Result<Option<Self>> {
         let sealed = one_sealed_secret(store).await?;
-        let sealer = if let Ok(raw) = std::env::var("LITEJOBS_MASTER_KEY") {
-            Some(Self::new(decode_key(&raw)?))
-        } else {
-            let path = match std::env::var_os("LITEJOBS_MASTER_KEY_FILE") {
-                Some(p) => Some(PathBuf::from(p)),
-                None => crate::store::sqlite_file(database_url)
-                    .map(|db| {
-                        let mut name = db.into_os_string();
-                        name.push(".key");
-                        let path = PathBuf::from(name);
-                        if path.exists() || sealed.is_some() {
-                            return Ok(path);
-                        }
-                        create_key_file(&path).map(|()| path)
-                    })
-                    .transpose()?,
-            };
-            match path {
+        let sealer = match std::env::var("LITEJOBS_MASTER_KEY") {
+            Ok(raw) => Some(Self::new(decode_key(&raw)?)),
+            Err(_) => match key_file(database_url, sealed.is_some())? {
                 Some(path) => {
                     let raw = std::fs::read_to_string(&path).with_context(|| {
                         let restore = if sealed.is_some() {
@@ -114,7 +99,7 @@ impl Sealer {
                     Some(Self::new(decode_key(&raw)?))
                 }
                 None => None,
-            }
+            },
         };
         if let Some((access_key, stored)) = &sealed {
             match &sealer {
@@ -178,6 +163,25 @@ impl Sealer {
             })?;
         String::from_utf8(plain).context("a sealed secret is not UTF-8")
     }
+}
+
+/// The master key's file: `LITEJOBS_MASTER_KEY_FILE`, else `<database>.key` beside a SQLite
+/// database, made when missing, unless the database holds sealed secrets already (a new key
+/// would not open them).
+fn key_file(database_url: &str, holds_sealed: bool) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = std::env::var_os("LITEJOBS_MASTER_KEY_FILE") {
+        return Ok(Some(PathBuf::from(path)));
+    }
+    let Some(database) = crate::store::sqlite_file(database_url) else {
+        return Ok(None);
+    };
+    let mut name = database.into_os_string();
+    name.push(".key");
+    let path = PathBuf::from(name);
+    if !path.exists() && !holds_sealed {
+        create_key_file(&path)?;
+    }
+    Ok(Some(path))
 }
 
 /// An access key whose secret the store holds sealed, with that secret, if there is one.
