@@ -91,6 +91,15 @@ pub struct Identity {
 #[derive(Debug, Clone, Default)]
 pub struct Resources(pub Vec<String>);
 
+/// A second change a request made, beside the one its route names, recorded with it (kept
+/// in the answer's extensions by its handler): a console project switch issues a token
+/// and ends the one of the project it leaves.
+#[derive(Debug, Clone)]
+pub struct AlsoDone {
+    pub action: &'static str,
+    pub project_id: Option<String>,
+}
+
 /// The process's audit writer (or none, when the trail is turned off).
 pub struct AuditLog {
     queue: Option<mpsc::Sender<AuditRecord>>,

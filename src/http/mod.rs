@@ -455,7 +455,7 @@ fn audit_request(
         resources.extend(found.0.iter().cloned());
     }
     let unknown = || crate::audit::UNKNOWN.to_string();
-    state.audit.record(crate::store::AuditRecord {
+    let record = crate::store::AuditRecord {
         at: crate::domain::now_ms(),
         project_id: who.project_id,
         user_id: who.user_id.unwrap_or_else(unknown),
@@ -468,5 +468,13 @@ fn audit_request(
         outcome: crate::audit::outcome(status).to_string(),
         status,
         error_code: error_code.map(str::to_string),
-    });
+    };
+    if let Some(also) = response.extensions().get::<crate::audit::AlsoDone>() {
+        state.audit.record(crate::store::AuditRecord {
+            action: also.action.to_string(),
+            project_id: also.project_id.clone(),
+            ..record.clone()
+        });
+    }
+    state.audit.record(record);
 }

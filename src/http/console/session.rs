@@ -469,23 +469,13 @@ async fn switch(state: &AppState, session: &Session, body: Body) -> Result<Respo
         .await?
         .ok_or_else(|| ConsoleError::Forbidden("Your user no longer exists.".into()))?;
     let project = granted_project(state, &user, asked).await?;
-    let response = start(state, &user, &project, "/console/jobs").await?;
+    let mut response = start(state, &user, &project, "/console/jobs").await?;
     end_token(state, &session.token).await?;
     // The request's own record is the new token's issue; the old one's end is recorded too,
     // as a sign-out's is.
-    state.audit.record(crate::store::AuditRecord {
-        at: crate::domain::now_ms(),
+    response.extensions_mut().insert(crate::audit::AlsoDone {
+        action: "token.revoke",
         project_id: Some(session.caller.project.as_str().to_string()),
-        user_id: user.id.clone(),
-        user_name: user.name.clone(),
-        access_key: None,
-        action: "token.revoke".to_string(),
-        resources: Vec::new(),
-        source: String::new(),
-        request_id: crate::http::error::current_request_id(),
-        outcome: "success".to_string(),
-        status: 303,
-        error_code: None,
     });
     Ok(response)
 }
