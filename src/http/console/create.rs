@@ -147,9 +147,11 @@ async fn create_job(
         }],
         visible: Some(draft.visible),
     };
+    // The token holds letters and digits only (checked above): always a header value.
     let mut headers = HeaderMap::new();
-    if let Ok(token) = HeaderValue::from_str(&format!("console-{}", draft.client_token)) {
-        if !draft.client_token.is_empty() {
+    if !draft.client_token.is_empty() {
+        let token = format!("console-{}", draft.client_token);
+        if let Ok(token) = HeaderValue::try_from(token) {
             headers.insert("x-client-token", token);
         }
     }
