@@ -201,16 +201,26 @@ where
 
 /// Runs a read again, once, when the database was unavailable for it (a pooled connection
 /// the server had ended, a restart in progress): a read changes nothing, so trying it twice
-/// is safe, and the second try gets a new connection.
+/// is safe, and the second try gets a new connection. Not when no connection could be had
+/// within the pool's timeout: the pool already kept trying for that long, and a second
+/// wait would only double the time to the answer.
 pub async fn retry_read<T, F, Fut>(mut attempt: F) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StoreResult<T>>,
 {
     match attempt().await {
-        Err(StoreError::Unavailable(_)) => attempt().await,
+        Err(StoreError::Unavailable(cause)) if !is_pool_timeout(&cause) => attempt().await,
         done => done,
     }
+}
+
+/// True when `cause` is the pool giving up on finding a connection.
+fn is_pool_timeout(cause: &Cause) -> bool {
+    matches!(
+        cause.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::PoolTimedOut)
+    )
 }
 
 #[cfg(test)]
@@ -234,6 +244,25 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    /// Calls `retry_read` on a read that always fails with `failure`; how often it ran.
+    async fn tries_of(failure: fn() -> sqlx::Error) -> u32 {
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let answer: StoreResult<()> = retry_read(|| async {
+            tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(StoreError::from(failure()))
+        })
+        .await;
+        assert!(matches!(answer, Err(StoreError::Unavailable(_))));
+        tries.into_inner()
+    }
+
+    #[tokio::test]
+    async fn a_read_is_tried_again_on_a_lost_connection_but_not_after_the_pool_gave_up() {
+        let lost = || sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(tries_of(lost).await, 2);
+        assert_eq!(tries_of(|| sqlx::Error::PoolTimedOut).await, 1);
     }
 
     #[test]
