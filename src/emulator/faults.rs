@@ -270,12 +270,14 @@ fn api_error(status: u16, retry_after: Option<u64>) -> Option<ApiError> {
 
 impl IntoResponse for FaultAnswer {
     fn into_response(self) -> Response {
+        // Logged as what it is: a 500 or 503 of the API's own logs a failure at ERROR.
+        tracing::info!(status = self.status, "a fault rule answered the request");
         let own = api_error(self.status, self.retry_after).filter(|e| {
             self.error_code.is_none() || self.error_code.as_deref() == Some(e.status_and_code().1)
         });
         let mut response = match (own, &self.error_msg) {
             // An answer the API gives: given exactly as the API gives it.
-            (Some(e), None) => e.into_response(),
+            (Some(e), None) => e.into_unlogged_response(),
             (own, _) => {
                 let code = self
                     .error_code

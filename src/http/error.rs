@@ -145,10 +145,19 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
         if let Self::Internal(cause) | Self::Unavailable(cause) = &self {
+            let code = self.status_and_code().1;
             tracing::error!(error = ?cause, error_code = code, "request failed");
         }
+        self.into_unlogged_response()
+    }
+}
+
+impl ApiError {
+    /// The answer, without the error log line a failure of the service writes: for an
+    /// answer that is not one (the emulator's injected faults).
+    pub fn into_unlogged_response(self) -> Response {
+        let (status, code) = self.status_and_code();
         let request_id = current_request_id();
         let body = ErrorBody {
             error_code: code.to_string(),

@@ -569,6 +569,10 @@ async fn jobs_wait_rides_through_failures_that_pass() {
         .filter(|s| *s >= 400)
         .collect();
     assert_eq!(failed, [503, 503, 429, 429]);
+    // An injected 503 is the rule's answer, not a failure of the service.
+    let log = server.log_tail();
+    assert!(log.contains("a fault rule answered the request"), "{log}");
+    assert!(!log.contains("request failed"), "{log}");
     server.terminate().await.expect("stops");
 }
 
