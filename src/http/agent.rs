@@ -48,7 +48,8 @@ fn ms(d: Duration) -> i64 {
     operation_id = "RegisterAgentServer",
     tag = "agent",
     summary = "Register a server",
-    description = "Registers (or updates) the server an agent runs on, in the project. \
+    description = "Registers (or updates) the server an agent runs on, in the project; \
+        a simulated server of that id is refused (409). \
         Needs `modelarts:devserverAgent:run`.",
     params(ProjectPath,
         ("server_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
@@ -60,6 +61,7 @@ fn ms(d: Duration) -> i64 {
         (status = 204, description = "Registered."),
         ProjectErrors,
         BodyErrors,
+        Conflict,
     ),
     security(("AkSkSignature" = []), ("IamToken" = [])),
 )]
@@ -78,9 +80,9 @@ pub async fn register_server(
         registration.name
     };
     bounded("name", &name)?;
-    state
+    let registered = state
         .store
-        .upsert_server(
+        .register_agent_server(
             &caller.project,
             NewServer {
                 id: server_id.clone(),
@@ -92,6 +94,13 @@ pub async fn register_server(
             },
         )
         .await?;
+    if !registered {
+        // A simulated server is the operator's: its tasks are not an agent's to take.
+        return Err(ApiError::Conflict(format!(
+            "server {server_id} is not a server agents serve (it is simulated); \
+             an administrator can remove it first (`litejobs servers remove`)"
+        )));
+    }
     state.fleet.forget(&caller.project, &server_id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -334,6 +334,14 @@ pub trait JobStore: Send + Sync {
     async fn purge(&self, deleted_before_ms: i64, keys_before_ms: i64) -> StoreResult<u64>;
 
     async fn upsert_server(&self, project: &ProjectId, server: NewServer) -> StoreResult<()>;
+    /// Adds or updates a server an agent serves (of kind `agent`, whatever `server.kind`
+    /// says), unless the id is a server of another kind: then nothing changes and the answer
+    /// is false.
+    async fn register_agent_server(
+        &self,
+        project: &ProjectId,
+        server: NewServer,
+    ) -> StoreResult<bool>;
     async fn list_servers(&self, project: &ProjectId) -> StoreResult<Vec<Server>>;
     async fn delete_server(&self, project: &ProjectId, id: &str) -> StoreResult<bool>;
     async fn touch_server(&self, project: &ProjectId, id: &str, now_ms: i64) -> StoreResult<bool>;

@@ -307,6 +307,24 @@ async fn a_lease_request_refuses_waits_and_sizes_out_of_range() {
 backend_tests!(results_must_come_from_the_lease_holder);
 
 #[tokio::test]
+async fn an_agent_cannot_take_over_a_simulated_server() {
+    let app = TestApp::sqlite().await;
+    let body = serde_json::json!({"name": "taken", "cloud_server": {}});
+    let r = app
+        .admin_send(Method::PUT, "/agent/servers/sim-server-01", &[], Some(body))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.json());
+    assert_eq!(r.json()["error_code"], "ModelArts.0103");
+    // The server is still the simulated one: its tasks run and finish without an agent.
+    let job = app.create_job("still-simulated", &["sim-server-01"]).await;
+    let done = app
+        .wait_for_status(&job.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    assert_eq!(done.tasks[0].server_name, "sim-server-01");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_agent_executes_items_in_order_and_stops_at_a_failure() {
     let task = litejobs::wire::AgentTask {
         task_id: "t".into(),

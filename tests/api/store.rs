@@ -204,9 +204,36 @@ async fn servers_are_registered_listed_touched_and_removed_per_project(store: &d
         None
     );
 
+    // An agent registers a new server, or its own again (whatever kind it says), but never
+    // takes over a server of another kind.
+    let mut by_agent = server("b", "simulated");
+    by_agent.name = "b-by-agent".to_string();
+    assert!(store.register_agent_server(&p1, by_agent).await.expect("b"));
+    assert!(store
+        .register_agent_server(&p1, server("c", "agent"))
+        .await
+        .expect("c"));
+    assert!(!store
+        .register_agent_server(&p1, server("a", "agent"))
+        .await
+        .expect("a"));
+    let listed = store.list_servers(&p1).await.expect("list");
+    let shown: Vec<(&str, &str, &str)> = listed
+        .iter()
+        .map(|s| (s.id.as_str(), s.name.as_str(), s.kind.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("a", "a-name", "simulated"),
+            ("b", "b-by-agent", "agent"),
+            ("c", "c-name", "agent")
+        ]
+    );
+
     assert!(store.delete_server(&p1, "a").await.expect("delete"));
     assert!(!store.delete_server(&p1, "a").await.expect("again"));
-    assert_eq!(store.list_servers(&p1).await.expect("list").len(), 1);
+    assert_eq!(store.list_servers(&p1).await.expect("list").len(), 2);
     assert_eq!(store.list_servers(&p2).await.expect("list").len(), 1);
 }
 

@@ -332,6 +332,29 @@ async fn upsert_server(
     pools.write_pool().acquire().await?.run(s).await.map(drop)
 }
 
+/// Adds or updates a server of `server.kind` unless its id is a server of another kind;
+/// answers whether it was written.
+async fn register_server_of_kind(
+    pools: &impl SqlPools,
+    project: &ProjectId,
+    server: NewServer,
+) -> StoreResult<bool> {
+    let s = Statement::new(
+        "INSERT INTO servers (project_id, id, name, kind, sim_outcome, cloud_server, create_at) \
+         VALUES ($1, $2, $3, $4, NULL, $5, $6) \
+         ON CONFLICT (project_id, id) DO UPDATE SET name = excluded.name, \
+         cloud_server = excluded.cloud_server WHERE servers.kind = excluded.kind",
+    )
+    .bind(project.as_str())
+    .bind(server.id)
+    .bind(server.name)
+    .bind(server.kind)
+    .bind(to_json(&server.cloud_server)?)
+    .bind(server.now_ms);
+    let written = pools.write_pool().acquire().await?.run(s).await?;
+    Ok(written > 0)
+}
+
 /// The project's servers, by id.
 async fn list_servers(pools: &impl SqlPools, project: &ProjectId) -> StoreResult<Vec<Server>> {
     let s = Statement::new(
@@ -480,6 +503,19 @@ impl<P: SqlPools> JobStore for P {
 
     async fn upsert_server(&self, project: &ProjectId, server: NewServer) -> StoreResult<()> {
         upsert_server(self, project, server).await
+    }
+
+    async fn register_agent_server(
+        &self,
+        project: &ProjectId,
+        server: NewServer,
+    ) -> StoreResult<bool> {
+        let server = NewServer {
+            kind: "agent".into(),
+            sim_outcome: None,
+            ..server
+        };
+        register_server_of_kind(self, project, server).await
     }
 
     async fn list_servers(&self, project: &ProjectId) -> StoreResult<Vec<Server>> {
