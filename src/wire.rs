@@ -109,9 +109,15 @@ pub struct JobDetail {
     pub create_at: i64,
     /// Epoch milliseconds; moves on every change.
     pub update_at: i64,
-    /// Extension: `false` hides the job from `visible=true` lists.
-    pub visible: bool,
-    pub is_reboot: bool,
+    /// Extension: `false` hides the job from `visible=true` lists. Always given, except in
+    /// strict mode's answers (as the cloud's have neither this nor `is_reboot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub visible: Option<bool>,
+    /// Extension: whether the job restarts its servers after failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub is_reboot: Option<bool>,
     /// The items of the request, as given.
     pub items: Vec<JobItem>,
     /// One task per server.

@@ -192,8 +192,12 @@ fn job_detail_table(job: &JobDetail) -> String {
         ("User", job.user_name.clone()),
         ("Description", output::or_dash(job.description.as_deref())),
         ("Template", output::or_dash(job.template_id.as_deref())),
-        ("Visible", job.visible.to_string()),
-        ("Reboot", job.is_reboot.to_string()),
+        // (A strict server's answer has neither.)
+        ("Visible", job.visible.map_or("-".into(), |v| v.to_string())),
+        (
+            "Reboot",
+            job.is_reboot.map_or("-".into(), |v| v.to_string()),
+        ),
         ("Created", output::time(job.create_at)),
         ("Updated", output::time(job.update_at)),
     ]);

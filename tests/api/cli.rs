@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::backend_tests;
-use crate::helpers::TestApp;
+use crate::helpers::{Backend, TestApp};
 
 backend_tests!(
     jobs_create_list_get_wait_delete_in_table_and_json,
@@ -1146,4 +1146,41 @@ async fn a_database_that_refuses_connections_is_reported_by_its_cause() {
             && last.contains("refused"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_commands_read_a_strict_servers_answers() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.strict = true)
+        .await
+        .expect("sqlite");
+    let created = admin(
+        &app,
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "strictly",
+            "--type",
+            "COMMON",
+            "--server",
+            "sim-server-01",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    // The answer as it came: the cloud's fields only.
+    assert!(created.get("visible").is_none(), "{created}");
+    let id = created["id"].as_str().expect("id");
+    let waited = admin(&app, &["jobs", "wait", id, "--timeout", "20s"]).await;
+    assert_eq!(waited.code, 0, "{waited:#?}");
+    let shown = admin(&app, &["jobs", "get", id]).await;
+    assert_eq!(shown.code, 0, "{shown:#?}");
+    assert_eq!(field(&shown.stdout, "Status"), "FINISHED");
+    assert_eq!(field(&shown.stdout, "Visible"), "-");
+    // One job: the create was not reported as a failure to be tried again.
+    let listed = admin(&app, &["jobs", "list", "-o", "json"]).await.json();
+    assert_eq!(listed["total"], 1, "{listed}");
+    app.stop().await;
 }

@@ -56,7 +56,7 @@ pub async fn job_page(
             dt { "Type" } dd { (job.job_type) }
             dt { "User" } dd { (job.user_name) }
             @if let Some(d) = &job.description { dt { "Description" } dd { (d) } }
-            dt { "Visible" } dd { @if job.visible { "yes" } @else { "no" } }
+            dt { "Visible" } dd { @if job.visible != Some(false) { "yes" } @else { "no" } }
             dt { "Created" } dd { (page::time(job.create_at)) }
         }
         h2 { "Items" }

@@ -243,8 +243,8 @@ pub async fn insert_jobs(
             abnormal_count: 0,
             create_at: job.now_ms,
             update_at: job.now_ms,
-            visible: job.visible,
-            is_reboot: job.is_reboot,
+            visible: Some(job.visible),
+            is_reboot: Some(job.is_reboot),
             items: job.items.clone(),
             tasks: out_tasks,
         }));

@@ -93,8 +93,8 @@ pub async fn read_job(
         create_at: base.create_at,
         update_at: base.update_at,
         template_id: row.opt_text(9)?,
-        visible: row.boolean(10)?,
-        is_reboot: row.boolean(11)?,
+        visible: Some(row.boolean(10)?),
+        is_reboot: Some(row.boolean(11)?),
         items: parse_json::<Vec<JobItem>>("job items", &row.text(12)?)?,
         tasks,
     }))
