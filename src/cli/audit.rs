@@ -43,7 +43,7 @@ pub enum AuditCommand {
         /// Only records with this outcome: success, denied or failed.
         #[arg(long, value_parser = ["success", "denied", "failed"])]
         outcome: Option<String>,
-        /// Only records of this project (its id).
+        /// Only records of this project (its name or id; the id of a removed project's).
         #[arg(long)]
         project: Option<String>,
         /// Most records shown.
@@ -75,16 +75,34 @@ pub async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
         Some(d) => Some(crate::domain::now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         None => from,
     };
+    // A project named by its name is looked for by its id; a value that names none may
+    // still be the id of a removed project, whose records stay.
+    let named = match &project {
+        Some(p) => store.find_project(p).await?.map(|found| found.id),
+        None => None,
+    };
     let filter = AuditFilter {
         since_ms,
         until_ms: until,
-        user,
+        user: user.clone(),
         action,
         outcome,
-        project_id: project,
+        project_id: named.clone().or(project.clone()),
         limit,
     };
     let records = store.list_audit(&filter).await?;
+    if records.is_empty() {
+        // Nothing matched: say so when a project or user named is none at all (a typo),
+        // rather than answering an empty trail.
+        if let (Some(p), None) = (&project, &named) {
+            anyhow::bail!("unknown project {p}");
+        }
+        if let Some(u) = user.as_deref().filter(|u| *u != "unknown") {
+            if store.find_user(u).await?.is_none() {
+                anyhow::bail!("unknown user {u}");
+            }
+        }
+    }
     emit(args.output.output, &serde_json::to_value(&records)?, || {
         let mut table = Table::new([
             "TIME",

@@ -308,6 +308,33 @@ async fn admin_commands_record_themselves_and_audit_list_filters() {
     assert_eq!(denied[0].user_id, "unknown");
     let by_user = run(&["audit", "list", "--user", "operator-jane"]);
     assert!(by_user.contains("iam.user.create") && !by_user.contains("authenticate"));
+    // A project by its name, as by its id.
+    let by_id = run(&["audit", "list", "--project", &app.project_id, "-o", "json"]);
+    assert!(by_id.contains("authenticate"), "{by_id}");
+    assert_eq!(
+        run(&["audit", "list", "--project", "default", "-o", "json"]),
+        by_id
+    );
+    // A project or user that is none is a mistake said as one, not an empty trail.
+    for (flag, value) in [("--project", "no-such-team"), ("--user", "no-such-user")] {
+        let refused = std::process::Command::new(exe)
+            .args([
+                "audit",
+                "list",
+                flag,
+                value,
+                "--database-url",
+                &app.database_url,
+            ])
+            .output()
+            .expect("runs");
+        assert_eq!(refused.status.code(), Some(1), "{flag}");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            said.contains(&format!("unknown {} {value}", &flag[2..])),
+            "{said}"
+        );
+    }
     // Without $USER or $LOGNAME (cron, systemd), the name of the process's uid.
     let quiet = std::process::Command::new(exe)
         .args([
