@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::Args;
 
 /// A duration as people write it (`500ms`, `30s`, `2m`, `30d`), for the command line.
@@ -112,7 +113,7 @@ pub struct ServeConfig {
 
     /// Record no audit trail (for an emulator whose data is throwaway, or to measure what
     /// the trail costs).
-    #[arg(long, env = "LITEJOBS_NO_AUDIT")]
+    #[arg(long, env = "LITEJOBS_NO_AUDIT", value_parser = BoolishValueParser::new())]
     pub no_audit: bool,
 
     /// How long the audit trail keeps its records (e.g. `90d`).
@@ -156,7 +157,7 @@ pub struct ServeConfig {
     pub admin_credentials: PathBuf,
 
     /// Run a simulated fleet whose tasks finish by themselves, for testing cloud code.
-    #[arg(long, env = "LITEJOBS_SIMULATE")]
+    #[arg(long, env = "LITEJOBS_SIMULATE", value_parser = BoolishValueParser::new())]
     pub simulate: bool,
 
     /// Simulated servers registered in every project.
@@ -241,7 +242,7 @@ pub struct ServeConfig {
     /// Keep the whole database in memory (a fresh SQLite database on a memory-backed file
     /// system, removed at exit): an emulator for one test run. The administrator's
     /// credentials are written only where `--admin-credentials` says.
-    #[arg(long, env = "LITEJOBS_IN_MEMORY")]
+    #[arg(long, env = "LITEJOBS_IN_MEMORY", value_parser = BoolishValueParser::new())]
     pub in_memory: bool,
 
     /// Once the server answers, write its endpoint, region and credentials (one JSON object)
@@ -257,7 +258,7 @@ pub struct ServeConfig {
     /// Answer exactly what the cloud's API answers: no list extensions (`limit`, `offset`,
     /// `sort_key`, `sort_dir`), no extension fields in requests or answers, no extension
     /// routes.
-    #[arg(long, env = "LITEJOBS_STRICT")]
+    #[arg(long, env = "LITEJOBS_STRICT", value_parser = BoolishValueParser::new())]
     pub strict: bool,
 
     /// Seed file (JSON: projects, users with keys, servers, jobs) loaded at start with
@@ -276,7 +277,7 @@ pub struct ServeConfig {
     pub journal_size: u32,
 
     /// Serve the emulator's control API (`/_litejobs/...`) even on a non-loopback address.
-    #[arg(long, env = "LITEJOBS_CONTROL_ON_ANY_ADDRESS")]
+    #[arg(long, env = "LITEJOBS_CONTROL_ON_ANY_ADDRESS", value_parser = BoolishValueParser::new())]
     pub control_on_any_address: bool,
 
     /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`. Reloaded when the

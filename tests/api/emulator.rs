@@ -810,3 +810,64 @@ async fn a_seed_given_at_start_fills_a_fresh_database_once() {
         server.terminate().await.expect("stops");
     }
 }
+
+/// The switches read from the environment take the usual spellings of yes and no.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switches_in_the_environment_take_1_yes_and_on() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = tokio::process::Command::new(exe())
+        .args(["serve", "--addr", "127.0.0.1:0", "--print-config"])
+        .env("LITEJOBS_IN_MEMORY", "1")
+        .env("LITEJOBS_SIMULATE", "yes")
+        .env("LITEJOBS_STRICT", "ON")
+        .env("LITEJOBS_NO_AUDIT", "0")
+        .env_remove("LITEJOBS_DATABASE_URL")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("in time")
+    .expect("reads")
+    .expect("the configuration line");
+    let info: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    // In memory: nothing written where it runs. Simulating: the demo account answers.
+    // Strict: the live watch, an extension, is no route.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    let client = demo_client(info["endpoint"].as_str().expect("endpoint"));
+    let jobs = format!("/v1/{}/dev-servers/jobs", demo::PROJECT_ID);
+    let (status, _) = json_of(
+        client
+            .send(reqwest::Method::GET, &jobs, &[], None, &[])
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = json_of(
+        client
+            .send(
+                reqwest::Method::GET,
+                &format!("{jobs}/events"),
+                &[],
+                None,
+                &[],
+            )
+            .await
+            .expect("watch"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("APIG.0101"))
+    );
+    child.kill().await.expect("stops");
+}
