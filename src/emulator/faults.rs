@@ -132,6 +132,21 @@ impl RuleSpec {
 
     /// Refuses rules that say nothing, or something impossible.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(op) = self.operation.as_deref() {
+            // A name that is no operation would match nothing, silently.
+            let route = op == "*" || op.contains('/');
+            let named = super::OPERATIONS
+                .iter()
+                .any(|(_, _, name)| op.replace('_', "").eq_ignore_ascii_case(name));
+            if !route && !named {
+                let names: Vec<&str> = super::OPERATIONS.iter().map(|(_, _, n)| *n).collect();
+                return Err(format!(
+                    "unknown operation {op:?}: an operation ({}), a route \
+                     (`GET /v1/{{project_id}}/dev-servers/jobs`) or *",
+                    names.join(", ")
+                ));
+            }
+        }
         if let Some(p) = self.probability {
             if !(0.0..=1.0).contains(&p) {
                 return Err("probability must be from 0 to 1".into());
@@ -449,8 +464,18 @@ mod tests {
         assert_eq!(spec.times, Some(2));
         let slow = RuleSpec::parse_flag("task=slow,server=sim-server-01,delay=2s").expect("rule");
         assert_eq!(slow.delay_ms, Some(2000));
+        for named in [
+            "op=list_dev_server_jobs,status=503",
+            "op=getdevserverjob,status=503",
+            "op=GET /v1/{project_id}/dev-servers/jobs,status=503",
+            "op=/health,delay=1s",
+            "op=*,drop=true",
+        ] {
+            assert!(RuleSpec::parse_flag(named).is_ok(), "{named:?}");
+        }
         for bad in [
             "",
+            "op=ListDevServerJob,status=429",
             "op=ListDevServerJobs",
             "status=200",
             "status=429,times=0",

@@ -109,26 +109,62 @@ pub fn env_lines(
     ]
 }
 
+/// The operations the SDKs call, as they name them, with the method and route of each.
+pub const OPERATIONS: [(&str, &str, &str); 10] = [
+    (
+        "GET",
+        "/v1/{project_id}/dev-servers/jobs",
+        "ListDevServerJobs",
+    ),
+    (
+        "POST",
+        "/v1/{project_id}/dev-servers/jobs",
+        "CreateDevServerJob",
+    ),
+    (
+        "DELETE",
+        "/v1/{project_id}/dev-servers/jobs",
+        "DeleteDevServerJobs",
+    ),
+    (
+        "GET",
+        "/v1/{project_id}/dev-servers/jobs/{id}",
+        "GetDevServerJob",
+    ),
+    (
+        "GET",
+        "/v1/{project_id}/dev-servers/jobs/templates",
+        "ListDevServerJobTemplates",
+    ),
+    (
+        "GET",
+        "/v1/{project_id}/dev-servers/jobs/templates/{id}",
+        "GetDevServerJobTemplate",
+    ),
+    (
+        "GET",
+        "/v1/{project_id}/dev-servers/jobs/services/{id}",
+        "GetDevServerJobService",
+    ),
+    ("GET", "/v3/projects", "KeystoneListProjects"),
+    (
+        "POST",
+        "/v3/auth/tokens",
+        "KeystoneCreateUserTokenByPassword",
+    ),
+    ("DELETE", "/v3/auth/tokens", "RevokeToken"),
+];
+
 /// The name of the operation a request calls, as the SDKs name it (`ListDevServerJobs`),
 /// or `METHOD route` for a route the SDKs do not call.
 pub fn operation(method: &str, route: &str) -> String {
-    const JOBS: &str = "/v1/{project_id}/dev-servers/jobs";
-    let known = match (method, route.strip_prefix(JOBS)) {
-        ("GET", Some("")) => Some("ListDevServerJobs"),
-        ("POST", Some("")) => Some("CreateDevServerJob"),
-        ("DELETE", Some("")) => Some("DeleteDevServerJobs"),
-        ("GET", Some("/{id}")) => Some("GetDevServerJob"),
-        ("GET", Some("/templates")) => Some("ListDevServerJobTemplates"),
-        ("GET", Some("/templates/{id}")) => Some("GetDevServerJobTemplate"),
-        ("GET", Some("/services/{id}")) => Some("GetDevServerJobService"),
-        _ => match (method, route) {
-            ("GET", "/v3/projects") => Some("KeystoneListProjects"),
-            ("POST", "/v3/auth/tokens") => Some("KeystoneCreateUserTokenByPassword"),
-            ("DELETE", "/v3/auth/tokens") => Some("RevokeToken"),
-            _ => None,
-        },
-    };
-    known.map_or_else(|| format!("{method} {route}"), str::to_string)
+    OPERATIONS
+        .iter()
+        .find(|(m, r, _)| *m == method && *r == route)
+        .map_or_else(
+            || format!("{method} {route}"),
+            |(_, _, name)| (*name).to_string(),
+        )
 }
 
 /// The project of a `/v1/{project_id}/…` path, as sent.
