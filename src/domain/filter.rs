@@ -97,6 +97,9 @@ impl PageRequest {
         if numbers.pages > 0 {
             numbers.current = numbers.current.min(numbers.pages);
         }
+        // (The largest offset, with a limit of 1, would number the page one past what a
+        // client's 64-bit integer holds.)
+        numbers.current = numbers.current.min(i64::MAX as u64);
         numbers
     }
 
@@ -310,6 +313,12 @@ mod tests {
         assert_eq!((n.current, n.pages, n.size), (2, 2, 10));
         let n = past.numbers(0, 1000);
         assert_eq!((n.current, n.pages, n.size), (6, 0, 10));
+        let farthest = PageRequest {
+            limit: Some(1),
+            offset: i64::MAX as u64,
+            ..PageRequest::default()
+        };
+        assert_eq!(farthest.numbers(0, 1000).current, i64::MAX as u64);
         let unlimited = PageRequest {
             offset: 3000,
             ..PageRequest::default()

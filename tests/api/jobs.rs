@@ -257,6 +257,22 @@ async fn paging_edges(app: TestApp) {
     let past = page("3", "50").await;
     assert!(past.data.is_empty());
     assert_eq!((past.total, past.pages), (7, 3));
+    // The largest offset, with pages whose end is past the largest 64-bit integer.
+    for (limit, sort_key) in [("1", "create_at"), ("1000", "name"), ("2", "update_at")] {
+        let q = [
+            ("limit", limit),
+            ("offset", "9223372036854775807"),
+            ("sort_key", sort_key),
+        ];
+        let r = app
+            .admin_send(Method::GET, "/dev-servers/jobs", &q, None)
+            .await;
+        assert_eq!(r.status, 200, "{q:?}: {}", r.json());
+        let body = r.json();
+        assert_eq!(body["total"], 7, "{q:?}");
+        assert_eq!(body["current"], body["pages"], "{q:?}");
+        assert_eq!(body["data"].as_array().map(Vec::len), Some(0), "{q:?}");
+    }
     // Limit above the maximum is refused.
     let r = app
         .admin_send(Method::GET, "/dev-servers/jobs", &[("limit", "1001")], None)

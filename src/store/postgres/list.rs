@@ -250,19 +250,17 @@ pub(super) fn push_page_from_end<'a>(
     qb.push(") SELECT (SELECT n FROM total), list_item");
     push_from(qb, scope);
     // The page is rows `offset` to `end` = min(offset + limit, total): from the end, the
-    // `end - offset` after the `total - end` last ones.
+    // `end - offset` after the `total - end` last ones. (`offset + limit` is added here,
+    // where it cannot overflow a `bigint`: no total is that large.)
+    let last = offset.saturating_add(limit);
     qb.push(format!(
         " ORDER BY {col} {back}, id {back} LIMIT (SELECT GREATEST(LEAST("
     ));
-    number(qb, offset);
-    qb.push(" + ");
-    number(qb, limit);
+    number(qb, last);
     qb.push(", n) - ");
     number(qb, offset);
     qb.push(", 0) FROM total) OFFSET (SELECT n - LEAST(");
-    number(qb, offset);
-    qb.push(" + ");
-    number(qb, limit);
+    number(qb, last);
     qb.push(", n) FROM total)");
 }
 
