@@ -250,7 +250,7 @@ async fn list_requests(
     let (parts, _) = admin(&state, request).await?;
     let mut after = 0u64;
     let mut limit = usize::MAX;
-    for (key, value) in query_pairs(parts.uri.query()) {
+    for (key, value) in query_pairs(parts.uri.query())? {
         match key.as_str() {
             "after" => {
                 after = value

@@ -80,7 +80,7 @@ pub async fn list_projects(
     let user = authenticate_user(&state, &parts, &body).await?;
     let mut name = None;
     let mut enabled = None;
-    for (key, value) in query_pairs(parts.uri.query()) {
+    for (key, value) in query_pairs(parts.uri.query())? {
         match key.as_str() {
             "name" => name = Some(value),
             "enabled" => {

@@ -141,7 +141,7 @@ pub async fn lease_tasks(
     caller.require(Action::RunAgent)?;
     bounded("server_id", &server_id)?;
     let (mut wait, mut max) = (Duration::ZERO, 4_i64);
-    for (key, value) in query_pairs(raw.as_deref()) {
+    for (key, value) in query_pairs(raw.as_deref())? {
         match key.as_str() {
             "wait" => {
                 // A whole number of seconds that fits an int64, as the document says.
@@ -349,6 +349,7 @@ pub async fn heartbeat(
 /// The `lease_epoch` a call names in its query, if it does.
 fn epoch_of(raw: Option<&str>) -> Result<Option<i64>, Invalid> {
     query_pairs(raw)
+        .map_err(|e| Invalid(e.to_string()))?
         .into_iter()
         .find(|(k, _)| k == "lease_epoch")
         .map(|(_, v)| {

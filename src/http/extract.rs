@@ -16,10 +16,34 @@ use super::error::ApiError;
 /// Largest request body accepted (the real gateway's limit for signed bodies).
 pub const MAX_BODY_BYTES: usize = 12 * 1024 * 1024;
 
-/// Decodes a query string into pairs (`+` is a space, as in any form encoding).
-pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .into_owned()
+/// Decodes a query string into pairs (`+` is a space, as in any form encoding). A key or
+/// value whose bytes, once decoded, are not UTF-8 is a client's mistake: it is refused
+/// rather than read with replacement characters, which would match other text.
+pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &[u8]| {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        String::from_utf8(bytes).map_err(|_| {
+            ApiError::Invalid(format!(
+                "invalid query: {} is not UTF-8 once decoded",
+                String::from_utf8_lossy(part)
+            ))
+        })
+    };
+    raw.unwrap_or("")
+        .as_bytes()
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &[][..]),
+            };
+            Ok((decode(key)?, decode(value)?))
+        })
         .collect()
 }
 

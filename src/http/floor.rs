@@ -52,7 +52,7 @@ async fn answer(
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Action::ListJobs)?;
-    let pairs = query_pairs(raw.as_deref());
+    let pairs = query_pairs(raw.as_deref())?;
     let param = |name: &str| {
         pairs
             .iter()

@@ -57,7 +57,7 @@ pub async fn list_jobs(
     caller.require(Action::ListJobs)?;
     let max = state.config.max_page_size;
     let pairs =
-        crate::emulator::strict::list_pairs(state.emulator.strict, query_pairs(raw.as_deref()));
+        crate::emulator::strict::list_pairs(state.emulator.strict, query_pairs(raw.as_deref())?);
     let query = ListJobsQuery::parse(&pairs, max)?;
     let page = state.store.list_jobs(&caller.project, &query, max).await?;
     let n = query.page.numbers(page.total, max);

@@ -35,7 +35,7 @@ pub async fn list_templates(
 ) -> Result<Json<Page<TemplateListItem>>, ApiError> {
     caller.require(Action::ListTemplates)?;
     let (mut id, mut name, mut ty) = (None, None, None);
-    for (key, value) in query_pairs(raw.as_deref()) {
+    for (key, value) in query_pairs(raw.as_deref())? {
         let slot = match key.as_str() {
             "id" => &mut id,
             "name" => &mut name,

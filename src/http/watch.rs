@@ -247,7 +247,7 @@ pub async fn watch_jobs(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ListJobs)?;
-    let pairs = query_pairs(raw.as_deref());
+    let pairs = query_pairs(raw.as_deref())?;
     let filters: Vec<(String, String)> = pairs
         .iter()
         .filter(|(k, _)| ["id", "name", "type", "status", "visible"].contains(&k.as_str()))
@@ -310,7 +310,7 @@ pub async fn watch_job(
 ) -> Result<Response, ApiError> {
     caller.require(Action::GetJob)?;
     lookup("id", &id)?;
-    let pairs = query_pairs(raw.as_deref());
+    let pairs = query_pairs(raw.as_deref())?;
     let resume = resume_from(&headers, &pairs)?;
     let (live, start) = state.watch.subscribe().await?;
     // Read after subscribing: a change after the snapshot is in the stream. An id holding

@@ -156,6 +156,53 @@ async fn undecodable_path_parameters_are_invalid_in_the_api_format() {
         .is_some_and(|m| m.contains("job 1/ü")));
 }
 
+/// A GET of `path?query` signed by the administrator, the query sent as it is.
+async fn signed_get(app: &TestApp, path: &str, query: &str) -> (u16, serde_json::Value) {
+    let mut headers = vec![("Host".to_string(), app.addr.to_string())];
+    let credentials = litejobs::sign::Credentials {
+        access_key: app.credentials.access_key.clone(),
+        secret_key: app.credentials.secret_key.clone(),
+    };
+    let auth = litejobs::sign::sign(
+        "GET",
+        path,
+        query,
+        &mut headers,
+        b"",
+        &credentials,
+        chrono::Utc::now(),
+    );
+    let mut request = reqwest::Client::new().get(format!("{}{path}?{query}", app.endpoint));
+    for (n, v) in &headers {
+        request = request.header(n.as_str(), v.as_str());
+    }
+    let r = request
+        .header("Authorization", auth)
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn undecodable_query_values_are_invalid_in_the_api_format() {
+    let app = TestApp::sqlite().await;
+    let path = app.admin.project_path("/dev-servers/jobs");
+    for query in ["name=%FF", "id=%C3", "%FE=1", "name=ok&status=%FF"] {
+        let (status, body) = signed_get(&app, &path, query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error_code"], "ModelArts.0107", "{query}");
+    }
+    // U+FFFD itself, sent as UTF-8, is a value like any other.
+    let (status, body) = signed_get(&app, &path, "name=%EF%BF%BD").await;
+    assert_eq!(
+        (status, &body["total"]),
+        (200, &serde_json::json!(0)),
+        "{body}"
+    );
+}
+
 /// Control characters, U+0000 among them (which PostgreSQL's text cannot hold), behave the
 /// same on both backends: a value looked up (an id, a filter, a user name) matches nothing,
 /// a value that would be stored (a server id) is refused with 400; nothing changes.

@@ -316,7 +316,7 @@ pub async fn login_page(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let query = query_pairs(raw.as_deref());
+    let query = query_pairs(raw.as_deref()).unwrap_or_default();
     let get = |name: &str| {
         query
             .iter()
@@ -480,9 +480,11 @@ async fn switch(state: &AppState, session: &Session, body: Body) -> Result<Respo
     Ok(response)
 }
 
-/// The query pairs of a request with a value, for the pages' GET forms.
+/// The query pairs of a request with a value, for the pages' GET forms (none, when the
+/// query cannot be decoded: a page's links never make such a query).
 pub fn given_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     query_pairs(raw)
+        .unwrap_or_default()
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
         .collect()
