@@ -49,8 +49,15 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
 
 /// Parses a JSON body, answering a client's mistake as a 400 that says what is wrong.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::Invalid("the request body is empty".into()));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::Invalid("the request body is empty".into())),
+        // Every body is an object; serde would read a struct from an array of its fields.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "invalid request body: it must be a JSON object".into(),
+            ))
+        }
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::Invalid(format!("invalid request body: {e}")))

@@ -590,9 +590,16 @@ async fn create_validates_and_creates_nothing_on_error(app: TestApp) {
         assert_eq!(r.status, 400, "{body}");
         assert_eq!(r.json()["error_code"], "ModelArts.0107", "{body}");
     }
-    // Malformed JSON and an empty body.
+    // Malformed JSON, an empty body, and the fields in an array rather than an object.
     let path = app.admin.project_path("/dev-servers/jobs");
-    for raw in [b"{\"name\": ".to_vec(), Vec::new(), b"null".to_vec()] {
+    let positional = br#" ["arr", null, ["sim-server-01"], "COMMON", false,
+        [["COMMON", {"cmd": "x"}]], null]"#;
+    for raw in [
+        b"{\"name\": ".to_vec(),
+        Vec::new(),
+        b"null".to_vec(),
+        positional.to_vec(),
+    ] {
         let r = app
             .admin
             .send(Method::POST, &path, &[], Some(raw.clone()), &[])
@@ -601,6 +608,18 @@ async fn create_validates_and_creates_nothing_on_error(app: TestApp) {
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&raw));
         assert_eq!(r.json()["error_code"], "ModelArts.0107");
     }
+    let r = app
+        .admin
+        .send(
+            Method::DELETE,
+            &path,
+            &[],
+            Some(br#"[["x"]]"#.to_vec()),
+            &[],
+        )
+        .await
+        .expect("sent");
+    assert_eq!(r.status, 400, "{}", r.json());
     assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 0);
     let ok = app
         .admin_send(Method::POST, "/dev-servers/jobs", &[], Some(good))
