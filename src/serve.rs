@@ -152,16 +152,16 @@ impl Server {
             worker::sync_simulated_fleet(store.as_ref(), &simulation(&config)).await?;
         }
         let emulator = crate::emulator::ready::emulator(&config, demo_account)?;
+        let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
         // The seed fills a fresh database once: the start that made the administrator loads
         // it, other replicas and later starts find it there (resets load it again).
         if config.simulate && fresh {
             if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
-                crate::emulator::seed::load(store.as_ref(), sealer.as_ref(), seed)
+                crate::emulator::seed::load(store.as_ref(), sealer.as_ref(), &templates, seed)
                     .await
                     .context("cannot load the seed (--seed)")?;
             }
         }
-        let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
         let api = ApiConfig {
             max_page_size: config.max_page_size,
             auth: AuthConfig {

@@ -139,7 +139,7 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
                     jobs.jobs.push(job.clone());
                 }
             }
-            seed::load(store, state.sealer.as_deref(), &jobs).await?;
+            seed::load(store, state.sealer.as_deref(), &state.templates, &jobs).await?;
         }
         None => {
             let keep_projects: Vec<String> = seed
@@ -173,7 +173,7 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
             if let Some(start) = &start {
                 crate::worker::sync_simulated_fleet(store, &start.simulation).await?;
             }
-            seed::load(store, state.sealer.as_deref(), &seed).await?;
+            seed::load(store, state.sealer.as_deref(), &state.templates, &seed).await?;
         }
     }
     Ok(erased)
@@ -183,9 +183,14 @@ async fn load_seed(State(state): State<AppState>, request: Request) -> Result<Re
     let (_, body) = admin(&state, request).await?;
     let seed: Seed = parse_json(&body)?;
     seed.check().map_err(invalid)?;
-    seed::load(state.store.as_ref(), state.sealer.as_deref(), &seed)
-        .await
-        .map_err(seed_failure)?;
+    seed::load(
+        state.store.as_ref(),
+        state.sealer.as_deref(),
+        &state.templates,
+        &seed,
+    )
+    .await
+    .map_err(seed_failure)?;
     Ok(Json(serde_json::json!({
         "projects": seed.projects.len(),
         "users": seed.users.len(),

@@ -11,6 +11,7 @@ use crate::iam;
 use crate::secrets::Sealer;
 use crate::store::seed::{JobRow, TaskRow};
 use crate::store::{NewServer, Store};
+use crate::templates::TemplateCatalog;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,26 +207,38 @@ impl Seed {
             }
         }
         for j in &self.jobs {
-            let named = |v: &str| bounded("name", v).is_ok();
-            if !named(&j.name) || !named(&j.user_name) || !simple(&j.job_type) {
+            // As a create would have them: the same patterns of name, description and type.
+            if !simple(&j.name) || !simple(&j.job_type) {
                 return Err(bad(format!(
-                    "job {:?}: a name and a user_name of 1 to 64 characters, none of them a \
-                     control character, and a type",
+                    "job {:?}: a name and a type each match ^[-_.a-zA-Z0-9]{{1,64}}$",
                     j.name
                 )));
             }
-            let nul = |v: &str| v.contains('\0');
-            if j.description.as_deref().is_some_and(nul) || j.tasks.iter().any(|t| nul(&t.message))
-            {
+            if j.description.as_deref().is_some_and(|d| !simple(d)) {
                 return Err(bad(format!(
-                    "job {:?}: a description or task message holds U+0000",
+                    "job {:?}: a description matches ^[-_.a-zA-Z0-9]{{1,64}}$ (or is left out)",
+                    j.name
+                )));
+            }
+            if bounded("user_name", &j.user_name).is_err() {
+                return Err(bad(format!(
+                    "job {:?}: a user_name is 1 to 64 characters, none of them a control \
+                     character",
+                    j.name
+                )));
+            }
+            if j.tasks.iter().any(|t| t.message.contains('\0')) {
+                return Err(bad(format!(
+                    "job {:?}: a task message holds U+0000",
                     j.name
                 )));
             }
             if let Some(id) = &j.id {
-                if !simple(id) {
+                // (`templates` and `services` are paths of their own: no job could be read.)
+                if !simple(id) || ["templates", "services"].contains(&id.as_str()) {
                     return Err(bad(format!(
-                        "job id {id:?} matches ^[-_.a-zA-Z0-9]{{1,64}}$"
+                        "job id {id:?}: an id matches ^[-_.a-zA-Z0-9]{{1,64}}$ and is neither \
+                         templates nor services"
                     )));
                 }
             }
@@ -272,8 +285,23 @@ async fn project_of(store: &dyn Store, id_or_name: &str) -> anyhow::Result<Proje
 }
 
 /// Loads a checked seed: what exists already (same project id, user, key) is kept.
-pub async fn load(store: &dyn Store, sealer: Option<&Sealer>, seed: &Seed) -> anyhow::Result<()> {
+pub async fn load(
+    store: &dyn Store,
+    sealer: Option<&Sealer>,
+    templates: &TemplateCatalog,
+    seed: &Seed,
+) -> anyhow::Result<()> {
     seed.check()?;
+    // Every job's type is a template's, as a create's must be: its job gets that template.
+    for j in &seed.jobs {
+        if templates.by_type(&j.job_type).is_none() {
+            return Err(bad(format!(
+                "job {:?}: type {} names no job template",
+                j.name, j.job_type
+            ))
+            .into());
+        }
+    }
     // Every project named must exist or be made by the seed: checked before anything is
     // written, so that a wrong name changes nothing.
     let mut made: Vec<String> = Vec::new();
@@ -354,7 +382,8 @@ pub async fn load(store: &dyn Store, sealer: Option<&Sealer>, seed: &Seed) -> an
             .filter(|s| s.kind == "simulated")
             .map(|s| s.id)
             .collect();
-        let row = job_row(j, &simulated, now);
+        let template = templates.by_type(&j.job_type).map(|t| t.id.clone());
+        let row = job_row(j, template, &simulated, now);
         by_project
             .entry(project.as_str().to_string())
             .or_insert_with(|| (project.clone(), Vec::new()))
@@ -367,7 +396,12 @@ pub async fn load(store: &dyn Store, sealer: Option<&Sealer>, seed: &Seed) -> an
     Ok(())
 }
 
-fn job_row(j: &SeedJob, simulated: &std::collections::HashSet<String>, now: i64) -> JobRow {
+fn job_row(
+    j: &SeedJob,
+    template_id: Option<String>,
+    simulated: &std::collections::HashSet<String>,
+    now: i64,
+) -> JobRow {
     let create_at = j.create_at.unwrap_or(now);
     let update_at = j.update_at.unwrap_or(create_at).max(create_at);
     let status = j.status.clone().unwrap_or_else(|| {
@@ -396,7 +430,7 @@ fn job_row(j: &SeedJob, simulated: &std::collections::HashSet<String>, now: i64)
         user_name: j.user_name.clone(),
         description: j.description.clone(),
         job_type: j.job_type.clone(),
-        template_id: None,
+        template_id,
         status,
         visible: j.visible,
         items: serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_string()),

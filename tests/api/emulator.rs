@@ -449,6 +449,14 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
         serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("user_name", "\u{0}")]}),
         serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("description", "\u{0}")]}),
         serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("message", "a\u{0}")]}),
+        // What no create could make: names and descriptions off the API's pattern, ids the
+        // API's routes take, a type no template has.
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("name", "Über")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("name", "a b")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("description", "")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("id", "templates")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("id", "services")]}),
+        serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("type", "NO_SUCH")]}),
     ] {
         let (status, body) = json_of(
             admin
@@ -490,6 +498,57 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert!(!projects.contains(&"made"), "{projects:?}");
+    // A seeded job has its type's template, as a created one has.
+    let good = serde_json::json!({"jobs": [{"project": "demo", "id": "seeded-1",
+        "name": "x", "type": "LOG_COLLECT",
+        "tasks": [{"server_id": "sim-server-01", "status": "SUCCESS"}]}]});
+    let (status, body) = json_of(
+        admin
+            .send(
+                reqwest::Method::POST,
+                "/_litejobs/seed",
+                &[],
+                Some(good.to_string().into_bytes()),
+                &[],
+            )
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let jobs = format!("/v1/{}/dev-servers/jobs", demo::PROJECT_ID);
+    let (_, templates) = json_of(
+        demo.send(
+            reqwest::Method::GET,
+            &format!("{jobs}/templates"),
+            &[],
+            None,
+            &[],
+        )
+        .await
+        .expect("templates"),
+    )
+    .await;
+    let log_collect = templates["data"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .find(|t| t["type"] == "LOG_COLLECT")
+        .expect("the LOG_COLLECT template")["id"]
+        .clone();
+    let (_, seeded) = json_of(
+        demo.send(
+            reqwest::Method::GET,
+            &format!("{jobs}/seeded-1"),
+            &[],
+            None,
+            &[],
+        )
+        .await
+        .expect("job"),
+    )
+    .await;
+    assert_eq!(seeded["template_id"], log_collect, "{seeded}");
     server.terminate().await.expect("stops");
 }
 
