@@ -170,6 +170,7 @@ impl Server {
                 cache_ttl: config.auth_cache_ttl,
                 demo_account,
                 failures_per_address: config.auth_failures_per_address,
+                region: config.region.clone(),
             },
             bench_floor: config.bench_floor,
             body_timeout: config.body_timeout,

@@ -23,6 +23,8 @@ pub const DERIVED_ALGORITHM: &str = "V11-HMAC-SHA256";
 pub const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// Name of the date header.
 pub const DATE_HEADER: &str = "x-sdk-date";
+/// The header in which a request may declare its body's hash.
+const CONTENT_SHA256_HEADER: &str = "x-sdk-content-sha256";
 /// Hex SHA-256 of the empty string, the payload hash of a request without a body.
 pub const EMPTY_BODY_SHA256: &str =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -146,7 +148,7 @@ pub fn canonical_request(parts: &RequestParts<'_>, signed_headers: &[String]) ->
         headers.push_str(parts.header(name).unwrap_or("").trim());
         headers.push('\n');
     }
-    let payload = match parts.header("x-sdk-content-sha256") {
+    let payload = match parts.header(CONTENT_SHA256_HEADER) {
         Some(v) if !parts.body.is_empty() => v.to_string(),
         _ if parts.body.is_empty() => EMPTY_BODY_SHA256.to_string(),
         _ => sha256_hex(parts.body),
@@ -297,12 +299,34 @@ impl Authorization {
     }
 }
 
+/// The service a derived key's scope must name.
+pub const SERVICE: &str = "modelarts";
+
+/// True when a derived key's scope (`YYYYMMDD/region/service`) is for `region` and this
+/// service (its day is checked against the request's date by [`verify`]).
+pub fn scope_serves(scope: &str, region: &str) -> bool {
+    let mut parts = scope.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_day), Some(r), Some(service), None) => r == region && service == SERVICE,
+        _ => false,
+    }
+}
+
 /// Checks `auth` against the request with the caller's secret key, in constant time.
 /// Returns false when the signature does not match or a signed header is missing.
 pub fn verify(parts: &RequestParts<'_>, auth: &Authorization, secret_key: &str) -> bool {
     let Some(date) = parts.header(DATE_HEADER) else {
         return false;
     };
+    // A body is signed by its hash. A hash the request declares for it in place of its own
+    // (`X-Sdk-Content-Sha256`, which the canonical request takes as it is) must be the
+    // hash of the bytes received: otherwise the signature would cover any body, and
+    // `UNSIGNED-PAYLOAD`, for the uploads of other APIs, would sign none.
+    if let Some(declared) = parts.header(CONTENT_SHA256_HEADER) {
+        if !parts.body.is_empty() && !declared.eq_ignore_ascii_case(&sha256_hex(parts.body)) {
+            return false;
+        }
+    }
     let all_present = auth
         .signed_headers
         .iter()

@@ -82,6 +82,7 @@ impl Default for ApiConfig {
                 cache_ttl: auth::DEFAULT_AUTH_CACHE_TTL,
                 demo_account: false,
                 failures_per_address: lockout::DEFAULT_ADDRESS_FAILURES,
+                region: "cn-north-4".to_string(),
             },
             bench_floor: false,
             body_timeout: std::time::Duration::from_secs(30),

