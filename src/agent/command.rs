@@ -95,15 +95,38 @@ fn signal_group(pgid: u32, signal: nix::sys::signal::Signal) {
     }
 }
 
+/// True while some process of group `pgid` lives (or waits to be reaped).
+fn group_lives(pgid: u32) -> bool {
+    i32::try_from(pgid).is_ok_and(|pgid| {
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None)
+            != Err(nix::errno::Errno::ESRCH)
+    })
+}
+
+/// How often a stopped command's process group is looked at while it has its grace.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
 /// Ends the whole process group of `child`: `SIGTERM`, then `SIGKILL` once `grace` has
-/// passed and the shell has not exited.
+/// passed with some process of the group still there. The whole group has the grace, not
+/// only the shell: a template's command is commonly a shell running another, and the
+/// outer one ends at once, before the command it runs has cleaned up.
 async fn end_group(child: &mut tokio::process::Child, pgid: u32, grace: Duration) {
     signal_group(pgid, nix::sys::signal::Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        tracing::warn!(
-            pgid,
-            "the command outlived SIGTERM; killing its process group"
-        );
+    let until = tokio::time::Instant::now() + grace;
+    loop {
+        // Reap the shell once it exits: a zombie still counts as one of the group.
+        let _ = child.try_wait();
+        if !group_lives(pgid) {
+            break;
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                pgid,
+                "the command outlived SIGTERM; killing its process group"
+            );
+            break;
+        }
+        tokio::time::sleep(GROUP_POLL).await;
     }
     signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait().await;

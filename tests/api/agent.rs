@@ -128,6 +128,48 @@ async fn agents_run_commands_and_report_outcomes() {
     b.await.expect("agent b").expect("agent b ran");
 }
 
+/// A stopped command has the agent's grace (one second here) to clean up, though the
+/// template runs it in a shell of its own that ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_jobs_command_has_its_grace_to_clean_up() {
+    let app = TestApp::sqlite().await;
+    let stop = CancellationToken::new();
+    let agent = start_agent(&app, "node-1", &stop);
+    wait_registered(&app, &["node-1"]).await;
+    let trail = app.dir.path().join("trail.txt");
+    let file = trail.display();
+    let cmd = format!(
+        "trap 'echo got-term >> {file}; sleep 0.3; echo cleanup-done >> {file}; exit 0' TERM; \
+         echo started >> {file}; sleep 1000 & wait"
+    );
+    let job = app
+        .admin
+        .create_job(&shell_job("graceful", &["node-1"], &cmd), None)
+        .await
+        .expect("create");
+    let read = || std::fs::read_to_string(&trail).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !read().contains("started") {
+        assert!(tokio::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.admin
+        .delete_jobs(&[job.id.clone()])
+        .await
+        .expect("delete");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !read().contains("cleanup-done") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command was cut off: {:?}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    agent.await.expect("agent").expect("agent ran");
+}
+
 fn result(status: &str, message: &str, lease_epoch: Option<i64>) -> AgentResult {
     AgentResult {
         status: status.into(),
