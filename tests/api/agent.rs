@@ -154,7 +154,7 @@ async fn a_deleted_jobs_command_has_its_grace_to_clean_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.admin
-        .delete_jobs(&[job.id.clone()])
+        .delete_jobs(std::slice::from_ref(&job.id))
         .await
         .expect("delete");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
