@@ -310,8 +310,14 @@ fn stall_message(task: &StalledTask, start_timeout: Duration) -> String {
     }
 }
 
+/// Stalled tasks of each kind read at once by the sweep.
+const STALL_BATCH: i64 = 500;
+
 /// Ends `FAILED` the running tasks of real servers that no agent ran in time, every few
-/// seconds until `shutdown`, so that every job reaches `FINISHED`.
+/// seconds until `shutdown`, so that every job reaches `FINISHED`. A sweep goes on while it
+/// finds full batches, and ends the tasks whose agent stopped (a lapsed lease, a run past
+/// its time) before those never started: a backlog of the latter, on servers whose agents
+/// are away, holds neither back.
 pub async fn run_stall_sweeper(
     store: Arc<dyn Store>,
     start_timeout: Duration,
@@ -323,37 +329,56 @@ pub async fn run_stall_sweeper(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(STALL_SWEEP_EVERY) => {}
         }
-        let stalled = match store.stalled_tasks(now_ms(), timeout_ms, 500).await {
-            Ok(stalled) => stalled,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look for stalled tasks");
-                continue;
+        loop {
+            let mut stalled = match store.stalled_tasks(now_ms(), timeout_ms, STALL_BATCH).await {
+                Ok(stalled) => stalled,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for stalled tasks");
+                    break;
+                }
+            };
+            let never = |t: &StalledTask| matches!(t.stall, Stall::NeverStarted { .. });
+            let never_started = stalled.iter().filter(|t| never(t)).count();
+            let full = [never_started, stalled.len() - never_started]
+                .iter()
+                .any(|n| i64::try_from(*n).is_ok_and(|n| n >= STALL_BATCH));
+            stalled.sort_by_key(|t| never(t));
+            for task in stalled {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                end_stalled(store.as_ref(), &task, start_timeout).await;
             }
-        };
-        for task in stalled {
-            let message = stall_message(&task, start_timeout);
-            let ended = store
-                .complete_task(
-                    &task.project_id,
-                    &task.task_id,
-                    TaskStatus::Failed,
-                    &message,
-                    now_ms(),
-                    None,
-                )
-                .await;
-            match ended {
-                Ok(true) => tracing::warn!(
-                    project_id = %task.project_id,
-                    task_id = task.task_id,
-                    server_id = task.server_id,
-                    message,
-                    "ended a task no agent ran in time"
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot end a stalled task"),
+            if !full {
+                break;
             }
         }
+    }
+}
+
+/// Ends one stalled task `FAILED`, saying why.
+async fn end_stalled(store: &dyn Store, task: &StalledTask, start_timeout: Duration) {
+    let message = stall_message(task, start_timeout);
+    let ended = store
+        .complete_task(
+            &task.project_id,
+            &task.task_id,
+            TaskStatus::Failed,
+            &message,
+            now_ms(),
+            None,
+        )
+        .await;
+    match ended {
+        Ok(true) => tracing::warn!(
+            project_id = %task.project_id,
+            task_id = task.task_id,
+            server_id = task.server_id,
+            message,
+            "ended a task no agent ran in time"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot end a stalled task"),
     }
 }
 

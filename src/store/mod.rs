@@ -300,9 +300,9 @@ pub trait JobStore: Send + Sync {
         until: i64,
     ) -> StoreResult<Vec<LeaseState>>;
 
-    /// Running tasks of real servers (not simulated) that the server is to end, at most
-    /// `limit`: never leased within `start_timeout_ms` of their creation, a lease lapsed for
-    /// that long, or past their deadline.
+    /// Running tasks of real servers (not simulated) that the server is to end: never leased
+    /// within `start_timeout_ms` of their creation (the oldest `limit` of them), and a lease
+    /// lapsed for that long or past their deadline (the oldest `limit` of those).
     async fn stalled_tasks(
         &self,
         now_ms: i64,

@@ -152,8 +152,9 @@ pub async fn renew_leases(
 
 /// Running tasks of real servers the server is to end (see
 /// [`crate::store::JobStore::stalled_tasks`]): the oldest `limit` of those never started and
-/// those leased, each kind found through an index of its own, so that the tasks still
-/// waiting within their start timeout are never read.
+/// the oldest `limit` of those leased, each kind found through an index of its own, so that
+/// the tasks still waiting within their start timeout are never read, and a backlog of one
+/// kind never holds the other back.
 pub async fn stalled_tasks(
     pools: &impl SqlPools,
     now_ms: i64,
@@ -171,9 +172,9 @@ const STALLED_COLUMNS: &str =
     "project_id, id, server_id, create_at, lease_epoch, lease_until, deadline_at";
 
 /// The statement of [`stalled_tasks`]: the oldest `limit` of the tasks never started,
-/// created before `since` (on `tasks_running_on_agents`, up to `since`), and of the leased
-/// tasks whose lease lapsed before `since` or whose deadline passed by `now_ms` (on
-/// `tasks_leased`).
+/// created before `since` (on `tasks_running_on_agents`, up to `since`), and the oldest
+/// `limit` of the leased tasks whose lease lapsed before `since` or whose deadline passed by
+/// `now_ms` (on `tasks_leased`).
 fn stalled_statement(since: i64, now_ms: i64, limit: i64) -> Statement<'static> {
     let running = "FROM tasks WHERE status = 'PROCESSING' AND simulated = FALSE";
     let oldest = "ORDER BY create_at LIMIT $3";
@@ -181,8 +182,7 @@ fn stalled_statement(since: i64, now_ms: i64, limit: i64) -> Statement<'static> 
         "SELECT {STALLED_COLUMNS} FROM (SELECT {STALLED_COLUMNS} {running} \
          AND lease_epoch = 0 AND create_at < $1 {oldest}) AS never_started \
          UNION ALL SELECT {STALLED_COLUMNS} FROM (SELECT {STALLED_COLUMNS} {running} \
-         AND lease_epoch > 0 AND (lease_until < $1 OR deadline_at < $2) {oldest}) AS leased \
-         {oldest}"
+         AND lease_epoch > 0 AND (lease_until < $1 OR deadline_at < $2) {oldest}) AS leased"
     ))
     .bind(since)
     .bind(now_ms)
