@@ -210,7 +210,8 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
 
     /// A request's body must arrive whole within this time (else 408 and the connection
-    /// closes).
+    /// closes); a client that reads nothing of what it is sent for this long loses its
+    /// connection.
     #[arg(long, env = "LITEJOBS_BODY_TIMEOUT", default_value = "30s", value_parser = parse_interval)]
     pub body_timeout: Duration,
 
@@ -220,8 +221,9 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: Option<u32>,
 
-    /// Memory that request bodies may take at once, all requests together (e.g. `256MiB`;
-    /// at least one 12 MB body); a body that cannot get its share in time is answered 503.
+    /// Memory that request bodies and large answers being sent may take at once, all
+    /// requests together (e.g. `256MiB`; at least one 12 MB body); a body or answer that
+    /// cannot get its share in time is answered 503.
     #[arg(long, env = "LITEJOBS_MAX_BODY_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub max_body_memory: usize,
 

@@ -291,6 +291,7 @@ impl Server {
             let limits = ConnectionLimits {
                 header_timeout: self.config.header_timeout,
                 max_connections: 64,
+                send_timeout: self.config.body_timeout,
             };
             let stop = shutdown.clone();
             workers.spawn(async move {
@@ -322,6 +323,7 @@ impl Server {
                 .config
                 .max_connections
                 .map_or_else(crate::config::default_max_connections, |n| n as usize),
+            send_timeout: self.config.body_timeout,
         };
         let state = self.state.until(shutdown.clone());
         let app = http::router(state);

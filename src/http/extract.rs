@@ -1,11 +1,12 @@
 //! What handlers take from a request, answered in the API's error format when it is not
 //! right: the query's pairs, JSON bodies, path parameters, and bodies read within their size,
-//! time and memory limits.
+//! time and memory limits (which large answers share while they are sent).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -74,9 +75,9 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// How request bodies are read: each within a time, all of them together within a memory
-/// budget, so that a flood of slow or large requests can exhaust neither the server's memory
-/// nor its patience.
+/// How request bodies are read: each within a time, all of them together (with the large
+/// answers being sent) within a memory budget, so that a flood of slow or large requests can
+/// exhaust neither the server's memory nor its patience.
 #[derive(Clone)]
 pub struct BodyLimits {
     /// A body must arrive whole within this time.
@@ -121,6 +122,79 @@ impl BodyLimits {
                 "request bodies being read take all the memory set aside for them",
             )),
         }
+    }
+}
+
+/// Answers at least this large hold their share of the memory budget until sent.
+const LARGE_ANSWER: usize = 256 * 1024;
+/// Pieces a large answer is handed to its connection in: the next is taken once the ones
+/// before are written, so that an answer the client does not read keeps its share.
+const ANSWER_PIECE: usize = 64 * 1024;
+
+impl BodyLimits {
+    /// `response`, holding its share of the memory budget (with the request bodies) until
+    /// it is sent or its connection closes, when it is large; a large answer that cannot
+    /// get its share within the body timeout is a 503 instead.
+    pub async fn hold_for_answer(&self, response: Response) -> Response {
+        let size = response.body().size_hint().exact();
+        let Some(size) = size
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|s| *s >= LARGE_ANSWER)
+        else {
+            return response;
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let wanted = self.budget.clone().acquire_many_owned(kib(size));
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, wanted).await else {
+            return ApiError::Overloaded(
+                "answers being sent take all the memory set aside for them",
+            )
+            .into_response();
+        };
+        let (parts, body) = response.into_parts();
+        match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(rest) => Response::from_parts(
+                parts,
+                Body::new(HeldAnswer {
+                    rest,
+                    _permit: permit,
+                }),
+            ),
+            Err(e) => {
+                ApiError::Internal(anyhow::anyhow!("cannot read an answer: {e}")).into_response()
+            }
+        }
+    }
+}
+
+/// An answer handed out in pieces, holding its share of the memory budget until dropped.
+struct HeldAnswer {
+    rest: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for HeldAnswer {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let piece = self.rest.len().min(ANSWER_PIECE);
+        let piece = self.rest.split_to(piece);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 

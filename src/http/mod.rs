@@ -16,6 +16,7 @@ pub mod lockout;
 mod lookup_cache;
 pub mod openapi;
 pub mod request_span;
+mod send_limit;
 pub mod server;
 mod templates;
 pub mod tls;
@@ -60,7 +61,7 @@ pub struct ApiConfig {
     pub bench_floor: bool,
     /// A request body must arrive whole within this time.
     pub body_timeout: std::time::Duration,
-    /// Bytes of request bodies held at once, by all requests together.
+    /// Bytes of request bodies and large answers held at once, by all requests together.
     pub max_body_memory: usize,
     /// How long an agent's lease of a task lasts unless renewed.
     pub agent_lease: std::time::Duration,
@@ -123,7 +124,7 @@ pub struct Shared {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Opens the sealed secret keys of the store, when there is a master key.
     pub sealer: Option<Arc<crate::secrets::Sealer>>,
-    /// How request bodies are read: time and memory limits.
+    /// How request bodies are read, and large answers held: time and memory limits.
     pub bodies: BodyLimits,
     /// Registered servers and when they were last heard from, between database writes.
     pub fleet: Arc<crate::fleet::Fleet>,
@@ -366,6 +367,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     let uri_len = uri_length(&uri);
     let head_len = uri_len + head_length(request.headers());
     let span = request_span::request_span(&id, &method, route);
+    let bodies = state.bodies.clone();
     let mut response = REQUEST_ID
         .scope(
             id.clone(),
@@ -377,7 +379,8 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
                 } else if head_len > MAX_HEAD_BYTES {
                     ApiError::HeadersTooLarge.into_response()
                 } else {
-                    next.run(request).await
+                    let response = next.run(request).await;
+                    bodies.hold_for_answer(response).await
                 }
             }
             .instrument(span.clone()),

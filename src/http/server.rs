@@ -6,6 +6,8 @@
 //!   kept-alive one for its next (hyper's header read timeout starts when the server begins
 //!   waiting for a request).
 //! - A TLS handshake must finish within the same time.
+//! - A write to a connection may wait for the client to read for the send timeout; then the
+//!   connection closes, and the answer it held is let go.
 //! - At most `max_connections` connections are served at once; beyond them a connection is
 //!   answered `503 ModelArts.0013` in the API's error format and closed (plain HTTP), or
 //!   closed at once (TLS), with a log line at most once a second.
@@ -28,6 +30,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+
+use super::send_limit::SendLimit;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,6 +57,9 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Longest a write to a connection may wait for the client to read: then the connection
+    /// closes, and what was kept to send it is let go.
+    pub send_timeout: Duration,
 }
 
 /// A log line at most once per second, counting what it did not log.
@@ -203,11 +210,12 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let header_timeout = limits.header_timeout;
+        let (header_timeout, send_timeout) = (limits.header_timeout, limits.send_timeout);
         tokio::spawn(async move {
             let _slot = slot;
             match tls {
                 None => {
+                    let stream = SendLimit::new(stream, send_timeout);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     finish(watcher.watch(conn).await, peer);
                 }
@@ -215,6 +223,7 @@ pub async fn serve(
                     let Some(stream) = acceptor.accept(stream, header_timeout, peer).await else {
                         return;
                     };
+                    let stream = SendLimit::new(stream, send_timeout);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     finish(watcher.watch(conn).await, peer);
                 }

@@ -524,3 +524,65 @@ async fn a_database_gone_mid_load_answers_503_and_the_service_recovers() {
         "only 200 and 503: {statuses:?}"
     );
 }
+
+/// A large answer holds its share of the memory budget until it is sent; a client that
+/// stops reading it loses its connection after the body timeout, which lets the share go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_large_answer_holds_its_share_until_its_connection_is_cut() {
+    let app = app_with(|c| {
+        c.max_body_memory = 12 * 1024 * 1024;
+        c.body_timeout = Duration::from_secs(3);
+    })
+    .await;
+    // 100 items of 100 KB each: the job's detail is about 10 MB.
+    let mut request = crate::helpers::job_request("large", &["sim-server-01"]);
+    request.items = (0..100)
+        .map(|_| litejobs::wire::JobItem {
+            item_type: "COMMON".into(),
+            spec: Some(
+                [
+                    ("cmd".to_string(), "true".to_string()),
+                    ("pad".to_string(), "x".repeat(100_000)),
+                ]
+                .into(),
+            ),
+        })
+        .collect();
+    let job = app.admin.create_job(&request, None).await.expect("create");
+    let profile =
+        litejobs::serve::read_profile(&app.dir.path().join("admin.json")).expect("profile");
+    let password = profile.password.expect("admin password");
+    let token = litejobs::client::issue_token(&app.endpoint, "admin", &password, &app.project_id)
+        .await
+        .expect("token");
+    // A client that reads the first bytes of the answer, then nothing.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer");
+    let mut unread = socket.connect(app.addr).await.expect("connect");
+    let head = format!(
+        "GET /v1/{}/dev-servers/jobs/{} HTTP/1.1\r\nHost: {}\r\nX-Auth-Token: {token}\r\n\r\n",
+        app.project_id, job.id, app.addr
+    );
+    unread.write_all(head.as_bytes()).await.expect("sent");
+    let mut first = [0u8; 12];
+    unread.read_exact(&mut first).await.expect("read");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Another reader of the same answer waits for the share the first holds, until the
+    // first's connection is cut: about two seconds more.
+    let started = Instant::now();
+    let read = app
+        .admin
+        .get_job(&job.id)
+        .await
+        .expect("the second reader's answer");
+    assert_eq!(read.items.len(), 100);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1000), "{waited:?}");
+    let (rest, _) = read_until_closed(&mut unread, Duration::from_secs(10)).await;
+    assert!(
+        first.len() + rest.len() < 10_000_000,
+        "the unread answer was cut short ({} bytes)",
+        first.len() + rest.len()
+    );
+}
