@@ -6,16 +6,14 @@ use super::maintenance::NAME_INDEXES;
 use super::SqliteStore;
 use crate::domain::ProjectId;
 use crate::store::testing::{new_job, sqlite_with_servers as store_with_servers};
-use crate::store::{Backend, StoreError};
+use crate::store::{Backend, JobStore, StoreError};
 
-/// A database of the previous schema (migrations before 0004: a name index without
-/// positions) keeps its jobs through the upgrade, and the rebuilt index finds them.
-#[tokio::test]
-async fn upgrading_finds_and_counts_the_jobs_already_there() {
+/// A database at `path` with the migrations before `first_left_out` alone (an earlier
+/// version's schema).
+async fn old_database(path: &std::path::Path, first_left_out: &str) -> sqlx::SqlitePool {
     use std::str::FromStr;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let old_migrations = dir.path().join("migrations");
+    let old_migrations = path.with_extension("migrations");
     std::fs::create_dir(&old_migrations).expect("dir");
     let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
     for entry in std::fs::read_dir(&all).expect("migrations") {
@@ -24,11 +22,10 @@ async fn upgrading_finds_and_counts_the_jobs_already_there() {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if name < "0004" {
+        if name < first_left_out {
             std::fs::copy(&path, old_migrations.join(name)).expect("copy");
         }
     }
-    let path = dir.path().join("old.db");
     let options =
         sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .expect("options")
@@ -41,6 +38,16 @@ async fn upgrading_finds_and_counts_the_jobs_already_there() {
         .run(&old)
         .await
         .expect("old schema");
+    old
+}
+
+/// A database of the previous schema (migrations before 0004: a name index without
+/// positions) keeps its jobs through the upgrade, and the rebuilt index finds them.
+#[tokio::test]
+async fn upgrading_finds_and_counts_the_jobs_already_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let old = old_database(&path, "0004").await;
     for (n, name) in ["alpha-Common", "beta-log", "gamma-common-2"]
         .iter()
         .enumerate()
@@ -84,6 +91,51 @@ async fn upgrading_finds_and_counts_the_jobs_already_there() {
     let query = crate::domain::filter::ListJobsQuery::parse(&[], 100).expect("query");
     let page = store.list_jobs(&project, &query, 100).await.expect("list");
     assert_eq!(page.total, 3);
+}
+
+/// A task that an agent of a version before the leases' epochs (0010) had leased, still
+/// running at the upgrade, keeps its lease: it is not taken for one never started.
+#[tokio::test]
+async fn a_lease_from_before_the_epochs_survives_the_upgrade() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let old = old_database(&path, "0010").await;
+    sqlx::query(
+        "INSERT INTO jobs (project_id, id, name, user_name, type, status, visible, \
+         is_reboot, pending_tasks, items, create_at, update_at) \
+         VALUES ('p1', 'job-0', 'long', 'u', 'COMMON', 'PROCESSING', 1, 0, 1, '[]', 1000, 1000)",
+    )
+    .execute(&old)
+    .await
+    .expect("old job");
+    sqlx::query(
+        "INSERT INTO tasks (id, project_id, job_id, position, server_id, server_name, \
+         simulated, status, create_at, update_at, lease_owner, lease_until) \
+         VALUES ('t-0', 'p1', 'job-0', 0, 'node-1', 'node-1', 0, 'PROCESSING', 1000, 1000, \
+         'u', 10000000)",
+    )
+    .execute(&old)
+    .await
+    .expect("old leased task");
+    old.close().await;
+
+    let (store, _) = store_with_servers(&path, &[]).await;
+    // Long past the start timeout, within its lease: nothing to end.
+    let stalled = store
+        .stalled_tasks(100_000, 5_000, 100)
+        .await
+        .expect("stalled");
+    assert!(stalled.is_empty(), "{stalled:?}");
+    // Once its lease lapsed, it is a lapsed lease.
+    let stalled = store
+        .stalled_tasks(20_000_000, 5_000, 100)
+        .await
+        .expect("stalled");
+    let stalls: Vec<crate::store::Stall> = stalled.iter().map(|t| t.stall).collect();
+    assert_eq!(
+        stalls,
+        [crate::store::Stall::LeaseLapsed { at: 10_000_000 }]
+    );
 }
 
 /// The segments of the name index that has the most (each search reads every one).
