@@ -237,8 +237,7 @@ pub struct ServeConfig {
     pub auth_failures_per_address: u32,
 
     /// The cloud region the demo project answers for in the IAM project listing
-    /// (`GET /v3/projects?name=REGION`), so SDK code written with `.with_region(...)` finds it;
-    /// a derived-key (`V11-HMAC-SHA256`) signature's scope must name it.
+    /// (`GET /v3/projects?name=REGION`), so SDK code written with `.with_region(...)` finds it.
     #[arg(long, env = "LITEJOBS_REGION", default_value = "cn-north-4", value_parser = parse_region)]
     pub region: String,
 

@@ -153,6 +153,11 @@ impl Server {
         }
         let emulator = crate::emulator::ready::emulator(&config, demo_account)?;
         let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
+        // A seed is checked at every start, loaded or not: every reset loads it again.
+        if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
+            crate::emulator::seed::check_types(seed, &templates)
+                .context("the seed (--seed) cannot be loaded")?;
+        }
         // The seed fills a fresh database once: the start that made the administrator loads
         // it, other replicas and later starts find it there (resets load it again).
         if config.simulate && fresh {
@@ -170,7 +175,6 @@ impl Server {
                 cache_ttl: config.auth_cache_ttl,
                 demo_account,
                 failures_per_address: config.auth_failures_per_address,
-                region: config.region.clone(),
             },
             bench_floor: config.bench_floor,
             body_timeout: config.body_timeout,

@@ -343,21 +343,24 @@ pub async fn run_stall_sweeper(
                 .iter()
                 .any(|n| i64::try_from(*n).is_ok_and(|n| n >= STALL_BATCH));
             stalled.sort_by_key(|t| never(t));
+            let mut ended = false;
             for task in stalled {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                end_stalled(store.as_ref(), &task, start_timeout).await;
+                ended |= end_stalled(store.as_ref(), &task, start_timeout).await;
             }
-            if !full {
+            // (A batch none of which could be ended waits for the next sweep: the database
+            // refuses writes, say.)
+            if !full || !ended {
                 break;
             }
         }
     }
 }
 
-/// Ends one stalled task `FAILED`, saying why.
-async fn end_stalled(store: &dyn Store, task: &StalledTask, start_timeout: Duration) {
+/// Ends one stalled task `FAILED`, saying why; answers whether it did.
+async fn end_stalled(store: &dyn Store, task: &StalledTask, start_timeout: Duration) -> bool {
     let message = stall_message(task, start_timeout);
     let ended = store
         .complete_task(
@@ -370,15 +373,21 @@ async fn end_stalled(store: &dyn Store, task: &StalledTask, start_timeout: Durat
         )
         .await;
     match ended {
-        Ok(true) => tracing::warn!(
-            project_id = %task.project_id,
-            task_id = task.task_id,
-            server_id = task.server_id,
-            message,
-            "ended a task no agent ran in time"
-        ),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot end a stalled task"),
+        Ok(true) => {
+            tracing::warn!(
+                project_id = %task.project_id,
+                task_id = task.task_id,
+                server_id = task.server_id,
+                message,
+                "ended a task no agent ran in time"
+            );
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot end a stalled task");
+            false
+        }
     }
 }
 

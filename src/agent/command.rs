@@ -117,6 +117,7 @@ async fn end_group(child: &mut tokio::process::Child, pgid: u32, grace: Duration
         // Reap the shell once it exits: a zombie still counts as one of the group.
         let _ = child.try_wait();
         if !group_lives(pgid) {
+            // (No SIGKILL then: the group's id may already be another's.)
             break;
         }
         if tokio::time::Instant::now() >= until {
@@ -124,11 +125,11 @@ async fn end_group(child: &mut tokio::process::Child, pgid: u32, grace: Duration
                 pgid,
                 "the command outlived SIGTERM; killing its process group"
             );
+            signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
             break;
         }
         tokio::time::sleep(GROUP_POLL).await;
     }
-    signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait().await;
 }
 

@@ -95,11 +95,15 @@ pub async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
         // Nothing matched: say so when a project or user named is none at all (a typo),
         // rather than answering an empty trail.
         if let (Some(p), None) = (&project, &named) {
-            anyhow::bail!("unknown project {p}");
+            anyhow::bail!(
+                "unknown project {p} (no project, and no record of one, has it as its name or id)"
+            );
         }
         if let Some(u) = user.as_deref().filter(|u| *u != "unknown") {
             if store.find_user(u).await?.is_none() {
-                anyhow::bail!("unknown user {u}");
+                anyhow::bail!(
+                    "unknown user {u} (no user, and no record of one, has it as its name or id)"
+                );
             }
         }
     }

@@ -284,15 +284,9 @@ async fn project_of(store: &dyn Store, id_or_name: &str) -> anyhow::Result<Proje
     Ok(ProjectId::parse(&project.id)?)
 }
 
-/// Loads a checked seed: what exists already (same project id, user, key) is kept.
-pub async fn load(
-    store: &dyn Store,
-    sealer: Option<&Sealer>,
-    templates: &TemplateCatalog,
-    seed: &Seed,
-) -> anyhow::Result<()> {
-    seed.check()?;
-    // Every job's type is a template's, as a create's must be: its job gets that template.
+/// Checks that every job's type is a template's, as a create's must be (its job gets that
+/// template).
+pub fn check_types(seed: &Seed, templates: &TemplateCatalog) -> anyhow::Result<()> {
     for j in &seed.jobs {
         if templates.by_type(&j.job_type).is_none() {
             return Err(bad(format!(
@@ -302,6 +296,18 @@ pub async fn load(
             .into());
         }
     }
+    Ok(())
+}
+
+/// Loads a checked seed: what exists already (same project id, user, key) is kept.
+pub async fn load(
+    store: &dyn Store,
+    sealer: Option<&Sealer>,
+    templates: &TemplateCatalog,
+    seed: &Seed,
+) -> anyhow::Result<()> {
+    seed.check()?;
+    check_types(seed, templates)?;
     // Every project named must exist or be made by the seed: checked before anything is
     // written, so that a wrong name changes nothing.
     let mut made: Vec<String> = Vec::new();

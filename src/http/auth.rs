@@ -123,9 +123,6 @@ pub struct AuthConfig {
     /// Failed attempts from one address (any credential) within five minutes after which
     /// that address is refused for the rest of them; 0 turns the limit off.
     pub failures_per_address: u32,
-    /// The region this service is (`--region`): a derived-key signature must be scoped to
-    /// it.
-    pub region: String,
 }
 
 impl Authenticator {
@@ -148,7 +145,6 @@ pub struct Authenticator {
     decoy_secret: String,
     cache: LookupCache,
     demo_account: bool,
-    region: String,
 }
 
 impl Authenticator {
@@ -164,7 +160,6 @@ impl Authenticator {
             decoy_secret: crate::domain::ids::new_id(),
             cache: LookupCache::new(config.cache_ttl),
             demo_account: config.demo_account,
-            region: config.region.clone(),
         }
     }
 
@@ -319,11 +314,8 @@ async fn verify_signature(
         }
         None => authn.decoy_secret.as_str(),
     };
-    // A derived key is made for one region and service: this one's.
-    let scoped_here = auth
-        .scope
-        .as_deref()
-        .is_none_or(|scope| sign::scope_serves(scope, &authn.region));
+    // A derived key is made for one service: this one.
+    let scoped_here = auth.scope.as_deref().is_none_or(sign::scope_serves);
     let valid =
         scoped_here && sign::verify(&request, &auth, secret) && matches!(opened, Some(Ok(_)));
     match key {

@@ -84,6 +84,8 @@ pub struct BodyLimits {
     pub timeout: Duration,
     /// KiB of bodies being read or held, one permit each.
     budget: Arc<Semaphore>,
+    /// The budget's whole size, in permits.
+    total: u32,
 }
 
 /// A body's share of the memory budget, given back when dropped.
@@ -99,10 +101,11 @@ impl BodyLimits {
     /// Bodies read within `timeout`, holding `max_memory` bytes at once at most (at least
     /// one body of [`MAX_BODY_BYTES`]).
     pub fn new(timeout: Duration, max_memory: usize) -> Self {
-        let permits = kib(max_memory.max(MAX_BODY_BYTES)) as usize;
+        let total = kib(max_memory.max(MAX_BODY_BYTES));
         Self {
             timeout,
-            budget: Arc::new(Semaphore::new(permits)),
+            budget: Arc::new(Semaphore::new(total as usize)),
+            total,
         }
     }
 
@@ -133,9 +136,11 @@ const ANSWER_PIECE: usize = 64 * 1024;
 
 impl BodyLimits {
     /// `response`, holding its share of the memory budget (with the request bodies) until
-    /// it is sent or its connection closes, when it is large; a large answer that cannot
-    /// get its share within the body timeout is a 503 instead.
-    pub async fn hold_for_answer(&self, response: Response) -> Response {
+    /// it is sent or its connection closes, when it is large (a share of the whole budget at
+    /// most). A read's answer that cannot get its share within the body timeout is a 503
+    /// instead; the answer of a change (`safe` false) is never replaced, the change being
+    /// made: it waits for its share.
+    pub async fn hold_for_answer(&self, response: Response, safe: bool) -> Response {
         let size = response.body().size_hint().exact();
         let Some(size) = size
             .and_then(|s| usize::try_from(s).ok())
@@ -143,15 +148,28 @@ impl BodyLimits {
         else {
             return response;
         };
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let wanted = self.budget.clone().acquire_many_owned(kib(size));
-        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, wanted).await else {
-            return ApiError::Overloaded(
-                "answers being sent take all the memory set aside for them",
-            )
-            .into_response();
+        let wanted = self
+            .budget
+            .clone()
+            .acquire_many_owned(kib(size).min(self.total));
+        let permit = if safe {
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            tokio::time::timeout_at(deadline, wanted).await.ok()
+        } else {
+            Some(wanted.await)
         };
         let (parts, body) = response.into_parts();
+        let Some(Ok(permit)) = permit else {
+            let mut busy =
+                ApiError::Overloaded("answers being sent take all the memory set aside for them")
+                    .into_response();
+            // What the answer carried for the layers around (the audit's, the journal's)
+            // stays, but for its own error code.
+            let mut extensions = parts.extensions;
+            extensions.extend(std::mem::take(busy.extensions_mut()));
+            *busy.extensions_mut() = extensions;
+            return busy;
+        };
         match axum::body::to_bytes(body, usize::MAX).await {
             Ok(rest) => Response::from_parts(
                 parts,
@@ -241,4 +259,53 @@ pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPe
         buf.extend_from_slice(&data);
     }
     Ok((buf.freeze(), BodyPermit(permit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2xx answer of `bytes` bytes.
+    fn answer(bytes: usize) -> Response {
+        Response::new(Body::from(vec![b'x'; bytes]))
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_waits_for_its_share_and_a_read_gives_up_in_time() {
+        let limits = BodyLimits::new(Duration::from_millis(100), MAX_BODY_BYTES);
+        // Everything held elsewhere.
+        let all = limits
+            .budget
+            .clone()
+            .acquire_many_owned(limits.total)
+            .await
+            .expect("the whole budget");
+        // A small answer needs no share.
+        let small = limits.hold_for_answer(answer(1024), true).await;
+        assert_eq!(small.status(), 200);
+        // A read's large answer gives up after the body timeout: 503.
+        let read = limits.hold_for_answer(answer(LARGE_ANSWER), true).await;
+        assert_eq!(read.status(), 503);
+        // A change's answer waits until the share is free, then goes out whole.
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(all);
+        });
+        let change = limits.hold_for_answer(answer(LARGE_ANSWER), false).await;
+        assert_eq!(change.status(), 200);
+        release.await.expect("released");
+        let body = axum::body::to_bytes(change.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(body.len(), LARGE_ANSWER);
+        // An answer larger than the whole budget takes all of it, rather than waiting
+        // forever.
+        let huge = limits
+            .hold_for_answer(answer(MAX_BODY_BYTES + 1), true)
+            .await;
+        assert_eq!(huge.status(), 200);
+        assert_eq!(limits.budget.available_permits(), 0);
+        drop(huge);
+        assert_eq!(limits.budget.available_permits(), limits.total as usize);
+    }
 }

@@ -83,7 +83,6 @@ impl Default for ApiConfig {
                 cache_ttl: auth::DEFAULT_AUTH_CACHE_TTL,
                 demo_account: false,
                 failures_per_address: lockout::DEFAULT_ADDRESS_FAILURES,
-                region: "cn-north-4".to_string(),
             },
             bench_floor: false,
             body_timeout: std::time::Duration::from_secs(30),
@@ -379,8 +378,12 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
                 } else if head_len > MAX_HEAD_BYTES {
                     ApiError::HeadersTooLarge.into_response()
                 } else {
+                    let safe = matches!(
+                        request.method(),
+                        &axum::http::Method::GET | &axum::http::Method::HEAD
+                    );
                     let response = next.run(request).await;
-                    bodies.hold_for_answer(response).await
+                    bodies.hold_for_answer(response, safe).await
                 }
             }
             .instrument(span.clone()),

@@ -684,7 +684,7 @@ async fn a_copy_of_the_database_alone_cannot_sign_requests() {
 }
 
 #[tokio::test]
-async fn derived_key_signatures_are_accepted_for_their_day_region_and_service_only() {
+async fn derived_key_signatures_are_accepted_for_their_day_and_service_only() {
     let app = TestApp::sqlite().await;
     let now = chrono::Utc::now();
     let path = app.admin.project_path("/dev-servers/jobs");
@@ -733,13 +733,13 @@ async fn derived_key_signatures_are_accepted_for_their_day_region_and_service_on
         let sent = send(day.to_string(), region, service);
         async move { sent.await.expect("sent").status().as_u16() }
     };
-    // The server's region (`--region`, cn-north-4 by default) and service, today.
+    // This service, today, in a region (one server may hold several regions' projects).
     assert_eq!(status(&today, "cn-north-4", "modelarts").await, 200);
+    assert_eq!(status(&today, "ap-southeast-1", "modelarts").await, 200);
     let yesterday = (now - chrono::TimeDelta::days(1))
         .format("%Y%m%d")
         .to_string();
     assert_eq!(status(&yesterday, "cn-north-4", "modelarts").await, 401);
-    assert_eq!(status(&today, "ap-southeast-1", "modelarts").await, 401);
     assert_eq!(status(&today, "cn-north-4", "iam").await, 401);
 }
 

@@ -930,3 +930,24 @@ async fn switches_in_the_environment_take_1_yes_and_on() {
     );
     child.kill().await.expect("stops");
 }
+
+/// A seed is checked at every start, loaded or not (every reset loads it again): one whose
+/// job's type has no template stops a start on a database made before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_whose_job_type_has_no_template_stops_every_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let seed = dir.path().join("seed.json");
+    let job = serde_json::json!({"project": "demo", "name": "x", "type": "NO_SUCH",
+        "tasks": [{"server_id": "sim-server-01", "status": "SUCCESS"}]});
+    std::fs::write(&seed, serde_json::json!({ "jobs": [job] }).to_string()).expect("seed");
+    let db = dir.path().join("made-before.db").display().to_string();
+    let first = spawn(dir.path(), &["--simulate", "--database-url", &db])
+        .await
+        .expect("starts");
+    first.terminate().await.expect("stops");
+    let seed_arg = seed.display().to_string();
+    let args = ["--simulate", "--database-url", &db, "--seed", &seed_arg];
+    let refused = spawn(dir.path(), &args).await.err().expect("refused");
+    let said = format!("{refused:#}");
+    assert!(said.contains("names no job template"), "{said}");
+}
