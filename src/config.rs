@@ -222,8 +222,8 @@ pub struct ServeConfig {
     pub max_connections: Option<u32>,
 
     /// Memory that request bodies and large answers being sent may take at once, all
-    /// requests together (e.g. `256MiB`; at least one 12 MB body); a body or answer that
-    /// cannot get its share in time is answered 503.
+    /// requests together (e.g. `256MiB`; at least one 12 MB body); a body that cannot get its
+    /// share in time, or a read's answer that cannot get it at once, is answered 503.
     #[arg(long, env = "LITEJOBS_MAX_BODY_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub max_body_memory: usize,
 

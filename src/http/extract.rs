@@ -86,6 +86,8 @@ pub struct BodyLimits {
     budget: Arc<Semaphore>,
     /// The budget's whole size, in permits.
     total: u32,
+    /// Answers that may grow large (a job's detail) being built at once.
+    builds: Arc<Semaphore>,
 }
 
 /// A body's share of the memory budget, given back when dropped.
@@ -102,10 +104,12 @@ impl BodyLimits {
     /// one body of [`MAX_BODY_BYTES`]).
     pub fn new(timeout: Duration, max_memory: usize) -> Self {
         let total = kib(max_memory.max(MAX_BODY_BYTES));
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Self {
             timeout,
             budget: Arc::new(Semaphore::new(total as usize)),
             total,
+            builds: Arc::new(Semaphore::new(BUILDS_PER_CORE * cores)),
         }
     }
 
@@ -128,6 +132,11 @@ impl BodyLimits {
     }
 }
 
+/// Answers that may grow large (a job's detail: its items and every task's message) built at
+/// once, per core: each takes its memory before its size is known, so that many requests
+/// for large ones may not all build theirs together.
+const BUILDS_PER_CORE: usize = 4;
+
 /// Answers at least this large hold their share of the memory budget until sent.
 const LARGE_ANSWER: usize = 256 * 1024;
 /// Pieces a large answer is handed to its connection in: the next is taken once the ones
@@ -135,11 +144,16 @@ const LARGE_ANSWER: usize = 256 * 1024;
 const ANSWER_PIECE: usize = 64 * 1024;
 
 impl BodyLimits {
+    /// A turn to build an answer that may grow large; others wait for theirs.
+    pub async fn building(&self) -> Option<OwnedSemaphorePermit> {
+        self.builds.clone().acquire_owned().await.ok()
+    }
+
     /// `response`, holding its share of the memory budget (with the request bodies) until
     /// it is sent or its connection closes, when it is large (a share of the whole budget at
-    /// most). A read's answer that cannot get its share within the body timeout is a 503
-    /// instead; the answer of a change (`safe` false) is never replaced, the change being
-    /// made: it waits for its share.
+    /// most). A read's answer that cannot get its share at once is a 503 instead (waiting,
+    /// it would hold its memory all the same); the answer of a change (`safe` false) is never
+    /// replaced, the change being made: it waits for its share.
     pub async fn hold_for_answer(&self, response: Response, safe: bool) -> Response {
         let size = response.body().size_hint().exact();
         let Some(size) = size
@@ -148,18 +162,14 @@ impl BodyLimits {
         else {
             return response;
         };
-        let wanted = self
-            .budget
-            .clone()
-            .acquire_many_owned(kib(size).min(self.total));
+        let share = kib(size).min(self.total);
         let permit = if safe {
-            let deadline = tokio::time::Instant::now() + self.timeout;
-            tokio::time::timeout_at(deadline, wanted).await.ok()
+            self.budget.clone().try_acquire_many_owned(share).ok()
         } else {
-            Some(wanted.await)
+            self.budget.clone().acquire_many_owned(share).await.ok()
         };
         let (parts, body) = response.into_parts();
-        let Some(Ok(permit)) = permit else {
+        let Some(permit) = permit else {
             let mut busy =
                 ApiError::Overloaded("answers being sent take all the memory set aside for them")
                     .into_response();
@@ -271,7 +281,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_large_answer_waits_for_its_share_and_a_read_gives_up_in_time() {
+    async fn a_large_answer_waits_for_its_share_and_a_read_gives_up_at_once() {
         let limits = BodyLimits::new(Duration::from_millis(100), MAX_BODY_BYTES);
         // Everything held elsewhere.
         let all = limits
@@ -283,9 +293,11 @@ mod tests {
         // A small answer needs no share.
         let small = limits.hold_for_answer(answer(1024), true).await;
         assert_eq!(small.status(), 200);
-        // A read's large answer gives up after the body timeout: 503.
+        // A read's large answer gives up at once: 503.
+        let started = std::time::Instant::now();
         let read = limits.hold_for_answer(answer(LARGE_ANSWER), true).await;
         assert_eq!(read.status(), 503);
+        assert!(started.elapsed() < Duration::from_millis(100));
         // A change's answer waits until the share is free, then goes out whole.
         let release = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;

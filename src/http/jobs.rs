@@ -253,17 +253,19 @@ pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((_, id)): ApiPath<(String, String)>,
-) -> Result<Json<JobDetail>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Action::GetJob)?;
     lookup("id", &id)?;
-    let found = if holds_nul(&id) {
-        None
-    } else {
-        state.store.get_job(&caller.project, &id).await?
-    };
-    found
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("The job {id} does not exist.")))
+    if holds_nul(&id) {
+        return Err(ApiError::NotFound(format!("The job {id} does not exist.")));
+    }
+    // A job on a thousand servers, whose tasks printed much, has a detail of tens of MB.
+    let _turn = state.bodies.building().await;
+    let found = state.store.get_job(&caller.project, &id).await?;
+    let detail =
+        found.ok_or_else(|| ApiError::NotFound(format!("The job {id} does not exist.")))?;
+    let body = serde_json::to_vec(&detail).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `DELETE /v1/{project_id}/dev-servers/jobs` with `{"job_ids": [...]}`: soft-deletes the
