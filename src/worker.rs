@@ -311,7 +311,7 @@ fn stall_message(task: &StalledTask, start_timeout: Duration) -> String {
 }
 
 /// Stalled tasks of each kind read at once by the sweep.
-const STALL_BATCH: i64 = 500;
+const STALL_BATCH: usize = 500;
 
 /// Ends `FAILED` the running tasks of real servers that no agent ran in time, every few
 /// seconds until `shutdown`, so that every job reaches `FINISHED`. A sweep goes on while it
@@ -330,7 +330,8 @@ pub async fn run_stall_sweeper(
             _ = tokio::time::sleep(STALL_SWEEP_EVERY) => {}
         }
         loop {
-            let mut stalled = match store.stalled_tasks(now_ms(), timeout_ms, STALL_BATCH).await {
+            let batch = store.stalled_tasks(now_ms(), timeout_ms, STALL_BATCH as i64);
+            let mut stalled = match batch.await {
                 Ok(stalled) => stalled,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot look for stalled tasks");
@@ -339,9 +340,7 @@ pub async fn run_stall_sweeper(
             };
             let never = |t: &StalledTask| matches!(t.stall, Stall::NeverStarted { .. });
             let never_started = stalled.iter().filter(|t| never(t)).count();
-            let full = [never_started, stalled.len() - never_started]
-                .iter()
-                .any(|n| i64::try_from(*n).is_ok_and(|n| n >= STALL_BATCH));
+            let full = never_started >= STALL_BATCH || stalled.len() - never_started >= STALL_BATCH;
             stalled.sort_by_key(|t| never(t));
             let mut ended = false;
             for task in stalled {

@@ -75,6 +75,17 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
+/// Answers that may grow large (a job's detail: its items and every task's message) built at
+/// once, per core: each takes its memory before its size is known, so that many requests
+/// for large ones may not all build theirs together.
+const BUILDS_PER_CORE: usize = 4;
+
+/// Answers at least this large hold their share of the memory budget until sent.
+const LARGE_ANSWER: usize = 256 * 1024;
+/// Pieces a large answer is handed to its connection in: the next is taken once the ones
+/// before are written, so that an answer the client does not read keeps its share.
+const ANSWER_PIECE: usize = 64 * 1024;
+
 /// How request bodies are read: each within a time, all of them together (with the large
 /// answers being sent) within a memory budget, so that a flood of slow or large requests can
 /// exhaust neither the server's memory nor its patience.
@@ -130,20 +141,7 @@ impl BodyLimits {
             )),
         }
     }
-}
 
-/// Answers that may grow large (a job's detail: its items and every task's message) built at
-/// once, per core: each takes its memory before its size is known, so that many requests
-/// for large ones may not all build theirs together.
-const BUILDS_PER_CORE: usize = 4;
-
-/// Answers at least this large hold their share of the memory budget until sent.
-const LARGE_ANSWER: usize = 256 * 1024;
-/// Pieces a large answer is handed to its connection in: the next is taken once the ones
-/// before are written, so that an answer the client does not read keeps its share.
-const ANSWER_PIECE: usize = 64 * 1024;
-
-impl BodyLimits {
     /// A turn to build an answer that may grow large; others wait for theirs.
     pub async fn building(&self) -> Option<OwnedSemaphorePermit> {
         self.builds.clone().acquire_owned().await.ok()

@@ -222,13 +222,9 @@ impl<P: SqlPools> ActivityStore for P {
         }
         let mut s = Statement::new(
             "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND backend_xid::text IN (",
+             WHERE datname = current_database() AND backend_xid::text IN ",
         );
-        for (n, xid) in writers.iter().enumerate() {
-            s.push(if n == 0 { "" } else { ", " })
-                .push_bind(xid.as_str());
-        }
-        s.push(")");
+        s.push_tuple(writers.iter().map(Value::from));
         let row = self.read_pool().acquire().await?.row(s).await?;
         Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) > 0)
     }
