@@ -135,9 +135,7 @@ impl RuleSpec {
         if let Some(op) = self.operation.as_deref() {
             // A name that is no operation would match nothing, silently.
             let route = op == "*" || op.contains('/');
-            let named = super::OPERATIONS
-                .iter()
-                .any(|(_, _, name)| op.replace('_', "").eq_ignore_ascii_case(name));
+            let named = super::OPERATIONS.iter().any(|(_, _, name)| names(op, name));
             if !route && !named {
                 let names: Vec<&str> = super::OPERATIONS.iter().map(|(_, _, n)| *n).collect();
                 return Err(format!(
@@ -196,10 +194,7 @@ impl RuleSpec {
             return true;
         };
         wanted == "*"
-            || wanted.eq_ignore_ascii_case(&call.operation)
-            || wanted
-                .replace('_', "")
-                .eq_ignore_ascii_case(&call.operation)
+            || names(wanted, &call.operation)
             || wanted == format!("{} {}", call.method, call.route)
             || wanted == call.route
     }
@@ -245,6 +240,13 @@ pub struct FaultAnswer {
     error_code: Option<String>,
     error_msg: Option<String>,
     retry_after: Option<u64>,
+}
+
+/// True when a rule's `operation` names `operation`: as it is, or as the SDK's method name
+/// (`list_dev_server_jobs`), in any case.
+fn names(wanted: &str, operation: &str) -> bool {
+    wanted.eq_ignore_ascii_case(operation)
+        || wanted.replace('_', "").eq_ignore_ascii_case(operation)
 }
 
 /// The `error_code` of an injected answer whose code the API itself never gives.

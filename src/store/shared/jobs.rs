@@ -332,23 +332,22 @@ async fn upsert_server(
     pools.write_pool().acquire().await?.run(s).await.map(drop)
 }
 
-/// Adds or updates a server of `server.kind` unless its id is a server of another kind;
-/// answers whether it was written.
-async fn register_server_of_kind(
+/// Adds or updates a server an agent serves (see
+/// [`crate::store::JobStore::register_agent_server`]); answers whether it was written.
+async fn register_agent_server(
     pools: &impl SqlPools,
     project: &ProjectId,
     server: NewServer,
 ) -> StoreResult<bool> {
     let s = Statement::new(
         "INSERT INTO servers (project_id, id, name, kind, sim_outcome, cloud_server, create_at) \
-         VALUES ($1, $2, $3, $4, NULL, $5, $6) \
+         VALUES ($1, $2, $3, 'agent', NULL, $4, $5) \
          ON CONFLICT (project_id, id) DO UPDATE SET name = excluded.name, \
-         cloud_server = excluded.cloud_server WHERE servers.kind = excluded.kind",
+         cloud_server = excluded.cloud_server WHERE servers.kind = 'agent'",
     )
     .bind(project.as_str())
     .bind(server.id)
     .bind(server.name)
-    .bind(server.kind)
     .bind(to_json(&server.cloud_server)?)
     .bind(server.now_ms);
     let written = pools.write_pool().acquire().await?.run(s).await?;
@@ -510,12 +509,7 @@ impl<P: SqlPools> JobStore for P {
         project: &ProjectId,
         server: NewServer,
     ) -> StoreResult<bool> {
-        let server = NewServer {
-            kind: "agent".into(),
-            sim_outcome: None,
-            ..server
-        };
-        register_server_of_kind(self, project, server).await
+        register_agent_server(self, project, server).await
     }
 
     async fn list_servers(&self, project: &ProjectId) -> StoreResult<Vec<Server>> {
