@@ -22,6 +22,7 @@ mod templates;
 pub mod tls;
 mod watch;
 
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -281,21 +282,29 @@ fn on_panic(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Liveness and readiness: answers 200 when the database answers.
 async fn health(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Json(serde_json::json!({"status": "ok", "backend": state.store.backend()}))
+    match probe(state.store.ping()).await {
+        Ok(()) => Json(serde_json::json!({"status": "ok", "backend": state.store.backend()}))
             .into_response(),
-        Ok(Err(e)) => ApiError::Unavailable(e.into()).into_response(),
-        Err(_) => ApiError::Unavailable(anyhow::anyhow!(
-            "the database did not answer within {} s",
-            PROBE_TIMEOUT.as_secs()
-        ))
-        .into_response(),
+        Err(e) => ApiError::Unavailable(e).into_response(),
     }
 }
 
 /// Longest wait of `/health` and `/ready` for the database: one that stopped answering (a
 /// network that drops its packets) is reported, not waited for until TCP gives up.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The database's answer to a probe, within [`PROBE_TIMEOUT`].
+async fn probe<T>(
+    asked: impl std::future::Future<Output = crate::store::StoreResult<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
+        Ok(answer) => answer.context("the database does not answer"),
+        Err(_) => Err(anyhow::anyhow!(
+            "the database did not answer within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
 
 /// `/metrics` on the API's address, unless it has an address of its own.
 fn metrics_route(config: &ApiConfig) -> Router<AppState> {
@@ -309,20 +318,11 @@ fn metrics_route(config: &ApiConfig) -> Router<AppState> {
 /// Readiness: 200 when the database answers and holds every migration of this server;
 /// else 503 with the reason.
 async fn ready(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(PROBE_TIMEOUT, state.store.readiness()).await {
-        Ok(Ok(None)) => {
-            Json(serde_json::json!({"status": "ready", "backend": state.store.backend()}))
-                .into_response()
-        }
-        Ok(Ok(Some(reason))) => ApiError::NotReady(reason).into_response(),
-        Ok(Err(e)) => {
-            ApiError::NotReady(format!("the database does not answer: {e}")).into_response()
-        }
-        Err(_) => ApiError::NotReady(format!(
-            "the database did not answer within {} s",
-            PROBE_TIMEOUT.as_secs()
-        ))
-        .into_response(),
+    match probe(state.store.readiness()).await {
+        Ok(None) => Json(serde_json::json!({"status": "ready", "backend": state.store.backend()}))
+            .into_response(),
+        Ok(Some(reason)) => ApiError::NotReady(reason).into_response(),
+        Err(e) => ApiError::NotReady(format!("{e:#}")).into_response(),
     }
 }
 
