@@ -34,6 +34,9 @@ const TRIES: u32 = 10;
 
 /// `user_id` and `user_name` of a caller who was not authenticated.
 pub const UNKNOWN: &str = "unknown";
+/// `user_id` of the administration commands' records (their `user_name` is the operating
+/// system's user).
+pub const ADMIN: &str = "cli";
 
 /// The outcome of an audited request, from its status.
 pub fn outcome(status: u16) -> &'static str {

@@ -9,8 +9,16 @@ use clap::Args;
 
 /// A duration as people write it (`500ms`, `30s`, `2m`, `30d`), for the command line.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw).map_err(|e| e.to_string())
+    let d = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if d > MAX_DURATION {
+        return Err("must be at most 100 years".into());
+    }
+    Ok(d)
 }
+
+/// The longest duration a setting takes: a time that far ahead is still a time (a clock
+/// reading plus much more overflows).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn parse_interval(raw: &str) -> Result<Duration, String> {
     let d = parse_duration(raw)?;
@@ -72,7 +80,7 @@ fn parse_outcome(raw: &str) -> Result<(String, String), String> {
 }
 
 /// A region id as the cloud writes them: `cn-north-4`, `ap-southeast-1`.
-fn parse_region(raw: &str) -> Result<String, String> {
+pub fn parse_region(raw: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&raw.len())
         && raw
             .bytes()
@@ -343,6 +351,18 @@ mod tests {
             parse(&["--tls-cert", "c.pem"]).is_err(),
             "a certificate needs its key"
         );
+    }
+
+    #[test]
+    fn durations_past_a_century_are_refused() {
+        assert_eq!(
+            parse_duration("99y"),
+            Ok(Duration::from_secs(3_124_137_600))
+        );
+        for bad in ["300000000000y", "101y", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse(&["--body-timeout", "300000000000y"]).is_err());
     }
 
     #[test]

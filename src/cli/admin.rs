@@ -108,7 +108,7 @@ pub async fn record_admin(
     let record = store::AuditRecord {
         at: crate::domain::now_ms(),
         project_id: None,
-        user_id: "cli".to_string(),
+        user_id: crate::audit::ADMIN.to_string(),
         user_name: who,
         access_key: None,
         action: action.to_string(),

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::admin::{emit, open, DatabaseArgs};
 use super::output::{self, OutputArgs, Table};
+use crate::audit::{ADMIN, UNKNOWN};
 use crate::config::parse_duration;
 use crate::store::AuditFilter;
 
@@ -81,10 +82,18 @@ pub async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
         Some(p) => store.find_project(p).await?.map(|found| found.id),
         None => None,
     };
+    // A user's records are those made by that user (not an administration command run by an
+    // operating system's user of the same name); a value that names no user may still be a
+    // removed user's name or id, `unknown`, or an operating system's user.
+    let user_id = match &user {
+        Some(u) => store.find_user(u).await?.map(|found| found.id),
+        None => None,
+    };
     let filter = AuditFilter {
         since_ms,
         until_ms: until,
-        user: user.clone(),
+        user: user.clone().filter(|_| user_id.is_none()),
+        user_id: user_id.clone(),
         action,
         outcome,
         project_id: named.clone().or(project.clone()),
@@ -99,12 +108,13 @@ pub async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
                 "unknown project {p} (no project, and no record of one, has it as its name or id)"
             );
         }
-        if let Some(u) = user.as_deref().filter(|u| *u != "unknown") {
-            if store.find_user(u).await?.is_none() {
-                anyhow::bail!(
-                    "unknown user {u} (no user, and no record of one, has it as its name or id)"
-                );
-            }
+        if let (Some(u), None) = (
+            user.as_deref().filter(|u| ![UNKNOWN, ADMIN].contains(u)),
+            &user_id,
+        ) {
+            anyhow::bail!(
+                "unknown user {u} (no user, and no record of one, has it as its name or id)"
+            );
         }
     }
     emit(args.output.output, &serde_json::to_value(&records)?, || {

@@ -25,7 +25,12 @@ pub struct EnvArgs {
     #[arg(long, env = "LITEJOBS_ENDPOINT", default_value = super::connect::DEFAULT_ENDPOINT)]
     pub endpoint: String,
     /// The region the code names (`.with_region(...)`).
-    #[arg(long, env = "LITEJOBS_REGION", default_value = crate::emulator::DEFAULT_REGION)]
+    #[arg(
+        long,
+        env = "LITEJOBS_REGION",
+        default_value = crate::emulator::DEFAULT_REGION,
+        value_parser = crate::config::parse_region
+    )]
     pub region: String,
     /// Access key to sign with (default: the demo account of `serve --simulate`).
     #[arg(long, env = "LITEJOBS_ACCESS_KEY", requires = "secret_key")]

@@ -104,12 +104,12 @@ pub async fn ensure_builtin_policies(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates a project; a random id when none is given.
 /// True for a project name: 1 to 64 characters, none of them a control character.
 pub fn project_name_ok(name: &str) -> bool {
     crate::domain::ids::bounded("name", name).is_ok()
 }
 
+/// Creates a project; a random id when none is given.
 pub async fn create_project(
     store: &dyn Store,
     name: &str,
@@ -139,6 +139,16 @@ pub async fn create_user(
     anyhow::ensure!(
         crate::domain::ids::is_simple_name(name),
         "a user name must match ^[-_.a-zA-Z0-9]{{1,64}}$"
+    );
+    let reserved = [crate::audit::UNKNOWN, crate::audit::ADMIN];
+    anyhow::ensure!(
+        !reserved.contains(&name),
+        "the user names {} are the audit trail's own",
+        reserved.join(" and ")
+    );
+    anyhow::ensure!(
+        password.is_none_or(|p| !p.is_empty()),
+        "the password must not be empty"
     );
     let user = UserRecord {
         id: uuid::Uuid::new_v4().simple().to_string(),

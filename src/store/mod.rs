@@ -428,8 +428,11 @@ pub struct AuditRecord {
 pub struct AuditFilter {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
-    /// A user's name or id.
+    /// A name or id the records were made under (a removed user's, `unknown`, an operating
+    /// system's user of the administration commands).
     pub user: Option<String>,
+    /// A user's id alone: the records of that user.
+    pub user_id: Option<String>,
     pub action: Option<String>,
     pub outcome: Option<String>,
     pub project_id: Option<String>,

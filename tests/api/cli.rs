@@ -12,6 +12,7 @@ backend_tests!(
     jobs_create_list_get_wait_delete_in_table_and_json,
     read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused,
     a_written_profile_connects_to_its_project,
+    names_that_would_mislead_the_lookups_or_the_trail_are_refused,
 );
 
 /// What one run of the binary did.
@@ -516,6 +517,11 @@ async fn usage_errors_exit_2_and_connection_problems_exit_1() {
         let odd = admin(&app, args).await;
         assert_eq!(odd.code, 2, "{odd:?}");
     }
+    // A region goes into a variable's name, which a shell evaluates.
+    let region = admin(&app, &["env", "--region", "x;. ./p;y"]).await;
+    assert_eq!(region.code, 2, "{region:?}");
+    let forever = admin(&app, &["jobs", "wait", "x", "--timeout", "300000000000y"]).await;
+    assert_eq!(forever.code, 2, "{forever:?}");
     let not_a_url = admin(&app, &["env", "--endpoint", "notaurl"]).await;
     assert!(not_a_url.failed().contains("not a URL"), "{not_a_url:?}");
     let key_file = app.dir.path().join("not-a-cert.pem");
@@ -1183,4 +1189,111 @@ async fn jobs_commands_read_a_strict_servers_answers() {
     let listed = admin(&app, &["jobs", "list", "-o", "json"]).await.json();
     assert_eq!(listed["total"], 1, "{listed}");
     app.stop().await;
+}
+
+/// Users and projects are named by name or id, and the audit trail names the unauthenticated
+/// and the administration commands by names of its own: no new name may stand for another.
+async fn names_that_would_mislead_the_lookups_or_the_trail_are_refused(app: TestApp) {
+    let empty = admin(&app, &["iam", "user", "create", "carol", "--password", ""]).await;
+    assert!(
+        empty.failed().contains("password must not be empty"),
+        "{empty:?}"
+    );
+    for reserved in ["unknown", "cli"] {
+        let taken = admin(
+            &app,
+            &["iam", "user", "create", reserved, "--password", "pw-123456"],
+        )
+        .await;
+        assert!(taken.failed().contains("audit trail's own"), "{taken:?}");
+    }
+    let users = admin(&app, &["iam", "user", "list", "-o", "json"])
+        .await
+        .json();
+    let users = users.as_array().expect("array");
+    assert!(users.iter().all(|u| u["name"] != "carol"), "{users:?}");
+    let admin_id = users
+        .iter()
+        .find(|u| u["name"] == "admin")
+        .and_then(|u| u["id"].as_str())
+        .expect("the admin user's id")
+        .to_string();
+    let alias = admin(
+        &app,
+        &[
+            "iam",
+            "user",
+            "create",
+            &admin_id,
+            "--password",
+            "pw-123456",
+        ],
+    )
+    .await;
+    assert!(
+        alias
+            .failed()
+            .contains(&format!("a user whose id is {admin_id} already exists")),
+        "{alias:?}"
+    );
+
+    // A project named with another's id, or numbered with another's name.
+    let named = admin(&app, &["iam", "project", "create", &app.project_id]).await;
+    assert!(named.failed().contains("already exists"), "{named:?}");
+    admin(&app, &["iam", "project", "create", "team-x"])
+        .await
+        .ok();
+    let numbered = admin(
+        &app,
+        &["iam", "project", "create", "team-y", "--id", "team-x"],
+    )
+    .await;
+    assert!(
+        numbered
+            .failed()
+            .contains("a project whose id or name is team-y or team-x already exists"),
+        "{numbered:?}"
+    );
+    let projects = admin(&app, &["iam", "project", "list", "-o", "json"])
+        .await
+        .json();
+    let names: Vec<&str> = projects
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"team-y"), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == app.project_id).count(),
+        0,
+        "{names:?}"
+    );
+
+    // An administration command run by an operating system's user named like an IAM user is
+    // not that user's record.
+    let mut cmd = litejobs(&app);
+    cmd.env("USER", "admin");
+    run(cmd, &["iam", "project", "create", "team-z"]).await.ok();
+    let mine = admin(&app, &["audit", "list", "--user", "admin", "-o", "json"])
+        .await
+        .json();
+    assert!(
+        mine.as_array()
+            .expect("array")
+            .iter()
+            .all(|r| r["user_id"] == admin_id.as_str()),
+        "{mine:?}"
+    );
+    let commands = admin(&app, &["audit", "list", "--user", "cli", "-o", "json"])
+        .await
+        .json();
+    assert!(
+        commands
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|r| r["action"] == "iam.project.create" && r["user_name"] == "admin"),
+        "{commands:?}"
+    );
 }

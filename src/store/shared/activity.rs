@@ -277,6 +277,9 @@ impl<P: SqlPools> ActivityStore for P {
                 .push_bind(user.as_str())
                 .push(")");
         }
+        if let Some(id) = &filter.user_id {
+            s.push(" AND user_id = ").push_bind(id.as_str());
+        }
         if let Some(action) = &filter.action {
             s.push(" AND action = ").push_bind(action.as_str());
         }

@@ -28,6 +28,14 @@ async fn write<P: SqlPools>(pools: &P, s: Statement<'_>) -> StoreResult<u64> {
     pools.write_pool().acquire().await?.run(s).await
 }
 
+/// A create that wrote no row: its id or name is another's name or id (`taken` says so).
+fn created(rows: u64, taken: impl FnOnce() -> String) -> StoreResult<()> {
+    if rows == 0 {
+        return Err(StoreError::Conflict(taken()));
+    }
+    Ok(())
+}
+
 fn project(r: &impl SqlRow) -> StoreResult<ProjectRecord> {
     Ok(ProjectRecord {
         id: r.text(0)?,
@@ -64,11 +72,18 @@ const KEY_COLUMNS: &str = "SELECT k.access_key, k.secret_key, k.user_id, u.name,
 #[async_trait]
 impl<P: SqlPools> IamStore for P {
     async fn create_project(&self, p: &ProjectRecord) -> StoreResult<()> {
-        let s = Statement::new("INSERT INTO projects (id, name, create_at) VALUES ($1, $2, $3)")
-            .bind(&p.id)
-            .bind(&p.name)
-            .bind(p.create_at);
-        change(self, "project", s).await.map(drop)
+        // Projects are named by id or name: neither may be another project's other one.
+        let s = Statement::new(
+            "INSERT INTO projects (id, name, create_at) SELECT $1, $2, $3 \
+             WHERE NOT EXISTS (SELECT 1 FROM projects WHERE id = $2 OR name = $1)",
+        )
+        .bind(&p.id)
+        .bind(&p.name)
+        .bind(p.create_at);
+        let rows = change(self, "project", s).await?;
+        created(rows, || {
+            format!("a project whose id or name is {} or {}", p.name, p.id)
+        })
     }
 
     async fn list_projects(&self) -> StoreResult<Vec<ProjectRecord>> {
@@ -86,14 +101,17 @@ impl<P: SqlPools> IamStore for P {
     }
 
     async fn create_user(&self, u: &UserRecord) -> StoreResult<()> {
+        // Users are named by id or name: neither may be another user's other one.
         let s = Statement::new(
-            "INSERT INTO users (id, name, password_hash, create_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO users (id, name, password_hash, create_at) SELECT $1, $2, $3, $4 \
+             WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = $2 OR name = $1)",
         )
         .bind(&u.id)
         .bind(&u.name)
         .bind(&u.password_hash)
         .bind(u.create_at);
-        change(self, "user", s).await.map(drop)
+        let rows = change(self, "user", s).await?;
+        created(rows, || format!("a user whose id is {}", u.name))
     }
 
     async fn find_user(&self, id_or_name: &str) -> StoreResult<Option<UserRecord>> {
