@@ -162,9 +162,16 @@ impl Server {
         // it, other replicas and later starts find it there (resets load it again).
         if config.simulate && fresh {
             if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
-                crate::emulator::seed::load(store.as_ref(), sealer.as_ref(), &templates, seed)
-                    .await
-                    .context("cannot load the seed (--seed)")?;
+                let fleet = simulation(&config);
+                crate::emulator::seed::load(
+                    store.as_ref(),
+                    sealer.as_ref(),
+                    &templates,
+                    seed,
+                    Some(&fleet),
+                )
+                .await
+                .context("cannot load the seed (--seed)")?;
             }
         }
         let api = ApiConfig {

@@ -269,6 +269,9 @@ pub struct Server {
     /// Its agent was heard from within the last minute (simulated servers always are).
     #[serde(default)]
     pub online: bool,
+    /// A simulated server's outcome: `SUCCESS`, `FAILED` or `RANDOM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// Body of an agent's `PUT …/agent/servers/{server_id}`: the server it runs on.

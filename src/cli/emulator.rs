@@ -103,9 +103,9 @@ pub enum EmulatorCommand {
     /// The last requests the server received, oldest first.
     Requests {
         /// Only those after this sequence number.
-        #[arg(long, default_value_t = 0)]
-        after: u64,
-        /// At most this many (the newest).
+        #[arg(long)]
+        after: Option<u64>,
+        /// At most this many: the first after --after, else the newest.
         #[arg(long)]
         limit: Option<u64>,
     },
@@ -232,7 +232,10 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     let format = args.output.output;
     match args.command {
         EmulatorCommand::Requests { after, limit } => {
-            let mut query = vec![("after", after.to_string())];
+            let mut query: Vec<(&str, String)> = after
+                .map(|a| ("after", a.to_string()))
+                .into_iter()
+                .collect();
             if let Some(limit) = limit {
                 query.push(("limit", limit.to_string()));
             }

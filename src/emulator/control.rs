@@ -129,6 +129,7 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
         .as_ref()
         .and_then(|s| s.seed.clone())
         .unwrap_or_default();
+    let fleet = start.as_ref().map(|s| &s.simulation);
     let erased = store.erase_jobs(project).await?;
     match project {
         Some(p) => {
@@ -139,7 +140,14 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
                     jobs.jobs.push(job.clone());
                 }
             }
-            seed::load(store, state.sealer.as_deref(), &state.templates, &jobs).await?;
+            seed::load(
+                store,
+                state.sealer.as_deref(),
+                &state.templates,
+                &jobs,
+                fleet,
+            )
+            .await?;
         }
         None => {
             let keep_projects: Vec<String> = seed
@@ -170,10 +178,14 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
             if state.emulator.demo_account {
                 demo::ensure(store, state.sealer.as_deref()).await?;
             }
-            if let Some(start) = &start {
-                crate::worker::sync_simulated_fleet(store, &start.simulation).await?;
-            }
-            seed::load(store, state.sealer.as_deref(), &state.templates, &seed).await?;
+            seed::load(
+                store,
+                state.sealer.as_deref(),
+                &state.templates,
+                &seed,
+                fleet,
+            )
+            .await?;
         }
     }
     Ok(erased)
@@ -183,11 +195,13 @@ async fn load_seed(State(state): State<AppState>, request: Request) -> Result<Re
     let (_, body) = admin(&state, request).await?;
     let seed: Seed = parse_json(&body)?;
     seed.check().map_err(invalid)?;
+    let start = state.emulator.start_state.as_ref();
     seed::load(
         state.store.as_ref(),
         state.sealer.as_deref(),
         &state.templates,
         &seed,
+        start.map(|s| &s.simulation),
     )
     .await
     .map_err(seed_failure)?;
@@ -253,14 +267,16 @@ async fn list_requests(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _) = admin(&state, request).await?;
-    let mut after = 0u64;
+    let mut after = None;
     let mut limit = usize::MAX;
     for (key, value) in query_pairs(parts.uri.query())? {
         match key.as_str() {
             "after" => {
-                after = value
-                    .parse()
-                    .map_err(|_| invalid("after is a whole number"))?
+                after = Some(
+                    value
+                        .parse()
+                        .map_err(|_| invalid("after is a whole number"))?,
+                )
             }
             "limit" => {
                 limit = value

@@ -134,7 +134,7 @@ impl RuleSpec {
     pub fn check(&self) -> Result<(), String> {
         if let Some(op) = self.operation.as_deref() {
             // A name that is no operation would match nothing, silently.
-            let route = op == "*" || op.contains('/');
+            let route = op == "*" || known_route(op);
             let named = super::OPERATIONS.iter().any(|(_, _, name)| names(op, name));
             if !route && !named {
                 let names: Vec<&str> = super::OPERATIONS.iter().map(|(_, _, n)| *n).collect();
@@ -167,6 +167,20 @@ impl RuleSpec {
         if self.task.is_some() {
             if self.server_id.is_none() {
                 return Err("a task rule names its server (server_id)".into());
+            }
+            let answers = self.operation.is_some()
+                || self.access_key.is_some()
+                || self.status.is_some()
+                || self.error_code.is_some()
+                || self.error_msg.is_some()
+                || self.retry_after.is_some()
+                || self.drop;
+            if answers {
+                return Err(
+                    "a task rule takes server_id, project_id, delay (slow), times and \
+                     probability; the others are for calls"
+                        .into(),
+                );
             }
             if self.task == Some(TaskFault::Slow) && self.delay_ms.is_none() {
                 return Err("a slow task rule says how much slower (delay)".into());
@@ -240,6 +254,31 @@ pub struct FaultAnswer {
     error_code: Option<String>,
     error_msg: Option<String>,
     retry_after: Option<u64>,
+}
+
+/// True when `op` is `METHOD /route` or `/route` of one of the API's routes, as the OpenAPI
+/// document writes them (`GET /v1/{project_id}/dev-servers/jobs/{id}`).
+fn known_route(op: &str) -> bool {
+    let (method, path) = match op.split_once(' ') {
+        Some((method, path)) => (Some(method), path),
+        None => (None, op),
+    };
+    let document = crate::http::openapi::document();
+    let Some(item) = document.paths.paths.get(path) else {
+        return false;
+    };
+    let has = |method: &str| {
+        match method {
+            "GET" => &item.get,
+            "POST" => &item.post,
+            "PUT" => &item.put,
+            "DELETE" => &item.delete,
+            "PATCH" => &item.patch,
+            _ => return false,
+        }
+        .is_some()
+    };
+    method.is_none_or(has)
 }
 
 /// True when a rule's `operation` names `operation`: as it is, or as the SDK's method name
@@ -331,13 +370,13 @@ impl IntoResponse for FaultAnswer {
     }
 }
 
-/// The rules in force, and the task rules' memory of late tasks.
+/// The rules in force, and the tasks the task rules took.
 #[derive(Default)]
 pub struct Faults {
     rules: Mutex<Vec<Rule>>,
     next_id: std::sync::atomic::AtomicU64,
-    /// When a slow rule first held each task back.
-    slowed: Mutex<HashMap<String, Instant>>,
+    /// Each task a hang or slow rule holds back: the rule's id, and since when.
+    taken: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 impl Faults {
@@ -361,20 +400,22 @@ impl Faults {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Removes one rule; false when there was none of that id.
+    /// Removes one rule (the tasks it held back end as they would); false when there was
+    /// none of that id.
     pub fn remove(&self, id: u64) -> bool {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let before = rules.len();
         rules.retain(|r| r.id != id);
+        self.taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (rule, _)| *rule != id);
         rules.len() != before
     }
 
     pub fn clear(&self) {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.slowed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.taken.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The fault the first firing rule injects into `call`, if any.
@@ -414,34 +455,62 @@ impl Faults {
 }
 
 impl TaskFaults for Faults {
+    /// A task is taken by the first task rule of its server that fires (its probability,
+    /// and `times` tasks at most), once: a hang or slow rule holds it back until the rule
+    /// goes or the delay has passed. A rule that took its `times` tasks goes once it holds
+    /// none back.
     fn verdict(&self, project_id: &str, server_id: &str, task_id: &str) -> TaskVerdict {
-        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
-        let rule = rules.iter().find(|r| {
-            r.spec.task.is_some()
-                && r.spec.server_id.as_deref() == Some(server_id)
-                && r.spec.project_id.as_ref().is_none_or(|p| p == project_id)
-        });
-        let Some(rule) = rule else {
-            return TaskVerdict::AsSimulated;
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match taken.get(task_id) {
+            Some((id, _)) => match rules.iter().position(|r| r.id == *id) {
+                Some(index) => index,
+                None => {
+                    taken.remove(task_id);
+                    return TaskVerdict::AsSimulated;
+                }
+            },
+            None => {
+                let fires = |r: &Rule| {
+                    r.spec.task.is_some()
+                        && r.spec.server_id.as_deref() == Some(server_id)
+                        && r.spec.project_id.as_ref().is_none_or(|p| p == project_id)
+                        && r.spec.times.is_none_or(|n| r.hits < n)
+                        && r.spec
+                            .probability
+                            .is_none_or(|p| rand::thread_rng().gen_bool(p.clamp(0.0, 1.0)))
+                };
+                let Some(index) = rules.iter().position(fires) else {
+                    return TaskVerdict::AsSimulated;
+                };
+                rules[index].hits += 1;
+                taken.insert(task_id.to_string(), (rules[index].id, Instant::now()));
+                index
+            }
         };
-        match rule.spec.task {
-            Some(TaskFault::Fail) => TaskVerdict::Fail,
+        let rule = &rules[index];
+        let verdict = match rule.spec.task {
             Some(TaskFault::Hang) => TaskVerdict::Wait,
             Some(TaskFault::Slow) => {
                 let extra = Duration::from_millis(rule.spec.delay_ms.unwrap_or(0));
-                let mut slowed = self.slowed.lock().unwrap_or_else(|e| e.into_inner());
-                let since = *slowed
-                    .entry(task_id.to_string())
-                    .or_insert_with(Instant::now);
-                if since.elapsed() >= extra {
-                    slowed.remove(task_id);
-                    TaskVerdict::AsSimulated
-                } else {
+                let since = taken.get(task_id).map_or_else(Instant::now, |(_, at)| *at);
+                if since.elapsed() < extra {
                     TaskVerdict::Wait
+                } else {
+                    TaskVerdict::AsSimulated
                 }
             }
+            Some(TaskFault::Fail) => TaskVerdict::Fail,
             None => TaskVerdict::AsSimulated,
+        };
+        if verdict != TaskVerdict::Wait {
+            taken.remove(task_id);
+            let (id, used_up) = (rule.id, rule.spec.times.is_some_and(|n| rule.hits >= n));
+            if used_up && !taken.values().any(|(held_by, _)| *held_by == id) {
+                rules.remove(index);
+            }
         }
+        verdict
     }
 }
 
@@ -531,13 +600,99 @@ mod tests {
         faults
             .add(RuleSpec::parse_flag("task=slow,server=s3,delay=1h").expect("rule"))
             .expect("added");
-        assert_eq!(faults.verdict("p1", "s1", "t"), TaskVerdict::Fail);
-        assert_eq!(faults.verdict("p1", "s2", "t"), TaskVerdict::Wait);
-        assert_eq!(faults.verdict("p2", "s2", "t"), TaskVerdict::AsSimulated);
-        assert_eq!(faults.verdict("p1", "s3", "t"), TaskVerdict::Wait);
-        assert_eq!(faults.verdict("p1", "s4", "t"), TaskVerdict::AsSimulated);
+        assert_eq!(faults.verdict("p1", "s1", "t1"), TaskVerdict::Fail);
+        assert_eq!(faults.verdict("p1", "s2", "t2"), TaskVerdict::Wait);
+        assert_eq!(faults.verdict("p2", "s2", "t3"), TaskVerdict::AsSimulated);
+        assert_eq!(faults.verdict("p1", "s3", "t4"), TaskVerdict::Wait);
+        assert_eq!(faults.verdict("p1", "s4", "t5"), TaskVerdict::AsSimulated);
         // A task rule never answers an API call.
         assert!(faults.pick(&list_call()).is_none());
+        let hits: Vec<u64> = faults.list().iter().map(|r| r.hits).collect();
+        assert_eq!(hits, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_route_must_be_one_of_the_apis() {
+        let rule = |op: &str| RuleSpec {
+            operation: Some(op.to_string()),
+            status: Some(500),
+            ..RuleSpec::default()
+        };
+        for good in [
+            "GET /v1/{project_id}/dev-servers/jobs",
+            "/v1/{project_id}/dev-servers/jobs/{id}",
+            "POST /v1/{project_id}/agent/servers/{server_id}/lease",
+            "DELETE /v3/auth/tokens",
+        ] {
+            assert!(rule(good).check().is_ok(), "{good}");
+        }
+        for bad in [
+            "GET /v1/{project_id}/dev-server/jobs",
+            "get /v1/{project_id}/dev-servers/jobs",
+            "PUT /v1/{project_id}/dev-servers/jobs",
+            "GET  /v1/{project_id}/dev-servers/jobs",
+            "/v1/p1/dev-servers/jobs",
+        ] {
+            assert!(rule(bad).check().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn task_rules_take_their_times_tasks_each_once_and_then_go() {
+        let faults = Faults::default();
+        let fail = faults
+            .add(RuleSpec::parse_flag("task=fail,server=s1,times=2").expect("rule"))
+            .expect("added");
+        let hang = faults
+            .add(RuleSpec::parse_flag("task=hang,server=s2,times=1").expect("rule"))
+            .expect("added");
+        faults
+            .add(RuleSpec::parse_flag("task=fail,server=s3,probability=0").expect("rule"))
+            .expect("added");
+        let slow = faults
+            .add(RuleSpec::parse_flag("task=slow,server=s4,delay=50ms,times=1").expect("rule"))
+            .expect("added");
+        let ids = |f: &Faults| f.list().iter().map(|r| r.id).collect::<Vec<_>>();
+
+        assert_eq!(faults.verdict("p", "s1", "a"), TaskVerdict::Fail);
+        assert_eq!(faults.verdict("p", "s1", "b"), TaskVerdict::Fail);
+        assert_eq!(faults.verdict("p", "s1", "c"), TaskVerdict::AsSimulated);
+        assert!(
+            !ids(&faults).contains(&fail.id),
+            "two tasks taken: the rule goes"
+        );
+
+        // The hung task is held, asked again and again; the next task is not taken.
+        for _ in 0..3 {
+            assert_eq!(faults.verdict("p", "s2", "d"), TaskVerdict::Wait);
+        }
+        assert_eq!(faults.verdict("p", "s2", "e"), TaskVerdict::AsSimulated);
+        let held = faults
+            .list()
+            .into_iter()
+            .find(|r| r.id == hang.id)
+            .expect("kept");
+        assert_eq!(held.hits, 1);
+        assert!(faults.remove(hang.id));
+        assert_eq!(faults.verdict("p", "s2", "d"), TaskVerdict::AsSimulated);
+
+        assert!(
+            (0..50).all(|n| faults.verdict("p", "s3", &n.to_string()) == TaskVerdict::AsSimulated)
+        );
+
+        assert_eq!(faults.verdict("p", "s4", "f"), TaskVerdict::Wait);
+        assert_eq!(faults.verdict("p", "s4", "g"), TaskVerdict::AsSimulated);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(faults.verdict("p", "s4", "f"), TaskVerdict::AsSimulated);
+        assert!(
+            !ids(&faults).contains(&slow.id),
+            "its one task ended: the rule goes"
+        );
+
+        // Settings of an answer mean nothing to a task.
+        for bad in ["task=fail,server=s1,status=999", "task=hang,server=s1,op=*"] {
+            assert!(RuleSpec::parse_flag(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

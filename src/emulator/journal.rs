@@ -52,12 +52,16 @@ impl Journal {
         entries.push_back(entry);
     }
 
-    /// The entries after `after` (a `seq`), oldest first, at most `limit` of the newest.
-    pub fn entries(&self, after: u64, limit: usize) -> Vec<Entry> {
+    /// At most `limit` entries, oldest first: the first after `after` (a `seq`), as a cursor
+    /// reads on; without one, the newest.
+    pub fn entries(&self, after: Option<u64>, limit: usize) -> Vec<Entry> {
         let guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let matching: Vec<&Entry> = guard.1.iter().filter(|e| e.seq > after).collect();
-        let skip = matching.len().saturating_sub(limit);
-        matching.into_iter().skip(skip).cloned().collect()
+        let matching = guard.1.iter().filter(|e| after.is_none_or(|a| e.seq > a));
+        let skip = match after {
+            Some(_) => 0,
+            None => guard.1.len().saturating_sub(limit),
+        };
+        matching.skip(skip).take(limit).cloned().collect()
     }
 
     pub fn clear(&self) {
@@ -98,12 +102,31 @@ mod tests {
             journal.record(entry(p));
         }
         let kept: Vec<_> = journal
-            .entries(0, 10)
+            .entries(Some(0), 10)
             .into_iter()
             .map(|e| (e.seq, e.path))
             .collect();
         assert_eq!(kept, vec![(2, "/b".to_string()), (3, "/c".to_string())]);
-        assert_eq!(journal.entries(2, 10).len(), 1);
-        assert_eq!(journal.entries(0, 1)[0].path, "/c");
+        assert_eq!(journal.entries(Some(2), 10).len(), 1);
+        assert_eq!(journal.entries(None, 1)[0].path, "/c");
+    }
+
+    #[test]
+    fn a_cursor_reads_on_from_where_it_stands() {
+        let journal = Journal::new(100);
+        for n in 0..60 {
+            journal.record(entry(&format!("/{n}")));
+        }
+        let seqs = |after, limit| -> Vec<u64> {
+            journal
+                .entries(after, limit)
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs(Some(2), 2), [3, 4]);
+        assert_eq!(seqs(Some(58), 5), [59, 60]);
+        assert_eq!(seqs(None, 2), [59, 60]);
+        assert_eq!(seqs(None, usize::MAX).len(), 60);
     }
 }

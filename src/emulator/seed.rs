@@ -12,6 +12,7 @@ use crate::secrets::Sealer;
 use crate::store::seed::{JobRow, TaskRow};
 use crate::store::{NewServer, Store};
 use crate::templates::TemplateCatalog;
+use crate::worker::SimulationConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -305,6 +306,7 @@ pub async fn load(
     sealer: Option<&Sealer>,
     templates: &TemplateCatalog,
     seed: &Seed,
+    fleet: Option<&SimulationConfig>,
 ) -> anyhow::Result<()> {
     seed.check()?;
     check_types(seed, templates)?;
@@ -343,6 +345,11 @@ pub async fn load(
         if !exists {
             iam::create_project(store, &p.name, p.id.as_deref()).await?;
         }
+    }
+    // The simulated fleet of every project, the seed's new ones too, before their jobs: a
+    // job's task on `sim-server-01` is then a simulated server's.
+    if let Some(fleet) = fleet {
+        crate::worker::sync_simulated_fleet(store, fleet).await?;
     }
     for u in &seed.users {
         let user = match store.find_user(&u.name).await? {
@@ -473,7 +480,7 @@ pub async fn export(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Resul
                 simulated: s.kind == "simulated",
                 id: s.id,
                 name: Some(s.name),
-                outcome: None,
+                outcome: s.outcome,
             });
         }
         for j in store.job_rows(&project).await? {

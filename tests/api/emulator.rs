@@ -951,3 +951,90 @@ async fn a_seed_whose_job_type_has_no_template_stops_every_start() {
     let said = format!("{refused:#}");
     assert!(said.contains("names no job template"), "{said}");
 }
+
+/// A seeded task of a simulated server ends as simulated tasks do, in a project the seed
+/// makes too (its fleet is there before its jobs), at start and through the control API;
+/// and an export keeps each simulated server's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_task_in_a_seeded_project_runs_and_an_export_keeps_outcomes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let project = |n: u32| format!("{n:032x}");
+    let seed_of = |p: &str, region: &str, job: &str| {
+        serde_json::json!({
+            "projects": [{"id": p, "name": region}],
+            "users": [{"name": format!("user-{region}"),
+                "access_keys": [{"access_key": format!("AK{}", region.replace('-', "")).to_uppercase(),
+                    "secret_key": "SeededSecretKey000000000000"}],
+                "grants": [{"project": region, "policy": "ModelArts FullAccess"}]}],
+            "servers": [{"project": region, "id": "node-x", "simulated": true, "outcome": "FAILED"}],
+            "jobs": [{"project": region, "id": job, "name": job, "type": "COMMON",
+                "tasks": [{"server_id": "sim-server-01", "status": "PROCESSING"}]}]
+        })
+    };
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        seed_of(&project(1), "cn-east-3", "seeded-at-start").to_string(),
+    )
+    .expect("seed");
+    let seed_arg = seed.display().to_string();
+    let (server, info) = emulator(dir.path(), &["--seed", &seed_arg]).await;
+    let admin = admin_client(&info);
+    let (status, loaded) = json_of(
+        admin
+            .send(
+                reqwest::Method::POST,
+                "/_litejobs/seed",
+                &[],
+                Some(
+                    seed_of(&project(2), "cn-east-4", "seeded-later")
+                        .to_string()
+                        .into_bytes(),
+                ),
+                &[],
+            )
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200, "{loaded}");
+    for (p, region, job) in [
+        (project(1), "cneast3", "seeded-at-start"),
+        (project(2), "cneast4", "seeded-later"),
+    ] {
+        let auth = ClientAuth::AkSk(Credentials {
+            access_key: format!("AK{region}").to_uppercase(),
+            secret_key: "SeededSecretKey000000000000".to_string(),
+        });
+        let client = Client::new(&server.endpoint, &p, auth).expect("client");
+        let started = std::time::Instant::now();
+        loop {
+            let detail = client.get_job(job).await.expect("get");
+            if detail.status == "FINISHED" {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "{job} is still {}",
+                detail.status
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let (_, exported) = json_of(
+        admin
+            .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
+            .await
+            .expect("send"),
+    )
+    .await;
+    let outcomes: Vec<&serde_json::Value> = exported["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .filter(|s| s["id"] == "node-x")
+        .map(|s| &s["outcome"])
+        .collect();
+    assert_eq!(outcomes, [&serde_json::json!("FAILED"); 2], "{exported}");
+    server.terminate().await.expect("stops");
+}

@@ -246,6 +246,11 @@ async fn the_document_and_the_explorer_are_served_without_authentication() {
         .await
         .expect("text");
     assert!(initializer.contains("/openapi.json"), "{initializer}");
+    // Nothing from the internet: no validator badge (Swagger UI's default asks swagger.io).
+    assert!(
+        initializer.contains(r#""validatorUrl": "none""#),
+        "{initializer}"
+    );
     let bundle = app.raw(Method::GET, "/docs/swagger-ui-bundle.js").await;
     assert_eq!(bundle.status(), 200);
     assert!(bundle.bytes().await.expect("bytes").len() > 100_000);

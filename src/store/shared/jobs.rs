@@ -357,8 +357,8 @@ async fn register_agent_server(
 /// The project's servers, by id.
 async fn list_servers(pools: &impl SqlPools, project: &ProjectId) -> StoreResult<Vec<Server>> {
     let s = Statement::new(
-        "SELECT id, name, kind, cloud_server, create_at, last_seen_at FROM servers \
-         WHERE project_id = $1 ORDER BY id",
+        "SELECT id, name, kind, cloud_server, create_at, last_seen_at, sim_outcome \
+         FROM servers WHERE project_id = $1 ORDER BY id",
     )
     .bind(project.as_str());
     let rows = pools.read_pool().acquire().await?.rows(s).await?;
@@ -379,6 +379,7 @@ async fn list_servers(pools: &impl SqlPools, project: &ProjectId) -> StoreResult
                 create_at: row.int(4)?,
                 last_seen_at,
                 online,
+                outcome: row.opt_text(6)?,
             })
         })
         .collect()
