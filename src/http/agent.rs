@@ -183,10 +183,16 @@ pub async fn lease_tasks(
     };
     let slot = state.store.wakeups().slot(project.as_str(), &server_id);
     let deadline = tokio::time::Instant::now() + wait;
+    let mut waited = false;
     loop {
         let generation = slot.generation();
         let now = now_ms();
         if !slot.known_idle(now) {
+            // After a wait the caller's credentials are asked again, as a request would ask
+            // them: a key deleted or a token revoked meanwhile leases nothing.
+            if waited && !caller.still_allowed(&state, Action::RunAgent).await? {
+                return Err(ApiError::Unauthenticated);
+            }
             let terms = LeaseTerms {
                 now_ms: now,
                 until: now + ms(state.config.agent_lease),
@@ -220,6 +226,7 @@ pub async fn lease_tasks(
             () = slot.woken_after(generation) => {}
             () = tokio::time::sleep_until(deadline.min(now + idle_ends)) => {}
         }
+        waited = true;
     }
 }
 

@@ -7,7 +7,9 @@
 //! one event whose id is where it starts (`snapshot`, the job's detail, for one job; `ready`
 //! for the list); a quiet stream carries a `ping` event (no id) every 15 s. A client that
 //! reconnects with `Last-Event-ID` (or `?last_event_id=`) gets an opening event with that
-//! id, then every change after it (within the day the store keeps them). A stream ends when
+//! id, then every change after it (within the day the store keeps them); an id past every
+//! event of this history (a database restored, an emulator in memory started again) starts
+//! the stream afresh, as one without it. A stream ends when
 //! its caller's credentials no longer hold, checked as often as requests see revocations.
 
 use std::convert::Infallible;
@@ -106,6 +108,23 @@ fn stream(receiver: mpsc::Receiver<Event>) -> Response {
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).event(ping))
         .into_response()
+}
+
+/// The event a stream resumes after, when it is one of this history's: an id past every
+/// event the store holds (a client of a database since restored, or of an emulator in
+/// memory started again) resumes nothing, and the stream starts where the hub stands. (An
+/// id past the hub's position alone is another replica's newer event: kept.)
+async fn known(state: &AppState, resume: Option<i64>, start: i64) -> Result<Option<i64>, ApiError> {
+    match resume {
+        Some(after) if after > start && after > state.store.last_job_event().await? => {
+            tracing::info!(
+                last_event_id = after,
+                "a watcher resumes after an event this history never had; starting afresh"
+            );
+            Ok(None)
+        }
+        resume => Ok(resume),
+    }
 }
 
 /// Where a stream's opening event puts the client: after the event it resumes from, or
@@ -256,6 +275,7 @@ pub async fn watch_jobs(
     let query = ListJobsQuery::parse(&filters, state.config.max_page_size)?;
     let resume = resume_from(&headers, &pairs)?;
     let (live, start) = state.watch.subscribe().await?;
+    let resume = known(&state, resume, start).await?;
     let (out, receiver) = mpsc::channel(QUEUE);
     let ready = Event::default()
         .event("ready")
@@ -313,6 +333,7 @@ pub async fn watch_job(
     let pairs = query_pairs(raw.as_deref())?;
     let resume = resume_from(&headers, &pairs)?;
     let (live, start) = state.watch.subscribe().await?;
+    let resume = known(&state, resume, start).await?;
     // Read after subscribing: a change after the snapshot is in the stream. An id holding
     // U+0000 is no job's (and the database would refuse it).
     let found = if holds_nul(&id) {

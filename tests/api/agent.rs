@@ -346,7 +346,10 @@ async fn a_lease_request_refuses_waits_and_sizes_out_of_range() {
     app.stop().await;
 }
 
-backend_tests!(results_must_come_from_the_lease_holder);
+backend_tests!(
+    results_must_come_from_the_lease_holder,
+    a_waiting_lease_of_a_key_deleted_meanwhile_leases_nothing,
+);
 
 #[tokio::test]
 async fn an_agent_cannot_take_over_a_simulated_server() {
@@ -471,4 +474,59 @@ async fn the_agent_binary_serves_a_server_and_stops_on_sigterm() {
     assert_eq!(done.tasks[0].status, "SUCCESS");
     assert!(done.tasks[0].message.contains("ran-by-the-binary"));
     crate::helpers::terminate_cleanly(&mut agent).await;
+}
+
+/// A long poll is asked for its credentials again when it wakes: an agent whose key was
+/// deleted while it waited is refused, and the task waits for an agent that may run it.
+async fn a_waiting_lease_of_a_key_deleted_meanwhile_leases_nothing(app: TestApp) {
+    let agent = user_with_policy(&app, "agent-7", &app.project_id, "ModelArts FullAccess").await;
+    let r = app
+        .admin_send(
+            Method::PUT,
+            "/agent/servers/node-7",
+            &[],
+            Some(serde_json::json!({"name": "node-7"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let poll = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.lease_tasks("node-7", 20, 4).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let user = app
+        .store
+        .find_user("agent-7")
+        .await
+        .expect("find")
+        .expect("user");
+    for key in app.store.list_access_keys(&user.id).await.expect("keys") {
+        app.store
+            .delete_access_key(&key.access_key)
+            .await
+            .expect("delete");
+    }
+    let job = app
+        .admin
+        .create_job(&shell_job("after-revocation", &["node-7"], "true"), None)
+        .await
+        .expect("create");
+    let answer = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the poll answers once woken")
+        .expect("joined");
+    assert!(
+        matches!(answer, Err(ClientError::Api { status: 401, .. })),
+        "{answer:?}"
+    );
+    // The task is still there for an agent that may run it.
+    let lease = app.admin.lease_tasks("node-7", 0, 4).await.expect("lease");
+    assert_eq!(
+        lease
+            .tasks
+            .iter()
+            .map(|t| t.job_id.as_str())
+            .collect::<Vec<_>>(),
+        [job.id.as_str()]
+    );
 }

@@ -216,6 +216,26 @@ async fn a_reconnect_with_last_event_id_replays_what_was_missed(app: TestApp) {
         assert_eq!(kinds_of(id), ["created", "finished"], "{id}");
     }
     assert!(ready.id.parse::<i64>().is_ok_and(|id| id < last_seen));
+
+    // An id past every event (a client of an emulator since started again) starts afresh:
+    // at the newest event, and the next change is sent.
+    let newest = *seqs.last().expect("seqs");
+    let mut afresh = client
+        .events(&list_path(client), &[], Some(newest + 1_000_000))
+        .await
+        .expect("afresh");
+    let opening = next(&mut afresh).await;
+    assert_eq!(
+        (opening.event.as_str(), opening.id.as_str()),
+        ("ready", newest.to_string().as_str())
+    );
+    let after = app.create_job("after-afresh", &["sim-server-03"]).await;
+    let (kind, _, _, data) = next_change(&mut afresh).await;
+    assert_eq!(
+        (kind.as_str(), data["job"]["id"].as_str()),
+        ("created", Some(after.id.as_str()))
+    );
+
     // A Last-Event-ID that is no id is refused.
     let bad = client
         .events(
