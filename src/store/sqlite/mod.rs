@@ -119,11 +119,28 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// Creates a missing database file readable by its owner alone: it holds password hashes,
+/// sealed secrets and the audit trail. (SQLite gives its WAL and shared-memory files the
+/// database's mode.) What cannot be created here is left to SQLite to report.
+fn create_private(file: &std::path::Path) {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let _ = options.open(file);
+}
+
 impl SqliteStore {
     /// Opens (creating when missing) and migrates the database at `url`: a `sqlite:` URL or
     /// a plain file path.
     pub async fn open(url: &str) -> StoreResult<Self> {
         let url = sqlite_url(url);
+        if let Some(file) = super::sqlite_file(&url) {
+            create_private(&file);
+        }
         let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

@@ -392,3 +392,27 @@ async fn a_small_database_has_a_small_writer_cache() {
         .expect("cache size");
     assert_eq!(size, -8 * 1024);
 }
+
+/// A database file the store creates, and its WAL, are its owner's alone.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_is_readable_by_its_owner_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("private.db");
+    let store = SqliteStore::open(&path.display().to_string())
+        .await
+        .expect("open");
+    let project = ProjectId::parse("p1").expect("project");
+    store
+        .create_job(&project, new_job("x", &["s1"]), None)
+        .await
+        .ok();
+    for file in [path.clone(), path.with_extension("db-wal")] {
+        let mode = std::fs::metadata(&file)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+}
