@@ -96,18 +96,22 @@ fn os_user() -> String {
 }
 
 /// Records an administration command in the audit trail (as `cli`, by the operating
-/// system's user), whether it succeeded or not. A record that cannot be written is a
-/// warning: the command's own outcome stands.
+/// system's user), whether it succeeded or not, in the project it names (by name or id) when
+/// there is one. A record that cannot be written is a warning: the command's own outcome
+/// stands.
 pub async fn record_admin(
     store: &dyn Store,
-    action: &str,
-    resources: Vec<String>,
+    (action, resources, project): (&str, Vec<String>, Option<&str>),
     outcome: &anyhow::Result<()>,
 ) {
     let who = os_user();
+    let project_id = match project {
+        Some(named) => store.find_project(named).await.ok().flatten().map(|p| p.id),
+        None => None,
+    };
     let record = store::AuditRecord {
         at: crate::domain::now_ms(),
-        project_id: None,
+        project_id,
         user_id: crate::audit::ADMIN.to_string(),
         user_name: who,
         access_key: None,

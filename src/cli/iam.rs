@@ -187,62 +187,93 @@ fn user_json(u: &UserRecord) -> serde_json::Value {
     json!({"id": u.id, "name": u.name, "has_password": u.password_hash.is_some(), "create_at": u.create_at})
 }
 
-/// The audited action of an `iam` command, and what it names (never a secret), when it
-/// changes something.
-fn audited(command: &IamCommand) -> Option<(&'static str, Vec<String>)> {
+/// What the audit trail records of an `iam` command that changes something: its action,
+/// what it names (never a secret) and the project it acts in (a name or id, as given).
+struct Audited {
+    action: &'static str,
+    resources: Vec<String>,
+    project: Option<String>,
+}
+
+/// The record of an `iam` command, when it changes something.
+fn audited(command: &IamCommand) -> Option<Audited> {
     let names = |v: &[&String]| v.iter().map(|s| s.to_string()).collect();
-    Some(match command {
+    let (action, resources, project) = match command {
         IamCommand::Project(ProjectCommand::Create { name, .. }) => {
-            ("iam.project.create", names(&[name]))
+            ("iam.project.create", names(&[name]), Some(name))
         }
-        IamCommand::User(UserCommand::Create { name, .. }) => ("iam.user.create", names(&[name])),
-        IamCommand::User(UserCommand::Delete { name }) => ("iam.user.delete", names(&[name])),
+        IamCommand::User(UserCommand::Create { name, .. }) => {
+            ("iam.user.create", names(&[name]), None)
+        }
+        IamCommand::User(UserCommand::Delete { name }) => ("iam.user.delete", names(&[name]), None),
         IamCommand::User(UserCommand::SetPassword { name, .. }) => {
-            ("iam.user.set_password", names(&[name]))
+            ("iam.user.set_password", names(&[name]), None)
         }
-        IamCommand::Key(KeyCommand::Create { user, .. }) => ("iam.key.create", names(&[user])),
+        IamCommand::Key(KeyCommand::Create { user, .. }) => {
+            ("iam.key.create", names(&[user]), None)
+        }
         IamCommand::Key(KeyCommand::Delete { access_key }) => {
-            ("iam.key.delete", names(&[access_key]))
+            ("iam.key.delete", names(&[access_key]), None)
         }
-        IamCommand::Policy(PolicyCommand::Put { name, .. }) => ("iam.policy.put", names(&[name])),
-        IamCommand::Policy(PolicyCommand::Delete { name }) => ("iam.policy.delete", names(&[name])),
+        IamCommand::Policy(PolicyCommand::Put { name, .. }) => {
+            ("iam.policy.put", names(&[name]), None)
+        }
+        IamCommand::Policy(PolicyCommand::Delete { name }) => {
+            ("iam.policy.delete", names(&[name]), None)
+        }
         IamCommand::Grant {
             user,
             project,
             policy,
-        } => ("iam.grant", names(&[user, project, policy])),
+        } => ("iam.grant", names(&[user, project, policy]), Some(project)),
         IamCommand::Revoke {
             user,
             project,
             policy,
-        } => ("iam.revoke", names(&[user, project, policy])),
+        } => ("iam.revoke", names(&[user, project, policy]), Some(project)),
         IamCommand::Token(TokenCommand::RevokeUser { user }) => {
-            ("iam.token.revoke_user", names(&[user]))
+            ("iam.token.revoke_user", names(&[user]), None)
         }
-        IamCommand::Profile { user, project, .. } => ("iam.profile", names(&[user, project])),
+        IamCommand::Profile { user, project, .. } => {
+            ("iam.profile", names(&[user, project]), Some(project))
+        }
         _ => return None,
+    };
+    Some(Audited {
+        action,
+        resources,
+        project: project.cloned(),
     })
 }
 
-/// Runs an `iam` command, recording it in the audit trail when it changes something.
+/// Runs an `iam` command, recording it in the audit trail when it changes something (with
+/// the access key it made, if any).
 pub async fn run_iam(args: IamArgs) -> anyhow::Result<()> {
     let store = open(&args.database).await?;
     let audit = audited(&args.command);
-    let outcome = iam_command(store.as_ref(), args).await;
-    if let Some((action, resources)) = audit {
-        super::admin::record_admin(store.as_ref(), action, resources, &outcome).await;
+    let mut made = None;
+    let outcome = iam_command(store.as_ref(), args, &mut made).await;
+    if let Some(mut a) = audit {
+        a.resources.extend(made);
+        let named = (a.action, a.resources, a.project.as_deref());
+        super::admin::record_admin(store.as_ref(), named, &outcome).await;
     }
     outcome
 }
 
-async fn iam_command(store: &dyn Store, args: IamArgs) -> anyhow::Result<()> {
+/// Runs an `iam` command; `made` is the access key it made, if any.
+async fn iam_command(
+    store: &dyn Store,
+    args: IamArgs,
+    made: &mut Option<String>,
+) -> anyhow::Result<()> {
     let sealer = crate::secrets::Sealer::for_database(&args.database.database_url, store).await?;
     let sealer = sealer.as_ref();
     let format = args.output.output;
     match args.command {
         IamCommand::Project(command) => project(store, format, command).await,
         IamCommand::User(command) => user(store, format, command).await,
-        IamCommand::Key(command) => key(store, sealer, format, command).await,
+        IamCommand::Key(command) => key(store, (sealer, made), format, command).await,
         IamCommand::Policy(command) => policy(store, format, command).await,
         IamCommand::Grant {
             user,
@@ -342,6 +373,7 @@ async fn iam_command(store: &dyn Store, args: IamArgs) -> anyhow::Result<()> {
                 None,
             )
             .await?;
+            *made = Some(key.access_key.clone());
             let profile = Profile {
                 endpoint: endpoint.trim_end_matches('/').to_string(),
                 project_id: p.id.clone(),
@@ -467,7 +499,7 @@ async fn user(store: &dyn Store, format: Format, command: UserCommand) -> anyhow
 
 async fn key(
     store: &dyn Store,
-    sealer: Option<&crate::secrets::Sealer>,
+    (sealer, made): (Option<&crate::secrets::Sealer>, &mut Option<String>),
     format: Format,
     command: KeyCommand,
 ) -> anyhow::Result<()> {
@@ -475,6 +507,7 @@ async fn key(
         KeyCommand::Create { user, description } => {
             let u = find_user(store, &user).await?;
             let k = iam::create_access_key(store, sealer, &u, &description, None).await?;
+            *made = Some(k.access_key.clone());
             let value = json!({
                 "access_key": k.access_key,
                 "secret_key": k.secret_key,

@@ -83,10 +83,12 @@ pub async fn run_servers(args: ServersArgs) -> anyhow::Result<()> {
         ServersCommand::Remove { project, id } => Some(("server.remove", project, id)),
         ServersCommand::List { .. } => None,
     }
-    .map(|(action, project, id)| (action, vec![project.clone(), id.clone()]));
+    .map(|(action, project, id)| (action, project.clone(), id.clone()));
     let outcome = servers_command(store.as_ref(), args).await;
-    if let Some((action, resources)) = audit {
-        super::admin::record_admin(store.as_ref(), action, resources, &outcome).await;
+    if let Some((action, project, id)) = audit {
+        let resources = vec![project.clone(), id.clone()];
+        let named = (action, resources, Some(project.as_str()));
+        super::admin::record_admin(store.as_ref(), named, &outcome).await;
     }
     outcome
 }

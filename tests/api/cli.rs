@@ -1297,3 +1297,53 @@ async fn names_that_would_mislead_the_lookups_or_the_trail_are_refused(app: Test
         "{commands:?}"
     );
 }
+
+/// An administration command's record names the project it acts in, and the access key it
+/// made: the key's requests can be traced back to the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administration_records_name_their_project_and_the_key_they_make() {
+    let app = TestApp::sqlite().await;
+    admin(&app, &["iam", "project", "create", "team-r"])
+        .await
+        .ok();
+    admin(
+        &app,
+        &["iam", "user", "create", "rita", "--password", "rita-pw-123"],
+    )
+    .await
+    .ok();
+    admin(
+        &app,
+        &["iam", "grant", "rita", "team-r", "ModelArts ReadOnlyAccess"],
+    )
+    .await
+    .ok();
+    let key = admin(&app, &["iam", "key", "create", "rita", "-o", "json"])
+        .await
+        .json();
+    let access_key = key["access_key"].as_str().expect("access key");
+    let team = admin(
+        &app,
+        &["audit", "list", "--project", "team-r", "-o", "json"],
+    )
+    .await
+    .json();
+    let actions: Vec<&str> = team
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["iam.grant", "iam.project.create"], "{team}");
+    let made = admin(
+        &app,
+        &["audit", "list", "--action", "iam.key.create", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(
+        made[0]["resources"],
+        serde_json::json!(["rita", access_key]),
+        "{made}"
+    );
+}
