@@ -133,20 +133,22 @@ impl Server {
                 false
             }
         };
-        let demo_account = config.simulate && addr.ip().is_loopback();
+        let mut demo_account = config.simulate && addr.ip().is_loopback();
         if !demo_account {
             demo::retire(store.as_ref()).await?;
         }
         if config.simulate {
             if demo_account {
-                demo::ensure(store.as_ref(), sealer.as_ref()).await?;
+                demo_account = demo::ensure(store.as_ref(), sealer.as_ref()).await?;
+            }
+            if demo_account {
                 tracing::info!(
                     project_id = demo::PROJECT_ID,
                     access_key = demo::ACCESS_KEY,
                     user = demo::USER,
                     "simulate: demo account ready (see README for its secret and password)"
                 );
-            } else {
+            } else if !addr.ip().is_loopback() {
                 tracing::warn!("simulate: not on a loopback address, so no demo account");
             }
             worker::sync_simulated_fleet(store.as_ref(), &simulation(&config)).await?;

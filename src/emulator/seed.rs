@@ -175,11 +175,8 @@ impl Seed {
             }
         }
         for u in &self.users {
-            if !simple(&u.name) {
-                return Err(bad(format!(
-                    "user {:?}: a name matches ^[-_.a-zA-Z0-9]{{1,64}}$",
-                    u.name
-                )));
+            if let Err(e) = iam::check_new_user(&u.name, u.password.as_deref()) {
+                return Err(bad(format!("user {:?}: {e}", u.name)));
             }
             for k in &u.access_keys {
                 let ok = (1..=64).contains(&k.access_key.len())
@@ -328,6 +325,33 @@ pub async fn load(
     for project in &named {
         if !made.contains(project) && store.find_project(project).await?.is_none() {
             return Err(bad(format!("no project {project:?}")).into());
+        }
+    }
+    // A project or user of the seed is the one it names, never another one whose id or name
+    // the name stands for (projects and users are looked up by either).
+    for p in &seed.projects {
+        let taken = match &p.id {
+            Some(id) => match store.find_project(id).await? {
+                Some(found) => found.id != *id,
+                None => store.find_project(&p.name).await?.is_some(),
+            },
+            None => store
+                .find_project(&p.name)
+                .await?
+                .is_some_and(|found| found.name != p.name),
+        };
+        if taken {
+            let named = p.id.as_deref().unwrap_or(&p.name);
+            return Err(bad(format!(
+                "project {named:?}: its id or name is another project's name or id"
+            ))
+            .into());
+        }
+    }
+    for u in &seed.users {
+        let found = store.find_user(&u.name).await?;
+        if found.is_some_and(|found| found.name != u.name) {
+            return Err(bad(format!("user {:?}: the name is another user's id", u.name)).into());
         }
     }
     // And every policy granted.

@@ -21,13 +21,32 @@ fn already_there(e: &anyhow::Error) -> bool {
     )
 }
 
+/// True when the demo project is there (by its id, not a project named so).
+async fn project_there(store: &dyn Store) -> anyhow::Result<bool> {
+    Ok(store
+        .find_project(PROJECT_ID)
+        .await?
+        .is_some_and(|p| p.id == PROJECT_ID))
+}
+
 /// Makes the demo project, user, grant and access key, those that are missing. Replicas
-/// starting together may all do it: what another made first is taken as it is.
-pub async fn ensure(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Result<()> {
-    if store.find_project(PROJECT_ID).await?.is_none() {
+/// starting together may all do it: what another made first is taken as it is. False, with
+/// a warning, when another project holds the demo project's name or id (made by an
+/// administrator): there is no demo account then.
+pub async fn ensure(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Result<bool> {
+    if !project_there(store).await? {
         match create_project(store, PROJECT_NAME, Some(PROJECT_ID)).await {
             Err(e) if !already_there(&e) => return Err(e),
             _ => {}
+        }
+        if !project_there(store).await? {
+            tracing::warn!(
+                project_id = PROJECT_ID,
+                name = PROJECT_NAME,
+                "another project is named like the demo project (its name or id): \
+                 no demo account"
+            );
+            return Ok(false);
         }
     }
     let user = match store.find_user(USER).await? {
@@ -50,7 +69,7 @@ pub async fn ensure(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Resul
             _ => {}
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Takes the demo account's access key, tokens and grant away, if an earlier

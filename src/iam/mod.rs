@@ -130,26 +130,32 @@ pub async fn create_project(
     Ok(project)
 }
 
+/// Refuses a new user's name or password: a name outside the pattern, or one of the audit
+/// trail's own (`unknown`, `cli`); an empty password.
+pub fn check_new_user(name: &str, password: Option<&str>) -> Result<(), String> {
+    if !crate::domain::ids::is_simple_name(name) {
+        return Err("a user name must match ^[-_.a-zA-Z0-9]{1,64}$".into());
+    }
+    let reserved = [crate::audit::UNKNOWN, crate::audit::ADMIN];
+    if reserved.contains(&name) {
+        return Err(format!(
+            "the user names {} are the audit trail's own",
+            reserved.join(" and ")
+        ));
+    }
+    if password.is_some_and(str::is_empty) {
+        return Err("the password must not be empty".into());
+    }
+    Ok(())
+}
+
 /// Creates a user, with a password hash when a password is given.
 pub async fn create_user(
     store: &dyn Store,
     name: &str,
     password: Option<&str>,
 ) -> anyhow::Result<UserRecord> {
-    anyhow::ensure!(
-        crate::domain::ids::is_simple_name(name),
-        "a user name must match ^[-_.a-zA-Z0-9]{{1,64}}$"
-    );
-    let reserved = [crate::audit::UNKNOWN, crate::audit::ADMIN];
-    anyhow::ensure!(
-        !reserved.contains(&name),
-        "the user names {} are the audit trail's own",
-        reserved.join(" and ")
-    );
-    anyhow::ensure!(
-        password.is_none_or(|p| !p.is_empty()),
-        "the password must not be empty"
-    );
+    check_new_user(name, password).map_err(anyhow::Error::msg)?;
     let user = UserRecord {
         id: uuid::Uuid::new_v4().simple().to_string(),
         name: name.to_string(),

@@ -520,6 +520,13 @@ async fn usage_errors_exit_2_and_connection_problems_exit_1() {
     // A region goes into a variable's name, which a shell evaluates.
     let region = admin(&app, &["env", "--region", "x;. ./p;y"]).await;
     assert_eq!(region.code, 2, "{region:?}");
+    let ready = app.dir.path().join("odd-ready.json");
+    std::fs::write(&ready, r#"{"env": {"A;id;B": "v"}}"#).expect("ready file");
+    let odd_name = admin(&app, &["env", "--ready-file", &ready.display().to_string()]).await;
+    assert!(
+        odd_name.failed().contains("no environment variable's name"),
+        "{odd_name:?}"
+    );
     let forever = admin(&app, &["jobs", "wait", "x", "--timeout", "300000000000y"]).await;
     assert_eq!(forever.code, 2, "{forever:?}");
     let not_a_url = admin(&app, &["env", "--endpoint", "notaurl"]).await;

@@ -1038,3 +1038,91 @@ async fn a_seeded_task_in_a_seeded_project_runs_and_an_export_keeps_outcomes() {
     assert_eq!(outcomes, [&serde_json::json!("FAILED"); 2], "{exported}");
     server.terminate().await.expect("stops");
 }
+
+/// A seed is checked whole before anything is written: a user the service could not make,
+/// or a project or user standing for another one, is a 400 that changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_standing_for_another_project_or_user_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(dir.path(), &[]).await;
+    let admin = admin_client(&info);
+    let fresh = serde_json::json!({"id": "newproj1", "name": "np1"});
+    for bad in [
+        serde_json::json!({"projects": [fresh], "users": [{"name": "cli", "password": "pw123456"}]}),
+        serde_json::json!({"projects": [fresh], "users": [{"name": "carol", "password": ""}]}),
+        serde_json::json!({"projects": [fresh, {"id": "x1", "name": demo::PROJECT_ID}]}),
+        serde_json::json!({"projects": [fresh, {"id": "demo", "name": "other"}]}),
+    ] {
+        let (status, body) = json_of(
+            admin
+                .send(
+                    reqwest::Method::POST,
+                    "/_litejobs/seed",
+                    &[],
+                    Some(bad.to_string().into_bytes()),
+                    &[],
+                )
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (400, Some("ModelArts.0107")),
+            "{bad}: {body}"
+        );
+    }
+    let (_, exported) = json_of(
+        admin
+            .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert!(
+        exported["projects"]
+            .as_array()
+            .expect("projects")
+            .iter()
+            .all(|p| p["name"] != "np1"),
+        "{exported}"
+    );
+    server.terminate().await.expect("stops");
+}
+
+/// A project an administrator named like the demo project leaves the emulator without a
+/// demo account, and starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_in_the_demo_projects_way_leaves_no_demo_account() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("taken.db").display().to_string();
+    for args in [
+        vec!["migrate", "--database-url", &db],
+        vec![
+            "iam",
+            "project",
+            "create",
+            demo::PROJECT_ID,
+            "--database-url",
+            &db,
+        ],
+    ] {
+        let out = std::process::Command::new(exe())
+            .args(&args)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let server = spawn(dir.path(), &["--simulate", "--database-url", &db])
+        .await
+        .expect("starts");
+    let refused = demo_client(&server.endpoint).list_jobs(&[]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(litejobs::client::ClientError::Api { status: 401, .. })
+        ),
+        "{refused:?}"
+    );
+    server.terminate().await.expect("stops");
+}

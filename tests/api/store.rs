@@ -1088,21 +1088,35 @@ async fn projects_and_users_are_found_by_id_or_name(store: &dyn Store) {
         store.create_project(&taken).await,
         Err(StoreError::Conflict(_))
     ));
-    // An id wins over a name that looks like it.
-    let tricky = ProjectRecord {
-        id: "proj".to_string(),
-        name: "other".to_string(),
-        create_at: 3,
+    // Projects are named by either: no project's id may be another's name, nor its name
+    // another's id.
+    for tricky in [
+        ProjectRecord {
+            id: "proj".to_string(),
+            name: "other".to_string(),
+            create_at: 3,
+        },
+        ProjectRecord {
+            id: "proj-3".to_string(),
+            name: project_id.clone(),
+            create_at: 3,
+        },
+    ] {
+        assert!(
+            matches!(
+                store.create_project(&tricky).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{tricky:?}"
+        );
+    }
+    // A project may have its id as its name.
+    let itself = ProjectRecord {
+        id: "self-named".to_string(),
+        name: "self-named".to_string(),
+        create_at: 4,
     };
-    store.create_project(&tricky).await.expect("tricky");
-    assert_eq!(
-        store
-            .find_project("proj")
-            .await
-            .expect("find")
-            .map(|p| p.id),
-        Some("proj".into())
-    );
+    store.create_project(&itself).await.expect("its own name");
     let names: Vec<String> = store
         .list_projects()
         .await
@@ -1110,7 +1124,7 @@ async fn projects_and_users_are_found_by_id_or_name(store: &dyn Store) {
         .into_iter()
         .map(|p| p.name)
         .collect();
-    assert_eq!(names, ["other", "proj"]);
+    assert_eq!(names, ["proj", "self-named"]);
 
     assert_eq!(
         store.find_user("u").await.expect("find").map(|u| u.id),
@@ -1128,10 +1142,20 @@ async fn projects_and_users_are_found_by_id_or_name(store: &dyn Store) {
         id: "user-2".to_string(),
         ..user.clone()
     };
-    assert!(matches!(
-        store.create_user(&twin).await,
-        Err(StoreError::Conflict(_))
-    ));
+    let alias = UserRecord {
+        id: "user-3".to_string(),
+        name: user.id.clone(),
+        ..user.clone()
+    };
+    for taken in [twin, alias] {
+        assert!(
+            matches!(
+                store.create_user(&taken).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{taken:?}"
+        );
+    }
     store.set_password(&user.id, "new-hash").await.expect("set");
     let changed = store.find_user("u").await.expect("find").expect("user");
     assert_eq!(changed.password_hash.as_deref(), Some("new-hash"));
