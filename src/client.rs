@@ -28,12 +28,27 @@ pub enum ClientError {
         error_msg: String,
         request_id: String,
     },
-    #[error("cannot reach the service: {0}")]
+    #[error("cannot reach the service: {}", with_cause(.0))]
     Transport(#[from] reqwest::Error),
     #[error("unexpected answer ({status}): {detail}")]
     Decode { status: u16, detail: String },
     #[error("bad endpoint: {0}")]
     Endpoint(String),
+}
+
+/// A transport error with the cause it came from (an untrusted certificate, a refused
+/// connection), which its own text leaves out.
+fn with_cause(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (text, cause) = (e.to_string(), root.to_string());
+    if text.contains(&cause) {
+        text
+    } else {
+        format!("{text}: {cause}")
+    }
 }
 
 impl ClientError {

@@ -178,6 +178,27 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Keeps `SIGHUP` from ending the process (its default action), from the start: a service
+/// manager's reload (`systemctl reload`) sends it. A served TLS certificate is read again
+/// on it (its watcher listens too); nothing else reloads.
+pub fn survive_hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot handle SIGHUP: it will stop the process at once");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!(
+                    "SIGHUP: a served TLS certificate is read again; nothing else reloads"
+                );
+            }
+        });
+    }
+}
+
 /// An error as the command line prints it: each cause after the one it caused, except a
 /// cause whose text the message before already holds (errors that write their source into
 /// their own text, as sqlx's and the store's do, would say it twice).
@@ -205,6 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => None,
             };
             init_logging(config.log_format == "json", telemetry.as_ref());
+            survive_hangup();
             let server = Server::bind(*config).await?;
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone());
@@ -234,6 +256,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Emulator(args) => Ok(report(emulator::run_emulator(args).await)),
         Command::Agent(args) => {
             init_logging(args.log_format == "json", None);
+            survive_hangup();
             crate::domain::ids::bounded("server-id", &args.server_id)?;
             let client = args.connect.client()?;
             let shutdown = CancellationToken::new();

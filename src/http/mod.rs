@@ -409,13 +409,18 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     // one: a flood of them must not flood the log.
     let summarised = status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS;
     let status = status.as_u16();
-    if status >= 500 {
-        tracing::warn!(%method, route, path, status, error_code, elapsed_ms, request_id = id, "request");
-    } else if status >= 400 && !summarised {
-        tracing::info!(%method, route, path, status, error_code, elapsed_ms, request_id = id, "request");
-    } else {
-        tracing::debug!(%method, route, path, status, elapsed_ms, request_id = id, "request");
-    }
+    // Written as the request's own lines are (in its span, which carries its id).
+    let _in_request = span.enter();
+    REQUEST_ID.sync_scope(id, || {
+        if status >= 500 {
+            tracing::warn!(%method, route, path, status, error_code, elapsed_ms, "request");
+        } else if status >= 400 && !summarised {
+            tracing::info!(%method, route, path, status, error_code, elapsed_ms, "request");
+        } else {
+            tracing::debug!(%method, route, path, status, elapsed_ms, "request");
+        }
+    });
+    drop(_in_request);
     response
 }
 

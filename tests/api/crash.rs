@@ -100,6 +100,17 @@ async fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
     let db = format!("sqlite://{}", dir.path().join("term.db").display());
     let server = serve_process(dir.path(), &db, &[]).await;
+    // A service manager's reload (SIGHUP) ends nothing, TLS or not.
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = reqwest::get(format!("{}/health", server.endpoint))
+        .await
+        .expect("still serving after SIGHUP");
+    assert_eq!(health.status().as_u16(), 200);
     let exit = server.terminate().await.expect("exits after SIGTERM");
     assert!(exit.success(), "clean exit, got {exit:?}");
 }

@@ -486,7 +486,7 @@ async fn every_log_line_of_a_request_carries_its_id_route_status_and_latency() {
     assert_eq!(line["fields"]["route"], "/v1/{project_id}/dev-servers/jobs");
     assert_eq!(line["fields"]["status"], 500);
     assert!(line["fields"]["elapsed_ms"].as_f64().is_some(), "{line}");
-    assert_eq!(line["fields"]["request_id"], id.as_str());
+    assert_eq!(line["span"]["request_id"], id.as_str(), "{line}");
 }
 
 /// What a stand-in OpenTelemetry collector received: each POST's path, content type and body.

@@ -102,6 +102,18 @@ async fn https_is_served_verified_and_reloaded() {
     assert_eq!(json["total"], 0);
     let untrusted = cli_list(dir.path(), &server.endpoint, None);
     assert_eq!(untrusted.status.code(), Some(1));
+    // The client's error (as the agent logs it) says why: the certificate.
+    let auth = litejobs::client::ClientAuth::AkSk(litejobs::sign::Credentials {
+        access_key: profile.access_key.clone(),
+        secret_key: profile.secret_key.clone(),
+    });
+    let client =
+        litejobs::client::Client::new(&server.endpoint, &profile.project_id, auth).expect("client");
+    let refused = client
+        .list_jobs(&[])
+        .await
+        .expect_err("an untrusted certificate");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
     // Plain HTTP to the TLS port gets no answer.
     let plain = server.endpoint.replace("https://", "http://");
     let answer = reqwest::get(format!("{plain}/health")).await;
@@ -129,7 +141,11 @@ async fn https_is_served_verified_and_reloaded() {
         .expect("kill runs");
     assert!(hup.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.log_tail().contains("SIGHUP") {
+    let reloaded_on_hangup = |log: String| {
+        log.lines()
+            .any(|l| l.contains("reloaded the TLS certificate") && l.contains("SIGHUP"))
+    };
+    while !reloaded_on_hangup(server.log_tail()) {
         assert!(
             Instant::now() < deadline,
             "no reload on SIGHUP:\n{}",
