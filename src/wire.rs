@@ -277,6 +277,8 @@ pub struct Server {
 /// Body of an agent's `PUT …/agent/servers/{server_id}`: the server it runs on.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct AgentRegistration {
+    /// The server's name (default: its id).
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub cloud_server: BTreeMap<String, String>,

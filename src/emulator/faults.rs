@@ -185,6 +185,9 @@ impl RuleSpec {
             if self.task == Some(TaskFault::Slow) && self.delay_ms.is_none() {
                 return Err("a slow task rule says how much slower (delay)".into());
             }
+            if self.task != Some(TaskFault::Slow) && self.delay_ms.is_some() {
+                return Err("only a slow task rule takes a delay".into());
+            }
             return Ok(());
         }
         match self.status {
@@ -690,7 +693,11 @@ mod tests {
         );
 
         // Settings of an answer mean nothing to a task.
-        for bad in ["task=fail,server=s1,status=999", "task=hang,server=s1,op=*"] {
+        for bad in [
+            "task=fail,server=s1,status=999",
+            "task=hang,server=s1,op=*",
+            "task=fail,server=s1,delay=2s",
+        ] {
             assert!(RuleSpec::parse_flag(bad).is_err(), "{bad}");
         }
     }

@@ -485,10 +485,18 @@ async fn a_waiting_lease_of_a_key_deleted_meanwhile_leases_nothing(app: TestApp)
             Method::PUT,
             "/agent/servers/node-7",
             &[],
-            Some(serde_json::json!({"name": "node-7"})),
+            Some(serde_json::json!({})),
         )
         .await;
-    assert_eq!(r.status, 204);
+    assert_eq!(r.status, 204, "a server's name defaults to its id");
+    let project = litejobs::domain::ProjectId::parse(&app.project_id).expect("project");
+    let servers = app.store.list_servers(&project).await.expect("servers");
+    assert!(
+        servers
+            .iter()
+            .any(|s| s.id == "node-7" && s.name == "node-7"),
+        "{servers:?}"
+    );
     let poll = {
         let agent = agent.clone();
         tokio::spawn(async move { agent.lease_tasks("node-7", 20, 4).await })
