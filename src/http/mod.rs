@@ -242,7 +242,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics_route(&state.config))
         .merge(openapi::routes())
         .merge(crate::emulator::routes(&state))
-        .merge(console::routes())
+        .merge(console::routes(&state))
         .fallback(no_such_api)
         .method_not_allowed_fallback(no_such_api);
     // The emulator's faults, journal and strict mode, only where one of them is on: a layer

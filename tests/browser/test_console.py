@@ -224,6 +224,31 @@ def test_delete_with_a_confirmation(browser, server, jobs):
     assert names_listed(browser) == ["batch-05"]
 
 
+def test_a_job_deleted_elsewhere_loses_its_delete_button(browser, server, jobs):
+    """The page follows the job: deleted in another tab (here through the API), it shows
+    DELETED and offers no Delete any more, without a reload."""
+    api = Api(server.endpoint)
+    # node-07 has no agent: the job stays PROCESSING, and its page followed, until deleted.
+    job = api.create_job("deleted-elsewhere", ["node-07"])
+    sign_in(browser, server, path=f"/console/jobs/{job['id']}")
+    assert browser.find_elements(By.ID, "delete-job")
+    browser.execute_script("window.notReloaded = true;")
+    api.call("DELETE", "jobs", {"job_ids": [job["id"]]})
+    live = browser.find_element(By.ID, "live")
+    wait_for(browser, lambda b: live.get_attribute("data-status") == "DELETED")
+    assert not browser.find_elements(By.ID, "delete-job"), "nothing left to delete"
+    assert browser.execute_script("return window.notReloaded === true;"), "no reload happened"
+
+
+def test_a_long_job_name_folds_on_a_phone(browser, server, jobs):
+    job = Api(server.endpoint).create_job("long-" + "N" * 59, ["sim-server-01"])
+    browser.set_window_size(390, 844)
+    sign_in(browser, server, path=f"/console/jobs/{job['id']}")
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+    assert overflow <= 1, f"the job's page scrolls sideways by {overflow}px"
+
+
 def test_sign_out(browser, server):
     sign_in(browser, server)
     follow(browser, browser.find_element(By.ID, "sign-out"))

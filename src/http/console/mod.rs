@@ -19,7 +19,7 @@ mod jobs;
 mod page;
 mod session;
 
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -40,7 +40,7 @@ const CSS: &str = include_str!("static/console.css");
 const JS: &str = include_str!("static/console.js");
 
 /// The console's routes, under `/console`.
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/jobs") }))
         .route("/console/", get(|| async { Redirect::to("/console/jobs") }))
@@ -64,8 +64,47 @@ pub fn routes() -> Router<AppState> {
         .route("/console/templates", get(fleet::templates_page))
         .route("/console/static/console.css", get(css))
         .route("/console/static/console.js", get(js))
+        .route("/console/static/icon.svg", get(icon))
         .route("/console/{*rest}", get(not_found))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            error_pages_in_session,
+        ))
         .layer(middleware::from_fn(security_headers))
+}
+
+/// What an error page says, kept with its answer so that it can be drawn again in the
+/// browser's session.
+#[derive(Debug, Clone)]
+struct ErrorPage {
+    title: String,
+    message: String,
+}
+
+/// Draws an error page again in the browser's session, when it has one: with the
+/// navigation, the project switch and the sign-out, so that a page the user may not see
+/// (a project whose jobs they may not list) is no dead end. The session is looked up only
+/// for an error page.
+async fn error_pages_in_session(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let saved = session::cookie(&parts.headers, session::SESSION_COOKIE)
+        .is_some()
+        .then(|| parts.clone());
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    let (Some(mut parts), Some(error)) = (saved, response.extensions().get::<ErrorPage>().cloned())
+    else {
+        return response;
+    };
+    if let Ok(session) = Session::from_request_parts(&mut parts, &state).await {
+        let page = page::error_page(&error.title, &error.message, Some(&session));
+        *response.body_mut() = axum::body::Body::from(page.0);
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    response
 }
 
 async fn css() -> Response {
@@ -75,6 +114,15 @@ async fn css() -> Response {
 async fn js() -> Response {
     static_file("text/javascript; charset=utf-8", JS)
 }
+
+/// The pages' icon: a browser asks for one on every page (else `/favicon.ico`, unknown).
+async fn icon() -> Response {
+    static_file("image/svg+xml", ICON)
+}
+
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+    <rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#2f6f4f\"/>\
+    <path d=\"M5 3v10h6\" stroke=\"#fff\" stroke-width=\"2\" fill=\"none\"/></svg>";
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -174,8 +222,7 @@ impl IntoResponse for ConsoleError {
                     }
                     _ => status.canonical_reason().unwrap_or("Error").to_string(),
                 };
-                let mut response =
-                    (status, page::error_page(status.as_str(), &message)).into_response();
+                let mut response = error_answer(status, status.as_str(), message);
                 if let Some(retry) = api.headers().get(header::RETRY_AFTER) {
                     response
                         .headers_mut()
@@ -184,6 +231,16 @@ impl IntoResponse for ConsoleError {
                 return response;
             }
         };
-        (status, page::error_page(title, &message)).into_response()
+        error_answer(status, title, message)
     }
+}
+
+/// An error page, and what it says for [`error_pages_in_session`].
+fn error_answer(status: StatusCode, title: &str, message: String) -> Response {
+    let mut response = (status, page::error_page(title, &message, None)).into_response();
+    response.extensions_mut().insert(ErrorPage {
+        title: title.to_string(),
+        message,
+    });
+    response
 }

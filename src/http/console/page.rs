@@ -38,6 +38,7 @@ pub fn shell(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · litejobs console" }
+                link rel="icon" href="/console/static/icon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/console/static/console.css";
                 script src="/console/static/console.js" defer {}
             }
@@ -95,11 +96,12 @@ fn project_switch(session: &Session) -> Markup {
     }
 }
 
-/// A page that says what went wrong, with a way back.
-pub fn error_page(title: &str, message: &str) -> Html<String> {
+/// A page that says what went wrong, with a way back (and, in a session, the navigation,
+/// the project switch and the sign-out of every page).
+pub fn error_page(title: &str, message: &str, session: Option<&Session>) -> Html<String> {
     shell(
         title,
-        None,
+        session,
         Section::None,
         html! {
             h1 { (title) }

@@ -346,15 +346,22 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
     };
     let expected = cookie(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
     let sent = form.get("csrf").unwrap_or("");
-    if expected.is_empty() || !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
-        return forged().into_response();
-    }
     let mut view = LoginView {
         user: form.get("user").unwrap_or("").trim().to_string(),
         project: form.get("project").unwrap_or("").trim().to_string(),
         next: safe_next(form.get("next")),
         ..LoginView::default()
     };
+    if expected.is_empty() || !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+        // Not this browser's form (a forged one), or one whose token was spent: another tab
+        // signed in meanwhile. Nothing is signed in; the form is given again, fresh.
+        view.error = Some(
+            "This sign-in form is no longer valid (another tab may have signed in): sign in \
+             again."
+                .into(),
+        );
+        return login_response(&state, None, StatusCode::FORBIDDEN, &view);
+    }
     let password = form.get("password").unwrap_or("");
     let user = match password_user(&state, &view.user, password, peer_ip(&parts)).await {
         Ok(user) => user,

@@ -667,6 +667,21 @@ async fn two_open_sign_in_pages_both_sign_in() {
     ];
     let response = browser.post("/console/login", &fields).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    // The second page's form, sent after the first signed in, has a spent token: it is
+    // given again, fresh, saying why, and that one signs in.
+    let response = browser.post("/console/login", &fields).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let again = response.text().await.expect("page");
+    assert!(again.contains("no longer valid"), "{again}");
+    let fresh = hidden(&again, "csrf");
+    assert_ne!(fresh, token);
+    let fields = [
+        ("csrf", fresh.as_str()),
+        ("user", "alice"),
+        ("password", PASSWORD),
+    ];
+    let response = browser.post("/console/login", &fields).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
     // Another browser's token is no good here.
     let mut other = Browser::new(&app);
     let (_, theirs) = other.page("/console/login").await;
@@ -726,4 +741,52 @@ async fn a_task_page_shows_the_output_its_agent_sent_escaped() {
     );
     assert!(shown.contains("line-two"), "{shown}");
     assert!(!page.contains("<script>alert"), "escaped everywhere");
+}
+
+/// An error page in a session has the navigation, the project switch and the sign-out of
+/// every page: a project whose jobs the user may not list is no dead end.
+#[tokio::test]
+async fn an_error_page_in_a_session_leads_elsewhere() {
+    let app = TestApp::sqlite().await;
+    // "alpha" comes first by name: the project signing in lands in.
+    let alpha = iam::create_project(app.store.as_ref(), "alpha", None)
+        .await
+        .expect("project");
+    app.store
+        .upsert_policy(&litejobs::store::PolicyRecord {
+            name: "getonly".into(),
+            actions: vec!["modelarts:devserverJob:get".into()],
+            builtin: false,
+        })
+        .await
+        .expect("policy");
+    user_with_policy(&app, "gina", &app.project_id, iam::FULL_ACCESS).await;
+    let gina = app
+        .store
+        .find_user("gina")
+        .await
+        .expect("find")
+        .expect("gina");
+    app.store
+        .grant(&gina.id, &alpha.id, "getonly")
+        .await
+        .expect("grant");
+    let mut browser = Browser::new(&app);
+    browser.sign_in("gina", PASSWORD).await;
+    let (status, page) = browser.page("/console/jobs").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    for way_out in [
+        "id=\"project-select\"",
+        "id=\"sign-out\"",
+        "href=\"/console/servers\"",
+    ] {
+        assert!(page.contains(way_out), "{way_out}: {page}");
+    }
+    let (status, page) = browser.page("/console/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("id=\"sign-out\""), "{page}");
+    // A stranger's error page has none of it.
+    let (status, page) = Browser::new(&app).page("/console/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!page.contains("id=\"sign-out\""), "{page}");
 }

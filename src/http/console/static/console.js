@@ -41,6 +41,11 @@
           return response.text().then(function (html) {
             live.innerHTML = html;
             if (status) { live.setAttribute("data-status", status); }
+            if (status === "DELETED") {
+              // A deleted job is not deleted again: its page offers no Delete any more.
+              var remove = document.getElementById("delete-job");
+              if (remove) { remove.parentNode.removeChild(remove); }
+            }
             if (finished()) { stop(); }
           });
         })
