@@ -39,16 +39,23 @@ pub enum ClientError {
 /// A transport error with the cause it came from (an untrusted certificate, a refused
 /// connection), which its own text leaves out.
 fn with_cause(e: &reqwest::Error) -> String {
-    let mut root: &dyn std::error::Error = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    let (text, cause) = (e.to_string(), root.to_string());
+    let (text, cause) = (e.to_string(), root_cause(e).to_string());
     if text.contains(&cause) {
         text
     } else {
         format!("{text}: {cause}")
     }
+}
+
+/// The first cause of `e`: what its own text names only in general.
+pub fn root_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    root
 }
 
 impl ClientError {

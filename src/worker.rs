@@ -29,6 +29,9 @@ pub enum TaskVerdict {
 /// Faults injected into the simulated fleet (the emulator's task rules).
 pub trait TaskFaults: Send + Sync {
     fn verdict(&self, project_id: &str, server_id: &str, task_id: &str) -> TaskVerdict;
+    /// Told every simulated task now due (when they are all read at once): a task held
+    /// back and no longer among them (its job erased or deleted) is held no more.
+    fn due_now(&self, tasks: &std::collections::HashSet<String>);
 }
 
 /// The task faults of a simulation, if any.
@@ -109,13 +112,19 @@ pub async fn sync_simulated_fleet(
     Ok(())
 }
 
+/// Most simulated tasks read at once.
+const DUE_BATCH: i64 = 500;
+
 /// Ends the simulated tasks whose delay has passed. Answers how many it ended.
 pub async fn finish_due_tasks(
     store: &dyn Store,
     config: &SimulationConfig,
 ) -> anyhow::Result<usize> {
     let due_before = now_ms() - config.delay.as_millis() as i64;
-    let due = store.due_simulated_tasks(due_before, 500).await?;
+    let due = store.due_simulated_tasks(due_before, DUE_BATCH).await?;
+    if let (Some(faults), true) = (&config.task_faults.0, due.len() < DUE_BATCH as usize) {
+        faults.due_now(&due.iter().map(|t| t.task_id.clone()).collect());
+    }
     let mut ended = 0;
     for task in due {
         let verdict = config

@@ -16,14 +16,6 @@ use crate::wire::{AgentResult, AgentTask};
 /// Most of a task's output kept in its reported summary (its tail).
 const MAX_SUMMARY: usize = 64 * 1024;
 
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// The last bytes a command wrote, at most a fixed number.
 #[derive(Debug)]
 pub struct Tail {
@@ -151,7 +143,10 @@ fn start(
         .stderr(Stdio::from(write))
         .process_group(0)
         .kill_on_drop(true);
-    for (k, v) in params.iter().filter(|(k, _)| is_env_name(k)) {
+    for (k, v) in params
+        .iter()
+        .filter(|(k, _)| crate::domain::ids::is_env_name(k))
+    {
         cmd.env(k, v);
     }
     // The command holds the pipe's writing end once started: this process's copies go with

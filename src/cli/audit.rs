@@ -86,6 +86,8 @@ pub async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     // operating system's user of the same name); a value that names no user may still be a
     // removed user's name or id, `unknown`, or an operating system's user.
     let user_id = match &user {
+        // The trail's own names (a user of an earlier version may hold one).
+        Some(u) if [UNKNOWN, ADMIN].contains(&u.as_str()) => None,
         Some(u) => store.find_user(u).await?.map(|found| found.id),
         None => None,
     };

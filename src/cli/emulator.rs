@@ -80,9 +80,10 @@ pub fn run_env(args: EnvArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     for (key, value) in lines {
         // The name goes unquoted into a line a shell evaluates.
-        let name_ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        anyhow::ensure!(name_ok, "{key:?} is no environment variable's name");
+        anyhow::ensure!(
+            crate::domain::ids::is_env_name(&key),
+            "{key:?} is no environment variable's name"
+        );
         out.push_str(&format!("export {key}={}\n", shell_quote(&value)));
     }
     output::print(&out)

@@ -191,9 +191,7 @@ pub fn survive_hangup() {
         };
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                tracing::info!(
-                    "SIGHUP: a served TLS certificate is read again; nothing else reloads"
-                );
+                tracing::info!("SIGHUP: nothing reloads but a served TLS certificate");
             }
         });
     }

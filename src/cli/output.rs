@@ -224,10 +224,7 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 /// The line printed after `error: ` for a failed command.
 pub fn describe(error: &anyhow::Error) -> String {
     if let Some(ClientError::Transport(e)) = error.downcast_ref::<ClientError>() {
-        let mut cause: &dyn std::error::Error = e;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
+        let cause = crate::client::root_cause(e);
         let url = e
             .url()
             .map(|u| format!("{}://{}", u.scheme(), u.authority()))

@@ -32,6 +32,15 @@ impl fmt::Display for ProjectId {
     }
 }
 
+/// True for an environment variable's name a shell takes: `^[A-Za-z_][A-Za-z0-9_]*$`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// True for `^[-_.a-zA-Z0-9]{1,64}$`, the pattern of job names, descriptions and types.
 pub fn is_simple_name(value: &str) -> bool {
     (1..=64).contains(&value.len())

@@ -403,16 +403,13 @@ impl Faults {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Removes one rule (the tasks it held back end as they would); false when there was
-    /// none of that id.
+    /// Removes one rule; false when there was none of that id. The tasks it held back end
+    /// as the simulation says when next asked about (not taken by another rule: each task
+    /// is taken once).
     pub fn remove(&self, id: u64) -> bool {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let before = rules.len();
         rules.retain(|r| r.id != id);
-        self.taken
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (rule, _)| *rule != id);
         rules.len() != before
     }
 
@@ -458,6 +455,17 @@ impl Faults {
 }
 
 impl TaskFaults for Faults {
+    /// A rule whose `times` tasks are all gone goes.
+    fn due_now(&self, tasks: &std::collections::HashSet<String>) {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        taken.retain(|task, _| tasks.contains(task));
+        rules.retain(|r| {
+            let used_up = r.spec.task.is_some() && r.spec.times.is_some_and(|n| r.hits >= n);
+            !used_up || taken.values().any(|(held_by, _)| *held_by == r.id)
+        });
+    }
+
     /// A task is taken by the first task rule of its server that fires (its probability,
     /// and `times` tasks at most), once: a hang or slow rule holds it back until the rule
     /// goes or the delay has passed. A rule that took its `times` tasks goes once it holds
@@ -676,8 +684,13 @@ mod tests {
             .find(|r| r.id == hang.id)
             .expect("kept");
         assert_eq!(held.hits, 1);
+        // Removed, it lets its task end as simulated: not taken by another rule.
+        let other = faults
+            .add(RuleSpec::parse_flag("task=fail,server=s2").expect("rule"))
+            .expect("added");
         assert!(faults.remove(hang.id));
         assert_eq!(faults.verdict("p", "s2", "d"), TaskVerdict::AsSimulated);
+        assert!(faults.remove(other.id));
 
         assert!(
             (0..50).all(|n| faults.verdict("p", "s3", &n.to_string()) == TaskVerdict::AsSimulated)
@@ -690,6 +703,19 @@ mod tests {
         assert!(
             !ids(&faults).contains(&slow.id),
             "its one task ended: the rule goes"
+        );
+
+        // A task held back whose job goes (no longer due) is held no more.
+        let gone = faults
+            .add(RuleSpec::parse_flag("task=hang,server=s5,times=1").expect("rule"))
+            .expect("added");
+        assert_eq!(faults.verdict("p", "s5", "h"), TaskVerdict::Wait);
+        faults.due_now(&["h".to_string()].into());
+        assert!(ids(&faults).contains(&gone.id), "still holding h");
+        faults.due_now(&Default::default());
+        assert!(
+            !ids(&faults).contains(&gone.id),
+            "h is gone: so is the rule"
         );
 
         // Settings of an answer mean nothing to a task.

@@ -73,6 +73,10 @@ impl crate::worker::TaskFaults for Emulator {
     ) -> crate::worker::TaskVerdict {
         self.faults.verdict(project_id, server_id, task_id)
     }
+
+    fn due_now(&self, tasks: &std::collections::HashSet<String>) {
+        self.faults.due_now(tasks);
+    }
 }
 
 /// The routes of the emulator: the IAM project listing always, the control API only on a

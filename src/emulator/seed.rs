@@ -174,6 +174,16 @@ impl Seed {
                 )));
             }
         }
+        // Projects are named by id or name: none of the document's stands for another.
+        for p in &self.projects {
+            let another = |q: &SeedProject| !std::ptr::eq(q, p) && q.id.as_ref() == Some(&p.name);
+            if self.projects.iter().any(another) {
+                return Err(bad(format!(
+                    "project {:?}: the name is another project's id",
+                    p.name
+                )));
+            }
+        }
         for u in &self.users {
             if let Err(e) = iam::check_new_user(&u.name, u.password.as_deref()) {
                 return Err(bad(format!("user {:?}: {e}", u.name)));

@@ -190,8 +190,8 @@ pub async fn lease_tasks(
         if !slot.known_idle(now) {
             // After a wait the caller's credentials are asked again, as a request would ask
             // them: a key deleted or a token revoked meanwhile leases nothing.
-            if waited && !caller.still_allowed(&state, Action::RunAgent).await? {
-                return Err(ApiError::Unauthenticated);
+            if waited {
+                caller.recheck(&state, Action::RunAgent).await?;
             }
             let terms = LeaseTerms {
                 now_ms: now,

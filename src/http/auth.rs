@@ -57,6 +57,16 @@ impl Caller {
     /// its access key, and a grant of `action` in its project; looked up as a request's are
     /// (through the lookup cache). For a request that goes on, such as a live watch.
     pub async fn still_allowed(&self, state: &AppState, action: Action) -> Result<bool, ApiError> {
+        match self.recheck(state, action).await {
+            Ok(()) => Ok(true),
+            Err(ApiError::Unauthenticated | ApiError::Forbidden(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Caller::still_allowed`] as a request's answer would say it: 401 when its token or
+    /// key no longer holds, 403 when its grant of `action` is gone.
+    pub async fn recheck(&self, state: &AppState, action: Action) -> Result<(), ApiError> {
         let store = state.store.as_ref();
         let cache = &state.authenticator.cache;
         let holds = match (&self.token_hash, &self.access_key) {
@@ -73,12 +83,16 @@ impl Caller {
             (None, None) => false,
         };
         if !holds {
-            return Ok(false);
+            return Err(ApiError::Unauthenticated);
         }
         let actions = cache
             .project_actions(store, &self.user_id, self.project.as_str())
             .await?;
-        Ok(actions.is_some_and(|a| allows(&a, action)))
+        if actions.is_some_and(|a| allows(&a, action)) {
+            Ok(())
+        } else {
+            Err(not_allowed(action))
+        }
     }
 
     /// Fails with 403 unless the caller's policies in this project grant `action`.
@@ -86,12 +100,17 @@ impl Caller {
         if allows(&self.actions, action) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "Policy doesn't allow {} to be performed.",
-                action.as_str()
-            )))
+            Err(not_allowed(action))
         }
     }
+}
+
+/// The 403 of a caller whose policies do not grant `action`.
+fn not_allowed(action: Action) -> ApiError {
+    ApiError::Forbidden(format!(
+        "Policy doesn't allow {} to be performed.",
+        action.as_str()
+    ))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -29,10 +29,28 @@ async fn project_there(store: &dyn Store) -> anyhow::Result<bool> {
         .is_some_and(|p| p.id == PROJECT_ID))
 }
 
+/// True for the user the demo account made: it holds the demo key, or the demo password
+/// (an administrator's user of that name is not given the public key).
+async fn is_the_demo_user(
+    store: &dyn Store,
+    user: &crate::store::UserRecord,
+) -> anyhow::Result<bool> {
+    if user.name != USER {
+        return Ok(false);
+    }
+    if let Some(key) = store.find_access_key(ACCESS_KEY).await? {
+        return Ok(key.user_id == user.id);
+    }
+    Ok(user
+        .password_hash
+        .as_deref()
+        .is_some_and(|hash| super::verify_password(PASSWORD, hash)))
+}
+
 /// Makes the demo project, user, grant and access key, those that are missing. Replicas
 /// starting together may all do it: what another made first is taken as it is. False, with
-/// a warning, when another project holds the demo project's name or id (made by an
-/// administrator): there is no demo account then.
+/// a warning, when another project holds the demo project's name or id, or another user
+/// the demo user's name (made by an administrator): there is no demo account then.
 pub async fn ensure(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Result<bool> {
     if !project_there(store).await? {
         match create_project(store, PROJECT_NAME, Some(PROJECT_ID)).await {
@@ -50,7 +68,15 @@ pub async fn ensure(store: &dyn Store, sealer: Option<&Sealer>) -> anyhow::Resul
         }
     }
     let user = match store.find_user(USER).await? {
-        Some(u) => u,
+        Some(u) if is_the_demo_user(store, &u).await? => u,
+        Some(_) => {
+            tracing::warn!(
+                user = USER,
+                "a user named like the demo user, with another password, is an \
+                 administrator's: no demo account"
+            );
+            return Ok(false);
+        }
         None => match create_user(store, USER, Some(PASSWORD)).await {
             Ok(u) => u,
             Err(e) if already_there(&e) => store

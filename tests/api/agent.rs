@@ -529,12 +529,37 @@ async fn a_waiting_lease_of_a_key_deleted_meanwhile_leases_nothing(app: TestApp)
     );
     // The task is still there for an agent that may run it.
     let lease = app.admin.lease_tasks("node-7", 0, 4).await.expect("lease");
-    assert_eq!(
-        lease
-            .tasks
-            .iter()
-            .map(|t| t.job_id.as_str())
-            .collect::<Vec<_>>(),
-        [job.id.as_str()]
+    let leased: Vec<&str> = lease.tasks.iter().map(|t| t.job_id.as_str()).collect();
+    assert_eq!(leased, [job.id.as_str()]);
+
+    // A grant taken away meanwhile is a 403, as a new request's would be.
+    let revoked = user_with_policy(&app, "agent-8", &app.project_id, "ModelArts FullAccess").await;
+    let poll = tokio::spawn(async move { revoked.lease_tasks("node-7", 20, 4).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let user = app
+        .store
+        .find_user("agent-8")
+        .await
+        .expect("find")
+        .expect("user");
+    app.store
+        .revoke(&user.id, &app.project_id, "ModelArts FullAccess")
+        .await
+        .expect("revoke");
+    let second = app
+        .admin
+        .create_job(&shell_job("after-the-grant", &["node-7"], "true"), None)
+        .await
+        .expect("create");
+    let answer = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the poll answers once woken")
+        .expect("joined");
+    assert!(
+        matches!(answer, Err(ClientError::Api { status: 403, .. })),
+        "{answer:?}"
     );
+    let lease = app.admin.lease_tasks("node-7", 0, 4).await.expect("lease");
+    let leased: Vec<&str> = lease.tasks.iter().map(|t| t.job_id.as_str()).collect();
+    assert_eq!(leased, [second.id.as_str()]);
 }

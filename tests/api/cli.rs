@@ -1342,6 +1342,25 @@ async fn administration_records_name_their_project_and_the_key_they_make() {
         .filter_map(|r| r["action"].as_str())
         .collect();
     assert_eq!(actions, ["iam.grant", "iam.project.create"], "{team}");
+    // A user of an earlier version named like the trail's own names hides nothing of it.
+    let legacy = litejobs::store::UserRecord {
+        id: "legacy-cli".into(),
+        name: "cli".into(),
+        password_hash: None,
+        create_at: 1,
+    };
+    app.store.create_user(&legacy).await.expect("legacy user");
+    let commands = admin(&app, &["audit", "list", "--user", "cli", "-o", "json"])
+        .await
+        .json();
+    assert!(
+        commands
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|r| r["action"] == "iam.grant"),
+        "{commands}"
+    );
     let made = admin(
         &app,
         &["audit", "list", "--action", "iam.key.create", "-o", "json"],

@@ -1052,6 +1052,7 @@ async fn a_seed_standing_for_another_project_or_user_changes_nothing() {
         serde_json::json!({"projects": [fresh], "users": [{"name": "carol", "password": ""}]}),
         serde_json::json!({"projects": [fresh, {"id": "x1", "name": demo::PROJECT_ID}]}),
         serde_json::json!({"projects": [fresh, {"id": "demo", "name": "other"}]}),
+        serde_json::json!({"projects": [fresh, {"id": "p-a", "name": "x"}, {"id": "x", "name": "y"}]}),
     ] {
         let (status, body) = json_of(
             admin
@@ -1090,39 +1091,49 @@ async fn a_seed_standing_for_another_project_or_user_changes_nothing() {
     server.terminate().await.expect("stops");
 }
 
-/// A project an administrator named like the demo project leaves the emulator without a
-/// demo account, and starting.
+/// A project or user an administrator named like the demo account's leaves the emulator
+/// without a demo account (the public key is given to no one's user), and starting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_project_in_the_demo_projects_way_leaves_no_demo_account() {
+async fn a_project_or_user_in_the_demo_accounts_way_leaves_no_demo_account() {
     let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("taken.db").display().to_string();
-    for args in [
-        vec!["migrate", "--database-url", &db],
+    for (n, made) in [
+        vec!["iam", "project", "create", demo::PROJECT_ID],
         vec![
             "iam",
-            "project",
+            "user",
             "create",
-            demo::PROJECT_ID,
-            "--database-url",
-            &db,
+            demo::USER,
+            "--password",
+            "a-person's-own",
         ],
-    ] {
-        let out = std::process::Command::new(exe())
-            .args(&args)
-            .output()
-            .expect("runs");
-        assert!(out.status.success(), "{args:?}: {out:?}");
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db = dir
+            .path()
+            .join(format!("taken-{n}.db"))
+            .display()
+            .to_string();
+        for args in [vec!["migrate"], made.clone()] {
+            let out = std::process::Command::new(exe())
+                .args(&args)
+                .args(["--database-url", &db])
+                .output()
+                .expect("runs");
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        }
+        let server = spawn(dir.path(), &["--simulate", "--database-url", &db])
+            .await
+            .expect("starts");
+        let refused = demo_client(&server.endpoint).list_jobs(&[]).await;
+        assert!(
+            matches!(
+                refused,
+                Err(litejobs::client::ClientError::Api { status: 401, .. })
+            ),
+            "{made:?}: {refused:?}"
+        );
+        server.terminate().await.expect("stops");
     }
-    let server = spawn(dir.path(), &["--simulate", "--database-url", &db])
-        .await
-        .expect("starts");
-    let refused = demo_client(&server.endpoint).list_jobs(&[]).await;
-    assert!(
-        matches!(
-            refused,
-            Err(litejobs::client::ClientError::Api { status: 401, .. })
-        ),
-        "{refused:?}"
-    );
-    server.terminate().await.expect("stops");
 }

@@ -51,6 +51,11 @@ def test_throttling_is_retried_by_the_client(litejobs_emulator, litejobs_env, li
     assert calls[-3:] == [("ListDevServerJobs", 429, "APIG.0308"),
                           ("ListDevServerJobs", 429, "APIG.0308"),
                           ("ListDevServerJobs", 200, None)]
+    # Without a cursor, a limit keeps the newest; after one, the next.
+    assert [r["status"] for r in litejobs_control.requests(limit=1)] == [200]
+    journal = litejobs_control.requests()
+    after = litejobs_control.requests(after=journal[-3]["seq"], limit=1)
+    assert [r["seq"] for r in after] == [journal[-2]["seq"]]
 
 
 def test_without_retries_throttling_surfaces_as_the_sdks_exception(

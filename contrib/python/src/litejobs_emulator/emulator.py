@@ -181,9 +181,10 @@ class Control:
     def clear_faults(self) -> None:
         self.call("DELETE", "faults")
 
-    def requests(self, after: int = 0, limit: int | None = None) -> list:
-        """The journal: the last requests received (control calls aside), oldest first."""
-        query = [("after", str(after))]
+    def requests(self, after: int | None = None, limit: int | None = None) -> list:
+        """The journal: the requests received (control calls aside), oldest first; after
+        the `seq` `after`, the first `limit` of them; without it, the newest `limit`."""
+        query = [] if after is None else [("after", str(after))]
         if limit is not None:
             query.append(("limit", str(limit)))
         return self.call("GET", "requests", query=query)["requests"]
