@@ -69,6 +69,15 @@ impl Server {
         } else {
             None
         };
+        // The templates, fault rules and seed are read and checked before anything is
+        // written: a start that cannot load them stops with the database as it was. (A seed
+        // is checked at every start, loaded or not: every reset loads it again.)
+        let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
+        let checked = crate::emulator::ready::emulator(&config, false)?;
+        if let Some(seed) = checked.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
+            crate::emulator::seed::check_types(seed, &templates)
+                .context("the seed (--seed) cannot be loaded")?;
+        }
         let store = store::open_with(&config.database_url, config.db_max_connections)
             .await
             .with_context(|| "cannot open the database")?;
@@ -154,16 +163,17 @@ impl Server {
             worker::sync_simulated_fleet(store.as_ref(), &simulation(&config)).await?;
         }
         let emulator = crate::emulator::ready::emulator(&config, demo_account)?;
-        let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
-        // A seed is checked at every start, loaded or not: every reset loads it again.
-        if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
-            crate::emulator::seed::check_types(seed, &templates)
-                .context("the seed (--seed) cannot be loaded")?;
-        }
         // The seed fills a fresh database once: the start that made the administrator loads
         // it, other replicas and later starts find it there (resets load it again).
+        let seed = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref());
+        if let (Some(_), false) = (seed, fresh) {
+            tracing::info!(
+                "--seed is not loaded: an earlier start made this database (and loaded its \
+                 seed then); a reset loads it again"
+            );
+        }
         if config.simulate && fresh {
-            if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
+            if let Some(seed) = seed {
                 let fleet = simulation(&config);
                 crate::emulator::seed::load(
                     store.as_ref(),

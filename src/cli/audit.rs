@@ -86,8 +86,9 @@ pub async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     // operating system's user of the same name); a value that names no user may still be a
     // removed user's name or id, `unknown`, or an operating system's user.
     let user_id = match &user {
-        // The trail's own names (a user of an earlier version may hold one).
-        Some(u) if [UNKNOWN, ADMIN].contains(&u.as_str()) => None,
+        // The trail's own names are the records' user ids (a user of an earlier version
+        // may hold one as its name: its records are not those).
+        Some(u) if [UNKNOWN, ADMIN].contains(&u.as_str()) => Some(u.clone()),
         Some(u) => store.find_user(u).await?.map(|found| found.id),
         None => None,
     };
@@ -110,10 +111,7 @@ pub async fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
                 "unknown project {p} (no project, and no record of one, has it as its name or id)"
             );
         }
-        if let (Some(u), None) = (
-            user.as_deref().filter(|u| ![UNKNOWN, ADMIN].contains(u)),
-            &user_id,
-        ) {
+        if let (Some(u), None) = (&user, &user_id) {
             anyhow::bail!(
                 "unknown user {u} (no user, and no record of one, has it as its name or id)"
             );

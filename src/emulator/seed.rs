@@ -174,12 +174,18 @@ impl Seed {
                 )));
             }
         }
-        // Projects are named by id or name: none of the document's stands for another.
+        // Projects are named by id or name: none of the document's stands for another, nor
+        // has another's name or id.
         for p in &self.projects {
-            let another = |q: &SeedProject| !std::ptr::eq(q, p) && q.id.as_ref() == Some(&p.name);
+            let another = |q: &SeedProject| {
+                !std::ptr::eq(q, p)
+                    && (q.id.as_ref() == Some(&p.name)
+                        || q.name == p.name
+                        || (q.id.is_some() && q.id == p.id))
+            };
             if self.projects.iter().any(another) {
                 return Err(bad(format!(
-                    "project {:?}: the name is another project's id",
+                    "project {:?}: its name or id is another project's of the seed",
                     p.name
                 )));
             }

@@ -1350,6 +1350,21 @@ async fn administration_records_name_their_project_and_the_key_they_make() {
         create_at: 1,
     };
     app.store.create_user(&legacy).await.expect("legacy user");
+    let own = litejobs::store::AuditRecord {
+        at: litejobs::domain::now_ms(),
+        project_id: None,
+        user_id: legacy.id.clone(),
+        user_name: legacy.name.clone(),
+        access_key: None,
+        action: "token.issue".into(),
+        resources: vec![],
+        source: "127.0.0.1".into(),
+        request_id: "legacy-request".into(),
+        outcome: "success".into(),
+        status: 201,
+        error_code: None,
+    };
+    app.store.record_audit(&[own]).await.expect("record");
     let commands = admin(&app, &["audit", "list", "--user", "cli", "-o", "json"])
         .await
         .json();
@@ -1360,6 +1375,14 @@ async fn administration_records_name_their_project_and_the_key_they_make() {
             .iter()
             .any(|r| r["action"] == "iam.grant"),
         "{commands}"
+    );
+    assert!(
+        commands
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|r| r["user_id"] == "cli"),
+        "the legacy user's own records are not the commands': {commands}"
     );
     let made = admin(
         &app,

@@ -952,6 +952,39 @@ async fn a_seed_whose_job_type_has_no_template_stops_every_start() {
     assert!(said.contains("names no job template"), "{said}");
 }
 
+/// A seed refused at a first start leaves the database unmade: the start with the seed
+/// mended is the first, and loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_refused_at_the_first_start_is_loaded_once_mended() {
+    let dir = tempfile::tempdir().expect("dir");
+    let seed = dir.path().join("seed.json");
+    let with_user = |name: &str| {
+        serde_json::json!({"users": [{"name": name, "password": "pw123456",
+            "grants": [{"project": demo::PROJECT_ID, "policy": "ModelArts FullAccess"}]}]})
+        .to_string()
+    };
+    std::fs::write(&seed, with_user("unknown")).expect("seed");
+    let db = dir.path().join("first.db").display().to_string();
+    let seed_arg = seed.display().to_string();
+    let args = ["--simulate", "--database-url", &db, "--seed", &seed_arg];
+    let refused = spawn(dir.path(), &args).await.err().expect("refused");
+    assert!(
+        format!("{refused:#}").contains("audit trail"),
+        "{refused:#}"
+    );
+    assert!(
+        !dir.path().join("litejobs-admin.json").exists(),
+        "nothing was made"
+    );
+    std::fs::write(&seed, with_user("okfirst")).expect("seed");
+    let server = spawn(dir.path(), &args).await.expect("starts");
+    let token =
+        litejobs::client::issue_token(&server.endpoint, "okfirst", "pw123456", demo::PROJECT_ID)
+            .await;
+    assert!(token.is_ok(), "the mended seed's user: {token:?}");
+    server.terminate().await.expect("stops");
+}
+
 /// A seeded task of a simulated server ends as simulated tasks do, in a project the seed
 /// makes too (its fleet is there before its jobs), at start and through the control API;
 /// and an export keeps each simulated server's outcome.
@@ -1053,6 +1086,7 @@ async fn a_seed_standing_for_another_project_or_user_changes_nothing() {
         serde_json::json!({"projects": [fresh, {"id": "x1", "name": demo::PROJECT_ID}]}),
         serde_json::json!({"projects": [fresh, {"id": "demo", "name": "other"}]}),
         serde_json::json!({"projects": [fresh, {"id": "p-a", "name": "x"}, {"id": "x", "name": "y"}]}),
+        serde_json::json!({"projects": [fresh, {"id": "p-b", "name": "np1"}]}),
     ] {
         let (status, body) = json_of(
             admin
