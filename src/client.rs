@@ -18,107 +18,11 @@ pub enum ClientAuth {
     Token(String),
 }
 
-/// A failed call.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("{status} {error_code}: {error_msg} (request id {request_id})")]
-    Api {
-        status: u16,
-        error_code: String,
-        error_msg: String,
-        request_id: String,
-    },
-    #[error("cannot reach the service: {}", with_cause(.0))]
-    Transport(#[from] reqwest::Error),
-    #[error("unexpected answer ({status}): {detail}")]
-    Decode { status: u16, detail: String },
-    #[error("bad endpoint: {0}")]
-    Endpoint(String),
-}
+mod error;
+mod events;
 
-/// A transport error with the cause it came from (an untrusted certificate, a refused
-/// connection), which its own text leaves out.
-fn with_cause(e: &reqwest::Error) -> String {
-    let (text, cause) = (e.to_string(), root_cause(e).to_string());
-    if text.contains(&cause) {
-        text
-    } else {
-        format!("{text}: {cause}")
-    }
-}
-
-/// The first cause of `e`: what its own text names only in general.
-pub fn root_cause<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> &'a (dyn std::error::Error + 'static) {
-    let mut root = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    root
-}
-
-impl ClientError {
-    /// True for a failure that may pass if the call is made again later: the service could
-    /// not be reached, was too busy (408, 429) or failed (5xx).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Transport(_) => true,
-            Self::Api { status, .. } | Self::Decode { status, .. } => {
-                matches!(status, 408 | 429 | 500..)
-            }
-            Self::Endpoint(_) => false,
-        }
-    }
-}
-
-/// Longest silence of an event stream before it is taken for dead.
-pub const STREAM_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
-
-/// One Server-Sent Event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamEvent {
-    pub event: String,
-    pub id: String,
-    pub data: String,
-}
-
-type SseStream = std::pin::Pin<
-    Box<
-        dyn futures::Stream<
-                Item = Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<reqwest::Error>,
-                >,
-            > + Send,
-    >,
->;
-
-/// An open stream of Server-Sent Events.
-pub struct EventStream {
-    inner: SseStream,
-}
-
-impl EventStream {
-    /// The next event; `None` when the stream ended (or fell silent for
-    /// [`STREAM_SILENCE`]): reconnect with the last id to go on.
-    pub async fn next(&mut self) -> Result<Option<StreamEvent>, ClientError> {
-        use futures::StreamExt;
-        match tokio::time::timeout(STREAM_SILENCE, self.inner.next()).await {
-            Err(_) | Ok(None) => Ok(None),
-            Ok(Some(Ok(e))) => Ok(Some(StreamEvent {
-                event: e.event,
-                id: e.id,
-                data: e.data,
-            })),
-            Ok(Some(Err(eventsource_stream::EventStreamError::Transport(e)))) => Err(e.into()),
-            Ok(Some(Err(e))) => Err(ClientError::Decode {
-                status: 200,
-                detail: e.to_string(),
-            }),
-        }
-    }
-}
+pub use error::{root_cause, ClientError};
+pub use events::{EventStream, StreamEvent, STREAM_SILENCE};
 
 /// A raw answer: status, headers and body.
 #[derive(Debug)]
