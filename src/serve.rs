@@ -35,16 +35,6 @@ pub struct Server {
     _memory: Option<crate::emulator::ready::MemoryDir>,
 }
 
-fn simulation(config: &ServeConfig) -> SimulationConfig {
-    SimulationConfig {
-        task_faults: worker::TaskFaultHook::default(),
-        servers: config.simulate_servers,
-        delay: config.simulate_delay,
-        failure_rate: config.simulate_failure_rate,
-        outcomes: config.simulate_outcomes.iter().cloned().collect(),
-    }
-}
-
 impl Server {
     /// Opens the store, prepares accounts and binds `config.addr`.
     pub async fn bind(mut config: ServeConfig) -> anyhow::Result<Self> {
@@ -73,8 +63,8 @@ impl Server {
         // written: a start that cannot load them stops with the database as it was. (A seed
         // is checked at every start, loaded or not: every reset loads it again.)
         let templates = TemplateCatalog::load(config.templates_dir.as_deref())?;
-        let checked = crate::emulator::ready::emulator(&config, false)?;
-        if let Some(seed) = checked.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
+        let mut emulator = crate::emulator::ready::emulator(&config)?;
+        if let Some(seed) = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref()) {
             crate::emulator::seed::check_types(seed, &templates)
                 .context("the seed (--seed) cannot be loaded")?;
         }
@@ -160,30 +150,32 @@ impl Server {
             } else if !addr.ip().is_loopback() {
                 tracing::warn!("simulate: not on a loopback address, so no demo account");
             }
-            worker::sync_simulated_fleet(store.as_ref(), &simulation(&config)).await?;
+            worker::sync_simulated_fleet(store.as_ref(), &SimulationConfig::of(&config)).await?;
         }
-        let emulator = crate::emulator::ready::emulator(&config, demo_account)?;
+        emulator.demo_account = demo_account;
+        let emulator = Arc::new(emulator);
         // The seed fills a fresh database once: the start that made the administrator loads
         // it, other replicas and later starts find it there (resets load it again).
-        let seed = emulator.start_state.as_ref().and_then(|s| s.seed.as_ref());
-        if let (Some(_), false) = (seed, fresh) {
-            tracing::info!(
-                "--seed is not loaded: an earlier start made this database (and loaded its \
-                 seed then); a reset loads it again"
-            );
-        }
-        if config.simulate && fresh {
-            if let Some(seed) = seed {
-                let fleet = simulation(&config);
+        // (A seed is only given with --simulate: the emulator's start state holds it.)
+        let seeded = (emulator.start_state.as_ref())
+            .and_then(|start| start.seed.as_ref().map(|seed| (start, seed)));
+        if let Some((start, seed)) = seeded {
+            if fresh {
+                let fleet = Some(&start.simulation);
                 crate::emulator::seed::load(
                     store.as_ref(),
                     sealer.as_ref(),
                     &templates,
                     seed,
-                    Some(&fleet),
+                    fleet,
                 )
                 .await
                 .context("cannot load the seed (--seed)")?;
+            } else {
+                tracing::info!(
+                    "--seed is not loaded: an earlier start made this database (and loaded its \
+                     seed then); a reset loads it again"
+                );
             }
         }
         let api = ApiConfig {
@@ -272,7 +264,7 @@ impl Server {
             }
         }
         if self.config.simulate {
-            let mut simulation = simulation(&self.config);
+            let mut simulation = SimulationConfig::of(&self.config);
             let faults: Arc<dyn worker::TaskFaults> = self.state.emulator.clone();
             simulation.task_faults = worker::TaskFaultHook(Some(faults));
             workers.spawn(worker::run_simulation(

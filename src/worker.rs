@@ -64,6 +64,17 @@ pub struct SimulationConfig {
 }
 
 impl SimulationConfig {
+    /// The simulation `serve`'s flags ask for (no task faults yet).
+    pub fn of(config: &crate::config::ServeConfig) -> Self {
+        Self {
+            task_faults: TaskFaultHook::default(),
+            servers: config.simulate_servers,
+            delay: config.simulate_delay,
+            failure_rate: config.simulate_failure_rate,
+            outcomes: config.simulate_outcomes.iter().cloned().collect(),
+        }
+    }
+
     /// Id (and name) of the `n`th simulated server, from 1.
     pub fn server_id(n: u32) -> String {
         format!("sim-server-{n:02}")

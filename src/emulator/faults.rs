@@ -460,10 +460,7 @@ impl TaskFaults for Faults {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         taken.retain(|task, _| tasks.contains(task));
-        rules.retain(|r| {
-            let used_up = r.spec.task.is_some() && r.spec.times.is_some_and(|n| r.hits >= n);
-            !used_up || taken.values().any(|(held_by, _)| *held_by == r.id)
-        });
+        rules.retain(|r| !spent(r, &taken));
     }
 
     /// A task is taken by the first task rule of its server that fires (its probability,
@@ -516,13 +513,19 @@ impl TaskFaults for Faults {
         };
         if verdict != TaskVerdict::Wait {
             taken.remove(task_id);
-            let (id, used_up) = (rule.id, rule.spec.times.is_some_and(|n| rule.hits >= n));
-            if used_up && !taken.values().any(|(held_by, _)| *held_by == id) {
+            if spent(rule, &taken) {
                 rules.remove(index);
             }
         }
         verdict
     }
+}
+
+/// True for a task rule that took its `times` tasks and holds none of them back: it goes.
+fn spent(rule: &Rule, taken: &HashMap<String, (u64, Instant)>) -> bool {
+    rule.spec.task.is_some()
+        && rule.spec.times.is_some_and(|n| rule.hits >= n)
+        && !taken.values().any(|(held_by, _)| *held_by == rule.id)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -89,12 +88,12 @@ impl Drop for MemoryDir {
     }
 }
 
-/// The emulator as the flags say; fault rules and the seed are read and checked here, so
-/// that a mistake stops the start.
-pub fn emulator(config: &ServeConfig, demo_account: bool) -> anyhow::Result<Arc<Emulator>> {
+/// The emulator as the flags say (without the demo account, which the database decides);
+/// fault rules and the seed are read and checked here, so that a mistake stops the start.
+pub fn emulator(config: &ServeConfig) -> anyhow::Result<Emulator> {
     let emulator = Emulator {
         region: config.region.clone(),
-        demo_account,
+        demo_account: false,
         control: config.simulate,
         strict: config.strict,
         journal: super::journal::Journal::new(config.journal_size as usize),
@@ -106,7 +105,7 @@ pub fn emulator(config: &ServeConfig, demo_account: bool) -> anyhow::Result<Arc<
             config.faults.is_empty() && config.seed.is_none(),
             "--fault and --seed need --simulate"
         );
-        return Ok(Arc::new(emulator));
+        return Ok(emulator);
     }
     for raw in &config.faults {
         let spec = RuleSpec::parse_flag(raw).map_err(|e| anyhow::anyhow!("--fault {raw}: {e}"))?;
@@ -127,19 +126,13 @@ pub fn emulator(config: &ServeConfig, demo_account: bool) -> anyhow::Result<Arc<
         }
         None => None,
     };
-    Ok(Arc::new(Emulator {
+    Ok(Emulator {
         start_state: Some(StartState {
-            simulation: crate::worker::SimulationConfig {
-                task_faults: crate::worker::TaskFaultHook::default(),
-                servers: config.simulate_servers,
-                delay: config.simulate_delay,
-                failure_rate: config.simulate_failure_rate,
-                outcomes: config.simulate_outcomes.iter().cloned().collect(),
-            },
+            simulation: crate::worker::SimulationConfig::of(config),
             seed,
         }),
         ..emulator
-    }))
+    })
 }
 
 /// What the ready file and `--print-config` hold.

@@ -344,17 +344,25 @@ pub async fn load(
         }
     }
     // A project or user of the seed is the one it names, never another one whose id or name
-    // the name stands for (projects and users are looked up by either).
+    // the name stands for (projects and users are looked up by either). The projects that
+    // are not there yet are made below.
+    let mut missing = Vec::new();
     for p in &seed.projects {
         let taken = match &p.id {
             Some(id) => match store.find_project(id).await? {
                 Some(found) => found.id != *id,
-                None => store.find_project(&p.name).await?.is_some(),
+                None => {
+                    missing.push(p);
+                    store.find_project(&p.name).await?.is_some()
+                }
             },
-            None => store
-                .find_project(&p.name)
-                .await?
-                .is_some_and(|found| found.name != p.name),
+            None => match store.find_project(&p.name).await? {
+                Some(found) => found.name != p.name,
+                None => {
+                    missing.push(p);
+                    false
+                }
+            },
         };
         if taken {
             let named = p.id.as_deref().unwrap_or(&p.name);
@@ -377,14 +385,8 @@ pub async fn load(
             return Err(bad(format!("no policy {:?}", g.policy)).into());
         }
     }
-    for p in &seed.projects {
-        let exists = match &p.id {
-            Some(id) => store.find_project(id).await?.is_some(),
-            None => store.find_project(&p.name).await?.is_some(),
-        };
-        if !exists {
-            iam::create_project(store, &p.name, p.id.as_deref()).await?;
-        }
+    for p in missing {
+        iam::create_project(store, &p.name, p.id.as_deref()).await?;
     }
     // The simulated fleet of every project, the seed's new ones too, before their jobs: a
     // job's task on `sim-server-01` is then a simulated server's.

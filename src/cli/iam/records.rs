@@ -99,9 +99,7 @@ pub(super) async fn user(
             )
         }
         UserCommand::SetPassword { name, password } => {
-            if password.is_empty() {
-                bail!("the password must not be empty");
-            }
+            iam::check_password(&password).map_err(anyhow::Error::msg)?;
             let u = find_user(store, &name).await?;
             store
                 .set_password(&u.id, &iam::hash_password(&password)?)
