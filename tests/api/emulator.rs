@@ -125,6 +125,22 @@ fn admin_client(info: &serde_json::Value) -> Client {
     .expect("client")
 }
 
+/// A call of `client` with no query or headers: its status and JSON answer.
+async fn call(
+    client: &Client,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, serde_json::Value) {
+    json_of(
+        client
+            .send(method, path, &[], body, &[])
+            .await
+            .expect("send"),
+    )
+    .await
+}
+
 async fn json_of(response: litejobs::client::RawResponse) -> (u16, serde_json::Value) {
     let body = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
     (response.status, body)
@@ -361,12 +377,7 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
     let dir = tempfile::tempdir().expect("dir");
     let (server, info) = emulator(dir.path(), &[]).await;
     let demo = demo_client(&server.endpoint);
-    let (status, body) = json_of(
-        demo.send(reqwest::Method::GET, "/_litejobs/requests", &[], None, &[])
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = call(&demo, reqwest::Method::GET, "/_litejobs/requests", None).await;
     assert_eq!(
         (status, body["error_code"].as_str()),
         (403, Some("ModelArts.0105"))
@@ -379,17 +390,11 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
         r#"{"status":500,"colour":"blue"}"#,
         r#"not json"#,
     ] {
-        let (status, body) = json_of(
-            admin
-                .send(
-                    reqwest::Method::POST,
-                    "/_litejobs/faults",
-                    &[],
-                    Some(bad.as_bytes().to_vec()),
-                    &[],
-                )
-                .await
-                .expect("send"),
+        let (status, body) = call(
+            &admin,
+            reqwest::Method::POST,
+            "/_litejobs/faults",
+            Some(bad.as_bytes().to_vec()),
         )
         .await;
         assert_eq!(
@@ -398,30 +403,18 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
             "{bad}"
         );
     }
-    let (status, body) = json_of(
-        admin
-            .send(reqwest::Method::GET, "/_litejobs/faults", &[], None, &[])
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = call(&admin, reqwest::Method::GET, "/_litejobs/faults", None).await;
     assert_eq!(
         (status, body["faults"].as_array().map(Vec::len)),
         (200, Some(0))
     );
     let bad_seed =
         br#"{"jobs":[{"project":"nope","name":"x","tasks":[{"server_id":"s","status":"DONE"}]}]}"#;
-    let (status, _) = json_of(
-        admin
-            .send(
-                reqwest::Method::POST,
-                "/_litejobs/seed",
-                &[],
-                Some(bad_seed.to_vec()),
-                &[],
-            )
-            .await
-            .expect("send"),
+    let (status, _) = call(
+        &admin,
+        reqwest::Method::POST,
+        "/_litejobs/seed",
+        Some(bad_seed.to_vec()),
     )
     .await;
     assert_eq!(status, 400);
@@ -458,17 +451,11 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
         serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("id", "services")]}),
         serde_json::json!({"users": [{"name": "bob"}], "jobs": [job("type", "NO_SUCH")]}),
     ] {
-        let (status, body) = json_of(
-            admin
-                .send(
-                    reqwest::Method::POST,
-                    "/_litejobs/seed",
-                    &[],
-                    Some(bad.to_string().into_bytes()),
-                    &[],
-                )
-                .await
-                .expect("send"),
+        let (status, body) = call(
+            &admin,
+            reqwest::Method::POST,
+            "/_litejobs/seed",
+            Some(bad.to_string().into_bytes()),
         )
         .await;
         assert_eq!(
@@ -477,13 +464,7 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
             "{bad}: {body}"
         );
     }
-    let (_, exported) = json_of(
-        admin
-            .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, exported) = call(&admin, reqwest::Method::GET, "/_litejobs/export", None).await;
     let users: Vec<&str> = exported["users"]
         .as_array()
         .expect("users")
@@ -502,17 +483,11 @@ async fn the_control_api_is_for_the_administrator_and_checks_what_it_is_given() 
     let good = serde_json::json!({"jobs": [{"project": "demo", "id": "seeded-1",
         "name": "x", "type": "LOG_COLLECT",
         "tasks": [{"server_id": "sim-server-01", "status": "SUCCESS"}]}]});
-    let (status, body) = json_of(
-        admin
-            .send(
-                reqwest::Method::POST,
-                "/_litejobs/seed",
-                &[],
-                Some(good.to_string().into_bytes()),
-                &[],
-            )
-            .await
-            .expect("send"),
+    let (status, body) = call(
+        &admin,
+        reqwest::Method::POST,
+        "/_litejobs/seed",
+        Some(good.to_string().into_bytes()),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -1054,13 +1029,7 @@ async fn a_seeded_task_in_a_seeded_project_runs_and_an_export_keeps_outcomes() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    let (_, exported) = json_of(
-        admin
-            .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, exported) = call(&admin, reqwest::Method::GET, "/_litejobs/export", None).await;
     let outcomes: Vec<&serde_json::Value> = exported["servers"]
         .as_array()
         .expect("servers")
@@ -1088,17 +1057,11 @@ async fn a_seed_standing_for_another_project_or_user_changes_nothing() {
         serde_json::json!({"projects": [fresh, {"id": "p-a", "name": "x"}, {"id": "x", "name": "y"}]}),
         serde_json::json!({"projects": [fresh, {"id": "p-b", "name": "np1"}]}),
     ] {
-        let (status, body) = json_of(
-            admin
-                .send(
-                    reqwest::Method::POST,
-                    "/_litejobs/seed",
-                    &[],
-                    Some(bad.to_string().into_bytes()),
-                    &[],
-                )
-                .await
-                .expect("send"),
+        let (status, body) = call(
+            &admin,
+            reqwest::Method::POST,
+            "/_litejobs/seed",
+            Some(bad.to_string().into_bytes()),
         )
         .await;
         assert_eq!(
@@ -1107,13 +1070,7 @@ async fn a_seed_standing_for_another_project_or_user_changes_nothing() {
             "{bad}: {body}"
         );
     }
-    let (_, exported) = json_of(
-        admin
-            .send(reqwest::Method::GET, "/_litejobs/export", &[], None, &[])
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, exported) = call(&admin, reqwest::Method::GET, "/_litejobs/export", None).await;
     assert!(
         exported["projects"]
             .as_array()
