@@ -88,6 +88,7 @@ store_tests!(
     every_page_is_its_slice_of_the_whole_list,
     concurrent_creates_each_get_their_own_outcome,
     projects_and_users_are_found_by_id_or_name,
+    concurrent_creates_cannot_take_each_other_s_names,
     access_keys_belong_to_their_user,
     policies_and_grants_give_actions_per_project,
     tokens_are_found_until_they_expire_or_are_revoked,
@@ -1167,6 +1168,41 @@ async fn projects_and_users_are_found_by_id_or_name(store: &dyn Store) {
     assert!(store.delete_user(&user.id).await.expect("delete"));
     assert!(!store.delete_user(&user.id).await.expect("again"));
     assert!(store.list_users().await.expect("list").is_empty());
+}
+
+/// Creates made at once cannot name each other: of a project `a` named `b` and a project
+/// `b` named `c` (and the same of users), created together, one is refused.
+async fn concurrent_creates_cannot_take_each_other_s_names(store: &dyn Store) {
+    for round in 0..40 {
+        let [a, b, c] = ["a", "b", "c"].map(|n| format!("{n}-{round}"));
+        let projects = [(&a, &b), (&b, &c)].map(|(id, name)| ProjectRecord {
+            id: id.clone(),
+            name: name.clone(),
+            create_at: round,
+        });
+        let users = projects.clone().map(|p| UserRecord {
+            id: p.id,
+            name: p.name,
+            password_hash: None,
+            create_at: round,
+        });
+        let (first, second, third, fourth) = tokio::join!(
+            store.create_project(&projects[0]),
+            store.create_project(&projects[1]),
+            store.create_user(&users[0]),
+            store.create_user(&users[1]),
+        );
+        for (what, answers) in [("projects", [first, second]), ("users", [third, fourth])] {
+            let made = answers.iter().filter(|a| a.is_ok()).count();
+            assert_eq!(made, 1, "{what} of round {round}: {answers:?}");
+            assert!(
+                answers
+                    .iter()
+                    .any(|a| matches!(a, Err(StoreError::Conflict(_)))),
+                "{what} of round {round}: {answers:?}"
+            );
+        }
+    }
 }
 
 async fn access_keys_belong_to_their_user(store: &dyn Store) {

@@ -28,6 +28,29 @@ async fn write<P: SqlPools>(pools: &P, s: Statement<'_>) -> StoreResult<u64> {
     pools.write_pool().acquire().await?.run(s).await
 }
 
+/// Inserts a project or a user (`s`, into `table`) unless its id or name is another's name
+/// or id, which the statement's own `NOT EXISTS` checks. On PostgreSQL that check is made in
+/// the statement's snapshot, which does not see a concurrent insert not yet committed (two
+/// creates could each take the other's name), so the insert first takes a lock of the
+/// table that one insert at a time may hold; readers are not held up. (SQLite's writes are
+/// one at a time already.)
+async fn insert_named<P: SqlPools>(
+    pools: &P,
+    (table, what): (&str, &str),
+    s: Statement<'_>,
+) -> StoreResult<u64> {
+    let mut tx = super::begin_write(pools.write_pool()).await?;
+    if !super::is_sqlite::<P::Db>() {
+        tx.run(Statement::new(format!(
+            "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
+        )))
+        .await?;
+    }
+    let rows = tx.run(s).await.map_err(|e| e.naming(what))?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// A create that wrote no row: its id or name is another's name or id (`taken` says so).
 fn created(rows: u64, taken: impl FnOnce() -> String) -> StoreResult<()> {
     if rows == 0 {
@@ -80,7 +103,7 @@ impl<P: SqlPools> IamStore for P {
         .bind(&p.id)
         .bind(&p.name)
         .bind(p.create_at);
-        let rows = change(self, "project", s).await?;
+        let rows = insert_named(self, ("projects", "project"), s).await?;
         created(rows, || {
             format!("a project whose id or name is {} or {}", p.name, p.id)
         })
@@ -110,7 +133,7 @@ impl<P: SqlPools> IamStore for P {
         .bind(&u.name)
         .bind(&u.password_hash)
         .bind(u.create_at);
-        let rows = change(self, "user", s).await?;
+        let rows = insert_named(self, ("users", "user"), s).await?;
         created(rows, || format!("a user whose id is {}", u.name))
     }
 
