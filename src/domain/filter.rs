@@ -110,19 +110,23 @@ impl PageRequest {
                 pages: total.div_ceil(limit),
                 size: limit,
             },
-            None if self.offset == 0 => {
+            // One page of every matching job, up to the largest page; an offset numbers the
+            // page of that size it falls in.
+            None => {
                 let size = total.min(max_page_size);
-                PageNumbers {
-                    current: 1,
-                    pages: if size == 0 { 0 } else { total.div_ceil(size) },
-                    size,
+                match size {
+                    0 => PageNumbers {
+                        current: 1,
+                        pages: 0,
+                        size,
+                    },
+                    _ => PageNumbers {
+                        current: self.offset / size + 1,
+                        pages: total.div_ceil(size),
+                        size,
+                    },
                 }
             }
-            None => PageNumbers {
-                current: self.offset / max_page_size + 1,
-                pages: total.div_ceil(max_page_size),
-                size: max_page_size,
-            },
         }
     }
 }
@@ -325,5 +329,16 @@ mod tests {
         };
         let n = unlimited.numbers(2500, 1000);
         assert_eq!((n.current, n.pages, n.size), (3, 3, 1000));
+        // An offset without a limit keeps the size of the page without one.
+        let from_second = PageRequest {
+            offset: 1,
+            ..PageRequest::default()
+        };
+        let n = from_second.numbers(2, 1000);
+        assert_eq!((n.current, n.pages, n.size), (1, 1, 2));
+        let n = from_second.numbers(0, 1000);
+        assert_eq!((n.current, n.pages, n.size), (1, 0, 0));
+        let n = unlimited.numbers(15, 1000);
+        assert_eq!((n.current, n.pages, n.size), (1, 1, 15));
     }
 }

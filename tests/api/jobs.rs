@@ -253,6 +253,18 @@ async fn paging_edges(app: TestApp) {
     let far = page("2", "4").await;
     let far_ids: Vec<String> = far.data.into_iter().map(|j| j.id).collect();
     assert_eq!(far_ids, all[4..6].to_vec());
+    // An offset without a limit: the page without one (all 7), read from the offset on.
+    let rest = app
+        .admin
+        .list_jobs(&[("offset", "5".to_string())])
+        .await
+        .expect("list");
+    assert_eq!(
+        (rest.current, rest.pages, rest.size, rest.total),
+        (1, 1, 7, 7)
+    );
+    let rest_ids: Vec<String> = rest.data.into_iter().map(|j| j.id).collect();
+    assert_eq!(rest_ids, all[5..].to_vec());
     // Offset past the end.
     let past = page("3", "50").await;
     assert!(past.data.is_empty());
@@ -346,6 +358,19 @@ async fn small_max_page_size_splits_the_default_page(app: TestApp) {
         (p.current, p.pages, p.size, p.total, p.data.len()),
         (1, 3, 2, 5, 2)
     );
+    // An offset without a limit reads on in pages of the same size, and numbers its page.
+    for (offset, current, len) in [("0", 1, 2), ("1", 1, 2), ("3", 2, 2), ("4", 3, 1)] {
+        let p = app
+            .admin
+            .list_jobs(&[("offset", offset.to_string())])
+            .await
+            .expect("list");
+        assert_eq!(
+            (p.current, p.pages, p.size, p.total, p.data.len()),
+            (current, 3, 2, 5, len),
+            "offset {offset}"
+        );
+    }
 }
 
 async fn list_rejects_invalid_filters(app: TestApp) {
