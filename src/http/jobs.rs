@@ -209,8 +209,9 @@ pub async fn create(
         body_hash: crate::sign::sha256_hex(&serde_json::to_vec(&req).unwrap_or_default()),
         not_before_ms: now - state.config.idempotency_window.as_millis() as i64,
     });
+    let id = new_id();
     let job = NewJob {
-        id: new_id(),
+        id: id.clone(),
         name: req.name,
         description: req.description,
         job_type: req.job_type,
@@ -223,10 +224,18 @@ pub async fn create(
         server_ids: req.server_ids,
         now_ms: now,
     };
-    Ok(state
+    let detail = state
         .store
         .create_job(&caller.project, job, idempotency)
-        .await?)
+        .await?;
+    // A token names one caller's retries: another user's create of the same token is another
+    // request, whose job (which that user may not be allowed to see) is not answered.
+    if detail.id != id && detail.user_name != caller.user_name {
+        return Err(ApiError::Conflict(
+            "X-Client-Token was given to another user's create; use a token of your own".into(),
+        ));
+    }
+    Ok(detail)
 }
 
 /// `GET /v1/{project_id}/dev-servers/jobs/{id}`: one job with its items and tasks.

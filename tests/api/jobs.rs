@@ -700,7 +700,33 @@ async fn idempotent_create_answers_the_same_job(app: TestApp) {
         .await
         .expect("sent");
     assert_eq!(bad.status, 400);
-    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 2);
+    // Another user's token is not this one's: a user who may create but not read jobs does
+    // not get the job another created with the same token and body.
+    litejobs::iam::put_policy(
+        app.store.as_ref(),
+        "creators",
+        &["modelarts:devserverJob:create".to_string()],
+    )
+    .await
+    .expect("policy");
+    let creator =
+        crate::helpers::user_with_policy(&app, "creator", &app.project_id, "creators").await;
+    match creator.create_job(&req, Some("token-1")).await {
+        Err(litejobs::client::ClientError::Api {
+            status, error_code, ..
+        }) => assert_eq!((status, error_code.as_str()), (409, "ModelArts.0103")),
+        other => panic!("another user's token answered {other:?}"),
+    }
+    let own = creator
+        .create_job(&req, Some("token-of-the-creator"))
+        .await
+        .expect("own token");
+    let again = creator
+        .create_job(&req, Some("token-of-the-creator"))
+        .await
+        .expect("own retry");
+    assert_eq!(own.id, again.id);
+    assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 3);
 }
 
 async fn totals_stay_exact_through_the_lifecycle(app: TestApp) {
