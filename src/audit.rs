@@ -80,6 +80,20 @@ pub fn path_ids(route: &str, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Characters of a client's text (an access key id, an id in a path) a record keeps at most:
+/// a valid one is shorter, and a request refused for its credentials writes no more than
+/// this whatever it sent.
+pub const MAX_FIELD_CHARS: usize = 128;
+
+/// `text` as a record keeps it: its first [`MAX_FIELD_CHARS`] characters, then `…` when it
+/// was longer.
+pub fn clipped(text: String) -> String {
+    match text.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
 /// Who made a request, as the authentication found (kept in the answer's extensions).
 #[derive(Debug, Clone, Default)]
 pub struct Identity {

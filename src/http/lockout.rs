@@ -8,8 +8,9 @@
 //! - Failures are also counted per source address, whatever the credential: past a limit
 //!   within five minutes, every further attempt from that address is refused unchecked for
 //!   the rest of the window, which also bounds the work a flood of bad signatures costs.
-//! - Both tables are caches of fixed capacity: each attempt costs a constant time and the
-//!   memory stays bounded whatever the number of distinct keys or addresses; an entry leaves
+//! - Both tables are caches of fixed capacity whose entries are of a fixed size (a
+//!   credential is kept as a digest): each attempt costs a constant time and the memory
+//!   stays bounded whatever the number or the length of the keys tried; an entry leaves
 //!   five minutes after it was last touched.
 //!
 //! A refusal looks exactly like any other authentication failure.
@@ -99,9 +100,20 @@ impl AbuseCounters {
     }
 }
 
+/// A credential as the tables keep it: a digest of fixed size, whatever the length of what
+/// a client sent (a user name of megabytes costs an entry no more than an access key id).
+type CredentialKey = [u8; 16];
+
+fn credential_key(credential: &str) -> CredentialKey {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(credential.as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
 /// Failed attempts per (credential, address) and per address.
 pub struct FailureTracker {
-    credentials: Cache<(String, IpAddr), Shared>,
+    credentials: Cache<(CredentialKey, IpAddr), Shared>,
     addresses: Cache<IpAddr, Shared>,
     address_limit: u32,
     pub counters: AbuseCounters,
@@ -143,7 +155,7 @@ impl FailureTracker {
             entry.is_some_and(|w| w.lock().unwrap_or_else(|e| e.into_inner()).locked(now))
         };
         let refused = (self.address_limit > 0 && is_locked(self.addresses.get(&addr)))
-            || is_locked(self.credentials.get(&(credential.to_string(), addr)));
+            || is_locked(self.credentials.get(&(credential_key(credential), addr)));
         if refused {
             self.counters.refused_locked.fetch_add(1, Ordering::Relaxed);
         }
@@ -160,7 +172,7 @@ impl FailureTracker {
         self.last_failure.fetch_max(since.max(1), Ordering::AcqRel);
         let pair = self
             .credentials
-            .get_with((credential.to_string(), addr), || {
+            .get_with((credential_key(credential), addr), || {
                 Arc::new(Mutex::new(Window::new(now)))
             });
         pair.lock()
@@ -180,7 +192,8 @@ impl FailureTracker {
     /// Forgets the failures of `credential` from `addr` after a success there.
     pub fn succeeded(&self, credential: &str, addr: IpAddr) {
         if self.recently_failed(Instant::now()) {
-            self.credentials.invalidate(&(credential.to_string(), addr));
+            self.credentials
+                .invalidate(&(credential_key(credential), addr));
         }
     }
 }
@@ -212,6 +225,18 @@ mod tests {
             tracker.locked("AK", ip(1)),
             "a success elsewhere does not unlock"
         );
+    }
+
+    #[test]
+    fn long_credentials_are_kept_as_digests_of_a_fixed_size() {
+        let tracker = FailureTracker::new(1000);
+        let long = "u".repeat(1 << 20);
+        let (one, two) = (format!("{long}1"), format!("{long}2"));
+        for _ in 0..LOCK_AFTER_FAILURES {
+            tracker.failed(&one, ip(1));
+        }
+        assert!(tracker.locked(&one, ip(1)));
+        assert!(!tracker.locked(&two, ip(1)), "another name, the same start");
     }
 
     #[test]

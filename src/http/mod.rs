@@ -466,13 +466,14 @@ fn audit_request(
     if let Some(found) = response.extensions().get::<crate::audit::Resources>() {
         resources.extend(found.0.iter().cloned());
     }
+    let resources = resources.into_iter().map(crate::audit::clipped).collect();
     let unknown = || crate::audit::UNKNOWN.to_string();
     let record = crate::store::AuditRecord {
         at: crate::domain::now_ms(),
         project_id: who.project_id,
         user_id: who.user_id.unwrap_or_else(unknown),
         user_name: who.user_name.unwrap_or_else(unknown),
-        access_key: who.access_key,
+        access_key: who.access_key.map(crate::audit::clipped),
         action: action.to_string(),
         resources,
         source: peer.map_or_else(String::new, |ip| ip.to_string()),

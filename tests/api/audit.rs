@@ -234,7 +234,43 @@ async fn every_change_and_failed_authentication_is_recorded_once(app: TestApp) {
     assert_eq!(r.status, 404);
 }
 
-backend_tests!(every_change_and_failed_authentication_is_recorded_once);
+/// What a refused client sent is kept to a bounded length: an access key id of 30,000
+/// characters and a path id of 10,000 cost a record no more than a few hundred bytes.
+async fn a_refused_request_s_text_is_kept_clipped(app: TestApp) {
+    let (key, id) = ("K".repeat(30_000), "j".repeat(10_000));
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/{}/dev-servers/jobs/{id}",
+            app.endpoint, app.project_id
+        ))
+        .header(
+            "Authorization",
+            format!(
+                "SDK-HMAC-SHA256 Access={key}, SignedHeaders=host;x-sdk-date, Signature={}",
+                "0".repeat(64)
+            ),
+        )
+        .header("X-Sdk-Date", "20261207T000000Z")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(answer.status(), 401);
+    let [failed] = records(&app, "authenticate", 1)
+        .await
+        .try_into()
+        .expect("one");
+    let clipped = |text: &str, of: &str| {
+        assert_eq!(text.chars().count(), litejobs::audit::MAX_FIELD_CHARS + 1);
+        assert!(text.ends_with('…') && of.starts_with(text.trim_end_matches('…')));
+    };
+    clipped(failed.access_key.as_deref().expect("the key named"), &key);
+    clipped(&failed.resources[0], &id);
+}
+
+backend_tests!(
+    every_change_and_failed_authentication_is_recorded_once,
+    a_refused_request_s_text_is_kept_clipped,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_record_themselves_and_audit_list_filters() {
