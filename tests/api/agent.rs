@@ -351,6 +351,35 @@ backend_tests!(
     a_waiting_lease_of_a_key_deleted_meanwhile_leases_nothing,
 );
 
+/// A registration's `cloud_server`, copied into every task of its server, holds a few
+/// facts of bounded length; a larger one is a 400 and registers nothing.
+#[tokio::test]
+async fn a_registration_s_facts_are_bounded() {
+    let app = TestApp::sqlite().await;
+    let many: serde_json::Map<String, serde_json::Value> = (0..33)
+        .map(|n| (format!("k{n}"), serde_json::json!("v")))
+        .collect();
+    for (facts, status) in [
+        (
+            serde_json::json!({"hostname": "h".repeat(256), "os": "linux"}),
+            204,
+        ),
+        (serde_json::Value::Object(many), 400),
+        (serde_json::json!({"hostname": "h".repeat(257)}), 400),
+        (serde_json::json!({"k".repeat(65): "v"}), 400),
+        (serde_json::json!({"note": "a\nb"}), 400),
+    ] {
+        let body = serde_json::json!({"name": "node-facts", "cloud_server": facts});
+        let r = app
+            .admin_send(Method::PUT, "/agent/servers/node-facts", &[], Some(body))
+            .await;
+        assert_eq!(r.status, status, "{}", r.json());
+    }
+    let job = app.create_job("on-node-facts", &["node-facts"]).await;
+    assert_eq!(job.tasks[0].cloud_server["hostname"], "h".repeat(256));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_agent_cannot_take_over_a_simulated_server() {
     let app = TestApp::sqlite().await;
