@@ -109,34 +109,30 @@ impl Hub {
         Ok((receiver, self.cursor.load(Ordering::Acquire)))
     }
 
-    /// The events of `project` after `after` up to the hub's position `until`, from the
-    /// database (a resumed watcher's catching up).
-    pub async fn history(
+    /// The next of the events of `project` after `after` up to the hub's position `until`,
+    /// from the database (a resumed watcher's catching up): at most one batch, and whether
+    /// more may follow the last of them. A watcher reads on batch by batch as its client
+    /// takes the events, so a resume from long ago holds one batch in memory, not the day's.
+    pub async fn history_batch(
         &self,
         project: &ProjectId,
         after: i64,
         until: i64,
-    ) -> StoreResult<Vec<JobEvent>> {
-        let mut out = Vec::new();
-        let mut from = after;
-        while from < until {
-            let events = self
-                .store
-                .job_events_after(Some(project), from, BATCH)
-                .await?;
-            let full = events.len() as i64 == BATCH;
-            for e in events {
-                if e.seq > until {
-                    return Ok(out);
-                }
-                from = e.seq;
-                out.push(e);
-            }
-            if !full {
-                break;
-            }
+    ) -> StoreResult<(Vec<JobEvent>, bool)> {
+        if after >= until {
+            return Ok((Vec::new(), false));
         }
-        Ok(out)
+        let mut events = self
+            .store
+            .job_events_after(Some(project), after, BATCH)
+            .await?;
+        let full = events.len() as i64 == BATCH;
+        let past = events.iter().position(|e| e.seq > until);
+        if let Some(end) = past {
+            events.truncate(end);
+        }
+        let more = full && past.is_none() && events.last().is_some_and(|e| e.seq < until);
+        Ok((events, more))
     }
 
     async fn run(self: Arc<Self>) {

@@ -213,16 +213,23 @@ async fn send_history(
     (after, until): (i64, i64),
     out: &mpsc::Sender<Event>,
 ) -> bool {
-    let missed = match hub.history(project, after, until).await {
-        Ok(missed) => missed,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the events a watcher missed");
-            return false;
+    let mut from = after;
+    loop {
+        let (missed, more) = match hub.history_batch(project, from, until).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the events a watcher missed");
+                return false;
+            }
+        };
+        for event in &missed {
+            from = event.seq;
+            if watched.wants(project, event) && out.send(job_event(event)).await.is_err() {
+                return false;
+            }
         }
-    };
-    for event in missed.iter().filter(|e| watched.wants(project, e)) {
-        if out.send(job_event(event)).await.is_err() {
-            return false;
+        if !more {
+            break;
         }
     }
     true

@@ -447,7 +447,58 @@ async fn a_watch_ends_when_its_credentials_no_longer_hold(app: TestApp) {
     app.stop().await;
 }
 
+/// A resume from long ago reads the missed events from the database batch by batch as the
+/// client takes them: all of them, in order, across more than one batch.
+async fn a_resume_from_long_ago_replays_every_batch_in_order(app: TestApp) {
+    let client = &app.admin;
+    client
+        .register_server("node-quiet", &litejobs::wire::AgentRegistration::default())
+        .await
+        .expect("register");
+    let mut stream = client
+        .events(&list_path(client), &[], None)
+        .await
+        .expect("stream");
+    let from: i64 = next(&mut stream).await.id.parse().expect("ready id");
+    drop(stream);
+    // Jobs whose server has no agent stay PROCESSING: one event each, then one at deletion.
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(
+            app.create_job(&format!("quiet-{n}"), &["node-quiet"])
+                .await
+                .id,
+        );
+    }
+    client.delete_jobs(&ids).await.expect("delete");
+    let mut resumed = client
+        .events(&list_path(client), &[], Some(from))
+        .await
+        .expect("resumed");
+    assert_eq!(next(&mut resumed).await.id, from.to_string());
+    let mut kinds = Vec::new();
+    let mut last = from;
+    while kinds.len() < 2 * ids.len() {
+        let (kind, _, _, data) = next_change(&mut resumed).await;
+        let seq = data["seq"].as_i64().expect("seq");
+        assert!(seq > last, "in order: {seq} after {last}");
+        last = seq;
+        kinds.push((kind, data["job"]["id"].as_str().expect("id").to_string()));
+    }
+    let created: Vec<&String> = kinds
+        .iter()
+        .filter(|(k, _)| k == "created")
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(created, ids.iter().collect::<Vec<_>>());
+    assert_eq!(
+        kinds.iter().filter(|(k, _)| k == "deleted").count(),
+        ids.len()
+    );
+}
+
 backend_tests!(
+    a_resume_from_long_ago_replays_every_batch_in_order,
     a_watch_ends_when_its_credentials_no_longer_hold,
     erased_jobs_are_not_replayed,
     a_watch_of_an_impossible_job_id_is_refused_or_unknown,
