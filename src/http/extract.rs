@@ -224,19 +224,25 @@ impl hyper::body::Body for HeldAnswer {
     }
 }
 
+/// Bytes of the memory budget a body takes at a time, as it arrives.
+const BODY_STEP: usize = 64 * 1024;
+
 /// Reads a body within `limits`: more than [`MAX_BODY_BYTES`] is refused (413, at once when
 /// the length is declared), a body that does not arrive within the timeout is 408, and one
-/// that cannot get its share of the memory budget in that time is 503. The permit holds the
-/// body's share until dropped.
+/// that cannot get its share of the memory budget in that time is 503. The share is taken
+/// as the bytes arrive, a step at a time, not for the length declared: a client that
+/// declares megabytes and sends one byte holds one step. The permit holds the body's share
+/// until dropped.
 pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPermit), ApiError> {
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
     if declared > MAX_BODY_BYTES {
         return Err(ApiError::BodyTooLarge);
     }
-    let mut permit = limits.reserve(declared, deadline).await?;
-    let mut reserved = declared;
-    let mut buf = BytesMut::with_capacity(declared);
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    // Bytes of the budget held: whole KiB, a step more than has arrived at most.
+    let mut reserved = 0;
+    let mut buf = BytesMut::with_capacity(declared.min(BODY_STEP));
     let mut body = body;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -257,12 +263,13 @@ pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPe
             return Err(ApiError::BodyTooLarge);
         }
         if total > reserved {
-            let more = limits.reserve(total - reserved, deadline).await?;
+            let wanted = total.next_multiple_of(BODY_STEP).min(MAX_BODY_BYTES);
+            let more = limits.reserve(wanted - reserved, deadline).await?;
             match (&mut permit, more) {
                 (Some(held), Some(more)) => held.merge(more),
                 (held, more) => *held = held.take().or(more),
             }
-            reserved = total;
+            reserved = wanted;
         }
         buf.extend_from_slice(&data);
     }
@@ -272,6 +279,65 @@ pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that declares `declared` bytes, sends one and then nothing more.
+    struct Trickle {
+        declared: u64,
+        sent: bool,
+    }
+
+    impl hyper::body::Body for Trickle {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            if self.sent {
+                return std::task::Poll::Pending;
+            }
+            self.sent = true;
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+                b"{",
+            )))))
+        }
+
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            hyper::body::SizeHint::with_exact(self.declared)
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_declared_large_but_not_sent_hold_no_budget_from_others() {
+        let limits = BodyLimits::new(Duration::from_secs(5), MAX_BODY_BYTES);
+        // Three bodies declaring the largest size together, each of one byte so far.
+        let stalled: Vec<_> = (0..3)
+            .map(|_| {
+                let limits = limits.clone();
+                tokio::spawn(async move {
+                    let body = Body::new(Trickle {
+                        declared: MAX_BODY_BYTES as u64,
+                        sent: false,
+                    });
+                    read_body(body, &limits).await.map(|_| ())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            limits.budget.available_permits(),
+            (limits.total - 3 * kib(BODY_STEP)) as usize
+        );
+        // A small body is read at once.
+        let started = std::time::Instant::now();
+        let (read, _permit) = read_body(Body::from("{}"), &limits).await.expect("read");
+        assert_eq!(&read[..], b"{}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        for task in stalled {
+            task.abort();
+        }
+    }
 
     /// A 2xx answer of `bytes` bytes.
     fn answer(bytes: usize) -> Response {
