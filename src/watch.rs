@@ -9,7 +9,9 @@
 //! until it fills, or until every transaction that was writing to the database when the gap
 //! was seen has ended and a read after that still finds it (a transaction that rolled back
 //! leaves its gap for good); at most [`GAP_MAX_WAIT`], or [`GAP_WAIT`] where the database
-//! cannot tell its writers. A slow commit is so delivered in order, not skipped. A watcher
+//! cannot tell its writers. A slow commit is so delivered in order, not skipped, also by a
+//! hub that starts reading (its replica's first watcher, or the first after nobody watched):
+//! it starts before a recent hole in the order rather than after the last event. A watcher
 //! resuming after the last event it saw (`Last-Event-ID`) reads what it missed from the
 //! database, up to where the hub stands, then goes on with the hub.
 
@@ -69,6 +71,9 @@ pub struct Hub {
     cursor: AtomicI64,
     /// The cursor fell behind while nobody watched: the next watcher moves it to the end.
     stale: AtomicBool,
+    /// Held while a watcher moves a stale cursor, so that another arriving meanwhile gets
+    /// the position moved to.
+    moving: tokio::sync::Mutex<()>,
     started: tokio::sync::OnceCell<()>,
     shutdown: CancellationToken,
 }
@@ -81,6 +86,7 @@ impl Hub {
             sender,
             cursor: AtomicI64::new(0),
             stale: AtomicBool::new(false),
+            moving: tokio::sync::Mutex::new(()),
             started: tokio::sync::OnceCell::new(),
             shutdown,
         })
@@ -93,8 +99,8 @@ impl Hub {
         let hub = self.clone();
         self.started
             .get_or_try_init(|| async move {
-                let last = hub.store.last_job_event().await?;
-                hub.cursor.store(last, Ordering::Release);
+                let start = hub.start_position().await?;
+                hub.cursor.store(start, Ordering::Release);
                 tokio::spawn(hub.clone().run());
                 Ok::<(), crate::store::StoreError>(())
             })
@@ -102,11 +108,37 @@ impl Hub {
         // Subscribed before the position is read: nothing after it can be missed. (Events
         // the hub hands out again after a move of its cursor are told apart by their `seq`.)
         let receiver = self.sender.subscribe();
-        if self.stale.swap(false, Ordering::AcqRel) {
-            let last = self.store.last_job_event().await?;
-            self.cursor.fetch_max(last, Ordering::AcqRel);
+        let _moving = self.moving.lock().await;
+        if self.stale.load(Ordering::Acquire) {
+            let start = self.start_position().await?;
+            self.cursor.fetch_max(start, Ordering::AcqRel);
+            self.stale.store(false, Ordering::Release);
         }
         Ok((receiver, self.cursor.load(Ordering::Acquire)))
+    }
+
+    /// Where a hub that was not reading starts: after the last event committed; but where
+    /// the database commits out of `seq` order (PostgreSQL: it can tell its writers), before
+    /// the first hole among the last events, left there within [`GAP_MAX_WAIT`]: a
+    /// transaction still running may hold that `seq`, and the hub then waits at the gap as
+    /// it does at any other, rather than passing a change that commits later.
+    async fn start_position(&self) -> StoreResult<i64> {
+        let last = self.store.last_job_event().await?;
+        if self.store.writers_now().await?.is_none() {
+            return Ok(last);
+        }
+        let from = (last - BATCH).max(0);
+        let recent = self.store.job_events_after(None, from, BATCH).await?;
+        let since =
+            crate::domain::now_ms() - i64::try_from(GAP_MAX_WAIT.as_millis()).unwrap_or(i64::MAX);
+        let mut expected = from + 1;
+        for event in recent.iter().take_while(|e| e.seq <= last) {
+            if event.seq != expected && event.at >= since {
+                return Ok(expected - 1);
+            }
+            expected = event.seq + 1;
+        }
+        Ok(last)
     }
 
     /// The next of the events of `project` after `after` up to the hub's position `until`,

@@ -298,9 +298,7 @@ mod tests {
                 return std::task::Poll::Pending;
             }
             self.sent = true;
-            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
-                b"{",
-            )))))
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"{")))))
         }
 
         fn size_hint(&self) -> hyper::body::SizeHint {

@@ -610,6 +610,68 @@ async fn jobs_watch_prints_a_jobs_changes_until_it_is_deleted() {
 /// On PostgreSQL a change's `seq` is handed out before its transaction commits: one that
 /// commits long after a later one (a slow replica, a slow disk) still reaches the watchers,
 /// in order, rather than being skipped once the hub stops waiting for it.
+/// A replica nobody watched starts its first watcher's stream before a change whose
+/// transaction took its `seq` but commits after a later one did: the change reaches it when
+/// it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_first_watcher_gets_a_change_committed_late() {
+    use sqlx::Connection;
+    let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
+        return;
+    };
+    let client = &app.admin;
+    let first = app.create_job("first", &["sim-server-01"]).await;
+    app.wait_for_status(&first.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    let mut slow = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut slow)
+        .await
+        .expect("begin");
+    let late: i64 = sqlx::query_scalar(
+        "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
+         SELECT project_id, id, 'deleted', list_item, NULL, visible, update_at FROM jobs \
+         WHERE id = $1 RETURNING seq",
+    )
+    .bind(&first.id)
+    .fetch_one(&mut slow)
+    .await
+    .expect("insert");
+    let second = app.create_job("second", &["sim-server-02"]).await;
+    // The first watcher of this replica arrives while the late change is not committed.
+    let mut stream = client
+        .events(&list_path(client), &[], None)
+        .await
+        .expect("stream");
+    let ready: i64 = next(&mut stream).await.id.parse().expect("ready id");
+    assert!(ready < late, "opens before the hole: {ready} < {late}");
+    sqlx::query("COMMIT")
+        .execute(&mut slow)
+        .await
+        .expect("commit");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|(seq, _)| *seq == late) {
+        let (_, _, _, data) = next_change(&mut stream).await;
+        let id = data["job"]["id"].as_str().expect("id").to_string();
+        seen.push((data["seq"].as_i64().expect("seq"), id));
+    }
+    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    assert!(
+        seen.iter().all(|(seq, _)| *seq > ready),
+        "after its opening: {seen:?}"
+    );
+    // The later change follows it.
+    while !seen.iter().any(|(_, id)| *id == second.id) {
+        let (_, _, _, data) = next_change(&mut stream).await;
+        let id = data["job"]["id"].as_str().expect("id").to_string();
+        seen.push((data["seq"].as_i64().expect("seq"), id));
+    }
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_a_change_committed_late_is_not_skipped() {
     use sqlx::Connection;
