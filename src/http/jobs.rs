@@ -205,13 +205,15 @@ pub async fn create(
     let now = now_ms();
     let idempotency = client_token(headers)?.map(|token| IdempotencyKey {
         token,
-        // Hash of the parsed request, so formatting differences do not count as another body.
-        body_hash: crate::sign::sha256_hex(&serde_json::to_vec(&req).unwrap_or_default()),
+        // Hash of the caller and the parsed request (formatting differences do not count as
+        // another body): a token is its user's, and another user's create with it is another
+        // request, answered as one (409), whatever its body: never with the job of the user
+        // who made it, which that user may not be allowed to see.
+        body_hash: request_hash(&caller.user_id, &req),
         not_before_ms: now - state.config.idempotency_window.as_millis() as i64,
     });
-    let id = new_id();
     let job = NewJob {
-        id: id.clone(),
+        id: new_id(),
         name: req.name,
         description: req.description,
         job_type: req.job_type,
@@ -224,18 +226,19 @@ pub async fn create(
         server_ids: req.server_ids,
         now_ms: now,
     };
-    let detail = state
+    Ok(state
         .store
         .create_job(&caller.project, job, idempotency)
-        .await?;
-    // A token names one caller's retries: another user's create of the same token is another
-    // request, whose job (which that user may not be allowed to see) is not answered.
-    if detail.id != id && detail.user_name != caller.user_name {
-        return Err(ApiError::Conflict(
-            "X-Client-Token was given to another user's create; use a token of your own".into(),
-        ));
-    }
-    Ok(detail)
+        .await?)
+}
+
+/// The hash an idempotency key keeps of its request: the user's id, then the request.
+fn request_hash(user_id: &str, req: &JobCreateRequest) -> String {
+    let mut text = user_id.as_bytes().to_vec();
+    text.push(0);
+    // Writing a request of strings and maps cannot fail.
+    text.extend(serde_json::to_vec(req).unwrap_or_default());
+    crate::sign::sha256_hex(&text)
 }
 
 /// `GET /v1/{project_id}/dev-servers/jobs/{id}`: one job with its items and tasks.

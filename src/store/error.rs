@@ -17,8 +17,11 @@ pub enum StoreError {
     /// A job names servers the project does not have.
     #[error("unknown servers in this project: {}", .0.join(", "))]
     UnknownServers(Vec<String>),
-    /// An `X-Client-Token` already used with another request body.
-    #[error("the X-Client-Token was already used with another request body")]
+    /// An `X-Client-Token` already used with another request (another body, or another
+    /// user's).
+    #[error(
+        "the X-Client-Token was already used for another request (another body, or another user's)"
+    )]
     IdempotencyConflict,
     /// A unique name or id is taken.
     #[error("{0} already exists")]
