@@ -113,6 +113,9 @@ impl Hub {
             let start = self.start_position().await?;
             self.cursor.fetch_max(start, Ordering::AcqRel);
             self.stale.store(false, Ordering::Release);
+            // What was committed after a hole it starts before is read now, not at the next
+            // write (the wake-ups of those events were spent while nobody watched).
+            self.store.wakeups().events_written();
         }
         Ok((receiver, self.cursor.load(Ordering::Acquire)))
     }
@@ -253,5 +256,95 @@ async fn sleep_or_never(pause: Option<Duration>) {
     match pause {
         Some(p) => tokio::time::sleep(p).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::store::testing::new_job;
+    use crate::store::NewServer;
+
+    /// Waits (at most 10 s) until `done` holds.
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "never came to pass");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A hub whose watchers all went, and that a new one starts again before a hole a
+    /// rolled-back transaction left among the last events, reads on from there at once,
+    /// though nothing is written after the watcher arrives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_hub_started_before_a_hole_reads_on_at_once() {
+        let Some(db) = crate::testkit::test_database().await else {
+            return;
+        };
+        let store = crate::store::open(&db.url).await.expect("open");
+        let project = ProjectId::parse("p1").expect("project");
+        let server = NewServer {
+            id: "s1".to_string(),
+            name: "s1".to_string(),
+            kind: "agent".to_string(),
+            sim_outcome: None,
+            cloud_server: Default::default(),
+            now_ms: 1,
+        };
+        store.upsert_server(&project, server).await.expect("server");
+        let job = |name: &str| {
+            let mut job = new_job(name, &["s1"]);
+            job.now_ms = crate::domain::now_ms();
+            job
+        };
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(store.clone(), shutdown.clone());
+        let (first_watcher, _) = hub.subscribe().await.expect("subscribe");
+        drop(first_watcher);
+        let first = store
+            .create_job(&project, job("first"), None)
+            .await
+            .expect("job");
+        until(|| hub.stale.load(Ordering::Acquire)).await;
+        // A transaction takes a `seq`, a later change commits, and the transaction rolls back.
+        let mut slow = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query("BEGIN")
+            .execute(&mut slow)
+            .await
+            .expect("begin");
+        let hole: i64 = sqlx::query_scalar(
+            "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
+             SELECT project_id, id, 'deleted', list_item, NULL, visible, update_at FROM jobs \
+             WHERE id = $1 RETURNING seq",
+        )
+        .bind(&first.id)
+        .fetch_one(&mut slow)
+        .await
+        .expect("insert");
+        let second = store
+            .create_job(&project, job("second"), None)
+            .await
+            .expect("job");
+        sqlx::query("ROLLBACK")
+            .execute(&mut slow)
+            .await
+            .expect("rollback");
+        let (mut watcher, start) = hub.subscribe().await.expect("subscribe");
+        assert!(start < hole, "starts before the hole: {start} < {hole}");
+        let event = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let event = watcher.recv().await.expect("an event");
+                if event.job_id == second.id {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("the later change within 10 s");
+        assert!(event.seq > hole);
+        shutdown.cancel();
     }
 }

@@ -607,22 +607,10 @@ async fn jobs_watch_prints_a_jobs_changes_until_it_is_deleted() {
     assert!(lines.iter().all(|l| l["job"]["id"] == job.id.as_str()));
 }
 
-/// On PostgreSQL a change's `seq` is handed out before its transaction commits: one that
-/// commits long after a later one (a slow replica, a slow disk) still reaches the watchers,
-/// in order, rather than being skipped once the hub stops waiting for it.
-/// A replica nobody watched starts its first watcher's stream before a change whose
-/// transaction took its `seq` but commits after a later one did: the change reaches it when
-/// it commits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgresql_a_first_watcher_gets_a_change_committed_late() {
+/// A transaction on `app`'s PostgreSQL database that has written a job event of `job_id`
+/// (taking its `seq`, which it answers) and not committed yet.
+async fn uncommitted_event(app: &TestApp, job_id: &str) -> (sqlx::PgConnection, i64) {
     use sqlx::Connection;
-    let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
-        return;
-    };
-    let client = &app.admin;
-    let first = app.create_job("first", &["sim-server-01"]).await;
-    app.wait_for_status(&first.id, "FINISHED", Duration::from_secs(10))
-        .await;
     let mut slow = sqlx::PgConnection::connect(&app.database_url)
         .await
         .expect("connect");
@@ -630,15 +618,47 @@ async fn on_postgresql_a_first_watcher_gets_a_change_committed_late() {
         .execute(&mut slow)
         .await
         .expect("begin");
-    let late: i64 = sqlx::query_scalar(
+    let seq: i64 = sqlx::query_scalar(
         "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
          SELECT project_id, id, 'deleted', list_item, NULL, visible, update_at FROM jobs \
          WHERE id = $1 RETURNING seq",
     )
-    .bind(&first.id)
+    .bind(job_id)
     .fetch_one(&mut slow)
     .await
     .expect("insert");
+    (slow, seq)
+}
+
+/// The job changes of `stream`, as (seq, job id), until `done` holds of them.
+async fn changes_until(
+    stream: &mut EventStream,
+    done: impl Fn(&[(i64, String)]) -> bool,
+) -> Vec<(i64, String)> {
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        let (_, _, _, data) = next_change(stream).await;
+        let id = data["job"]["id"].as_str().expect("id").to_string();
+        seen.push((data["seq"].as_i64().expect("seq"), id));
+    }
+    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    seen
+}
+
+/// A replica nobody watched starts its first watcher's stream before a change whose
+/// transaction took its `seq` but commits after a later one did: the change reaches it when
+/// it commits, and the later one after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_first_watcher_gets_a_change_committed_late() {
+    let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
+        return;
+    };
+    let client = &app.admin;
+    let first = app.create_job("first", &["sim-server-01"]).await;
+    app.wait_for_status(&first.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    let (mut slow, late) = uncommitted_event(&app, &first.id).await;
     let second = app.create_job("second", &["sim-server-02"]).await;
     // The first watcher of this replica arrives while the late change is not committed.
     let mut stream = client
@@ -651,30 +671,53 @@ async fn on_postgresql_a_first_watcher_gets_a_change_committed_late() {
         .execute(&mut slow)
         .await
         .expect("commit");
-    let mut seen = Vec::new();
-    while !seen.iter().any(|(seq, _)| *seq == late) {
-        let (_, _, _, data) = next_change(&mut stream).await;
-        let id = data["job"]["id"].as_str().expect("id").to_string();
-        seen.push((data["seq"].as_i64().expect("seq"), id));
-    }
-    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
-    assert!(
-        seen.iter().all(|(seq, _)| *seq > ready),
-        "after its opening: {seen:?}"
-    );
-    // The later change follows it.
-    while !seen.iter().any(|(_, id)| *id == second.id) {
-        let (_, _, _, data) = next_change(&mut stream).await;
-        let id = data["job"]["id"].as_str().expect("id").to_string();
-        seen.push((data["seq"].as_i64().expect("seq"), id));
-    }
+    let seen = changes_until(&mut stream, |seen| {
+        seen.iter().any(|(seq, _)| *seq == late) && seen.iter().any(|(_, id)| *id == second.id)
+    })
+    .await;
+    assert!(seen.iter().all(|(seq, _)| *seq > ready), "{seen:?}");
     app.stop().await;
 }
 
+/// A first watcher that starts before a hole a rolled-back transaction left gets the
+/// changes committed after it at once, though nothing is written after it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_first_watcher_passes_a_rolled_back_hole_at_once() {
+    let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
+        return;
+    };
+    let client = &app.admin;
+    client
+        .register_server("node-quiet", &litejobs::wire::AgentRegistration::default())
+        .await
+        .expect("register");
+    let first = app.create_job("first", &["node-quiet"]).await;
+    let (mut slow, hole) = uncommitted_event(&app, &first.id).await;
+    // Its server has no agent: its creation is the last change written.
+    let second = app.create_job("second", &["node-quiet"]).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut slow)
+        .await
+        .expect("rollback");
+    let mut stream = client
+        .events(&list_path(client), &[], None)
+        .await
+        .expect("stream");
+    let ready: i64 = next(&mut stream).await.id.parse().expect("ready id");
+    assert!(ready < hole, "opens before the hole: {ready} < {hole}");
+    let seen = changes_until(&mut stream, |seen| {
+        seen.iter().any(|(_, id)| *id == second.id)
+    })
+    .await;
+    assert!(seen.iter().all(|(seq, _)| *seq > hole), "{seen:?}");
+    app.stop().await;
+}
+
+/// On PostgreSQL a change's `seq` is handed out before its transaction commits: one that
+/// commits long after a later one (a slow replica, a slow disk) still reaches the watchers,
+/// in order, rather than being skipped once the hub stops waiting for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_a_change_committed_late_is_not_skipped() {
-    use sqlx::Connection;
     let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
         return;
     };
@@ -689,41 +732,17 @@ async fn on_postgresql_a_change_committed_late_is_not_skipped() {
     assert_eq!(next(&mut stream).await.event, "ready");
     // A transaction takes its `seq`, and commits only after a later change did, and after
     // longer than the hub would wait without asking the database.
-    let mut slow = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .expect("connect");
-    sqlx::query("BEGIN")
-        .execute(&mut slow)
-        .await
-        .expect("begin");
-    let late: i64 = sqlx::query_scalar(
-        "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
-         SELECT project_id, id, 'deleted', list_item, NULL, visible, update_at FROM jobs \
-         WHERE id = $1 RETURNING seq",
-    )
-    .bind(&first.id)
-    .fetch_one(&mut slow)
-    .await
-    .expect("insert");
+    let (mut slow, late) = uncommitted_event(&app, &first.id).await;
     let second = app.create_job("second", &["sim-server-02"]).await;
     tokio::time::sleep(litejobs::watch::GAP_WAIT + Duration::from_secs(2)).await;
     sqlx::query("COMMIT")
         .execute(&mut slow)
         .await
         .expect("commit");
-    let mut seen = Vec::new();
-    while !(seen.iter().any(|(seq, _)| *seq == late) && seen.iter().any(|(_, id)| *id == second.id))
-    {
-        let (_, _, _, data) = next_change(&mut stream).await;
-        let id = data["job"]["id"].as_str().expect("id").to_string();
-        seen.push((data["seq"].as_i64().expect("seq"), id));
-    }
-    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    let seen = changes_until(&mut stream, |seen| {
+        seen.iter().any(|(seq, _)| *seq == late) && seen.iter().any(|(_, id)| *id == second.id)
+    })
+    .await;
     assert_eq!(seen[0].1, first.id, "the late change first: {seen:?}");
-    assert!(
-        seen.iter().any(|(_, id)| *id == second.id),
-        "then the later one: {seen:?}"
-    );
     app.stop().await;
 }
