@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -224,15 +223,15 @@ impl hyper::body::Body for HeldAnswer {
     }
 }
 
-/// Bytes of the memory budget a body takes at a time, as it arrives.
-const BODY_STEP: usize = 64 * 1024;
+/// The least share of the memory budget a body takes as its first bytes arrive.
+const BODY_FIRST_SHARE: usize = 4 * 1024;
 
 /// Reads a body within `limits`: more than [`MAX_BODY_BYTES`] is refused (413, at once when
 /// the length is declared), a body that does not arrive within the timeout is 408, and one
 /// that cannot get its share of the memory budget in that time is 503. The share is taken
-/// as the bytes arrive, a step at a time, not for the length declared: a client that
-/// declares megabytes and sends one byte holds one step. The permit holds the body's share
-/// until dropped.
+/// as the bytes arrive, doubling (never past the length declared), not for the length
+/// declared up front: a client that declares megabytes and sends one byte holds 4 KiB. The
+/// buffer is the share's size, no more. The permit holds the body's share until dropped.
 pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPermit), ApiError> {
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
@@ -240,9 +239,9 @@ pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPe
         return Err(ApiError::BodyTooLarge);
     }
     let mut permit: Option<OwnedSemaphorePermit> = None;
-    // Bytes of the budget held: whole KiB, a step more than has arrived at most.
+    // Bytes of the budget held, in whole KiB; the buffer's capacity.
     let mut reserved = 0;
-    let mut buf = BytesMut::with_capacity(declared.min(BODY_STEP));
+    let mut buf = Vec::new();
     let mut body = body;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -263,17 +262,27 @@ pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPe
             return Err(ApiError::BodyTooLarge);
         }
         if total > reserved {
-            let wanted = total.next_multiple_of(BODY_STEP).min(MAX_BODY_BYTES);
+            let most = if declared >= total {
+                declared
+            } else {
+                MAX_BODY_BYTES
+            };
+            let wanted = total
+                .max(2 * reserved)
+                .max(BODY_FIRST_SHARE)
+                .min(most)
+                .next_multiple_of(1024);
             let more = limits.reserve(wanted - reserved, deadline).await?;
             match (&mut permit, more) {
                 (Some(held), Some(more)) => held.merge(more),
                 (held, more) => *held = held.take().or(more),
             }
             reserved = wanted;
+            buf.reserve_exact(wanted - buf.len());
         }
         buf.extend_from_slice(&data);
     }
-    Ok((buf.freeze(), BodyPermit(permit)))
+    Ok((Bytes::from(buf), BodyPermit(permit)))
 }
 
 #[cfg(test)]
@@ -307,6 +316,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_s_share_follows_what_arrived() {
+        let limits = BodyLimits::new(Duration::from_secs(5), MAX_BODY_BYTES);
+        let held = |limits: &BodyLimits| limits.total as usize - limits.budget.available_permits();
+        // Declared: its length, to the KiB.
+        let (read, permit) = read_body(Body::from(vec![b'x'; 1_000_000]), &limits)
+            .await
+            .expect("read");
+        assert_eq!(read.len(), 1_000_000);
+        assert_eq!(held(&limits), kib(1_000_000) as usize);
+        drop(permit);
+        assert_eq!(held(&limits), 0);
+        // Not declared (chunked): doubling as it comes, at most twice what came.
+        let pieces = (0..100).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 10_000])));
+        let (read, _permit) = read_body(Body::from_stream(futures::stream::iter(pieces)), &limits)
+            .await
+            .expect("read");
+        assert_eq!(read.len(), 1_000_000);
+        let share = held(&limits);
+        assert!(
+            share >= kib(1_000_000) as usize && share <= 2 * kib(1_000_000) as usize,
+            "{share} KiB"
+        );
+    }
+
+    #[tokio::test]
     async fn bodies_declared_large_but_not_sent_hold_no_budget_from_others() {
         let limits = BodyLimits::new(Duration::from_secs(5), MAX_BODY_BYTES);
         // Three bodies declaring the largest size together, each of one byte so far.
@@ -322,11 +356,16 @@ mod tests {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            limits.budget.available_permits(),
-            (limits.total - 3 * kib(BODY_STEP)) as usize
-        );
+        // Each holds the first share of its byte.
+        let expected = (limits.total - 3 * kib(BODY_FIRST_SHARE)) as usize;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while limits.budget.available_permits() != expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never took their shares"
+            );
+            tokio::task::yield_now().await;
+        }
         // A small body is read at once.
         let started = std::time::Instant::now();
         let (read, _permit) = read_body(Body::from("{}"), &limits).await.expect("read");
