@@ -280,14 +280,14 @@ pub struct AgentRegistration {
     /// The server's name (default: its id).
     #[serde(default)]
     pub name: String,
-    /// What is known of the server, copied into each of its tasks: at most
-    /// [`MAX_CLOUD_SERVER_FACTS`] facts, keys of 1 to 64 characters and values of at most
-    /// [`MAX_CLOUD_SERVER_VALUE_CHARS`], none of them a control character.
+    /// What is known of the server, copied into each of its tasks: at most 32 facts, keys
+    /// of 1 to 64 characters and values of at most 256 characters, none of them a control
+    /// character.
     #[serde(default)]
     pub cloud_server: BTreeMap<String, String>,
 }
 
-/// Facts a server's `cloud_server` holds at most.
+/// Facts a server's `cloud_server` holds at most (the field's documentation says so too).
 pub const MAX_CLOUD_SERVER_FACTS: usize = 32;
 /// Characters a value of `cloud_server` holds at most.
 pub const MAX_CLOUD_SERVER_VALUE_CHARS: usize = 256;

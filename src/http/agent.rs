@@ -108,7 +108,7 @@ pub async fn register_server(
 }
 
 /// Checks a registration's `cloud_server`, which every task of the server copies: a few
-/// facts of bounded length (an agent sends five).
+/// facts of bounded length (an agent sends four).
 fn check_cloud_server(facts: &BTreeMap<String, String>) -> Result<(), Invalid> {
     if facts.len() > MAX_CLOUD_SERVER_FACTS {
         return Err(Invalid(format!(

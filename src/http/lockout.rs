@@ -228,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn long_credentials_are_kept_as_digests_of_a_fixed_size() {
+    fn long_credentials_are_told_apart_and_locked() {
         let tracker = FailureTracker::new(1000);
         let long = "u".repeat(1 << 20);
         let (one, two) = (format!("{long}1"), format!("{long}2"));
