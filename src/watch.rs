@@ -58,6 +58,11 @@ impl Gap {
 }
 /// Events read at once.
 const BATCH: i64 = 500;
+/// Events before the last one a hub that starts reading looks for holes among.
+const START_SCAN: i64 = 4 * BATCH;
+/// How recent a hole a hub that starts reading starts before: a transaction that commits
+/// later than this after a later one may be passed by a replica's first watcher.
+const START_LOOKBACK: Duration = Duration::from_secs(30);
 /// Events a slow watcher may fall behind before it reads them again from the database.
 const CHANNEL: usize = 4096;
 /// Pause after the database failed a read.
@@ -122,24 +127,36 @@ impl Hub {
 
     /// Where a hub that was not reading starts: after the last event committed; but where
     /// the database commits out of `seq` order (PostgreSQL: it can tell its writers), before
-    /// the first hole among the last events, left there within [`GAP_MAX_WAIT`]: a
-    /// transaction still running may hold that `seq`, and the hub then waits at the gap as
-    /// it does at any other, rather than passing a change that commits later.
+    /// the first hole among the last [`START_SCAN`] events that the next one followed within
+    /// [`START_LOOKBACK`]: a transaction still running may hold that `seq`, and the hub then
+    /// waits at the gap as it does at any other, rather than passing a change that commits
+    /// later. (An older hole is passed, as a running hub would have given up most of them:
+    /// waiting at each rolled-back one while a long transaction runs would hold every new
+    /// watcher up.)
     async fn start_position(&self) -> StoreResult<i64> {
         let last = self.store.last_job_event().await?;
         if self.store.writers_now().await?.is_none() {
             return Ok(last);
         }
-        let from = (last - BATCH).max(0);
-        let recent = self.store.job_events_after(None, from, BATCH).await?;
         let since =
-            crate::domain::now_ms() - i64::try_from(GAP_MAX_WAIT.as_millis()).unwrap_or(i64::MAX);
-        let mut expected = from + 1;
-        for event in recent.iter().take_while(|e| e.seq <= last) {
-            if event.seq != expected && event.at >= since {
-                return Ok(expected - 1);
+            crate::domain::now_ms() - i64::try_from(START_LOOKBACK.as_millis()).unwrap_or(i64::MAX);
+        let mut expected = (last - START_SCAN).max(0) + 1;
+        while expected <= last {
+            let events = self
+                .store
+                .job_events_after(None, expected - 1, BATCH)
+                .await?;
+            let mut read_on = false;
+            for event in events.iter().take_while(|e| e.seq <= last) {
+                if event.seq != expected && event.at >= since {
+                    return Ok(expected - 1);
+                }
+                expected = event.seq + 1;
+                read_on = true;
             }
-            expected = event.seq + 1;
+            if !read_on {
+                break;
+            }
         }
         Ok(last)
     }
@@ -345,6 +362,53 @@ mod tests {
         .await
         .expect("the later change within 10 s");
         assert!(event.seq > hole);
+        shutdown.cancel();
+    }
+
+    /// An old hole is passed: a hub that starts reading does not wait at it, even while a
+    /// transaction that writes is open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_starts_after_an_old_hole() {
+        let Some(db) = crate::testkit::test_database().await else {
+            return;
+        };
+        let store = crate::store::open(&db.url).await.expect("open");
+        let insert = |at: i64| {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
+                 VALUES ('p1', 'j1', 'created', '{}', NULL, true, $1) RETURNING seq",
+            )
+            .bind(at)
+        };
+        let old = crate::domain::now_ms() - 2 * START_LOOKBACK.as_millis() as i64;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query("BEGIN")
+            .execute(&mut conn)
+            .await
+            .expect("begin");
+        insert(old).fetch_one(&mut conn).await.expect("hole");
+        sqlx::query("ROLLBACK")
+            .execute(&mut conn)
+            .await
+            .expect("rollback");
+        let last = insert(old)
+            .fetch_one(&mut conn)
+            .await
+            .expect("after the hole");
+        // A transaction that writes, open while the hub starts.
+        let mut writer = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query("BEGIN")
+            .execute(&mut writer)
+            .await
+            .expect("begin");
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut writer)
+            .await
+            .expect("xid");
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(store, shutdown.clone());
+        let (_watcher, start) = hub.subscribe().await.expect("subscribe");
+        assert_eq!(start, last);
         shutdown.cancel();
     }
 }
