@@ -281,8 +281,7 @@ mod tests {
     use sqlx::Connection;
 
     use super::*;
-    use crate::store::testing::new_job;
-    use crate::store::NewServer;
+    use crate::store::testing::{add_servers, new_job};
 
     /// Waits (at most 10 s) until `done` holds.
     async fn until(done: impl Fn() -> bool) {
@@ -303,15 +302,7 @@ mod tests {
         };
         let store = crate::store::open(&db.url).await.expect("open");
         let project = ProjectId::parse("p1").expect("project");
-        let server = NewServer {
-            id: "s1".to_string(),
-            name: "s1".to_string(),
-            kind: "agent".to_string(),
-            sim_outcome: None,
-            cloud_server: Default::default(),
-            now_ms: 1,
-        };
-        store.upsert_server(&project, server).await.expect("server");
+        add_servers(store.as_ref(), &project, &["s1"]).await;
         let job = |name: &str| {
             let mut job = new_job(name, &["s1"]);
             job.now_ms = crate::domain::now_ms();
@@ -327,20 +318,7 @@ mod tests {
             .expect("job");
         until(|| hub.stale.load(Ordering::Acquire)).await;
         // A transaction takes a `seq`, a later change commits, and the transaction rolls back.
-        let mut slow = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-        sqlx::query("BEGIN")
-            .execute(&mut slow)
-            .await
-            .expect("begin");
-        let hole: i64 = sqlx::query_scalar(
-            "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
-             SELECT project_id, id, 'deleted', list_item, NULL, visible, update_at FROM jobs \
-             WHERE id = $1 RETURNING seq",
-        )
-        .bind(&first.id)
-        .fetch_one(&mut slow)
-        .await
-        .expect("insert");
+        let (mut slow, hole) = crate::testkit::uncommitted_job_event(&db.url, &first.id).await;
         let second = store
             .create_job(&project, job("second"), None)
             .await

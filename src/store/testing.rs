@@ -13,7 +13,7 @@ pub fn list_query(raw: &str) -> ListJobsQuery {
 }
 
 /// Registers agent servers `ids` in `project`.
-pub async fn add_servers(store: &impl JobStore, project: &ProjectId, ids: &[&str]) {
+pub async fn add_servers(store: &(impl JobStore + ?Sized), project: &ProjectId, ids: &[&str]) {
     for id in ids {
         let server = NewServer {
             id: id.to_string(),

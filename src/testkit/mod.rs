@@ -5,5 +5,5 @@
 mod pg;
 mod server;
 
-pub use pg::{pg_admin_url, test_database, ScratchDatabase};
+pub use pg::{pg_admin_url, test_database, uncommitted_job_event, ScratchDatabase};
 pub use server::ServerProcess;

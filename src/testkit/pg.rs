@@ -105,3 +105,24 @@ pub async fn test_database() -> Option<ScratchDatabase> {
         }
     }
 }
+
+/// A transaction on the PostgreSQL database at `url` that has written a job event of
+/// `job_id` (a `deleted` change, taking its `seq`, which it answers) and not committed yet:
+/// the watch's tests of late commits and rolled-back holes.
+pub async fn uncommitted_job_event(url: &str, job_id: &str) -> (sqlx::PgConnection, i64) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
+         SELECT project_id, id, 'deleted', list_item, NULL, visible, update_at FROM jobs \
+         WHERE id = $1 RETURNING seq",
+    )
+    .bind(job_id)
+    .fetch_one(&mut conn)
+    .await
+    .expect("insert");
+    (conn, seq)
+}

@@ -607,29 +607,6 @@ async fn jobs_watch_prints_a_jobs_changes_until_it_is_deleted() {
     assert!(lines.iter().all(|l| l["job"]["id"] == job.id.as_str()));
 }
 
-/// A transaction on `app`'s PostgreSQL database that has written a job event of `job_id`
-/// (taking its `seq`, which it answers) and not committed yet.
-async fn uncommitted_event(app: &TestApp, job_id: &str) -> (sqlx::PgConnection, i64) {
-    use sqlx::Connection;
-    let mut slow = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .expect("connect");
-    sqlx::query("BEGIN")
-        .execute(&mut slow)
-        .await
-        .expect("begin");
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO job_events (project_id, job_id, kind, item, task, visible, at) \
-         SELECT project_id, id, 'deleted', list_item, NULL, visible, update_at FROM jobs \
-         WHERE id = $1 RETURNING seq",
-    )
-    .bind(job_id)
-    .fetch_one(&mut slow)
-    .await
-    .expect("insert");
-    (slow, seq)
-}
-
 /// The job changes of `stream`, as (seq, job id), until `done` holds of them.
 async fn changes_until(
     stream: &mut EventStream,
@@ -658,7 +635,8 @@ async fn on_postgresql_a_first_watcher_gets_a_change_committed_late() {
     let first = app.create_job("first", &["sim-server-01"]).await;
     app.wait_for_status(&first.id, "FINISHED", Duration::from_secs(10))
         .await;
-    let (mut slow, late) = uncommitted_event(&app, &first.id).await;
+    let (mut slow, late) =
+        litejobs::testkit::uncommitted_job_event(&app.database_url, &first.id).await;
     let second = app.create_job("second", &["sim-server-02"]).await;
     // The first watcher of this replica arrives while the late change is not committed.
     let mut stream = client
@@ -692,7 +670,8 @@ async fn on_postgresql_a_first_watcher_passes_a_rolled_back_hole_at_once() {
         .await
         .expect("register");
     let first = app.create_job("first", &["node-quiet"]).await;
-    let (mut slow, hole) = uncommitted_event(&app, &first.id).await;
+    let (mut slow, hole) =
+        litejobs::testkit::uncommitted_job_event(&app.database_url, &first.id).await;
     // Its server has no agent: its creation is the last change written.
     let second = app.create_job("second", &["node-quiet"]).await;
     sqlx::query("ROLLBACK")
@@ -732,7 +711,8 @@ async fn on_postgresql_a_change_committed_late_is_not_skipped() {
     assert_eq!(next(&mut stream).await.event, "ready");
     // A transaction takes its `seq`, and commits only after a later change did, and after
     // longer than the hub would wait without asking the database.
-    let (mut slow, late) = uncommitted_event(&app, &first.id).await;
+    let (mut slow, late) =
+        litejobs::testkit::uncommitted_job_event(&app.database_url, &first.id).await;
     let second = app.create_job("second", &["sim-server-02"]).await;
     tokio::time::sleep(litejobs::watch::GAP_WAIT + Duration::from_secs(2)).await;
     sqlx::query("COMMIT")

@@ -304,23 +304,13 @@ async fn name_grams_are_those_the_index_holds() {
 
 #[tokio::test]
 async fn items_written_by_postgres_are_the_bytes_serde_writes() {
-    use crate::store::JobStore;
-
     let Some(db) = test_database().await else {
         return;
     };
     let url = db.url.clone();
     let store = PgStore::connect(&url, 4).await.expect("connect");
     let project = ProjectId::parse("p1").expect("project");
-    let server = crate::store::NewServer {
-        id: "s1".to_string(),
-        name: "s1".to_string(),
-        kind: "agent".to_string(),
-        sim_outcome: None,
-        cloud_server: Default::default(),
-        now_ms: 1,
-    };
-    store.upsert_server(&project, server).await.expect("server");
+    crate::store::testing::add_servers(&store, &project, &["s1"]).await;
     crate::store::list::item::check_items_are_the_bytes_serde_writes(&store, &project, false).await;
     drop(store);
 }
