@@ -16,16 +16,32 @@ use super::error::ApiError;
 /// Largest request body accepted (the real gateway's limit for signed bodies).
 pub const MAX_BODY_BYTES: usize = 12 * 1024 * 1024;
 
-/// Decodes a query string into pairs (`+` is a space, as in any form encoding). A key or
-/// value whose bytes, once decoded, are not UTF-8 is a client's mistake: it is refused
-/// rather than read with replacement characters, which would match other text.
+/// Decodes an API request's query string into pairs. A `+` stays a `+`, as in the
+/// signature's canonical query (`sign::canonical_query`): what a handler acts on is what was
+/// signed (a space is `%20`). A key or value whose bytes, once decoded, are not UTF-8 is a
+/// client's mistake: it is refused rather than read with replacement characters, which
+/// would match other text.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    decode_pairs(raw, false)
+}
+
+/// Decodes a browser form's query string into pairs: a `+` is a space, as in any form
+/// encoding (the console's pages, whose queries are not signed).
+pub fn form_query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    decode_pairs(raw, true)
+}
+
+fn decode_pairs(raw: Option<&str>, plus_is_space: bool) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |part: &[u8]| {
-        let spaced: Vec<u8> = part
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        let bytes: Vec<u8> = if plus_is_space {
+            let spaced: Vec<u8> = part
+                .iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect();
+            percent_encoding::percent_decode(&spaced).collect()
+        } else {
+            percent_encoding::percent_decode(part).collect()
+        };
         String::from_utf8(bytes).map_err(|_| {
             ApiError::Invalid(format!(
                 "invalid query: {} is not UTF-8 once decoded",
@@ -288,6 +304,27 @@ pub async fn read_body(body: Body, limits: &BodyLimits) -> Result<(Bytes, BodyPe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_query_reads_a_plus_as_signed_and_a_form_query_as_a_space() {
+        let raw = Some("name=a+b%2Bc%20d&x+y=1");
+        let api = query_pairs(raw).map_err(|e| format!("{e:?}"));
+        assert_eq!(
+            api,
+            Ok(vec![
+                ("name".to_string(), "a+b+c d".to_string()),
+                ("x+y".to_string(), "1".to_string())
+            ])
+        );
+        let form = form_query_pairs(raw).map_err(|e| format!("{e:?}"));
+        assert_eq!(
+            form,
+            Ok(vec![
+                ("name".to_string(), "a b+c d".to_string()),
+                ("x y".to_string(), "1".to_string())
+            ])
+        );
+    }
 
     /// A body that declares `declared` bytes, sends one and then nothing more.
     struct Trickle {

@@ -213,25 +213,34 @@ pub async fn password_user(
     peer: std::net::IpAddr,
 ) -> Result<UserRecord, ApiError> {
     let authn = &state.authenticator;
-    let limit_key = format!("password:{user_ref}");
-    if authn.locked(&limit_key, peer) {
-        return Err(ApiError::Unauthenticated);
-    }
     // A name holding U+0000 is no user's (nor any project's below).
     let user = if holds_nul(user_ref) {
         None
     } else {
         state.store.find_user(user_ref).await?
     };
-    let verified = match user.as_ref().and_then(|u| u.password_hash.clone()) {
-        Some(hash) => {
-            let pw = password.to_string();
-            tokio::task::spawn_blocking(move || crate::iam::verify_password(&pw, &hash))
-                .await
-                .map_err(ApiError::internal)?
-        }
-        None => false,
+    // A user's failures count together whether they were named by name or by id.
+    let limit_key = match &user {
+        Some(u) => format!("password:{}", u.id),
+        None => format!("password:{user_ref}"),
     };
+    if authn.locked(&limit_key, peer) {
+        return Err(ApiError::Unauthenticated);
+    }
+    // An unknown user (or one without a password) is checked against a decoy hash: the
+    // answer takes as long as a wrong password's.
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let checked = hash.is_some();
+    let pw = password.to_string();
+    let matched = tokio::task::spawn_blocking(move || {
+        let hash = hash
+            .as_deref()
+            .unwrap_or_else(|| crate::iam::decoy_password_hash());
+        crate::iam::verify_password(&pw, hash)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let verified = checked && matched;
     let public = user
         .as_ref()
         .is_some_and(|u| authn.refuses_demo_password(&u.name, password));

@@ -79,6 +79,15 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
 }
 
+/// The hash of a random password, made once, with the parameters new passwords get: a
+/// sign-in naming no user (or one without a password) is checked against it, so that it
+/// costs what a wrong password costs and its answer's time does not tell that the name is
+/// unknown.
+pub fn decoy_password_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&crate::domain::ids::new_id()).unwrap_or_default())
+}
+
 /// True when `password` matches the stored hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
@@ -339,6 +348,16 @@ pub fn write_profile(path: &std::path::Path, profile: &Profile) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_decoy_is_a_real_hash_of_new_passwords_parameters() {
+        let decoy = PasswordHash::new(decoy_password_hash()).expect("a PHC string");
+        let real = hash_password("s3cret").expect("hashes");
+        let real = PasswordHash::new(&real).expect("a PHC string");
+        assert_eq!(decoy.algorithm, real.algorithm);
+        assert_eq!(decoy.params, real.params);
+        assert!(!verify_password("s3cret", decoy_password_hash()));
+    }
 
     #[test]
     fn passwords_hash_and_verify() {

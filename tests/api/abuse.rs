@@ -238,6 +238,51 @@ async fn failures_at_one_address_lock_the_key_there_only() {
     assert_eq!(list_status(&owner).await, 200);
 }
 
+/// Asks for a token as `user` (an IAM user object: by name or by id) with `password`;
+/// answers the status and body.
+async fn sign_in(app: &TestApp, user: serde_json::Value) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": user}},
+        "scope": {"project": {"id": app.project_id}},
+    }});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v3/auth/tokens", app.endpoint))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_locked_out_by_name_is_locked_out_by_id() {
+    let app = TestApp::sqlite().await;
+    let profile =
+        litejobs::serve::read_profile(&app.dir.path().join("admin.json")).expect("profile");
+    let password = profile.password.expect("admin password");
+    let (status, body) = sign_in(
+        &app,
+        serde_json::json!({"name": "admin", "password": password}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["token"]["user"]["id"]
+        .as_str()
+        .expect("user id")
+        .to_string();
+    for n in 0..5 {
+        let wrong = serde_json::json!({"name": "admin", "password": format!("wrong-{n}")});
+        assert_eq!(sign_in(&app, wrong).await.0, 401);
+    }
+    for user in [
+        serde_json::json!({"id": id, "password": password}),
+        serde_json::json!({"name": "admin", "password": password}),
+    ] {
+        assert_eq!(sign_in(&app, user.clone()).await.0, 401, "{user}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_failing_too_often_is_refused_and_no_other() {
     let app = app_with(|c| c.auth_failures_per_address = 20).await;

@@ -840,3 +840,55 @@ async fn a_declared_body_hash_must_be_the_bodys_own() {
     assert_eq!(app.admin.list_jobs(&[]).await.expect("list").total, 2);
     app.stop().await;
 }
+
+/// A `+` in a signed query is read by the handler as it was signed (a `+`, never a space):
+/// a captured request whose `%2B` is turned into `+` asks for the same thing, not another.
+#[tokio::test]
+async fn a_plus_in_a_signed_query_means_what_was_signed() {
+    let app = TestApp::sqlite().await;
+    let path = app.admin.project_path("/dev-servers/jobs/events");
+    let send = |query: &'static str| {
+        let mut headers = vec![
+            ("Host".to_string(), app.addr.to_string()),
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Project-Id".to_string(), app.project_id.clone()),
+        ];
+        let creds = app.credentials.clone();
+        let path = path.clone();
+        let endpoint = app.endpoint.clone();
+        async move {
+            let authorization = sign::sign(
+                "GET",
+                &path,
+                "last_event_id=1%2B",
+                &mut headers,
+                b"",
+                &creds,
+                chrono::Utc::now(),
+            );
+            let mut request = reqwest::Client::new().get(format!("{endpoint}{path}?{query}"));
+            for (n, v) in &headers {
+                request = request.header(n.as_str(), v.as_str());
+            }
+            let response = request
+                .header("Authorization", authorization)
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            // (An opened stream would never end: its body is not read.)
+            let body = match status {
+                400 => response.text().await.unwrap_or_default(),
+                _ => String::new(),
+            };
+            (status, body)
+        }
+    };
+    // Signed as `1+`, sent either way: both are `1+`, which is no event id.
+    for query in ["last_event_id=1%2B", "last_event_id=1+"] {
+        let (status, body) = send(query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains("Last-Event-ID"), "{query}: {body}");
+    }
+    app.stop().await;
+}

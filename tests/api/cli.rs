@@ -926,7 +926,15 @@ async fn tokens_work_until_the_users_tokens_are_revoked() {
         "{refused:?}"
     );
 
-    admin(
+    // A new password ends the tokens issued under the old one.
+    let token =
+        litejobs::client::issue_token(&app.endpoint, "dave", "dave-pw-123", &app.project_id)
+            .await
+            .expect("token");
+    let mut cmd = litejobs(&app);
+    cmd.env("LITEJOBS_TOKEN", &token);
+    run(cmd, &["jobs", "list"]).await.ok();
+    let set = admin(
         &app,
         &[
             "iam",
@@ -935,10 +943,18 @@ async fn tokens_work_until_the_users_tokens_are_revoked() {
             "dave",
             "--password",
             "new-pw-456",
+            "-o",
+            "json",
         ],
     )
     .await
-    .ok();
+    .json();
+    assert_eq!(set["revoked_tokens"], 1, "{set}");
+    let refused = run(litejobs(&app), &["jobs", "list", "--token", &token]).await;
+    assert!(
+        refused.failed().starts_with("error: 401 APIG.0301: "),
+        "{refused:?}"
+    );
     let fresh =
         litejobs::client::issue_token(&app.endpoint, "dave", "new-pw-456", &app.project_id).await;
     assert!(fresh.is_ok(), "{fresh:?}");

@@ -104,10 +104,21 @@ pub(super) async fn user(
             store
                 .set_password(&u.id, &iam::hash_password(&password)?)
                 .await?;
+            // As in IAM, the tokens issued under the old password (and so the console's
+            // sessions) end with it.
+            let revoked = store
+                .revoke_user_tokens(&u.id, crate::domain::now_ms())
+                .await?;
+            note_cache_delay();
             emit(
                 format,
-                &json!({"user_name": u.name, "password_set": true}),
-                || format!("set the password of {}\n", u.name),
+                &json!({"user_name": u.name, "password_set": true, "revoked_tokens": revoked}),
+                || {
+                    format!(
+                        "set the password of {} and revoked {revoked} token(s)\n",
+                        u.name
+                    )
+                },
             )
         }
     }

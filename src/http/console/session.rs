@@ -14,7 +14,7 @@ use super::page::{self, Section};
 use super::ConsoleError;
 use crate::http::auth::{peer_ip, token_caller, Caller};
 use crate::http::error::ApiError;
-use crate::http::extract::{query_pairs, read_body};
+use crate::http::extract::{form_query_pairs, read_body};
 use crate::http::iam::{end_token, granted_project, new_token, password_user};
 use crate::http::AppState;
 use crate::store::UserRecord;
@@ -316,7 +316,7 @@ pub async fn login_page(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let query = query_pairs(raw.as_deref()).unwrap_or_default();
+    let query = form_query_pairs(raw.as_deref()).unwrap_or_default();
     let get = |name: &str| {
         query
             .iter()
@@ -490,7 +490,7 @@ async fn switch(state: &AppState, session: &Session, body: Body) -> Result<Respo
 /// The query pairs of a request with a value, for the pages' GET forms (none, when the
 /// query cannot be decoded: a page's links never make such a query).
 pub fn given_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    query_pairs(raw)
+    form_query_pairs(raw)
         .unwrap_or_default()
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
