@@ -135,9 +135,10 @@ pub enum FaultsCommand {
     /// Add a rule, e.g. `op=ListDevServerJobs,status=429,times=2`.
     Add { rule: String },
     /// Remove one rule, or every rule with `--all`.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Remove {
         id: Option<u64>,
-        #[arg(long, conflicts_with = "id")]
+        #[arg(long)]
         all: bool,
     },
 }
@@ -261,14 +262,14 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
             print_json(&control(&client, Method::POST, "faults", &[], Some(body)).await?)
         }
         EmulatorCommand::Faults {
-            command: Some(FaultsCommand::Remove { id, all }),
+            command: Some(FaultsCommand::Remove { id, .. }),
         } => {
-            match (id, all) {
-                (Some(id), _) => {
+            // (clap makes sure that one of them is given, and not both.)
+            match id {
+                Some(id) => {
                     control(&client, Method::DELETE, &format!("faults/{id}"), &[], None).await?
                 }
-                (None, true) => control(&client, Method::DELETE, "faults", &[], None).await?,
-                (None, false) => anyhow::bail!("name a rule's id, or --all"),
+                None => control(&client, Method::DELETE, "faults", &[], None).await?,
             };
             Ok(())
         }

@@ -22,6 +22,9 @@ impl Invalid {
     }
 }
 
+/// Most servers one job may run on (a create's `server_ids`, a seeded job's tasks).
+pub const MAX_SERVERS_PER_JOB: usize = 1000;
+
 /// A server whose agent was heard from within this time (ms) is online.
 pub const ONLINE_WITHIN_MS: i64 = 60_000;
 

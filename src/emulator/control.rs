@@ -104,16 +104,17 @@ async fn reset(State(state): State<AppState>, request: Request) -> Result<Respon
     } else {
         parse_json(&body)?
     };
-    let project = req
-        .project_id
-        .as_deref()
-        .map(ProjectId::parse)
-        .transpose()?;
-    if let Some(p) = &project {
-        if state.store.find_project(p.as_str()).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no project {p}")));
+    // The project named by id or name; its id from here on.
+    let project = match req.project_id.as_deref() {
+        Some(named) if crate::domain::ids::holds_nul(named) => {
+            return Err(ApiError::NotFound(format!("no project {named:?}")))
         }
-    }
+        Some(named) => match state.store.find_project(named).await? {
+            Some(found) => Some(ProjectId::parse(&found.id)?),
+            None => return Err(ApiError::NotFound(format!("no project {named}"))),
+        },
+        None => None,
+    };
     let erased = reset_state(&state, project.as_ref())
         .await
         .map_err(seed_failure)?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{now_ms, ProjectId};
+use crate::domain::{now_ms, ProjectId, MAX_SERVERS_PER_JOB};
 use crate::iam;
 use crate::secrets::Sealer;
 use crate::store::seed::{JobRow, TaskRow};
@@ -248,11 +248,12 @@ impl Seed {
                 )));
             }
             if let Some(id) = &j.id {
-                // (`templates` and `services` are paths of their own: no job could be read.)
-                if !simple(id) || ["templates", "services"].contains(&id.as_str()) {
+                // (`templates` and `services` are paths of their own, and a client takes `.`
+                // and `..` out of a path: no job with such an id could be read.)
+                if !simple(id) || ["templates", "services", ".", ".."].contains(&id.as_str()) {
                     return Err(bad(format!(
-                        "job id {id:?}: an id matches ^[-_.a-zA-Z0-9]{{1,64}}$ and is neither \
-                         templates nor services"
+                        "job id {id:?}: an id matches ^[-_.a-zA-Z0-9]{{1,64}}$ and is none of \
+                         templates, services, . and .."
                     )));
                 }
             }
@@ -265,9 +266,13 @@ impl Seed {
                     j.name
                 )));
             }
-            if j.tasks.is_empty() {
-                return Err(bad(format!("job {:?} has no tasks", j.name)));
+            if j.tasks.is_empty() || j.tasks.len() > MAX_SERVERS_PER_JOB {
+                return Err(bad(format!(
+                    "job {:?} has 1 to {MAX_SERVERS_PER_JOB} tasks",
+                    j.name
+                )));
             }
+            let mut servers = std::collections::HashSet::new();
             for t in &j.tasks {
                 if !TASK_STATUSES.contains(&t.status.as_str()) || !simple(&t.server_id) {
                     return Err(bad(format!(
@@ -275,6 +280,23 @@ impl Seed {
                         j.name
                     )));
                 }
+                if !servers.insert(t.server_id.as_str()) {
+                    return Err(bad(format!(
+                        "job {:?}: server {} has more than one task",
+                        j.name, t.server_id
+                    )));
+                }
+            }
+            check_status(j)?;
+            if [j.create_at, j.update_at, j.deleted_at]
+                .iter()
+                .flatten()
+                .any(|t| *t < 0)
+            {
+                return Err(bad(format!(
+                    "job {:?}: create_at, update_at and deleted_at are times since 1970",
+                    j.name
+                )));
             }
             if let (Some(c), Some(u)) = (j.create_at, j.update_at) {
                 if u < c {
@@ -287,6 +309,56 @@ impl Seed {
         }
         Ok(())
     }
+}
+
+/// The servers a job of the project named `project` (by id or name) may have tasks on once
+/// the seed is loaded: the project's own, the seed's, and the simulated fleet's.
+async fn servers_of(
+    store: &dyn Store,
+    seed: &Seed,
+    project: &str,
+    fleet: Option<&SimulationConfig>,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut names = vec![project.to_string()];
+    let mut known = std::collections::HashSet::new();
+    if let Some(found) = store.find_project(project).await? {
+        let id = ProjectId::parse(&found.id)?;
+        known.extend(store.list_servers(&id).await?.into_iter().map(|s| s.id));
+        names.extend([found.id, found.name]);
+    }
+    for p in &seed.projects {
+        if names.contains(&p.name) || p.id.as_ref().is_some_and(|id| names.contains(id)) {
+            names.extend(p.id.iter().cloned().chain([p.name.clone()]));
+        }
+    }
+    for s in seed.servers.iter().filter(|s| names.contains(&s.project)) {
+        known.insert(s.id.clone());
+    }
+    if let Some(fleet) = fleet {
+        known.extend((1..=fleet.servers).map(SimulationConfig::server_id));
+    }
+    Ok(known)
+}
+
+/// A job's status as its tasks make it: `PROCESSING` while a task runs, `FINISHED` once
+/// none does, `DELETED` (or a `deleted_at`) with none running (a delete skips them).
+fn check_status(j: &SeedJob) -> Result<(), SeedError> {
+    let running = j.tasks.iter().any(|t| t.status == "PROCESSING");
+    let deleted = j.deleted_at.is_some();
+    let fits = match j.status.as_deref() {
+        None => !(deleted && running),
+        Some("PROCESSING") => running && !deleted,
+        Some("FINISHED") => !running && !deleted,
+        Some(_) => !running,
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "job {:?}: a job is PROCESSING while one of its tasks is, FINISHED once none is, and \
+         DELETED (with deleted_at) with none left PROCESSING",
+        j.name
+    )))
 }
 
 /// The project an id or name means.
@@ -383,6 +455,17 @@ pub async fn load(
     for g in seed.users.iter().flat_map(|u| &u.grants) {
         if !policies.iter().any(|p| p.name == g.policy) {
             return Err(bad(format!("no policy {:?}", g.policy)).into());
+        }
+    }
+    // And every job's servers, as a create's must be registered.
+    for j in &seed.jobs {
+        let known = servers_of(store, seed, &j.project, fleet).await?;
+        if let Some(t) = j.tasks.iter().find(|t| !known.contains(&t.server_id)) {
+            return Err(bad(format!(
+                "job {:?}: server {} is not registered in project {:?} (nor by the seed)",
+                j.name, t.server_id, j.project
+            ))
+            .into());
         }
     }
     for p in missing {

@@ -19,12 +19,11 @@ use super::AppState;
 use crate::audit::Resources;
 use crate::domain::filter::ListJobsQuery;
 use crate::domain::ids::{bounded, holds_nul, lookup, new_id, simple_name};
-use crate::domain::{now_ms, Action, Invalid};
+use crate::domain::{now_ms, Action, Invalid, MAX_SERVERS_PER_JOB};
 use crate::store::{IdempotencyKey, NewJob};
 use crate::wire::{DeleteJobsRequest, JobCreateRequest, JobDetail, JobListItem, Page};
 
-/// Most servers one job may target, and most items one job may carry.
-pub const MAX_SERVERS_PER_JOB: usize = 1000;
+/// Most items one job may carry.
 pub const MAX_ITEMS_PER_JOB: usize = 100;
 /// Most job ids one delete may name.
 pub const MAX_IDS_PER_DELETE: usize = 1000;

@@ -1128,3 +1128,147 @@ async fn a_project_or_user_in_the_demo_accounts_way_leaves_no_demo_account() {
         server.terminate().await.expect("stops");
     }
 }
+
+/// A seeded job is one a create could have made, run as the service runs jobs: its status
+/// agrees with its tasks, each task is on a registered server of its own, its times are
+/// after 1970, and its id can be read by a client. Anything else is a 400 that loads
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_job_is_one_a_create_could_have_made() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(dir.path(), &[]).await;
+    let admin = admin_client(&info);
+    let job = |extra: serde_json::Value, tasks: serde_json::Value| {
+        let mut job = serde_json::json!({
+            "project": demo::PROJECT_ID, "name": "seeded", "type": "COMMON", "tasks": tasks,
+        });
+        for (k, v) in extra.as_object().expect("fields") {
+            job[k] = v.clone();
+        }
+        serde_json::json!({ "jobs": [job] })
+    };
+    let task =
+        |server: &str, status: &str| serde_json::json!({"server_id": server, "status": status});
+    let done = serde_json::json!([task("sim-server-01", "SUCCESS")]);
+    let running = serde_json::json!([task("sim-server-01", "PROCESSING")]);
+    for bad in [
+        job(serde_json::json!({"status": "PROCESSING"}), done.clone()),
+        job(serde_json::json!({"status": "FINISHED"}), running.clone()),
+        job(serde_json::json!({"status": "DELETED"}), running.clone()),
+        job(serde_json::json!({"deleted_at": 1_000}), running.clone()),
+        job(
+            serde_json::json!({}),
+            serde_json::json!([
+                task("sim-server-01", "SUCCESS"),
+                task("sim-server-01", "FAILED")
+            ]),
+        ),
+        job(
+            serde_json::json!({}),
+            serde_json::json!([task("ghost", "SUCCESS")]),
+        ),
+        job(serde_json::json!({"create_at": -5}), done.clone()),
+        job(serde_json::json!({"id": ".."}), done.clone()),
+        job(serde_json::json!({"id": "."}), done.clone()),
+    ] {
+        let (status, body) = call(
+            &admin,
+            reqwest::Method::POST,
+            "/_litejobs/seed",
+            Some(bad.to_string().into_bytes()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (400, Some("ModelArts.0107")),
+            "{bad}: {body}"
+        );
+    }
+    // What agrees is loaded: a running job, an ended one, a deleted one with a skipped task.
+    let good = serde_json::json!({"jobs": [
+        {"project": demo::PROJECT_ID, "name": "runs", "type": "COMMON", "status": "PROCESSING",
+         "tasks": [task("sim-server-01", "PROCESSING"), task("sim-server-02", "SUCCESS")]},
+        {"project": demo::PROJECT_ID, "name": "ended", "type": "COMMON", "status": "FINISHED",
+         "tasks": [task("sim-server-01", "FAILED")]},
+        {"project": demo::PROJECT_ID, "name": "gone", "type": "COMMON", "status": "DELETED",
+         "tasks": [task("sim-server-01", "SKIPPED")]},
+    ]});
+    let (status, body) = call(
+        &admin,
+        reqwest::Method::POST,
+        "/_litejobs/seed",
+        Some(good.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, exported) = call(&admin, reqwest::Method::GET, "/_litejobs/export", None).await;
+    let names: Vec<&str> = exported["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "seeded").count(),
+        0,
+        "{exported}"
+    );
+    for name in ["runs", "ended", "gone"] {
+        assert!(names.contains(&name), "{name}: {exported}");
+    }
+    server.terminate().await.expect("stops");
+}
+
+/// A reset of one project named by its name erases that project's jobs, as by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_of_a_project_named_by_name_erases_its_jobs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(dir.path(), &[]).await;
+    let admin = admin_client(&info);
+    let demo = demo_client(info["endpoint"].as_str().expect("endpoint"));
+    demo.create_job(
+        &crate::helpers::job_request("doomed", &["sim-server-01"]),
+        None,
+    )
+    .await
+    .expect("created");
+    let body = serde_json::json!({ "project_id": demo::PROJECT_NAME });
+    let (status, erased) = call(
+        &admin,
+        reqwest::Method::POST,
+        "/_litejobs/reset",
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(
+        (status, erased["erased_jobs"].as_u64()),
+        (200, Some(1)),
+        "{erased}"
+    );
+    assert_eq!(demo.list_jobs(&[]).await.expect("list").total, 0);
+    let body = serde_json::json!({ "project_id": "no-such-project" });
+    let (status, _) = call(
+        &admin,
+        reqwest::Method::POST,
+        "/_litejobs/reset",
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(status, 404);
+    server.terminate().await.expect("stops");
+}
+
+/// `emulator faults remove` without a rule's id or `--all` is a wrong command line: exit 2.
+#[test]
+fn removing_faults_names_a_rule_or_all() {
+    let out = std::process::Command::new(exe())
+        .args(["emulator", "faults", "remove"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = std::process::Command::new(exe())
+        .args(["emulator", "faults", "remove", "3", "--all"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

@@ -3,6 +3,7 @@
 //! waiting the name indexes' segments are merged a step at a time; the writer's page cache
 //! grows once the file passes 1 GiB ([`WriterCache`]).
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,15 +23,62 @@ pub(crate) const LOAD_MERGE_PAGES: u32 = 4096;
 /// The name indexes: of trigrams, and of 4-grams.
 pub(super) const NAME_INDEXES: [&str; 2] = ["jobs_name_fts", "jobs_name_grams"];
 
+/// The database file as the store opened it. Its path names it until someone removes or
+/// replaces it; then what the server writes goes to a file no name reaches, lost at its
+/// next start.
+#[derive(Debug, Clone)]
+pub(super) struct OpenedFile {
+    path: PathBuf,
+    /// The file's device and inode when it was opened (where the system tells them).
+    id: Option<(u64, u64)>,
+}
+
+impl OpenedFile {
+    pub(super) fn of(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            id: file_id(path),
+        }
+    }
+
+    /// What happened to the file, once its path no longer names it.
+    pub(super) fn lost(&self) -> Option<String> {
+        let opened = self.id?;
+        let how = match file_id(&self.path) {
+            Some(now) if now == opened => return None,
+            Some(_) => "replaced",
+            None => "removed",
+        };
+        Some(format!(
+            "the database file {} was {how} while the server ran: changes are refused; \
+             restart the server",
+            self.path.display()
+        ))
+    }
+}
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
+
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on `pool` (a connection of its own), so
 /// commits do not stop to copy pages into the database file; at a tick when no batch of
 /// creates was committed since the last one, takes one step of merging the name indexes (on
 /// the writer's connection, `write`, between batches), until a step finds nothing to merge
-/// or creates come again. Ends with the writer.
+/// or creates come again. Ends with the writer, or once the database file is removed or
+/// replaced: then it closes the writer's pool, and every change is refused (503) rather
+/// than written where it would be lost.
 pub(super) async fn run(
     pool: SqlitePool,
     write: SqlitePool,
-    writer: WriterWatch,
+    (writer, file): (WriterWatch, OpenedFile),
     cache: WriterCache,
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -39,6 +87,12 @@ pub(super) async fn run(
     loop {
         tick.tick().await;
         if !writer.alive() {
+            pool.close().await;
+            return;
+        }
+        if let Some(lost) = file.lost() {
+            tracing::error!("{lost}");
+            write.close().await;
             pool.close().await;
             return;
         }

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqlitePool};
 
 use self::list::Readers;
-use self::maintenance::WriterCache;
+use self::maintenance::{OpenedFile, WriterCache};
 use self::writer::Writer;
 use super::shared::{impl_exec, SqlPools};
 use super::wake::Wakeups;
@@ -108,6 +108,24 @@ pub struct SqliteStore {
     writer: Writer,
     list: Arc<Readers>,
     wakeups: Arc<Wakeups>,
+    /// The database file, checked by the probes and the upkeep.
+    opened: OpenedFile,
+}
+
+/// Whether a connection given back to a pool may be lent again. SQLite ends a transaction
+/// by itself on some failures (a commit refused for a full disk rolls it back); the
+/// driver, which counts the transactions it began, still counts that one open, its
+/// `ROLLBACK` then fails, and the connection could never begin another: such a connection
+/// is closed, and the pool opens a new one. (The ping first runs what the connection has
+/// queued, such as the rollback of a transaction dropped unfinished.)
+async fn still_usable(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    conn.ping().await?;
+    let usable = !conn.is_in_transaction();
+    if !usable {
+        tracing::warn!("a database connection left in a transaction SQLite had ended is replaced");
+    }
+    Ok(usable)
 }
 
 /// The `sqlite:` URL a URL or plain file path names.
@@ -152,6 +170,7 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .after_connect(writer_cache.on_connect())
+            .after_release(|conn, _| Box::pin(still_usable(conn)))
             .connect_with(
                 options
                     .clone()
@@ -177,10 +196,11 @@ impl SqliteStore {
         let list = Readers::open(&file)?;
         let wakeups = Arc::new(Wakeups::default());
         let (writer, watch) = Writer::start(write.clone(), wakeups.clone());
+        let opened = OpenedFile::of(&file);
         tokio::spawn(maintenance::run(
             checkpoint,
             write.clone(),
-            watch,
+            (watch, opened.clone()),
             writer_cache,
         ));
         Ok(Self {
@@ -189,6 +209,7 @@ impl SqliteStore {
             writer,
             list,
             wakeups,
+            opened,
         })
     }
 
@@ -241,6 +262,9 @@ impl Backend for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        if let Some(lost) = self.opened.lost() {
+            return Err(StoreError::Unavailable(lost.into()));
+        }
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }
@@ -253,6 +277,9 @@ impl Backend for SqliteStore {
     }
 
     async fn readiness(&self) -> StoreResult<Option<String>> {
+        if let Some(lost) = self.opened.lost() {
+            return Ok(Some(lost));
+        }
         crate::store::shared::unapplied_migrations(self, &MIGRATOR).await
     }
 

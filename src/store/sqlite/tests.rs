@@ -292,6 +292,69 @@ async fn a_create_failing_in_a_batch_fails_alone() {
     assert_eq!(page.total, 2);
 }
 
+/// A transaction SQLite ends by itself (as it rolls back a commit refused for a full disk;
+/// here a `ROLLBACK` sent as a statement) leaves the driver counting it open, and its own
+/// rollback failing: the writer's connection is replaced and creates go on.
+#[tokio::test]
+async fn a_transaction_sqlite_ended_by_itself_does_not_stop_the_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, project) = store_with_servers(&dir.path().join("t.db"), &["s1"]).await;
+    for _ in 0..2 {
+        let mut tx = crate::store::shared::begin_write(&store.write)
+            .await
+            .expect("begin");
+        sqlx::query("ROLLBACK")
+            .execute(&mut *tx)
+            .await
+            .expect("SQLite ends the transaction");
+        assert!(tx.rollback().await.is_err(), "the driver's rollback fails");
+        let created = store
+            .create_job(&project, new_job("after", &["s1"]), None)
+            .await;
+        assert_eq!(created.expect("created").name, "after");
+    }
+}
+
+/// A database file removed under the store: the probes say so and, within a tick of the
+/// upkeep, changes are refused rather than written to a file no name reaches.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_removed_database_file_fails_the_probes_and_refuses_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gone.db");
+    let (store, project) = store_with_servers(&path, &["s1"]).await;
+    store
+        .create_job(&project, new_job("before", &["s1"]), None)
+        .await
+        .expect("created");
+    assert_eq!(store.readiness().await.expect("ready"), None);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let reason = store.readiness().await.expect("an answer");
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("was removed")),
+        "{reason:?}"
+    );
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match store
+            .create_job(&project, new_job("after", &["s1"]), None)
+            .await
+        {
+            Err(StoreError::Unavailable(_)) => break,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => panic!("a change after the file went: {other:?}"),
+        }
+    }
+}
+
 /// The shared SQL's placeholders become plain `?` only when that keeps their meaning.
 #[test]
 fn placeholders_become_plain_when_they_come_once_each_in_order() {
