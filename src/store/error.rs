@@ -88,12 +88,14 @@ impl StoreError {
 /// for now: connection exceptions (`08`), insufficient resources (`53`), operator
 /// intervention (`57`: shutdown, `cannot_connect_now`, a cancelled statement, an idle
 /// session ended), a database that accepts no connections (`55000`), a read-only one
-/// (`25006`), and one that does not exist (`3D000`, while it is being created or restored).
+/// (`25006`), one that does not exist (`3D000`, while it is being created or restored), and
+/// one without the service's tables (`42P01`: emptied or replaced under the server; `/ready`
+/// says so).
 fn postgres_unavailable(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("57")
-        || matches!(code, "55000" | "25006" | "3D000")
+        || matches!(code, "55000" | "25006" | "3D000" | "42P01")
 }
 
 /// PostgreSQL codes of a transaction that lost to concurrent ones.

@@ -416,6 +416,40 @@ async fn ready_says_which_migrations_the_database_lacks() {
     );
 }
 
+/// A PostgreSQL database emptied under the server (dropped and made again, say): `/ready`
+/// says it holds none of the service's tables, and requests are 503, not the server's
+/// fault (500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_emptied_under_the_server_is_not_ready_and_answers_503() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    assert_eq!(ready(&app.endpoint).await.0, 200);
+    let pool = sqlx::PgPool::connect(&app.database_url)
+        .await
+        .expect("pool");
+    sqlx::query("DROP SCHEMA public CASCADE")
+        .execute(&pool)
+        .await
+        .expect("drop");
+    sqlx::query("CREATE SCHEMA public")
+        .execute(&pool)
+        .await
+        .expect("create");
+    let (status, body) = ready(&app.endpoint).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error_msg"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("none of the service's tables"),
+        "{message}"
+    );
+    let listed = app.admin.list_jobs(&[]).await;
+    let Err(litejobs::client::ClientError::Api { status, .. }) = &listed else {
+        panic!("{listed:?}");
+    };
+    assert_eq!(*status, 503, "{listed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_log_line_of_a_request_carries_its_id_route_status_and_latency() {
     let dir = tempfile::tempdir().expect("dir");

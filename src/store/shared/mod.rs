@@ -264,12 +264,32 @@ pub(crate) fn as_written(sql: &str) -> std::borrow::Cow<'_, str> {
 
 /// Why the database is not ready for `migrator`'s schema (a migration of it not applied, or
 /// failed), or `None` when it is.
-pub async fn unapplied_migrations(
-    pools: &impl SqlPools,
+pub async fn unapplied_migrations<P: SqlPools>(
+    pools: &P,
     migrator: &sqlx::migrate::Migrator,
 ) -> StoreResult<Option<String>> {
-    let s = Statement::new("SELECT version FROM _sqlx_migrations WHERE success = TRUE");
     let mut conn = pools.read_pool().acquire().await?;
+    let table = Statement::new(if is_sqlite::<P::Db>() {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+    } else {
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_tables \
+         WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'"
+    });
+    let tables = conn.rows(table).await?;
+    if tables
+        .first()
+        .map(|row| row.int(0))
+        .transpose()?
+        .unwrap_or(0)
+        == 0
+    {
+        return Ok(Some(
+            "the database holds none of the service's tables (a new or emptied database, or \
+             not litejobs'): run `litejobs migrate`, or restore it"
+                .to_string(),
+        ));
+    }
+    let s = Statement::new("SELECT version FROM _sqlx_migrations WHERE success = TRUE");
     let applied: std::collections::HashSet<i64> = conn
         .rows(s)
         .await?
