@@ -235,7 +235,8 @@ mod tests {
     #[test]
     fn postgres_codes_are_sorted_into_kinds() {
         for code in [
-            "08006", "08001", "53300", "57P01", "57P03", "57014", "55000", "25006",
+            "08006", "08001", "53300", "57P01", "57P03", "57014", "55000", "25006", "3D000",
+            "42P01",
         ] {
             assert!(postgres_unavailable(code), "{code}");
             assert!(!postgres_transient(code), "{code}");
@@ -243,7 +244,7 @@ mod tests {
         for code in ["40001", "40P01"] {
             assert!(postgres_transient(code), "{code}");
         }
-        for code in ["23505", "22P02", "42P01", "XX000"] {
+        for code in ["23505", "22P02", "42703", "XX000"] {
             assert!(
                 !postgres_unavailable(code) && !postgres_transient(code),
                 "{code}"
