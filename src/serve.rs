@@ -71,6 +71,14 @@ impl Server {
         let store = store::open_with(&config.database_url, config.db_max_connections)
             .await
             .with_context(|| "cannot open the database")?;
+        // The seed's servers, against the database's, before the start writes anything.
+        if let Some(start) = emulator.start_state.as_ref() {
+            if let Some(seed) = start.seed.as_ref() {
+                crate::emulator::seed::check_servers(store.as_ref(), seed, Some(&start.simulation))
+                    .await
+                    .context("the seed (--seed) cannot be loaded")?;
+            }
+        }
         let sealer = Sealer::for_database(&config.database_url, store.as_ref())
             .await
             .context("cannot load the master key that seals secret keys")?;

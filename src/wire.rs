@@ -292,6 +292,28 @@ pub const MAX_CLOUD_SERVER_FACTS: usize = 32;
 /// Characters a value of `cloud_server` holds at most.
 pub const MAX_CLOUD_SERVER_VALUE_CHARS: usize = 256;
 
+/// Checks a server's `cloud_server` (an agent's registration, a seed's task), which every task of the server copies: a few
+/// facts of bounded length (an agent sends four).
+pub fn check_cloud_server(facts: &BTreeMap<String, String>) -> Result<(), crate::domain::Invalid> {
+    if facts.len() > MAX_CLOUD_SERVER_FACTS {
+        return Err(crate::domain::Invalid(format!(
+            "cloud_server holds at most {MAX_CLOUD_SERVER_FACTS} facts"
+        )));
+    }
+    for (key, value) in facts {
+        crate::domain::ids::bounded("cloud_server key", key)?;
+        if value.chars().count() > MAX_CLOUD_SERVER_VALUE_CHARS
+            || value.chars().any(char::is_control)
+        {
+            return Err(crate::domain::Invalid(format!(
+                "cloud_server values must be at most {MAX_CLOUD_SERVER_VALUE_CHARS} \
+                 characters, none of them a control character"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A task handed to a node agent, with what it needs to run it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct AgentTask {

@@ -79,6 +79,8 @@ fn seed_failure(e: anyhow::Error) -> ApiError {
             crate::store::StoreError::Conflict(_) | crate::store::StoreError::NotFound(_) => {
                 ApiError::Invalid(format!("the seed cannot be loaded: {e}"))
             }
+            // The database out of reach or busy: 503, as for any request.
+            retryable if retryable.is_retryable() => ApiError::Unavailable(e),
             _ => ApiError::Internal(e),
         };
     }

@@ -146,6 +146,9 @@ pub struct SeedTask {
 }
 
 const JOB_STATUSES: [&str; 3] = ["PROCESSING", "FINISHED", "DELETED"];
+/// Ids no seeded job may have: the paths of other routes below the jobs' (the API's and the
+/// console's), and those a client takes out of a path.
+const RESERVED_JOB_IDS: [&str; 6] = ["templates", "services", "events", "new", ".", ".."];
 const TASK_STATUSES: [&str; 4] = ["PROCESSING", "SUCCESS", "FAILED", "SKIPPED"];
 
 /// A seed's mistake, said so the author can fix it.
@@ -250,10 +253,10 @@ impl Seed {
             if let Some(id) = &j.id {
                 // (`templates` and `services` are paths of their own, and a client takes `.`
                 // and `..` out of a path: no job with such an id could be read.)
-                if !simple(id) || ["templates", "services", ".", ".."].contains(&id.as_str()) {
+                if !simple(id) || RESERVED_JOB_IDS.contains(&id.as_str()) {
                     return Err(bad(format!(
                         "job id {id:?}: an id matches ^[-_.a-zA-Z0-9]{{1,64}}$ and is none of \
-                         templates, services, . and .."
+                         {RESERVED_JOB_IDS:?}"
                     )));
                 }
             }
@@ -280,6 +283,21 @@ impl Seed {
                         j.name
                     )));
                 }
+                if let Some(id) = &t.id {
+                    if !simple(id) || [".", ".."].contains(&id.as_str()) {
+                        return Err(bad(format!(
+                            "job {:?}: task id {id:?}: an id matches ^[-_.a-zA-Z0-9]{{1,64}}$ \
+                             and is neither . nor ..",
+                            j.name
+                        )));
+                    }
+                }
+                if let Some(name) = &t.server_name {
+                    bounded("server_name", name)
+                        .map_err(|e| bad(format!("job {:?}: a task's {}", j.name, e.0)))?;
+                }
+                crate::wire::check_cloud_server(&t.cloud_server)
+                    .map_err(|e| bad(format!("job {:?}: a task's {}", j.name, e.0)))?;
                 if !servers.insert(t.server_id.as_str()) {
                     return Err(bad(format!(
                         "job {:?}: server {} has more than one task",
@@ -309,6 +327,26 @@ impl Seed {
         }
         Ok(())
     }
+}
+
+/// Checks that every job's servers are registered, as a create's must be: in its project, by
+/// the seed, or in the simulated fleet.
+pub async fn check_servers(
+    store: &dyn Store,
+    seed: &Seed,
+    fleet: Option<&SimulationConfig>,
+) -> anyhow::Result<()> {
+    for j in &seed.jobs {
+        let known = servers_of(store, seed, &j.project, fleet).await?;
+        if let Some(t) = j.tasks.iter().find(|t| !known.contains(&t.server_id)) {
+            return Err(bad(format!(
+                "job {:?}: server {} is not registered in project {:?} (nor by the seed)",
+                j.name, t.server_id, j.project
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The servers a job of the project named `project` (by id or name) may have tasks on once
@@ -457,17 +495,7 @@ pub async fn load(
             return Err(bad(format!("no policy {:?}", g.policy)).into());
         }
     }
-    // And every job's servers, as a create's must be registered.
-    for j in &seed.jobs {
-        let known = servers_of(store, seed, &j.project, fleet).await?;
-        if let Some(t) = j.tasks.iter().find(|t| !known.contains(&t.server_id)) {
-            return Err(bad(format!(
-                "job {:?}: server {} is not registered in project {:?} (nor by the seed)",
-                j.name, t.server_id, j.project
-            ))
-            .into());
-        }
-    }
+    check_servers(store, seed, fleet).await?;
     for p in missing {
         iam::create_project(store, &p.name, p.id.as_deref()).await?;
     }

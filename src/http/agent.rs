@@ -10,7 +10,6 @@
 //! lease request is woken when a task is created for its server (`store/wake.rs`) rather
 //! than asking the database again and again.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -28,7 +27,7 @@ use crate::domain::{now_ms, Action, Invalid, TaskStatus};
 use crate::store::{LeaseState, LeaseTerms, NewServer, TaskLease};
 use crate::wire::{
     AgentHeartbeat, AgentLease, AgentRegistration, AgentResult, AgentTask, HeartbeatAnswer,
-    LeaseAnswer, TaskOutputAnswer, MAX_CLOUD_SERVER_FACTS, MAX_CLOUD_SERVER_VALUE_CHARS,
+    LeaseAnswer, TaskOutputAnswer,
 };
 
 /// Longest a lease request waits for work.
@@ -81,7 +80,7 @@ pub async fn register_server(
         registration.name
     };
     bounded("name", &name)?;
-    check_cloud_server(&registration.cloud_server)?;
+    crate::wire::check_cloud_server(&registration.cloud_server)?;
     let registered = state
         .store
         .register_agent_server(
@@ -105,28 +104,6 @@ pub async fn register_server(
     }
     state.fleet.forget(&caller.project, &server_id);
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Checks a registration's `cloud_server`, which every task of the server copies: a few
-/// facts of bounded length (an agent sends four).
-fn check_cloud_server(facts: &BTreeMap<String, String>) -> Result<(), Invalid> {
-    if facts.len() > MAX_CLOUD_SERVER_FACTS {
-        return Err(Invalid(format!(
-            "cloud_server holds at most {MAX_CLOUD_SERVER_FACTS} facts"
-        )));
-    }
-    for (key, value) in facts {
-        bounded("cloud_server key", key)?;
-        if value.chars().count() > MAX_CLOUD_SERVER_VALUE_CHARS
-            || value.chars().any(char::is_control)
-        {
-            return Err(Invalid(format!(
-                "cloud_server values must be at most {MAX_CLOUD_SERVER_VALUE_CHARS} \
-                 characters, none of them a control character"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// `POST …/agent/servers/{server_id}/lease?wait=SECONDS&max=N`: the server's runnable tasks,

@@ -951,6 +951,20 @@ async fn a_seed_refused_at_the_first_start_is_loaded_once_mended() {
         !dir.path().join("litejobs-admin.json").exists(),
         "nothing was made"
     );
+    // A job on a server that is registered nowhere: found against the database, before
+    // the start makes anything in it.
+    let ghost = serde_json::json!({"jobs": [{"project": demo::PROJECT_ID, "name": "j",
+        "type": "COMMON", "tasks": [{"server_id": "ghost-9", "status": "SUCCESS"}]}]});
+    std::fs::write(&seed, ghost.to_string()).expect("seed");
+    let refused = spawn(dir.path(), &args).await.err().expect("refused");
+    assert!(
+        format!("{refused:#}").contains("ghost-9 is not registered"),
+        "{refused:#}"
+    );
+    assert!(
+        !dir.path().join("litejobs-admin.json").exists(),
+        "nothing was made"
+    );
     std::fs::write(&seed, with_user("okfirst")).expect("seed");
     let server = spawn(dir.path(), &args).await.expect("starts");
     let token =
@@ -1170,6 +1184,22 @@ async fn a_seeded_job_is_one_a_create_could_have_made() {
         job(serde_json::json!({"create_at": -5}), done.clone()),
         job(serde_json::json!({"id": ".."}), done.clone()),
         job(serde_json::json!({"id": "."}), done.clone()),
+        job(serde_json::json!({"id": "events"}), done.clone()),
+        job(serde_json::json!({"id": "new"}), done.clone()),
+        job(
+            serde_json::json!({}),
+            serde_json::json!([{"id": "..", "server_id": "sim-server-01", "status": "SUCCESS"}]),
+        ),
+        job(
+            serde_json::json!({}),
+            serde_json::json!([{"server_id": "sim-server-01", "server_name": "a\u{0}b",
+                                "status": "SUCCESS"}]),
+        ),
+        job(
+            serde_json::json!({}),
+            serde_json::json!([{"server_id": "sim-server-01", "status": "SUCCESS",
+                                "cloud_server": {"k": "a\u{1}b"}}]),
+        ),
     ] {
         let (status, body) = call(
             &admin,
