@@ -303,3 +303,28 @@ async fn clear_requests(
     state.emulator.journal.clear();
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_seed_s_failures_are_sorted_as_any_request_s() {
+        let answer = |e: StoreError| seed_failure(anyhow::Error::from(e));
+        assert!(matches!(
+            answer(StoreError::Unavailable("closed".into())),
+            ApiError::Unavailable(_)
+        ));
+        assert!(matches!(
+            answer(StoreError::Conflict("a name".into())),
+            ApiError::Invalid(_)
+        ));
+        assert!(matches!(
+            answer(StoreError::internal("a bug")),
+            ApiError::Internal(_)
+        ));
+        let mistake = anyhow::Error::from(seed::SeedError("a bad field".into()));
+        assert!(matches!(seed_failure(mistake), ApiError::Invalid(_)));
+    }
+}
