@@ -19,7 +19,7 @@ use super::AppState;
 use crate::domain::ids::holds_nul;
 use crate::domain::now_ms;
 use crate::metrics::AuthFailure;
-use crate::store::{ProjectRecord, UserRecord};
+use crate::store::{ProjectRecord, TokenGrounds, UserRecord};
 
 /// Body of `POST /v3/auth/tokens`: a password authentication scoped to one project.
 #[derive(Deserialize, ToSchema)]
@@ -167,7 +167,8 @@ pub async fn issue_token(
 
     let user = password_user(&state, &user_ref, &password.user.password, peer).await?;
     let project = granted_project(&state, &user, &scope).await?;
-    let (token, issued, expires) = new_token(&state, &user, &project).await?;
+    let (token, issued, expires) =
+        new_token(&state, &user, &project, password_grounds(&user)?).await?;
     let roles = state
         .store
         .list_grants(&user.id)
@@ -278,10 +279,14 @@ pub async fn granted_project(
 
 /// A new token of `user` scoped to `project`: the token, when it was issued and when it
 /// expires (epoch ms).
+/// A new token of `user` in `project`, issued on `grounds` (a password checked, or another
+/// token); refused (401) when they no longer hold: the password changed, or the token was
+/// revoked, meanwhile.
 pub async fn new_token(
     state: &AppState,
     user: &UserRecord,
     project: &ProjectRecord,
+    grounds: TokenGrounds<'_>,
 ) -> Result<(String, i64, i64), ApiError> {
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
@@ -291,11 +296,26 @@ pub async fn new_token(
     );
     let issued = now_ms();
     let expires = issued + state.config.token_ttl.as_millis() as i64;
-    state
+    let stored = state
         .store
-        .insert_token(&token_hash(&token), &user.id, &project.id, issued, expires)
+        .insert_token(
+            (&token_hash(&token), &user.id, &project.id),
+            (issued, expires),
+            grounds,
+        )
         .await?;
+    if !stored {
+        return Err(ApiError::Unauthenticated);
+    }
     Ok((token, issued, expires))
+}
+
+/// The grounds of a token issued to `user`, whose password was just checked.
+pub fn password_grounds(user: &UserRecord) -> Result<TokenGrounds<'_>, ApiError> {
+    user.password_hash
+        .as_deref()
+        .map(TokenGrounds::Password)
+        .ok_or(ApiError::Unauthenticated)
 }
 
 /// Revokes a token at once on this server (other replicas refuse it within their cache's

@@ -466,6 +466,20 @@ pub trait ActivityStore: Send + Sync {
     async fn purge_activity(&self, events_before_ms: i64, audit_before_ms: i64) -> StoreResult<()>;
 }
 
+/// What a new token is issued on. It is stored only while that still holds, in a way that a
+/// change of password or a revocation of the user's tokens, made at the same time, either
+/// prevents or ends it.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenGrounds<'a> {
+    /// The user's password, whose hash was checked: not once it changed.
+    Password(&'a str),
+    /// Another of the user's tokens (its hash), as a console's project switch: not once it
+    /// was revoked or expired.
+    Token(&'a str),
+    /// Nothing to check (tests).
+    Unconditional,
+}
+
 /// Users, keys, projects, policies and tokens.
 #[async_trait]
 pub trait IamStore: Send + Sync {
@@ -500,14 +514,14 @@ pub trait IamStore: Send + Sync {
         project_id: &str,
     ) -> StoreResult<Option<Vec<String>>>;
 
+    /// Stores a token (`token_hash`, `user_id`, `project_id`) valid from `issued_at` to
+    /// `expires_at`, if what it is issued on still holds (false when it no longer does).
     async fn insert_token(
         &self,
-        token_hash: &str,
-        user_id: &str,
-        project_id: &str,
-        issued_at: i64,
-        expires_at: i64,
-    ) -> StoreResult<()>;
+        token: (&str, &str, &str),
+        valid: (i64, i64),
+        grounds: TokenGrounds<'_>,
+    ) -> StoreResult<bool>;
     async fn find_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>>;
     async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<bool>;
     /// Revokes every token of a user; answers how many.

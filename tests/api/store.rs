@@ -7,7 +7,8 @@ use litejobs::domain::filter::ListJobsQuery;
 use litejobs::domain::{ProjectId, TaskStatus};
 use litejobs::store::{
     AccessKeyRecord, AuditFilter, IdempotencyKey, LeaseState, LeaseTerms, Leased, NewJob,
-    NewServer, PolicyRecord, ProjectRecord, Stall, Store, StoreError, TaskLease, UserRecord,
+    NewServer, PolicyRecord, ProjectRecord, Stall, Store, StoreError, TaskLease, TokenGrounds,
+    UserRecord,
 };
 use litejobs::testkit::ScratchDatabase;
 use litejobs::wire::JobItem;
@@ -92,6 +93,8 @@ store_tests!(
     access_keys_belong_to_their_user,
     policies_and_grants_give_actions_per_project,
     tokens_are_found_until_they_expire_or_are_revoked,
+    tokens_are_issued_only_while_their_grounds_hold,
+    a_new_password_ends_every_token_issued_on_the_old_one,
     the_store_answers_a_ping_and_names_its_backend,
     job_events_follow_every_change_in_commit_order,
     audit_records_are_kept_listed_by_filter_and_purged,
@@ -892,11 +895,19 @@ async fn purges_remove_old_deleted_jobs_keys_and_tokens(store: &dyn Store) {
         .expect("delete");
     let (user, project_id) = iam_user_with_project(store).await;
     store
-        .insert_token("expired", &user.id, &project_id, 1, 20)
+        .insert_token(
+            ("expired", &user.id, &project_id),
+            (1, 20),
+            TokenGrounds::Unconditional,
+        )
         .await
         .expect("token");
     store
-        .insert_token("valid", &user.id, &project_id, 1, 10_000)
+        .insert_token(
+            ("valid", &user.id, &project_id),
+            (1, 10_000),
+            TokenGrounds::Unconditional,
+        )
         .await
         .expect("token");
 
@@ -1359,15 +1370,27 @@ async fn policies_and_grants_give_actions_per_project(store: &dyn Store) {
 async fn tokens_are_found_until_they_expire_or_are_revoked(store: &dyn Store) {
     let (user, project_id) = iam_user_with_project(store).await;
     store
-        .insert_token("h1", &user.id, &project_id, 1, 100)
+        .insert_token(
+            ("h1", &user.id, &project_id),
+            (1, 100),
+            TokenGrounds::Unconditional,
+        )
         .await
         .expect("token");
     store
-        .insert_token("h2", &user.id, &project_id, 1, 100)
+        .insert_token(
+            ("h2", &user.id, &project_id),
+            (1, 100),
+            TokenGrounds::Unconditional,
+        )
         .await
         .expect("token");
     store
-        .insert_token("h3", &user.id, &project_id, 1, 100)
+        .insert_token(
+            ("h3", &user.id, &project_id),
+            (1, 100),
+            TokenGrounds::Unconditional,
+        )
         .await
         .expect("token");
     let found = store
@@ -1406,6 +1429,98 @@ async fn tokens_are_found_until_they_expire_or_are_revoked(store: &dyn Store) {
             .expect("none left"),
         0
     );
+}
+
+async fn tokens_are_issued_only_while_their_grounds_hold(store: &dyn Store) {
+    let (user, project_id) = iam_user_with_project(store).await;
+    store
+        .set_password(&user.id, "hash-1")
+        .await
+        .expect("password");
+    let issue = |hash: &'static str, grounds: TokenGrounds<'static>| {
+        let (user_id, project_id) = (user.id.clone(), project_id.clone());
+        async move {
+            store
+                .insert_token((hash, &user_id, &project_id), (10, 1_000), grounds)
+                .await
+                .expect("an answer")
+        }
+    };
+    assert!(issue("t1", TokenGrounds::Password("hash-1")).await);
+    assert!(!issue("t2", TokenGrounds::Password("another")).await);
+    assert!(issue("t3", TokenGrounds::Token("t1")).await);
+    assert!(!issue("t4", TokenGrounds::Token("no-such-token")).await);
+    // A new password: tokens issued on the old one are refused.
+    store
+        .set_password(&user.id, "hash-2")
+        .await
+        .expect("password");
+    assert!(!issue("t5", TokenGrounds::Password("hash-1")).await);
+    assert!(issue("t6", TokenGrounds::Password("hash-2")).await);
+    // A revoked token is no ground for another.
+    assert!(store.revoke_token("t1", 20).await.expect("revoke"));
+    assert!(!issue("t7", TokenGrounds::Token("t1")).await);
+    assert_eq!(
+        store
+            .revoke_user_tokens(&user.id, 30)
+            .await
+            .expect("revoke"),
+        2
+    );
+    assert!(!issue("t8", TokenGrounds::Token("t6")).await);
+    for refused in ["t2", "t4", "t5", "t7", "t8"] {
+        assert!(
+            store.find_token(refused, 50).await.expect("find").is_none(),
+            "{refused}"
+        );
+    }
+}
+
+/// Sign-ins on the old password racing a new password and the revocation of the user's
+/// tokens (as `iam user set-password` does): no token they made survives.
+async fn a_new_password_ends_every_token_issued_on_the_old_one(store: &dyn Store) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (user, project_id) = iam_user_with_project(store).await;
+    store.set_password(&user.id, "old").await.expect("password");
+    let issued = AtomicUsize::new(0);
+    let sign_ins = |n: usize| {
+        let (user, project_id, issued) = (&user, &project_id, &issued);
+        async move {
+            let mut made = Vec::new();
+            for i in 0..60 {
+                let hash = format!("race-{n}-{i}");
+                let grounds = TokenGrounds::Password("old");
+                let stored = store
+                    .insert_token((&hash, &user.id, project_id), (10, i64::MAX / 2), grounds)
+                    .await
+                    .expect("an answer");
+                if stored {
+                    issued.fetch_add(1, Ordering::SeqCst);
+                    made.push(hash);
+                }
+            }
+            made
+        }
+    };
+    let change = async {
+        while issued.load(Ordering::SeqCst) < 10 {
+            tokio::task::yield_now().await;
+        }
+        store.set_password(&user.id, "new").await.expect("password");
+        store
+            .revoke_user_tokens(&user.id, 20)
+            .await
+            .expect("revoke");
+    };
+    let (made, ()) = futures::join!(futures::future::join_all((0..4).map(sign_ins)), change);
+    let made: Vec<String> = made.into_iter().flatten().collect();
+    assert!(made.len() >= 10, "{made:?}");
+    for hash in &made {
+        assert!(
+            store.find_token(hash, 30).await.expect("find").is_none(),
+            "{hash} survived"
+        );
+    }
 }
 
 async fn the_store_answers_a_ping_and_names_its_backend(store: &dyn Store) {

@@ -383,7 +383,11 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
         }
         Err(e) => return e.into_response(),
     };
-    match start(&state, &user, &project, &view.next).await {
+    let grounds = match crate::http::iam::password_grounds(&user) {
+        Ok(grounds) => grounds,
+        Err(e) => return ConsoleError::from(e).into_response(),
+    };
+    match start(&state, (&user, &project), grounds, &view.next).await {
         Ok(mut response) => {
             response
                 .headers_mut()
@@ -415,11 +419,11 @@ async fn choose_project(
 /// A new session of `user` in `project`: its cookie, and the way to `next`.
 async fn start(
     state: &AppState,
-    user: &UserRecord,
-    project: &crate::store::ProjectRecord,
+    (user, project): (&UserRecord, &crate::store::ProjectRecord),
+    grounds: crate::store::TokenGrounds<'_>,
     next: &str,
 ) -> Result<Response, ConsoleError> {
-    let (token, _, _) = new_token(state, user, project).await?;
+    let (token, _, _) = new_token(state, user, project, grounds).await?;
     let ttl = state.config.token_ttl.as_secs();
     let mut response = Redirect::to(next).into_response();
     response.extensions_mut().insert(crate::audit::Identity {
@@ -476,7 +480,11 @@ async fn switch(state: &AppState, session: &Session, body: Body) -> Result<Respo
         .await?
         .ok_or_else(|| ConsoleError::Forbidden("Your user no longer exists.".into()))?;
     let project = granted_project(state, &user, asked).await?;
-    let mut response = start(state, &user, &project, "/console/jobs").await?;
+    // Issued while the session's token is live: a revocation of the user's tokens (as by a
+    // new password) made meanwhile refuses it, or ends it too.
+    let session_hash = crate::http::auth::token_hash(&session.token);
+    let grounds = crate::store::TokenGrounds::Token(&session_hash);
+    let mut response = start(state, (&user, &project), grounds, "/console/jobs").await?;
     end_token(state, &session.token).await?;
     // The request's own record is the new token's issue; the old one's end is recorded too,
     // as a sign-out's is.

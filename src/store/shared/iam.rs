@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use super::{parse_json, to_json, Exec, SqlPools, SqlRow, Statement};
 use crate::store::error::retry_read;
 use crate::store::{
-    AccessKeyRecord, IamStore, PolicyRecord, ProjectRecord, StoreError, StoreResult, TokenRecord,
-    UserRecord,
+    AccessKeyRecord, IamStore, PolicyRecord, ProjectRecord, StoreError, StoreResult, TokenGrounds,
+    TokenRecord, UserRecord,
 };
 
 /// Runs a change on the write pool, naming `what` in a unique-key or foreign-key conflict.
@@ -288,22 +288,42 @@ impl<P: SqlPools> IamStore for P {
 
     async fn insert_token(
         &self,
-        token_hash: &str,
-        user_id: &str,
-        project_id: &str,
-        issued_at: i64,
-        expires_at: i64,
-    ) -> StoreResult<()> {
-        let s = Statement::new(
+        (token_hash, user_id, project_id): (&str, &str, &str),
+        (issued_at, expires_at): (i64, i64),
+        grounds: TokenGrounds<'_>,
+    ) -> StoreResult<bool> {
+        // The user's row, while the grounds hold. On PostgreSQL it is held (FOR SHARE) until
+        // the token is committed: a new password, or a revocation of the user's tokens (which
+        // takes the row first), waits for the token and then finds it; a token whose insert
+        // comes after them finds its grounds gone and is not made. (SQLite's writes are one at
+        // a time already.)
+        let (held, grounds) = match grounds {
+            TokenGrounds::Password(hash) => ("password_hash = $6", Some(hash)),
+            TokenGrounds::Token(hash) => (
+                "EXISTS (SELECT 1 FROM tokens WHERE token_hash = $6 AND user_id = $2 \
+                 AND revoked_at IS NULL AND expires_at > $4)",
+                Some(hash),
+            ),
+            TokenGrounds::Unconditional => ("TRUE", None),
+        };
+        let lock = if super::is_sqlite::<<Self as SqlPools>::Db>() {
+            ""
+        } else {
+            " FOR SHARE"
+        };
+        let mut s = Statement::new(format!(
             "INSERT INTO tokens (token_hash, user_id, project_id, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
+             SELECT $1, $2, $3, $4, $5 FROM users WHERE id = $2 AND {held}{lock}"
+        ))
         .bind(token_hash)
         .bind(user_id)
         .bind(project_id)
         .bind(issued_at)
         .bind(expires_at);
-        write(self, s).await.map(drop)
+        if let Some(hash) = grounds {
+            s = s.bind(hash);
+        }
+        Ok(write(self, s).await? > 0)
     }
 
     async fn find_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>> {
@@ -338,11 +358,20 @@ impl<P: SqlPools> IamStore for P {
     }
 
     async fn revoke_user_tokens(&self, user_id: &str, now_ms: i64) -> StoreResult<u64> {
+        let mut tx = super::begin_write(self.write_pool()).await?;
+        if !super::is_sqlite::<<Self as SqlPools>::Db>() {
+            // A token being issued holds the user's row (see `insert_token`): waited for here,
+            // it is committed, and found by the update below.
+            tx.rows(Statement::new("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user_id))
+                .await?;
+        }
         let s = Statement::new(
             "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
         )
         .bind(now_ms)
         .bind(user_id);
-        write(self, s).await
+        let revoked = tx.run(s).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 }
