@@ -278,10 +278,13 @@ fn form_markup(
                     aria-describedby=[described_by(draft, &field)];
                 (field_error(draft, &field))
             }
-            div.check {
-                input type="checkbox" id="visible" name="visible" value="true"
-                    checked[draft.visible];
-                label for="visible" { "Visible in lists" }
+            // (In strict mode a create's `visible` is ignored, as the cloud ignores it.)
+            @if !state.emulator.strict {
+                div.check {
+                    input type="checkbox" id="visible" name="visible" value="true"
+                        checked[draft.visible];
+                    label for="visible" { "Visible in lists" }
+                }
             }
             button type="submit" id="create-job" { "Create job" }
         }

@@ -14,9 +14,30 @@ use crate::domain::Action;
 use crate::http::AppState;
 use crate::wire::JobListItem;
 
-/// Jobs on one page unless the URL asks for another size.
+/// Jobs on one page unless the URL asks for another size (or the server allows fewer).
 pub const PAGE_SIZE: u64 = 20;
 const SIZES: [u64; 4] = [10, 20, 50, 100];
+
+/// The page size of a list whose URL names none, on a server whose largest page is `max`.
+fn default_size(max: u64) -> u64 {
+    PAGE_SIZE.min(max)
+}
+
+/// The page sizes the form offers: the usual ones the server allows (its largest page when
+/// it allows none of them), and the size the URL asks for.
+fn sizes(max: u64, asked: &str) -> Vec<u64> {
+    let mut sizes: Vec<u64> = SIZES.into_iter().filter(|n| *n <= max).collect();
+    if sizes.is_empty() {
+        sizes.push(max);
+    }
+    if let Ok(n) = asked.parse::<u64>() {
+        if (1..=max).contains(&n) && !sizes.contains(&n) {
+            sizes.push(n);
+            sizes.sort_unstable();
+        }
+    }
+    sizes
+}
 const FILTERS: [&str; 5] = ["id", "name", "type", "status", "visible"];
 
 /// The list's parameters as the URL gives them, to draw the form and the links.
@@ -63,7 +84,7 @@ pub async fn list_page(
     let max = state.config.max_page_size;
     let mut pairs = view.pairs.clone();
     if !pairs.iter().any(|(k, _)| k == "limit") {
-        pairs.push(("limit".into(), PAGE_SIZE.to_string()));
+        pairs.push(("limit".into(), default_size(max).to_string()));
     }
     let query = match ListJobsQuery::parse(&pairs, max) {
         Ok(query) => query,
@@ -130,6 +151,7 @@ fn filter_form(state: &AppState, view: &View) -> Markup {
     let status = view.get("status");
     let visible = view.get("visible").to_ascii_lowercase();
     let limit = view.get("limit");
+    let max = state.config.max_page_size;
     html! {
         form.filters method="get" action="/console/jobs" role="search" aria-label="Filter jobs" {
             div.field {
@@ -172,9 +194,9 @@ fn filter_form(state: &AppState, view: &View) -> Markup {
             div.field {
                 label for="f-limit" { "Per page" }
                 select id="f-limit" name="limit" {
-                    @for n in SIZES {
+                    @for n in sizes(max, &limit) {
                         option value=(n) selected[limit == n.to_string()
-                            || (limit.is_empty() && n == PAGE_SIZE)] { (n) }
+                            || (limit.is_empty() && n == default_size(max))] { (n) }
                     }
                 }
             }
@@ -231,6 +253,7 @@ fn sort_heading(view: &View, query: &ListJobsQuery, key: SortKey, label: &str) -
 fn table(view: &View, listed: &Listed<'_>) -> Markup {
     let query = listed.query;
     let numbers = query.page.numbers(listed.total, u64::MAX);
+    // (The list always names its limit: the URL's, or the default.)
     let limit = query.page.limit.unwrap_or(PAGE_SIZE);
     let offset = query.page.offset;
     let first = offset + 1;

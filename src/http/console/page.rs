@@ -47,10 +47,15 @@ pub fn shell(
                 header.top {
                     a.brand href="/console/jobs" { "litejobs" }
                     @if let Some(session) = session {
+                        // Only the pages the user may see.
                         nav aria-label="Main" {
-                            (nav_link("/console/jobs", "Jobs", Section::Jobs))
-                            (nav_link("/console/servers", "Servers", Section::Servers))
-                            (nav_link("/console/templates", "Templates", Section::Templates))
+                            @if session.may(crate::domain::Action::ListJobs) {
+                                (nav_link("/console/jobs", "Jobs", Section::Jobs))
+                                (nav_link("/console/servers", "Servers", Section::Servers))
+                            }
+                            @if session.may(crate::domain::Action::ListTemplates) {
+                                (nav_link("/console/templates", "Templates", Section::Templates))
+                            }
                         }
                         div.who {
                             (project_switch(session))
@@ -137,12 +142,13 @@ pub fn job_status(status_text: &str, abnormal: i64) -> Markup {
     }
 }
 
-/// An epoch-millisecond time, readable and machine-readable.
+/// An epoch-millisecond time, readable and machine-readable, in UTC and saying so (the
+/// pages run no script that could show a reader's own zone).
 pub fn time(ms: i64) -> Markup {
     match chrono::DateTime::from_timestamp_millis(ms) {
         Some(at) => html! {
             time datetime=(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)) {
-                (at.format("%Y-%m-%d %H:%M:%S"))
+                (at.format("%Y-%m-%d %H:%M:%S UTC"))
             }
         },
         None => html! { "—" },

@@ -490,6 +490,73 @@ async fn a_page_past_the_last_shows_the_total_alone() {
     assert!(page.contains("1 job, showing 1–1</p>"), "{page}");
 }
 
+/// The list's page sizes are the server's: with `--max-page-size 10` the list opens (10 a
+/// page) and offers no larger size; a size the URL asks for is shown as chosen.
+#[tokio::test]
+async fn the_list_pages_within_the_servers_largest_page() {
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| c.max_page_size = 10)
+        .await
+        .expect("sqlite");
+    for n in 0..12 {
+        app.create_job(&format!("j{n}"), &["sim-server-01"]).await;
+    }
+    let mut browser = signed_in(&app, "alice", iam::READ_ONLY).await;
+    let (status, page) = browser.page("/console/jobs").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("12 jobs, showing 1–10</p>"), "{page}");
+    assert!(
+        page.contains(r#"<option value="10" selected>10</option>"#),
+        "{page}"
+    );
+    assert!(!page.contains(r#"<option value="20""#), "{page}");
+    let (status, page) = browser.page("/console/jobs?limit=7").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains(r#"<option value="7" selected>7</option>"#),
+        "{page}"
+    );
+}
+
+/// The navigation offers only the pages the user may see; times say their zone.
+#[tokio::test]
+async fn the_navigation_offers_the_pages_the_user_may_see() {
+    let app = TestApp::sqlite().await;
+    app.create_job("timed", &["sim-server-01"]).await;
+    let list_only = litejobs::store::PolicyRecord {
+        name: "list-only".into(),
+        actions: vec!["modelarts:devserverJob:list".into()],
+        builtin: false,
+    };
+    app.store.upsert_policy(&list_only).await.expect("policy");
+    let mut browser = signed_in(&app, "lister", "list-only").await;
+    let (status, page) = browser.page("/console/jobs").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"href="/console/servers""#), "{page}");
+    assert!(!page.contains(r#"href="/console/templates""#), "{page}");
+    assert!(page.contains(" UTC</time>"), "{page}");
+    let mut reader = signed_in(&app, "reader", iam::READ_ONLY).await;
+    let (_, page) = reader.page("/console/jobs").await;
+    assert!(page.contains(r#"href="/console/templates""#), "{page}");
+}
+
+/// In strict mode a create's `visible` is ignored: the form offers no such choice.
+#[tokio::test]
+async fn the_strict_create_form_offers_no_visibility() {
+    for strict in [false, true] {
+        let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| c.strict = strict)
+            .await
+            .expect("sqlite");
+        let mut browser = signed_in(&app, "maker", iam::FULL_ACCESS).await;
+        let (status, page) = browser.page("/console/jobs/new?type=COMMON").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            page.contains(r#"name="visible""#),
+            !strict,
+            "strict {strict}: {page}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_user_of_two_projects_switches_between_them() {
     let app = TestApp::sqlite().await;
@@ -775,13 +842,11 @@ async fn an_error_page_in_a_session_leads_elsewhere() {
     browser.sign_in("gina", PASSWORD).await;
     let (status, page) = browser.page("/console/jobs").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
-    for way_out in [
-        "id=\"project-select\"",
-        "id=\"sign-out\"",
-        "href=\"/console/servers\"",
-    ] {
+    for way_out in ["id=\"project-select\"", "id=\"sign-out\""] {
         assert!(page.contains(way_out), "{way_out}: {page}");
     }
+    // (No link to a page this project's grant does not let her see.)
+    assert!(!page.contains("href=\"/console/servers\""), "{page}");
     let (status, page) = browser.page("/console/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(page.contains("id=\"sign-out\""), "{page}");
