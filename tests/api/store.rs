@@ -1476,12 +1476,21 @@ async fn tokens_are_issued_only_while_their_grounds_hold(store: &dyn Store) {
     }
 }
 
-/// Sign-ins on the old password racing a new password and the revocation of the user's
-/// tokens (as `iam user set-password` does): no token they made survives.
+/// Sign-ins on the old password and project switches from a session racing a new password
+/// and the revocation of the user's tokens (as `iam user set-password` does): no token they
+/// made survives.
 async fn a_new_password_ends_every_token_issued_on_the_old_one(store: &dyn Store) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (user, project_id) = iam_user_with_project(store).await;
     store.set_password(&user.id, "old").await.expect("password");
+    store
+        .insert_token(
+            ("session", &user.id, &project_id),
+            (10, i64::MAX / 2),
+            TokenGrounds::Unconditional,
+        )
+        .await
+        .expect("session");
     let issued = AtomicUsize::new(0);
     let sign_ins = |n: usize| {
         let (user, project_id, issued) = (&user, &project_id, &issued);
@@ -1489,7 +1498,11 @@ async fn a_new_password_ends_every_token_issued_on_the_old_one(store: &dyn Store
             let mut made = Vec::new();
             for i in 0..60 {
                 let hash = format!("race-{n}-{i}");
-                let grounds = TokenGrounds::Password("old");
+                let grounds = if n % 2 == 0 {
+                    TokenGrounds::Password("old")
+                } else {
+                    TokenGrounds::Token("session")
+                };
                 let stored = store
                     .insert_token((&hash, &user.id, project_id), (10, i64::MAX / 2), grounds)
                     .await

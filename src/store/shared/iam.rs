@@ -292,10 +292,11 @@ impl<P: SqlPools> IamStore for P {
         (issued_at, expires_at): (i64, i64),
         grounds: TokenGrounds<'_>,
     ) -> StoreResult<bool> {
-        // The user's row, while the grounds hold. On PostgreSQL it is held (FOR SHARE) until
-        // the token is committed: a new password, or a revocation of the user's tokens (which
-        // takes the row first), waits for the token and then finds it; a token whose insert
-        // comes after them finds its grounds gone and is not made. (SQLite's writes are one at
+        // The token, while its grounds hold. On PostgreSQL the user's row is taken first (FOR
+        // SHARE) and held until the token is committed; the insert then reads the grounds in
+        // a snapshot taken after it got the row. A new password or a revocation of the user's
+        // tokens (which takes the row first) either comes before, and the insert finds its
+        // grounds gone, or waits for the token and then finds it. (SQLite's writes are one at
         // a time already.)
         let (held, grounds) = match grounds {
             TokenGrounds::Password(hash) => ("password_hash = $6", Some(hash)),
@@ -306,14 +307,14 @@ impl<P: SqlPools> IamStore for P {
             ),
             TokenGrounds::Unconditional => ("TRUE", None),
         };
-        let lock = if super::is_sqlite::<<Self as SqlPools>::Db>() {
-            ""
-        } else {
-            " FOR SHARE"
-        };
+        let mut tx = super::begin_write(self.write_pool()).await?;
+        if !super::is_sqlite::<<Self as SqlPools>::Db>() {
+            tx.rows(Statement::new("SELECT 1 FROM users WHERE id = $1 FOR SHARE").bind(user_id))
+                .await?;
+        }
         let mut s = Statement::new(format!(
             "INSERT INTO tokens (token_hash, user_id, project_id, issued_at, expires_at) \
-             SELECT $1, $2, $3, $4, $5 FROM users WHERE id = $2 AND {held}{lock}"
+             SELECT $1, $2, $3, $4, $5 FROM users WHERE id = $2 AND {held}"
         ))
         .bind(token_hash)
         .bind(user_id)
@@ -323,7 +324,9 @@ impl<P: SqlPools> IamStore for P {
         if let Some(hash) = grounds {
             s = s.bind(hash);
         }
-        Ok(write(self, s).await? > 0)
+        let stored = tx.run(s).await? > 0;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn find_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<TokenRecord>> {

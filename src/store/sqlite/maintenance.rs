@@ -23,9 +23,10 @@ pub(crate) const LOAD_MERGE_PAGES: u32 = 4096;
 /// The name indexes: of trigrams, and of 4-grams.
 pub(super) const NAME_INDEXES: [&str; 2] = ["jobs_name_fts", "jobs_name_grams"];
 
-/// The database file as the store opened it. Its path names it until someone removes or
-/// replaces it; then what the server writes goes to a file no name reaches, lost at its
-/// next start.
+/// The database file as the store opened it. Its path names it until someone removes it or
+/// renames another file over it (`rm`, `mv`); then what the server writes goes to a file no
+/// name reaches, lost at its next start. (A copy written over it in place keeps the file,
+/// and is not seen.)
 #[derive(Debug, Clone)]
 pub(super) struct OpenedFile {
     path: PathBuf,
@@ -37,17 +38,23 @@ impl OpenedFile {
     pub(super) fn of(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
-            id: file_id(path),
+            id: file_id(path).ok(),
         }
     }
 
-    /// What happened to the file, once its path no longer names it.
+    /// What happened to the file, once its path no longer names it. (A path that cannot
+    /// be looked up for another reason, a permission or a network mount's hiccup, is looked
+    /// at again later.)
     pub(super) fn lost(&self) -> Option<String> {
         let opened = self.id?;
         let how = match file_id(&self.path) {
-            Some(now) if now == opened => return None,
-            Some(_) => "replaced",
-            None => "removed",
+            Ok(now) if now == opened => return None,
+            Ok(_) => "replaced",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "removed",
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot look at the database file");
+                return None;
+            }
         };
         Some(format!(
             "the database file {} was {how} while the server ran: changes are refused; \
@@ -58,14 +65,14 @@ impl OpenedFile {
 }
 
 #[cfg(unix)]
-fn file_id(path: &Path) -> Option<(u64, u64)> {
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(not(unix))]
-fn file_id(_path: &Path) -> Option<(u64, u64)> {
-    None
+fn file_id(_path: &Path) -> std::io::Result<(u64, u64)> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on `pool` (a connection of its own), so
