@@ -33,15 +33,14 @@ pub fn form_query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiE
 
 fn decode_pairs(raw: Option<&str>, plus_is_space: bool) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |part: &[u8]| {
-        let bytes: Vec<u8> = if plus_is_space {
-            let spaced: Vec<u8> = part
-                .iter()
+        let spaced: std::borrow::Cow<'_, [u8]> = if plus_is_space {
+            part.iter()
                 .map(|&b| if b == b'+' { b' ' } else { b })
-                .collect();
-            percent_encoding::percent_decode(&spaced).collect()
+                .collect()
         } else {
-            percent_encoding::percent_decode(part).collect()
+            part.into()
         };
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
         String::from_utf8(bytes).map_err(|_| {
             ApiError::Invalid(format!(
                 "invalid query: {} is not UTF-8 once decoded",

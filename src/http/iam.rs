@@ -278,10 +278,9 @@ pub async fn granted_project(
 }
 
 /// A new token of `user` scoped to `project`: the token, when it was issued and when it
-/// expires (epoch ms).
-/// A new token of `user` in `project`, issued on `grounds` (a password checked, or another
-/// token); refused (401) when they no longer hold: the password changed, or the token was
-/// revoked, meanwhile.
+/// expires (epoch ms). It is issued on `grounds` (a password checked, or another token) and
+/// refused (401) when they no longer hold: the password changed, or the token was revoked,
+/// meanwhile.
 pub async fn new_token(
     state: &AppState,
     user: &UserRecord,

@@ -106,8 +106,7 @@ impl Seed {
                 )));
             }
             if let Some(id) = &j.id {
-                // (`templates` and `services` are paths of their own, and a client takes `.`
-                // and `..` out of a path: no job with such an id could be read.)
+                // (No job with such an id could be read: see `RESERVED_JOB_IDS`.)
                 if !simple(id) || RESERVED_JOB_IDS.contains(&id.as_str()) {
                     return Err(bad(format!(
                         "job id {id:?}: an id matches ^[-_.a-zA-Z0-9]{{1,64}}$ and is none of \
@@ -194,8 +193,14 @@ pub async fn check_servers(
     seed: &Seed,
     fleet: Option<&SimulationConfig>,
 ) -> anyhow::Result<()> {
+    // Each project's servers, looked up once however many of its jobs the seed holds.
+    let mut by_project = std::collections::HashMap::new();
     for j in &seed.jobs {
-        let known = servers_of(store, seed, &j.project, fleet).await?;
+        if !by_project.contains_key(j.project.as_str()) {
+            let servers = servers_of(store, seed, &j.project, fleet).await?;
+            by_project.insert(j.project.as_str(), servers);
+        }
+        let known = &by_project[j.project.as_str()];
         if let Some(t) = j.tasks.iter().find(|t| !known.contains(&t.server_id)) {
             return Err(bad(format!(
                 "job {:?}: server {} is not registered in project {:?} (nor by the seed)",

@@ -17,6 +17,7 @@ use crate::wire::JobListItem;
 /// Jobs on one page unless the URL asks for another size (or the server allows fewer).
 pub const PAGE_SIZE: u64 = 20;
 const SIZES: [u64; 4] = [10, 20, 50, 100];
+const FILTERS: [&str; 5] = ["id", "name", "type", "status", "visible"];
 
 /// The page size of a list whose URL names none, on a server whose largest page is `max`.
 fn default_size(max: u64) -> u64 {
@@ -38,7 +39,6 @@ fn sizes(max: u64, asked: &str) -> Vec<u64> {
     }
     sizes
 }
-const FILTERS: [&str; 5] = ["id", "name", "type", "status", "visible"];
 
 /// The list's parameters as the URL gives them, to draw the form and the links.
 struct View {

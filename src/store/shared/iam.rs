@@ -28,6 +28,21 @@ async fn write<P: SqlPools>(pools: &P, s: Statement<'_>) -> StoreResult<u64> {
     pools.write_pool().acquire().await?.run(s).await
 }
 
+/// On PostgreSQL, takes the user's row `FOR {mode}` (`SHARE` or `UPDATE`) until `tx` ends:
+/// how a token's issue and a revocation of the user's tokens wait for each other. (SQLite's
+/// writes are one at a time already.)
+async fn hold_user<P: SqlPools>(
+    tx: &mut <P::Db as sqlx::Database>::Connection,
+    user_id: &str,
+    mode: &str,
+) -> StoreResult<()> {
+    if !super::is_sqlite::<P::Db>() {
+        let lock = format!("SELECT 1 FROM users WHERE id = $1 FOR {mode}");
+        tx.rows(Statement::new(lock).bind(user_id)).await?;
+    }
+    Ok(())
+}
+
 /// Inserts a project or a user (`s`, into `table`) unless its id or name is another's name
 /// or id, which the statement's own `NOT EXISTS` checks. On PostgreSQL that check is made in
 /// the statement's snapshot, which does not see a concurrent insert not yet committed (two
@@ -308,10 +323,7 @@ impl<P: SqlPools> IamStore for P {
             TokenGrounds::Unconditional => ("TRUE", None),
         };
         let mut tx = super::begin_write(self.write_pool()).await?;
-        if !super::is_sqlite::<<Self as SqlPools>::Db>() {
-            tx.rows(Statement::new("SELECT 1 FROM users WHERE id = $1 FOR SHARE").bind(user_id))
-                .await?;
-        }
+        hold_user::<Self>(&mut tx, user_id, "SHARE").await?;
         let mut s = Statement::new(format!(
             "INSERT INTO tokens (token_hash, user_id, project_id, issued_at, expires_at) \
              SELECT $1, $2, $3, $4, $5 FROM users WHERE id = $2 AND {held}"
@@ -361,13 +373,10 @@ impl<P: SqlPools> IamStore for P {
     }
 
     async fn revoke_user_tokens(&self, user_id: &str, now_ms: i64) -> StoreResult<u64> {
+        // A token being issued holds the user's row (see `insert_token`): waited for here,
+        // it is committed, and found by the update below.
         let mut tx = super::begin_write(self.write_pool()).await?;
-        if !super::is_sqlite::<<Self as SqlPools>::Db>() {
-            // A token being issued holds the user's row (see `insert_token`): waited for here,
-            // it is committed, and found by the update below.
-            tx.rows(Statement::new("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user_id))
-                .await?;
-        }
+        hold_user::<Self>(&mut tx, user_id, "UPDATE").await?;
         let s = Statement::new(
             "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
         )
