@@ -310,10 +310,15 @@ pub enum Then {
     Serve,
 }
 
-/// The API's own answer for `status`, when it has one.
-fn api_error(status: u16, retry_after: Option<u64>) -> Option<ApiError> {
+/// The API's own answer for `status`, when it has one (`body_timeout`: the server's, which
+/// its 408 names).
+fn api_error(status: u16, retry_after: Option<u64>, body_timeout: Duration) -> Option<ApiError> {
     Some(match status {
         401 => ApiError::Unauthenticated,
+        408 => ApiError::BodyTimeout(body_timeout),
+        413 => ApiError::BodyTooLarge,
+        414 => ApiError::UriTooLong,
+        431 => ApiError::HeadersTooLarge,
         403 => ApiError::Forbidden("The caller has no access to this project.".into()),
         400 => ApiError::Invalid("The request is invalid.".into()),
         404 => ApiError::NotFound("The resource does not exist.".into()),
@@ -327,11 +332,13 @@ fn api_error(status: u16, retry_after: Option<u64>) -> Option<ApiError> {
     })
 }
 
-impl IntoResponse for FaultAnswer {
-    fn into_response(self) -> Response {
+impl FaultAnswer {
+    /// The answer, as the API gives it where the API has one of `status` (`body_timeout`:
+    /// the server's, which a 408 names).
+    pub fn respond(self, body_timeout: Duration) -> Response {
         // Logged as what it is: a 500 or 503 of the API's own logs a failure at ERROR.
         tracing::info!(status = self.status, "a fault rule answered the request");
-        let own = api_error(self.status, self.retry_after).filter(|e| {
+        let own = api_error(self.status, self.retry_after, body_timeout).filter(|e| {
             self.error_code.is_none() || self.error_code.as_deref() == Some(e.status_and_code().1)
         });
         let mut response = match (own, &self.error_msg) {

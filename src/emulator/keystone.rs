@@ -14,7 +14,6 @@ use crate::http::error::ApiError;
 use crate::http::extract::{query_pairs, read_body};
 use crate::http::openapi::TokenErrors;
 use crate::http::AppState;
-use crate::iam::demo;
 
 /// The one domain (account) every project of this service belongs to.
 pub const DOMAIN_ID: &str = "1a7e5e2c9d3f4b8a9c0d1e2f3a4b5c6d";
@@ -117,11 +116,7 @@ pub async fn list_projects(
         let Some(project) = state.store.find_project(&project_id).await? else {
             continue;
         };
-        let shown = if project.id == demo::PROJECT_ID && state.emulator.demo_account {
-            state.emulator.region.clone()
-        } else {
-            project.name
-        };
+        let shown = state.emulator.project_name(&project).to_string();
         if name.as_ref().is_some_and(|n| *n != shown) || enabled == Some(false) {
             continue;
         }

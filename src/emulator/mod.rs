@@ -64,6 +64,24 @@ impl Default for Emulator {
     }
 }
 
+impl Emulator {
+    /// The name IAM gives `project`: the demo project answers for the region, as a cloud
+    /// project is named after its region.
+    pub fn project_name<'a>(&'a self, project: &'a crate::store::ProjectRecord) -> &'a str {
+        if self.demo_account && project.id == crate::iam::demo::PROJECT_ID {
+            &self.region
+        } else {
+            &project.name
+        }
+    }
+
+    /// The project a token's scope names by the name IAM gives it, where that is not its
+    /// own: the demo project's id for the region.
+    pub fn project_named(&self, scope: &str) -> Option<&'static str> {
+        (self.demo_account && scope == self.region).then_some(crate::iam::demo::PROJECT_ID)
+    }
+}
+
 impl crate::worker::TaskFaults for Emulator {
     fn verdict(
         &self,
@@ -220,7 +238,15 @@ pub async fn intercept(State(state): State<AppState>, request: Request, next: Ne
     };
     let query = request.uri().query().unwrap_or("").to_string();
     let response = match emulator.faults.pick(&call) {
-        Some(fault) => apply(fault, request, next, emulator.strict).await,
+        Some(fault) => {
+            apply(
+                fault,
+                request,
+                next,
+                (emulator.strict, state.bodies.timeout),
+            )
+            .await
+        }
         None if emulator.strict => strictly(&call.route, &call.method, request, next).await,
         None => next.run(request).await,
     };
@@ -237,12 +263,18 @@ async fn strictly(route: &str, method: &str, request: Request, next: Next) -> Re
     strict::trim_answer(&operation(method, route), response).await
 }
 
-async fn apply(fault: faults::Injected, request: Request, next: Next, strict: bool) -> Response {
+/// `strict`: whether the server runs `--strict`; `body_timeout`: its body timeout.
+async fn apply(
+    fault: faults::Injected,
+    request: Request,
+    next: Next,
+    (strict, body_timeout): (bool, std::time::Duration),
+) -> Response {
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
     }
     match fault.then {
-        faults::Then::Answer(answer) => answer.into_response(),
+        faults::Then::Answer(answer) => answer.respond(body_timeout),
         faults::Then::Serve if strict => {
             let route = request
                 .extensions()

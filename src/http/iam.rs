@@ -188,7 +188,7 @@ pub async fn issue_token(
             },
             project: NamedRef {
                 id: project.id.clone(),
-                name: project.name.clone(),
+                name: state.emulator.project_name(&project).to_string(),
             },
             roles,
         },
@@ -254,11 +254,20 @@ pub async fn password_user(
 }
 
 /// The project named (or identified) by `scope` when `user` holds a grant in it; else 403.
+/// A name is the project's own, or the one IAM gives it (the region, for the emulator's
+/// demo project).
 pub async fn granted_project(
     state: &AppState,
     user: &UserRecord,
     scope: &str,
 ) -> Result<ProjectRecord, ApiError> {
+    if let Some(id) = state.emulator.project_named(scope) {
+        if state.store.project_actions(&user.id, id).await?.is_some() {
+            if let Some(project) = state.store.find_project(id).await? {
+                return Ok(project);
+            }
+        }
+    }
     let project = if holds_nul(scope) {
         None
     } else {

@@ -303,6 +303,32 @@ async fn the_keystone_listing_answers_the_callers_project_of_a_region() {
         (200, Some(0))
     );
 
+    // The name the listing gives is a token's scope too, and the token's project says it.
+    for scope in ["ap-southeast-1", "demo", demo::PROJECT_ID] {
+        let field = if scope == demo::PROJECT_ID {
+            "id"
+        } else {
+            "name"
+        };
+        let answer = reqwest::Client::new()
+            .post(format!("{}/v3/auth/tokens", server.endpoint))
+            .json(&serde_json::json!({"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "name": demo::USER, "password": demo::PASSWORD,
+                    "domain": {"name": demo::USER}}}},
+                "scope": {"project": {field: scope}}}}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status().as_u16(), 201, "{scope}");
+        let body: serde_json::Value = answer.json().await.expect("json");
+        assert_eq!(body["token"]["project"]["id"], demo::PROJECT_ID, "{scope}");
+        assert_eq!(
+            body["token"]["project"]["name"], "ap-southeast-1",
+            "{scope}"
+        );
+    }
+
     // `enabled` is a boolean filter: every project is enabled, and another value is refused.
     for (enabled, status, found) in [("true", 200, Some(1)), ("FALSE", 200, Some(0))] {
         let (got, body) = json_of(

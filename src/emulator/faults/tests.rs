@@ -219,3 +219,48 @@ fn project_and_key_narrow_a_rule() {
         })
     ));
 }
+
+/// An error answer's status, `error_code`, `error_msg` and `Connection` header.
+async fn parts(response: Response) -> (u16, String, String, Option<String>) {
+    let status = response.status().as_u16();
+    let connection = response
+        .headers()
+        .get(axum::http::header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let text = |key: &str| body[key].as_str().unwrap_or_default().to_string();
+    (status, text("error_code"), text("error_msg"), connection)
+}
+
+#[tokio::test]
+async fn a_status_the_gateway_answers_is_answered_as_the_gateway_does() {
+    let timeout = Duration::from_secs(7);
+    for (status, own) in [
+        (408, ApiError::BodyTimeout(timeout)),
+        (413, ApiError::BodyTooLarge),
+        (414, ApiError::UriTooLong),
+        (431, ApiError::HeadersTooLarge),
+    ] {
+        let faults = Faults::default();
+        faults
+            .add(
+                RuleSpec::parse_flag(&format!("op=ListDevServerJobs,status={status}"))
+                    .expect("rule"),
+            )
+            .expect("added");
+        let Some(Injected {
+            then: Then::Answer(answer),
+            ..
+        }) = faults.pick(&list_call())
+        else {
+            panic!("the rule answers {status}");
+        };
+        let injected = parts(answer.respond(timeout)).await;
+        assert_eq!(injected, parts(own.into_unlogged_response()).await);
+        assert_eq!(injected.1, "APIG.0201", "{status}");
+    }
+}
