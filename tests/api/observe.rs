@@ -212,6 +212,28 @@ async fn metrics_count_known_traffic_exactly_by_route_template() {
     assert!(after
         .keys()
         .any(|s| s.starts_with("process_resident_memory_bytes")));
+    // The process's CPU time to the clock tick, as the kernel counts it (not whole seconds).
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).expect("stat");
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat")
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime, fields 14 and 15, in ticks of 1/100 s.
+        let ticks: f64 = fields[11..13]
+            .iter()
+            .map(|f| f.parse::<f64>().expect("ticks"))
+            .sum();
+        ticks / 100.0
+    };
+    let (low, scraped, high) = (cpu(), scrape(&server.endpoint).await, cpu());
+    let reported = scraped["process_cpu_seconds_total"];
+    assert!(
+        low - 0.011 <= reported && reported <= high + 0.011,
+        "{low} <= {reported} <= {high}"
+    );
     assert!(after
         .keys()
         .any(|s| s.starts_with("litejobs_db_connections{")));
