@@ -35,6 +35,10 @@ const UPLOAD_EVERY: Duration = Duration::from_secs(2);
 const LOST_GRACE: Duration = Duration::from_secs(5);
 /// Longest pause between attempts to reach the service.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Least time from one lease request to the next when the first brought no task: a lease
+/// that waits no time (`--poll-wait 0`), or a service answering at once, is asked again no
+/// more than once a second.
+const EMPTY_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a result is offered to a service that cannot be reached: longer than the
 /// default start timeout, after which the service ends a task whose lease lapsed.
 const REPORT_PATIENCE: Duration = Duration::from_secs(15 * 60);
@@ -292,6 +296,7 @@ pub async fn run(
                 _ = tasks.join_next() => continue,
             }
         }
+        let asked = tokio::time::Instant::now();
         let lease = tokio::select! {
             _ = shutdown.cancelled() => break,
             lease = client.lease_tasks(&config.server_id, config.poll_wait_secs, free) => lease,
@@ -299,6 +304,12 @@ pub async fn run(
         let leased = match lease {
             Ok(lease) => {
                 backoff = Duration::from_millis(500);
+                if lease.tasks.is_empty() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep_until(asked + EMPTY_POLL_INTERVAL) => {}
+                    }
+                }
                 lease.tasks
             }
             Err(e) => {

@@ -76,7 +76,8 @@ pub struct AgentArgs {
     /// Tasks run at once.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
-    /// Seconds one lease request waits for work (long poll).
+    /// Seconds one lease request waits for work (long poll; after an answer with no task,
+    /// the next request goes at least a second after the last one).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub poll_wait: u64,
     /// How often the leases of running tasks are renewed, and cancellations learnt (a

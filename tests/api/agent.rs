@@ -572,3 +572,52 @@ async fn a_waiting_lease_of_a_key_deleted_meanwhile_leases_nothing(app: TestApp)
         assert_eq!(leased, [job.id.as_str()], "{name}");
     }
 }
+
+/// An agent whose lease requests wait no time asks once a second while idle, not in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_not_wait_for_work_asks_once_a_second() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("a.db").display());
+    let server = crate::helpers::serve_process(dir.path(), &db, &[]).await;
+    let profile = dir.path().join("litejobs-admin.json");
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"))
+        .args(["agent", "--server-id", "node-0", "--poll-wait", "0"])
+        .arg("--profile")
+        .arg(&profile)
+        .args(["--endpoint", &server.endpoint])
+        .env("HOME", dir.path())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("agent starts");
+    let leases = || async {
+        let text = reqwest::get(format!("{}/metrics", server.endpoint))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| l.starts_with("litejobs_http_requests_total{") && l.contains("/lease\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while leases().await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = leases().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = leases().await - before;
+    assert!(
+        (1.0..=5.0).contains(&asked),
+        "{asked} lease requests in 3 s"
+    );
+    crate::helpers::terminate_cleanly(&mut agent).await;
+}
