@@ -198,11 +198,11 @@ pub async fn run_simulation(
         if last_sync.elapsed() > Duration::from_secs(10) {
             last_sync = tokio::time::Instant::now();
             if let Err(e) = sync_simulated_fleet(store.as_ref(), &config).await {
-                tracing::warn!(error = ?e, "cannot register the simulated fleet");
+                tracing::warn!(error = %format_args!("{e:#}"), "cannot register the simulated fleet");
             }
         }
         if let Err(e) = finish_due_tasks(store.as_ref(), &config).await {
-            tracing::warn!(error = ?e, "cannot finish simulated tasks");
+            tracing::warn!(error = %format_args!("{e:#}"), "cannot finish simulated tasks");
         }
     }
 }

@@ -147,7 +147,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(cause) | Self::Unavailable(cause) = &self {
             let code = self.status_and_code().1;
-            tracing::error!(error = ?cause, error_code = code, "request failed");
+            tracing::error!(error = %format_args!("{cause:#}"), error_code = code, "request failed");
         }
         self.into_unlogged_response()
     }

@@ -404,6 +404,7 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         (&method, route, path),
         (&id, peer, error_code),
     );
+    let path = logged_path(path);
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     // 401 and 429 are summarised by `serve` (counted in the authenticator), not logged one by
     // one: a flood of them must not flood the log.
@@ -413,15 +414,32 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     let _in_request = span.enter();
     REQUEST_ID.sync_scope(id, || {
         if status >= 500 {
-            tracing::warn!(%method, route, path, status, error_code, elapsed_ms, "request");
+            tracing::warn!(%method, route, %path, status, error_code, elapsed_ms, "request");
         } else if status >= 400 && !summarised {
-            tracing::info!(%method, route, path, status, error_code, elapsed_ms, "request");
+            tracing::info!(%method, route, %path, status, error_code, elapsed_ms, "request");
         } else {
-            tracing::debug!(%method, route, path, status, elapsed_ms, "request");
+            tracing::debug!(%method, route, %path, status, elapsed_ms, "request");
         }
     });
     drop(_in_request);
     response
+}
+
+/// Bytes of a request's path its log line keeps: a path the API serves is shorter; a longer
+/// one (an unknown route's, up to the URI's 32 KB) is cut, and says how long it was, so
+/// that a client cannot write a request's size into the log with each request.
+const LOGGED_PATH_BYTES: usize = 256;
+
+/// A request's path as its log line shows it.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.len() <= LOGGED_PATH_BYTES {
+        return path.into();
+    }
+    let mut end = LOGGED_PATH_BYTES;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &path[..end], path.len()).into()
 }
 
 /// The bytes of a request's headers as sent (`name: value` and a line end each), with

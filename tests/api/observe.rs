@@ -490,12 +490,23 @@ async fn every_log_line_of_a_request_carries_its_id_route_status_and_latency() {
     std::fs::write(templates.join("broken.json"), broken.to_string()).expect("template");
     let db = format!("sqlite://{}", dir.path().join("t.db").display());
     let templates_dir = templates.display().to_string();
-    let server = serve_process(
+    // A failure's cause is logged as its chain of messages, without the backtrace that
+    // RUST_BACKTRACE asks errors to capture.
+    let server = ServerProcess::serve_with_env(
+        Path::new(env!("CARGO_BIN_EXE_litejobs")),
         dir.path(),
         &db,
-        &["--simulate", "--templates-dir", &templates_dir],
+        &[
+            "--log-format",
+            "json",
+            "--simulate",
+            "--templates-dir",
+            &templates_dir,
+        ],
+        &[("RUST_BACKTRACE", "1")],
     )
-    .await;
+    .await
+    .expect("the server starts");
     let admin = admin_of(&server, dir.path());
     let mut request = job_request("broken", &["sim-server-01"]);
     request.job_type = "BROKEN".to_string();
@@ -535,6 +546,11 @@ async fn every_log_line_of_a_request_carries_its_id_route_status_and_latency() {
         .find(|l| l["fields"]["message"] == "request failed")
         .expect("the cause, logged inside the request");
     assert_eq!(cause["span"]["request_id"], id.as_str(), "{cause}");
+    let error = cause["fields"]["error"].as_str().expect("the cause");
+    assert!(
+        error.contains("regex") && !error.contains('\n') && !error.contains("backtrace"),
+        "{error}"
+    );
     let line = lines
         .iter()
         .find(|l| l["fields"]["message"] == "request")
@@ -543,6 +559,32 @@ async fn every_log_line_of_a_request_carries_its_id_route_status_and_latency() {
     assert_eq!(line["fields"]["status"], 500);
     assert!(line["fields"]["elapsed_ms"].as_f64().is_some(), "{line}");
     assert_eq!(line["span"]["request_id"], id.as_str(), "{line}");
+
+    // An unknown route's long path is cut in its log line.
+    let long = format!("/{}", "a".repeat(20_000));
+    let answer = reqwest::get(format!("{}{long}", server.endpoint))
+        .await
+        .expect("answer");
+    assert_eq!(answer.status(), 404);
+    let id = request_id(answer.headers());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let found = server
+            .log_tail()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["span"]["request_id"] == id.as_str());
+        match found {
+            Some(line) => break line,
+            None if Instant::now() > deadline => panic!("no line of {id}"),
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let path = line["fields"]["path"].as_str().expect("path");
+    assert!(
+        path.ends_with("… (20001 bytes)") && path.len() < 300,
+        "{path}"
+    );
 }
 
 /// What a stand-in OpenTelemetry collector received: each POST's path, content type and body.
