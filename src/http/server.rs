@@ -10,7 +10,12 @@
 //!   connection closes, and the answer it held is let go.
 //! - At most `max_connections` connections are served at once; beyond them a connection is
 //!   answered `503 ModelArts.0013` in the API's error format and closed (plain HTTP), or
-//!   closed at once (TLS), with a log line at most once a second.
+//!   closed at once (TLS), with a log line at most once a second. A connection turned away
+//!   is kept at most a second to read what its client sends (closing with unread bytes
+//!   would reset it before the answer arrives), and at most an eighth of `max_connections`
+//!   are kept so at once: beyond them the answer is written if the socket takes it at once,
+//!   and the connection closed, so that a flood cannot hold the descriptors the limit
+//!   leaves free.
 //! - Failing accepts (out of descriptors, say) are logged at most once a second and retried
 //!   after a short pause, so the loop neither spins nor stops.
 //! - On shutdown, listening stops, in-flight requests finish (for at most a grace period),
@@ -45,6 +50,8 @@ use super::tls::TlsAcceptor;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of descriptors, say) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest a connection turned away is kept to read what its client sends.
+const TURN_AWAY_LINGER: Duration = Duration::from_secs(1);
 /// Most headers hyper parses; beyond them, it answers a bare 431. The API itself allows
 /// fewer ([`super::MAX_HEADERS`]), answered in its error format.
 const PARSED_HEADERS: usize = 256;
@@ -110,9 +117,10 @@ fn busy_answer() -> Vec<u8> {
 }
 
 /// Answers a connection beyond the limit and closes it, reading what the client sent
-/// meanwhile so that closing does not reset the connection before the answer arrives.
-async fn turn_away(mut stream: TcpStream, header_timeout: Duration) {
-    let _ = tokio::time::timeout(header_timeout, async {
+/// meanwhile (for at most `linger`) so that closing does not reset the connection before
+/// the answer arrives.
+async fn turn_away(mut stream: TcpStream, linger: Duration) {
+    let _ = tokio::time::timeout(linger, async {
         stream.write_all(&busy_answer()).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
@@ -169,6 +177,8 @@ pub async fn serve(
         .max_headers(PARSED_HEADERS);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let lingering = Arc::new(Semaphore::new((limits.max_connections / 8).max(1)));
+    let linger = limits.header_timeout.min(TURN_AWAY_LINGER);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -193,7 +203,17 @@ pub async fn serve(
                 );
             });
             if tls.is_none() {
-                tokio::spawn(turn_away(stream, limits.header_timeout));
+                match lingering.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            turn_away(stream, linger).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        let _ = stream.try_write(&busy_answer());
+                    }
+                }
             }
             continue;
         };

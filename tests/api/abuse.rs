@@ -644,3 +644,46 @@ async fn an_unread_large_answer_holds_its_share_until_its_connection_is_cut() {
         first.len() + rest.len()
     );
 }
+
+/// Connections turned away are closed within about a second, whatever their clients do: a
+/// flood of them that never finish their requests holds no descriptors beyond that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_turned_away_do_not_hold_descriptors() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let server = crate::helpers::serve_process(dir.path(), &db, &["--max-connections", "8"]).await;
+    let addr = server.endpoint.trim_start_matches("http://").to_string();
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .expect("fds")
+            .count()
+    };
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("answer");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let before = descriptors();
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        // A head that never ends.
+        let _ = stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await;
+        flood.push(stream);
+    }
+    for stream in &mut flood {
+        read_until_closed(stream, Duration::from_secs(5)).await;
+    }
+    let after = descriptors();
+    assert!(after <= before + 2, "{before} descriptors, then {after}");
+    drop(held);
+}
