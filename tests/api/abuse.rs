@@ -41,6 +41,17 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>,
     }
 }
 
+/// Asks for `/health` on `stream`, kept alive, and checks the answer is 200.
+async fn served_health(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
 /// The status, headers (lower-cased) and JSON body of a raw HTTP/1.1 answer.
 fn parse_answer(raw: &[u8]) -> (u16, String, serde_json::Value) {
     let text = String::from_utf8_lossy(raw);
@@ -124,13 +135,7 @@ async fn connections_beyond_the_limit_are_answered_503_in_the_error_format() {
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = connect_from(&app, other_address(1)).await;
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await.expect("answer");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        served_health(&mut stream).await;
         held.push(stream);
     }
     let mut extra = connect_from(&app, other_address(1)).await;
@@ -661,13 +666,7 @@ async fn connections_turned_away_do_not_hold_descriptors() {
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut stream = TcpStream::connect(&addr).await.expect("connect");
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await.expect("answer");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        served_health(&mut stream).await;
         held.push(stream);
     }
     let before = descriptors();
