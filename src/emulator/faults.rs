@@ -368,6 +368,12 @@ impl FaultAnswer {
                         .headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
                 }
+                // As the API's own 408 and 413: the body not read ends the connection.
+                if matches!(self.status, 408 | 413) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 response
             }
         };

@@ -260,7 +260,22 @@ async fn a_status_the_gateway_answers_is_answered_as_the_gateway_does() {
             panic!("the rule answers {status}");
         };
         let injected = parts(answer.respond(timeout)).await;
-        assert_eq!(injected, parts(own.into_unlogged_response()).await);
+        let real = parts(own.into_unlogged_response()).await;
+        assert_eq!(injected, real);
         assert_eq!(injected.1, "APIG.0201", "{status}");
+        // A message of the rule's own keeps the connection's end.
+        let faults = Faults::default();
+        faults
+            .add(RuleSpec::parse_flag(&format!("op=*,status={status},msg=own")).expect("rule"))
+            .expect("added");
+        let Some(Injected {
+            then: Then::Answer(answer),
+            ..
+        }) = faults.pick(&list_call())
+        else {
+            panic!("the rule answers {status}");
+        };
+        let own_message = parts(answer.respond(timeout)).await;
+        assert_eq!((own_message.2.as_str(), own_message.3), ("own", real.3));
     }
 }
