@@ -11,6 +11,10 @@ from console_support import Api, Server, chromium, find_browser, which_binary
 REPO = Path(__file__).resolve().parents[2]
 READER = "reader"
 READER_PASSWORD = "reader-password-1"
+#: A user of two projects, one with a long name, who may list jobs in it but not open them.
+TRAVELLER = "traveller"
+TRAVELLER_PASSWORD = "traveller-password-1"
+LONG_PROJECT = "ml-training-cluster-shanghai-production"
 #: Jobs whose names start with "batch-": more than one page of ten.
 BATCH = 12
 
@@ -31,6 +35,16 @@ def server():
             srv.cli("servers", "add", "--project", "demo", "--name", "node-07", "node-07")
             srv.cli("iam", "user", "create", READER, "--password", READER_PASSWORD)
             srv.cli("iam", "grant", READER, "demo", "ModelArts ReadOnlyAccess")
+            srv.cli("iam", "project", "create", LONG_PROJECT)
+            srv.cli("iam", "policy", "put", "job-listers",
+                    "--action", "modelarts:devserverJob:list",
+                    "--action", "modelarts:devserverJob:create")
+            srv.cli("iam", "user", "create", TRAVELLER, "--password", TRAVELLER_PASSWORD)
+            srv.cli("iam", "grant", TRAVELLER, "demo", "ModelArts FullAccess")
+            srv.cli("iam", "grant", TRAVELLER, LONG_PROJECT, "job-listers")
+            srv.cli("servers", "add", "--project", "demo", "--name",
+                    "node-with-a-rather-long-host-name-0123456789", "node-long")
+            srv.cli("servers", "add", "--project", LONG_PROJECT, "--name", "node-far", "node-far")
             yield srv
         finally:
             srv.stop()

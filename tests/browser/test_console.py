@@ -14,7 +14,8 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import BATCH, READER, READER_PASSWORD
+from conftest import (BATCH, LONG_PROJECT, READER, READER_PASSWORD, TRAVELLER,
+                      TRAVELLER_PASSWORD)
 from console_support import DEMO_PASSWORD, DEMO_USER, Api, words
 
 
@@ -333,3 +334,109 @@ def test_a_job_whose_tasks_end_together_is_shown_finished(browser, server, jobs)
         wait_for(browser, lambda b: live.get_attribute("data-status") == "FINISHED", timeout=15)
         statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#tasks tbody .st")]
         assert "PROCESSING" not in statuses, (n, statuses)
+
+
+def switch_project(browser, name):
+    Select(browser.find_element(By.ID, "project-select")).select_by_visible_text(name)
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form.project button[type=submit]"))
+
+
+def test_many_running_jobs_open_in_tabs_leave_the_console_working(browser, server, jobs):
+    """A browser keeps six connections to a server: job pages open in many tabs must not
+    hold them all with their streams."""
+    stuck = jobs["stuck-on-node"]
+    sign_in(browser, server, path=f"/console/jobs/{stuck['id']}")
+    browser.set_page_load_timeout(15)
+    for _ in range(6):
+        browser.switch_to.new_window("tab")
+        browser.get(f"{server.endpoint}/console/jobs/{stuck['id']}")
+        assert text(browser, "h1") == "stuck-on-node"
+    browser.switch_to.new_window("tab")
+    browser.get(server.endpoint + "/console/servers")
+    assert text(browser, "h1") == "Servers"
+    via = []
+    for handle in browser.window_handles[:-1]:
+        browser.switch_to.window(handle)
+        via.append(wait_for(browser, lambda b: b.find_element(By.ID, "live").get_attribute("data-via")))
+    assert via.count("events") == 3 and via.count("polling") == 4, via
+
+
+def test_a_job_page_that_no_longer_reaches_its_job_says_so(browser, server, jobs):
+    """Another project chosen in another tab: the job's page is reloaded and says the job is
+    out of reach there, rather than showing its last state for ever."""
+    stuck = jobs["stuck-on-node"]
+    sign_in(browser, server, user=TRAVELLER, password=TRAVELLER_PASSWORD)
+    switch_project(browser, "demo")
+    browser.get(f"{server.endpoint}/console/jobs/{stuck['id']}")
+    first = browser.current_window_handle
+    assert browser.find_element(By.ID, "live")
+    browser.switch_to.new_window("tab")
+    browser.get(server.endpoint + "/console/jobs")
+    switch_project(browser, LONG_PROJECT)
+    browser.switch_to.window(first)
+    # (In that project the user may list jobs but not open them.)
+    wait_for(browser, lambda b: words(b.find_element(By.TAG_NAME, "h1").text) == "Not allowed")
+    assert not browser.find_elements(By.ID, "live")
+
+
+def test_a_user_who_may_not_open_jobs_is_not_sent_to_them(browser, server, jobs):
+    sign_in(browser, server, user=TRAVELLER, password=TRAVELLER_PASSWORD)
+    switch_project(browser, LONG_PROJECT)
+    follow(browser, browser.find_element(By.ID, "new-job"))
+    Select(browser.find_element(By.ID, "template")).select_by_value("COMMON")
+    follow(browser, browser.find_element(By.ID, "choose-template"))
+    browser.find_element(By.ID, "name").send_keys("listed-not-opened")
+    browser.find_element(By.ID, "spec-cmd").send_keys("true")
+    servers = browser.find_elements(By.CSS_SELECTOR, "#servers input[type=checkbox]")
+    servers[0].click()
+    follow(browser, browser.find_element(By.ID, "create-job"))
+    assert urlparse(browser.current_url).path == "/console/jobs"
+    assert "id" in query_of(browser), "the list shows the new job"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+    assert [words(r.find_element(By.CSS_SELECTOR, "td:first-child").text).split(" ")[0]
+            for r in rows] == ["listed-not-opened"]
+    assert not browser.find_elements(By.CSS_SELECTOR, "#jobs tbody a"), "no link to a 403"
+
+
+def test_keyboard_focus_stays_on_its_link_through_live_updates(browser, server, jobs):
+    sign_in(browser, server)
+    job = Api(server.endpoint).create_job("focus-kept", ["sim-server-01", "node-07"])
+    browser.get(f"{server.endpoint}/console/jobs/{job['id']}")
+    # (The page may be refreshing its tasks meanwhile: the link is found and focused at once.)
+    sim = "#tasks tr[data-server='sim-server-01'] .st"
+    href, status = browser.execute_script(
+        "var link = document.querySelector(\"#tasks tr[data-server='node-07'] a\");"
+        "link.focus(); return [link.href, document.querySelector(arguments[0]).textContent];",
+        sim)
+    assert words(status) == "PROCESSING", "the page changes after the focus is set"
+    wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, sim).text == "SUCCESS")
+    assert browser.switch_to.active_element.get_attribute("href") == href
+
+
+def test_going_back_shows_the_filters_of_the_listed_view(browser, server, jobs):
+    sign_in(browser, server)
+    apply_filters(browser, name="batch")
+    apply_filters(browser, name="BATCH-0", status="DELETED")
+    browser.back()
+    wait_for(browser, lambda b: query_of(b).get("name") == "batch")
+    assert browser.find_element(By.ID, "f-name").get_attribute("value") == "batch"
+    assert Select(browser.find_element(By.ID, "f-status")).first_selected_option \
+        .get_attribute("value") == ""
+
+
+def test_a_deleted_job_is_not_offered_for_deletion_again(browser, server, jobs):
+    api = Api(server.endpoint)
+    job = api.create_job("deleted-once", ["sim-server-01"])
+    api.call("DELETE", "jobs", {"job_ids": [job["id"]]})
+    sign_in(browser, server, path=f"/console/jobs/{job['id']}/delete")
+    assert text(browser, "h1") == "Job deleted-once is deleted"
+    assert not browser.find_elements(By.ID, "confirm-delete")
+
+
+@pytest.mark.parametrize("path", ["/console/jobs", "/console/jobs/new?type=COMMON"])
+def test_a_long_project_and_server_name_fold_on_a_small_phone(browser, server, jobs, path):
+    browser.set_window_size(320, 700)
+    sign_in(browser, server, user=TRAVELLER, password=TRAVELLER_PASSWORD, path=path)
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+    assert overflow <= 1, f"{path} scrolls sideways by {overflow}px"

@@ -157,8 +157,20 @@ async fn create_job(
     }
     match crate::http::jobs::create(state, &session.caller, request, &headers).await {
         Ok(job) => {
-            let href = format!("/console/jobs/{}", page::encode(&job.id));
-            let mut response = Redirect::to(&href).into_response();
+            // The new job's page, or, for a user who may not see it, the list showing it, or
+            // (who may not list either) a page saying it was made.
+            let id = page::encode(&job.id);
+            let mut response = if session.may(Action::GetJob) {
+                Redirect::to(&format!("/console/jobs/{id}")).into_response()
+            } else if session.may(Action::ListJobs) {
+                Redirect::to(&format!("/console/jobs?id={id}")).into_response()
+            } else {
+                let body = html! {
+                    h1 { "Job created" }
+                    p.notice role="status" { "Job " (job.name) " was created: " code { (job.id) } }
+                };
+                page::shell("Job created", Some(session), Section::Jobs, body).into_response()
+            };
             response
                 .extensions_mut()
                 .insert(crate::audit::Resources(vec![job.id]));

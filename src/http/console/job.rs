@@ -219,6 +219,19 @@ pub async fn confirm_delete(
 ) -> Result<Html<String>, ConsoleError> {
     session.caller.require(Action::DeleteJobs)?;
     let job = find(&state, &session, &id).await?;
+    if job.status == "DELETED" {
+        let body = html! {
+            h1 { "Job " (job.name) " is deleted" }
+            p.notice role="status" { "It was deleted already: there is nothing more to delete." }
+            p { a href=(job_href(&job.id)) { "Back to the job" } }
+        };
+        return Ok(page::shell(
+            "Job deleted",
+            Some(&session),
+            Section::Jobs,
+            body,
+        ));
+    }
     let body = html! {
         h1 { "Delete job " (job.name) "?" }
         p {

@@ -134,7 +134,7 @@ fn list_body(
         (filter_form(state, view))
         @match listed {
             Err(message) => p.error id="filter-error" role="alert" { (message) },
-            Ok(listed) => (table(view, &listed)),
+            Ok(listed) => (table(view, &listed, session.may(Action::GetJob))),
         }
     }
 }
@@ -153,7 +153,9 @@ fn filter_form(state: &AppState, view: &View) -> Markup {
     let limit = view.get("limit");
     let max = state.config.max_page_size;
     html! {
-        form.filters method="get" action="/console/jobs" role="search" aria-label="Filter jobs" {
+        // The fields show the URL's view, not what the browser kept of an earlier search
+        // when it goes back to this page.
+        form.filters method="get" action="/console/jobs" role="search" aria-label="Filter jobs" autocomplete="off" {
             div.field {
                 label for="f-name" { "Name contains" }
                 input id="f-name" name="name" type="search" value=(view.get("name"));
@@ -250,7 +252,8 @@ fn sort_heading(view: &View, query: &ListJobsQuery, key: SortKey, label: &str) -
     }
 }
 
-fn table(view: &View, listed: &Listed<'_>) -> Markup {
+/// The page of jobs; each job's name links to its page when `linked` (the user may see it).
+fn table(view: &View, listed: &Listed<'_>, linked: bool) -> Markup {
     let query = listed.query;
     let numbers = query.page.numbers(listed.total, u64::MAX);
     // (The list always names its limit: the URL's, or the default.)
@@ -283,7 +286,11 @@ fn table(view: &View, listed: &Listed<'_>) -> Markup {
                     @for job in listed.jobs {
                         tr data-job=(job.id) {
                             td {
-                                a href={ "/console/jobs/" (page::encode(&job.id)) } { (job.name) }
+                                @if linked {
+                                    a href={ "/console/jobs/" (page::encode(&job.id)) } { (job.name) }
+                                } @else {
+                                    span.name { (job.name) }
+                                }
                                 div.id { (job.id) }
                             }
                             td { (job.job_type) }
