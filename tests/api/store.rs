@@ -1798,3 +1798,44 @@ async fn running_tasks_are_counted_per_server_of_the_project(store: &dyn Store) 
     let theirs = store.running_tasks(&p2).await.expect("running");
     assert_eq!(theirs, [("a1".to_string(), 1)]);
 }
+
+/// A PostgreSQL database that applied an earlier text of migration 12 (whose audit status
+/// was an INTEGER) opens: its schema is brought to today's text, and today's checksum
+/// recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_an_edited_migrations_earlier_text_opens() {
+    use sqlx::Connection;
+    let Some(database) = litejobs::testkit::test_database().await else {
+        return;
+    };
+    drop(litejobs::store::open(&database.url).await.expect("open"));
+    let mut conn = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connect");
+    sqlx::raw_sql(
+        "ALTER TABLE audit_log ALTER COLUMN status TYPE INTEGER; \
+         UPDATE _sqlx_migrations SET checksum = decode('fc85ffb3eda5508245ff75f503a7be11d3c9e2\
+         6837dffd7bb855ad53ea78f1eaedcbe1d0718009eb480c2c31020f7a0e', 'hex') WHERE version = 12",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("as the earlier build left it");
+    let column = "SELECT data_type FROM information_schema.columns \
+                  WHERE table_name = 'audit_log' AND column_name = 'status'";
+    let kind: String = sqlx::query_scalar(column)
+        .fetch_one(&mut conn)
+        .await
+        .expect("type");
+    assert_eq!(kind, "integer");
+    drop(litejobs::store::open(&database.url).await.expect("opens"));
+    let kind: String = sqlx::query_scalar(column)
+        .fetch_one(&mut conn)
+        .await
+        .expect("type");
+    assert_eq!(kind, "bigint");
+    drop(
+        litejobs::store::open(&database.url)
+            .await
+            .expect("opens again"),
+    );
+}

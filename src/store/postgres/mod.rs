@@ -26,7 +26,7 @@ pub use self::options::connect_options;
 use super::list::plan::{self, Engine, Facts, ListPlan, NameSearch, Steps};
 use super::shared::{create, impl_exec, SqlPools};
 use super::wake::Wakeups;
-use super::{Backend, IdempotencyKey, JobPage, NewJob, StoreResult};
+use super::{Backend, IdempotencyKey, JobPage, NewJob, StoreError, StoreResult};
 use crate::domain::filter::{JobFilter, ListJobsQuery};
 use crate::domain::ProjectId;
 use crate::wire::JobDetail;
@@ -167,6 +167,51 @@ fn unreachable_yet(kind: std::io::ErrorKind) -> bool {
     )
 }
 
+/// Migrations whose text changed after a build had applied them: the version, the checksum
+/// that build recorded (SHA-384, hex), and the statements that bring its schema to today's
+/// text. sqlx refuses a database whose recorded checksum differs from the file's.
+const EDITED_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    12,
+    "fc85ffb3eda5508245ff75f503a7be11d3c9e26837dffd7bb855ad53ea78f1ea\
+     edcbe1d0718009eb480c2c31020f7a0e",
+    "ALTER TABLE audit_log ALTER COLUMN status TYPE BIGINT",
+)];
+
+/// Brings a database that applied an earlier text of an edited migration to today's text,
+/// and records today's checksum, in one transaction (a replica doing the same meanwhile
+/// waits for the row, then finds nothing to do).
+async fn repair_edited_migrations(conn: &mut PgConnection) -> StoreResult<()> {
+    let applied: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut *conn)
+            .await?;
+    if applied.is_none() {
+        return Ok(());
+    }
+    for (version, recorded, change) in EDITED_MIGRATIONS {
+        let Some(today) = MIGRATOR.iter().find(|m| m.version == *version) else {
+            continue;
+        };
+        let recorded = hex::decode(recorded).map_err(|e| StoreError::internal(e.to_string()))?;
+        let mut tx = conn.begin().await?;
+        let found = sqlx::query(
+            "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
+        )
+        .bind(today.checksum.as_ref())
+        .bind(version)
+        .bind(recorded)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if found > 0 {
+            sqlx::raw_sql(change).execute(&mut *tx).await?;
+            tracing::info!(version, "brought an earlier text of a migration to today's");
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 impl PgStore {
     /// Connects to `url` with at most `max_connections` connections, and migrates the
     /// database.
@@ -193,6 +238,7 @@ impl PgStore {
         // The first connection migrates, then makes way for the pool. Replicas starting
         // together migrate one at a time: sqlx takes an advisory lock.
         let mut first = first_connection(&options).await?;
+        repair_edited_migrations(&mut first).await?;
         MIGRATOR.run(&mut first).await?;
         first.close().await?;
         let pool = PgPoolOptions::new()
