@@ -209,6 +209,9 @@ pub async fn create(
         // request, answered as one (409), whatever its body: never with the job of the user
         // who made it, which that user may not be allowed to see.
         body_hash: request_hash(&caller.user_id, &req),
+        earlier_hash: Some(crate::sign::sha256_hex(
+            &serde_json::to_vec(&req).unwrap_or_default(),
+        )),
         not_before_ms: now - state.config.idempotency_window.as_millis() as i64,
     });
     let job = NewJob {

@@ -52,6 +52,9 @@ pub struct NewJob {
 pub struct IdempotencyKey {
     pub token: String,
     pub body_hash: String,
+    /// The hash an earlier version kept of the same request (of the request alone, where
+    /// `body_hash` also holds its user): a key it stored answers its job to that job's user.
+    pub earlier_hash: Option<String>,
     /// Keys older than this (epoch ms) are expired and may be reused.
     pub not_before_ms: i64,
 }

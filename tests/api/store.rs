@@ -149,6 +149,7 @@ fn key(token: &str, body: &str, not_before_ms: i64) -> Option<IdempotencyKey> {
     Some(IdempotencyKey {
         token: token.to_string(),
         body_hash: body.to_string(),
+        earlier_hash: None,
         not_before_ms,
     })
 }
@@ -307,6 +308,27 @@ async fn idempotency_keys_answer_the_same_job_or_conflict(store: &dyn Store) {
         .expect("after expiry");
     assert_ne!(later.id, first.id);
     assert_eq!(list(store, &p1, "").await.0, 2);
+
+    // A key an earlier version stored (the hash of the request alone) answers its job to
+    // that job's user, and to no one else.
+    let stored = store
+        .create_job(&p2, job("d", &["s1"], 30), key("old", "request", 0))
+        .await
+        .expect("stored by an earlier version");
+    let mut now = key("old", "user+request", 0);
+    if let Some(k) = now.as_mut() {
+        k.earlier_hash = Some("request".to_string());
+    }
+    let again = store
+        .create_job(&p2, job("d", &["s1"], 31), now.clone())
+        .await
+        .expect("repeat");
+    assert_eq!(again.id, stored.id);
+    let mut other_user = job("d", &["s1"], 32);
+    other_user.user_name = "bob".to_string();
+    let refused = store.create_job(&p2, other_user, now).await;
+    assert!(matches!(refused, Err(StoreError::IdempotencyConflict)));
+    assert_eq!(list(store, &p2, "").await.0, 2);
 }
 
 async fn a_taken_job_id_is_a_conflict(store: &dyn Store) {

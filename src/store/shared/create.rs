@@ -292,12 +292,19 @@ async fn earlier_create(
         return Ok(None);
     };
     if row.int(2)? >= key.not_before_ms {
-        if row.text(0)? != key.body_hash {
+        let stored = row.text(0)?;
+        // A key an earlier version stored holds the request alone: it is the user's whose
+        // job it names.
+        let earlier = stored != key.body_hash && key.earlier_hash.as_ref() == Some(&stored);
+        if stored != key.body_hash && !earlier {
             return Ok(Some(Err(StoreError::IdempotencyConflict)));
         }
         // A job deleted and purged since is gone: the key is then spent, as an expired one
         // is, and the request creates a job.
         if let Some(job) = read_job(&mut *conn, project, &row.text(1)?).await? {
+            if earlier && job.user_name != create.job.user_name {
+                return Ok(Some(Err(StoreError::IdempotencyConflict)));
+            }
             return Ok(Some(Ok(job)));
         }
     }
