@@ -378,7 +378,12 @@ impl Client {
         max: u32,
     ) -> Result<AgentLease, ClientError> {
         let path = self.server_path(server_id, "/lease");
-        let query = [("max", max.to_string()), ("wait", wait_secs.to_string())];
+        // This agent renews its leases (heartbeats): each lasts the service's lease time.
+        let query = [
+            ("max", max.to_string()),
+            ("wait", wait_secs.to_string()),
+            ("renews", "true".to_string()),
+        ];
         self.send(Method::POST, &path, &query, None, &[])
             .await?
             .into_result()

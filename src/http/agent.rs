@@ -115,7 +115,8 @@ pub async fn register_server(
     tag = "agent",
     summary = "Lease a server's tasks",
     description = "Leases the server's runnable tasks, waiting up to `wait` seconds for \
-        some to appear; each lease lasts `--agent-lease` unless renewed by a heartbeat. \
+        some to appear; each lease lasts `--agent-lease` unless renewed by a heartbeat \
+        (with `renews=true`). \
         Needs `modelarts:devserverAgent:run`.",
     params(ProjectPath,
         ("server_id" = String, Path, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,64}$",
@@ -125,6 +126,10 @@ pub async fn register_server(
             description = "Seconds to wait for work (at most 20 are waited; default 0)."),
         ("max" = Option<i64>, Query, minimum = 1, maximum = 64, example = 4,
             description = "Most tasks to lease (default 4)."),
+        ("renews" = Option<bool>, Query, example = true,
+            description = "The agent renews its leases with heartbeats (`litejobs agent` \
+                does): each lease lasts `--agent-lease`. Without it (agents before \
+                heartbeats) a lease lasts the task's whole run time."),
     ),
     responses(
         (status = 200, description = "The tasks leased (none when the wait ended first).", body = AgentLease),
@@ -141,9 +146,16 @@ pub async fn lease_tasks(
 ) -> Result<Json<AgentLease>, ApiError> {
     caller.require(Action::RunAgent)?;
     bounded("server_id", &server_id)?;
-    let (mut wait, mut max) = (Duration::ZERO, 4_i64);
+    let (mut wait, mut max, mut renews) = (Duration::ZERO, 4_i64, false);
     for (key, value) in query_pairs(raw.as_deref())? {
         match key.as_str() {
+            "renews" => {
+                renews = match value.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(Invalid::new("renews must be true or false").into()),
+                }
+            }
             "wait" => {
                 // A whole number of seconds that fits an int64, as the document says.
                 let secs = value
@@ -197,6 +209,7 @@ pub async fn lease_tasks(
             let terms = LeaseTerms {
                 now_ms: now,
                 until: now + ms(state.config.agent_lease),
+                renews,
                 run_time_ms: &run_time,
             };
             let leased = store

@@ -106,6 +106,10 @@ pub struct Leased {
 pub struct LeaseTerms<'a> {
     pub now_ms: i64,
     pub until: i64,
+    /// The holder renews its leases (heartbeats); an agent that does not (a version before
+    /// heartbeats) holds each task's lease for the task's whole run time instead of `until`,
+    /// as it did then, so that a long task is not leased to it again while it runs.
+    pub renews: bool,
     /// The time (ms) a task of this job type may run, from its lease, before the
     /// server ends it (the template's timeout and some grace).
     pub run_time_ms: &'a (dyn Fn(&str) -> i64 + Send + Sync),

@@ -343,6 +343,17 @@ async fn a_lease_request_refuses_waits_and_sizes_out_of_range() {
             .await;
         assert_eq!(r.status, status, "wait={wait} max={max}: {}", r.json());
     }
+    for (renews, status) in [("true", 404), ("FALSE", 404), ("maybe", 400), ("", 400)] {
+        let r = app
+            .admin_send(
+                Method::POST,
+                "/agent/servers/node-unknown/lease",
+                &[("renews", renews)],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, status, "renews={renews}: {}", r.json());
+    }
     app.stop().await;
 }
 

@@ -470,6 +470,7 @@ fn terms(now_ms: i64, until: i64, run: &(dyn Fn(&str) -> i64 + Send + Sync)) -> 
     LeaseTerms {
         now_ms,
         until,
+        renews: true,
         run_time_ms: run,
     }
 }
@@ -557,6 +558,22 @@ async fn leases_hand_each_task_to_one_holder_until_it_lapses(store: &dyn Store) 
         .await
         .expect("lease");
     assert_eq!(theirs, Leased::default());
+
+    // A holder that renews nothing (an agent before heartbeats) holds its leases for the
+    // tasks' run time: they are not taken again while the tasks may still run.
+    let mut whole_run = terms(700, 800, HOUR);
+    whole_run.renews = false;
+    let held = store
+        .lease_tasks(&p1, "s1", "agent-old", whole_run, 10)
+        .await
+        .expect("lease");
+    assert_eq!(held.tasks.len(), 2, "the lapsed ones");
+    assert!(held.tasks.iter().all(|t| t.lease_until == 700 + 3_600_000));
+    let not_again = store
+        .lease_tasks(&p1, "s1", "agent-old", terms(900, 1000, HOUR), 10)
+        .await
+        .expect("lease");
+    assert!(not_again.tasks.is_empty());
 }
 
 async fn renewals_keep_leases_and_tell_ended_or_lost_tasks(store: &dyn Store) {

@@ -53,10 +53,13 @@ pub async fn lease_tasks(
             // Each lease runs the task from its start: its run time starts now (a task leased
             // again after an agent's crash has all of it, not what the first run left).
             let deadline = terms.now_ms.saturating_add((terms.run_time_ms)(&job_type));
+            let lease_until = if terms.renews { terms.until } else { deadline };
             let s = Statement::new(
-                "UPDATE tasks SET deadline_at = $1 WHERE project_id = $2 AND id = $3",
+                "UPDATE tasks SET deadline_at = $1, lease_until = $2 \
+                 WHERE project_id = $3 AND id = $4",
             )
             .bind(deadline)
+            .bind(lease_until)
             .bind(project.as_str())
             .bind(&task_id);
             tx.run(s).await?;
@@ -65,7 +68,7 @@ pub async fn lease_tasks(
                 job_id,
                 job_type,
                 items: parse_json("job items", &job.text(1)?)?,
-                lease_until: terms.until,
+                lease_until,
                 lease_epoch: row.int(2)?,
             });
         }
