@@ -238,15 +238,7 @@ pub async fn intercept(State(state): State<AppState>, request: Request, next: Ne
     };
     let query = request.uri().query().unwrap_or("").to_string();
     let response = match emulator.faults.pick(&call) {
-        Some(fault) => {
-            apply(
-                fault,
-                request,
-                next,
-                (emulator.strict, state.bodies.timeout),
-            )
-            .await
-        }
+        Some(fault) => apply(fault, request, next, emulator.strict, state.bodies.timeout).await,
         None if emulator.strict => strictly(&call.route, &call.method, request, next).await,
         None => next.run(request).await,
     };
@@ -268,7 +260,8 @@ async fn apply(
     fault: faults::Injected,
     request: Request,
     next: Next,
-    (strict, body_timeout): (bool, std::time::Duration),
+    strict: bool,
+    body_timeout: std::time::Duration,
 ) -> Response {
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
