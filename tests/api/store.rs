@@ -1878,3 +1878,35 @@ async fn a_database_of_an_edited_migrations_earlier_text_opens() {
             .expect("opens again"),
     );
 }
+
+/// A migration is never edited once it has shipped (a database that applied it records its
+/// checksum, and sqlx refuses a database whose file differs): `migrations/SHIPPED` holds the
+/// SHA-384 of each, and a new migration adds its line (`sha384sum sqlite/00NN_….sql`, from
+/// `migrations/`). A change of schema is a new migration.
+#[test]
+fn shipped_migrations_are_unchanged() {
+    use sha2::Digest;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let shipped = std::fs::read_to_string(root.join("SHIPPED")).expect("SHIPPED");
+    let mut listed = std::collections::BTreeSet::new();
+    for line in shipped.lines().filter(|l| !l.trim().is_empty()) {
+        let (sum, file) = line.split_once("  ").expect("`sum  path` lines");
+        let text = std::fs::read(root.join(file)).expect(file);
+        assert_eq!(
+            hex::encode(sha2::Sha384::digest(&text)),
+            sum,
+            "{file} changed after it shipped: put the change in a new migration"
+        );
+        listed.insert(file.to_string());
+    }
+    for backend in ["sqlite", "postgres"] {
+        for entry in std::fs::read_dir(root.join(backend)).expect("migrations") {
+            let name = entry.expect("entry").file_name();
+            let file = format!("{backend}/{}", name.to_string_lossy());
+            assert!(
+                listed.contains(&file),
+                "{file} is not in migrations/SHIPPED"
+            );
+        }
+    }
+}
