@@ -1,6 +1,7 @@
 """Fixtures of the browser tests: one `litejobs serve --simulate` filled with jobs (some
 failing, one that never ends), a read-only user, and a fresh headless Chromium per test."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ READER_PASSWORD = "reader-password-1"
 TRAVELLER = "traveller"
 TRAVELLER_PASSWORD = "traveller-password-1"
 LONG_PROJECT = "ml-training-cluster-shanghai-production"
+LONG_TYPE = "LONG_TEMPLATE_TYPE_NAME_THAT_KEEPS_GOING_WITHOUT_ANY_BREAK_ABCDE"
 #: Jobs whose names start with "batch-": more than one page of ten.
 BATCH = 12
 
@@ -28,7 +30,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def server():
     with tempfile.TemporaryDirectory(prefix="litejobs-browser-") as workdir:
-        srv = Server(which_binary(REPO), Path(workdir), "--simulate-delay", "1500ms",
+        # A template whose type is as long as a type may be, for the pages on a phone.
+        templates = Path(workdir) / "templates"
+        templates.mkdir()
+        common = json.loads((REPO / "templates" / "common.json").read_text())
+        common.update(id="6f1d0c5e-4a1b-4c55-9a0e-0000000000ff", name="long", type=LONG_TYPE)
+        (templates / "long.json").write_text(json.dumps(common))
+        srv = Server(which_binary(REPO), Path(workdir), "--templates-dir", str(templates),
+                     "--simulate-delay", "1500ms",
                      "--simulate-outcome", "sim-server-02=FAILED",
                      "--simulate-outcome", "sim-server-01=SUCCESS").start()
         try:

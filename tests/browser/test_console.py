@@ -433,7 +433,8 @@ def test_a_deleted_job_is_not_offered_for_deletion_again(browser, server, jobs):
     assert not browser.find_elements(By.ID, "confirm-delete")
 
 
-@pytest.mark.parametrize("path", ["/console/jobs", "/console/jobs/new?type=COMMON"])
+@pytest.mark.parametrize("path", ["/console/jobs", "/console/jobs/new?type=COMMON",
+                                  "/console/templates", "/console/servers"])
 def test_a_long_project_and_server_name_fold_on_a_small_phone(browser, server, jobs, path):
     browser.set_window_size(320, 700)
     sign_in(browser, server, user=TRAVELLER, password=TRAVELLER_PASSWORD, path=path)
