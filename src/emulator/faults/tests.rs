@@ -236,6 +236,21 @@ async fn parts(response: Response) -> (u16, String, String, Option<String>) {
     (status, text("error_code"), text("error_msg"), connection)
 }
 
+/// The answer of a lone rule `spec` to a list call.
+fn answer_of(spec: &str, body_timeout: Duration) -> Response {
+    let faults = Faults::default();
+    faults
+        .add(RuleSpec::parse_flag(spec).expect("rule"))
+        .expect("added");
+    match faults.pick(&list_call()) {
+        Some(Injected {
+            then: Then::Answer(answer),
+            ..
+        }) => answer.respond(body_timeout),
+        other => panic!("{spec} answers nothing: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_status_the_gateway_answers_is_answered_as_the_gateway_does() {
     let timeout = Duration::from_secs(7);
@@ -245,37 +260,16 @@ async fn a_status_the_gateway_answers_is_answered_as_the_gateway_does() {
         (414, ApiError::UriTooLong),
         (431, ApiError::HeadersTooLarge),
     ] {
-        let faults = Faults::default();
-        faults
-            .add(
-                RuleSpec::parse_flag(&format!("op=ListDevServerJobs,status={status}"))
-                    .expect("rule"),
-            )
-            .expect("added");
-        let Some(Injected {
-            then: Then::Answer(answer),
-            ..
-        }) = faults.pick(&list_call())
-        else {
-            panic!("the rule answers {status}");
-        };
-        let injected = parts(answer.respond(timeout)).await;
+        let injected = parts(answer_of(
+            &format!("op=ListDevServerJobs,status={status}"),
+            timeout,
+        ))
+        .await;
         let real = parts(own.into_unlogged_response()).await;
         assert_eq!(injected, real);
         assert_eq!(injected.1, "APIG.0201", "{status}");
         // A message of the rule's own keeps the connection's end.
-        let faults = Faults::default();
-        faults
-            .add(RuleSpec::parse_flag(&format!("op=*,status={status},msg=own")).expect("rule"))
-            .expect("added");
-        let Some(Injected {
-            then: Then::Answer(answer),
-            ..
-        }) = faults.pick(&list_call())
-        else {
-            panic!("the rule answers {status}");
-        };
-        let own_message = parts(answer.respond(timeout)).await;
+        let own_message = parts(answer_of(&format!("op=*,status={status},msg=own"), timeout)).await;
         assert_eq!((own_message.2.as_str(), own_message.3), ("own", real.3));
     }
 }
