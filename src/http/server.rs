@@ -130,6 +130,17 @@ async fn turn_away(mut stream: TcpStream, linger: Duration) {
     .await;
 }
 
+/// Answers a connection beyond the limit with what its socket takes at once, and closes it
+/// (a client that sent bytes meanwhile may see the close reset the answer). The write goes
+/// to the socket itself: tokio's stream would refuse it until its reactor had seen the new
+/// socket writable.
+fn answer_at_once(stream: TcpStream) {
+    if let Ok(socket) = stream.into_std() {
+        let _ = std::io::Write::write(&mut &socket, &busy_answer());
+        let _ = socket.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
 /// Marks a response that must not be sent: its connection is closed instead (the
 /// emulator's dropped-connection fault).
@@ -210,9 +221,7 @@ pub async fn serve(
                             drop(permit);
                         });
                     }
-                    Err(_) => {
-                        let _ = stream.try_write(&busy_answer());
-                    }
+                    Err(_) => answer_at_once(stream),
                 }
             }
             continue;
