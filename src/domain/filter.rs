@@ -146,7 +146,8 @@ pub struct ListJobsQuery {
     pub page: PageRequest,
 }
 
-fn parse_bool(field: &str, raw: &str) -> Result<bool, Invalid> {
+/// A boolean query value, `true` or `false` in any case.
+pub fn parse_bool(field: &str, raw: &str) -> Result<bool, Invalid> {
     if raw.eq_ignore_ascii_case("true") {
         Ok(true)
     } else if raw.eq_ignore_ascii_case("false") {

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::domain::Invalid;
 use crate::http::auth::authenticate_user;
 use crate::http::error::ApiError;
 use crate::http::extract::{query_pairs, read_body};
@@ -82,13 +81,7 @@ pub async fn list_projects(
     for (key, value) in query_pairs(parts.uri.query())? {
         match key.as_str() {
             "name" => name = Some(value),
-            "enabled" => {
-                enabled = Some(match value.to_ascii_lowercase().as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(Invalid::new("enabled must be true or false").into()),
-                })
-            }
+            "enabled" => enabled = Some(crate::domain::filter::parse_bool("enabled", &value)?),
             // Keystone's other filters (domain_id, parent_id, is_domain, paging) narrow
             // nothing here: every project is enabled and in the one domain.
             _ => {}

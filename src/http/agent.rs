@@ -149,13 +149,7 @@ pub async fn lease_tasks(
     let (mut wait, mut max, mut renews) = (Duration::ZERO, 4_i64, false);
     for (key, value) in query_pairs(raw.as_deref())? {
         match key.as_str() {
-            "renews" => {
-                renews = match value.to_ascii_lowercase().as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(Invalid::new("renews must be true or false").into()),
-                }
-            }
+            "renews" => renews = crate::domain::filter::parse_bool("renews", &value)?,
             "wait" => {
                 // A whole number of seconds that fits an int64, as the document says.
                 let secs = value

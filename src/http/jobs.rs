@@ -202,17 +202,19 @@ pub async fn create(
             .map_err(ApiError::Internal)??;
     }
     let now = now_ms();
-    let idempotency = client_token(headers)?.map(|token| IdempotencyKey {
-        token,
-        // Hash of the caller and the parsed request (formatting differences do not count as
-        // another body): a token is its user's, and another user's create with it is another
-        // request, answered as one (409), whatever its body: never with the job of the user
-        // who made it, which that user may not be allowed to see.
-        body_hash: request_hash(&caller.user_id, &req),
-        earlier_hash: Some(crate::sign::sha256_hex(
-            &serde_json::to_vec(&req).unwrap_or_default(),
-        )),
-        not_before_ms: now - state.config.idempotency_window.as_millis() as i64,
+    let idempotency = client_token(headers)?.map(|token| {
+        // Writing a request of strings and maps cannot fail.
+        let request = serde_json::to_vec(&req).unwrap_or_default();
+        IdempotencyKey {
+            token,
+            // Hash of the caller and the parsed request (formatting differences do not count
+            // as another body): a token is its user's, and another user's create with it is
+            // another request, answered as one (409), whatever its body: never with the job
+            // of the user who made it, which that user may not be allowed to see.
+            body_hash: request_hash(&caller.user_id, &request),
+            earlier_hash: Some(crate::sign::sha256_hex(&request)),
+            not_before_ms: now - state.config.idempotency_window.as_millis() as i64,
+        }
     });
     let job = NewJob {
         id: new_id(),
@@ -234,12 +236,12 @@ pub async fn create(
         .await?)
 }
 
-/// The hash an idempotency key keeps of its request: the user's id, then the request.
-fn request_hash(user_id: &str, req: &JobCreateRequest) -> String {
+/// The hash an idempotency key keeps of its request (as JSON): the user's id, then the
+/// request.
+fn request_hash(user_id: &str, request: &[u8]) -> String {
     let mut text = user_id.as_bytes().to_vec();
     text.push(0);
-    // Writing a request of strings and maps cannot fail.
-    text.extend(serde_json::to_vec(req).unwrap_or_default());
+    text.extend_from_slice(request);
     crate::sign::sha256_hex(&text)
 }
 
