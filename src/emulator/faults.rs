@@ -338,7 +338,9 @@ impl FaultAnswer {
     pub fn respond(self, body_timeout: Duration) -> Response {
         // Logged as what it is: a 500 or 503 of the API's own logs a failure at ERROR.
         tracing::info!(status = self.status, "a fault rule answered the request");
-        let own = api_error(self.status, self.retry_after, body_timeout).filter(|e| {
+        let api = api_error(self.status, self.retry_after, body_timeout);
+        let ends_connection = api.as_ref().is_some_and(ApiError::ends_connection);
+        let own = api.filter(|e| {
             self.error_code.is_none() || self.error_code.as_deref() == Some(e.status_and_code().1)
         });
         let mut response = match (own, &self.error_msg) {
@@ -368,8 +370,8 @@ impl FaultAnswer {
                         .headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
                 }
-                // As the API's own 408 and 413: the body not read ends the connection.
-                if matches!(self.status, 408 | 413) {
+                // As the API's own answer of the status (408, 413) ends it.
+                if ends_connection {
                     response
                         .headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));

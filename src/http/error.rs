@@ -123,6 +123,14 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// True for an answer sent with `Connection: close`: the rest of a body not read keeps
+    /// the connection from serving another request.
+    pub fn ends_connection(&self) -> bool {
+        matches!(self, Self::BodyTimeout(_) | Self::BodyTooLarge)
+    }
+}
+
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
         Self::Invalid(e.0)
@@ -171,8 +179,7 @@ impl ApiError {
             }
             _ => None,
         };
-        // The rest of a body not read keeps the connection from serving another request.
-        let close = matches!(self, Self::BodyTimeout(_) | Self::BodyTooLarge);
+        let close = self.ends_connection();
         let mut response = (status, axum::Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(code));
         if close {
