@@ -4,7 +4,7 @@
 //! grows once the file passes 1 GiB ([`WriterCache`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub(super) struct OpenedFile {
     path: PathBuf,
     /// The file's device and inode when it was opened (where the system tells them).
     id: Option<(u64, u64)>,
+    /// The path could not be looked up at the last look (shared by the clones): warned of
+    /// once until it can be again, not at every look.
+    unreadable: Arc<AtomicBool>,
 }
 
 impl OpenedFile {
@@ -39,6 +42,7 @@ impl OpenedFile {
         Self {
             path: path.to_path_buf(),
             id: file_id(path).ok(),
+            unreadable: Arc::default(),
         }
     }
 
@@ -47,12 +51,22 @@ impl OpenedFile {
     /// at again later.)
     pub(super) fn lost(&self) -> Option<String> {
         let opened = self.id?;
-        let how = match file_id(&self.path) {
-            Ok(now) if now == opened => return None,
+        let looked = file_id(&self.path);
+        let unreadable = matches!(&looked, Err(e) if e.kind() != std::io::ErrorKind::NotFound);
+        let was_unreadable = self.unreadable.swap(unreadable, Ordering::Relaxed);
+        let how = match looked {
+            Ok(now) if now == opened => {
+                if was_unreadable {
+                    tracing::info!(path = %self.path.display(), "the database file can be looked at again");
+                }
+                return None;
+            }
             Ok(_) => "replaced",
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "removed",
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot look at the database file");
+                if !was_unreadable {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot look at the database file (warned once until it can be)");
+                }
                 return None;
             }
         };
@@ -242,6 +256,35 @@ impl WriterCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_database_file_that_cannot_be_looked_up_is_not_lost_and_is_warned_of_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let folder = dir.path().join("data");
+        std::fs::create_dir(&folder).expect("folder");
+        let path = folder.join("jobs.db");
+        std::fs::write(&path, b"").expect("file");
+        let file = OpenedFile::of(&path);
+        let clone = file.clone();
+        assert_eq!(file.lost(), None);
+        // A file where the folder was: the path cannot be looked up (not a folder), which
+        // says nothing of the database file itself.
+        std::fs::rename(&folder, dir.path().join("moved")).expect("move");
+        std::fs::write(&folder, b"").expect("a file in the way");
+        assert_eq!(file.lost(), None);
+        assert!(
+            clone.unreadable.load(Ordering::Relaxed),
+            "the clones share what was warned"
+        );
+        assert_eq!(clone.lost(), None);
+        std::fs::remove_file(&folder).expect("remove");
+        std::fs::rename(dir.path().join("moved"), &folder).expect("back");
+        assert_eq!(file.lost(), None);
+        assert!(!file.unreadable.load(Ordering::Relaxed));
+        std::fs::remove_file(&path).expect("remove the database file");
+        assert!(file.lost().is_some_and(|lost| lost.contains("removed")));
+    }
 
     #[test]
     fn the_writer_cache_grows_once_the_file_holds_the_lock_page() {
