@@ -236,13 +236,11 @@ pub struct ServeConfig {
     pub max_body_memory: usize,
 
     /// Failed authentications from one address, with any credential, within five minutes,
-    /// after which that address is refused for the rest of them (0: no limit).
-    #[arg(
-        long,
-        env = "LITEJOBS_AUTH_FAILURES_PER_ADDRESS",
-        default_value_t = 100
-    )]
-    pub auth_failures_per_address: u32,
+    /// after which that address is refused for the rest of them (0: no limit). Default 100;
+    /// 0 with --simulate, whose clients are all one address (a suite's tests of wrong
+    /// credentials would lock out the rest of it).
+    #[arg(long, env = "LITEJOBS_AUTH_FAILURES_PER_ADDRESS")]
+    pub auth_failures_per_address: Option<u32>,
 
     /// The cloud region the demo project answers for in the IAM project listing
     /// (`GET /v3/projects?name=REGION`), so SDK code written with `.with_region(...)` finds it.

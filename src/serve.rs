@@ -161,6 +161,13 @@ impl Server {
             worker::sync_simulated_fleet(store.as_ref(), &SimulationConfig::of(&config)).await?;
         }
         emulator.demo_account = demo_account;
+        // The seed's demo project may be named by its region, as IAM names it.
+        if let Some(mut start) = emulator.start_state.take() {
+            if let Some(seed) = start.seed.as_mut() {
+                emulator.resolve_seed(store.as_ref(), seed).await?;
+            }
+            emulator.start_state = Some(start);
+        }
         let emulator = Arc::new(emulator);
         // The seed fills a fresh database once: the start that made the administrator loads
         // it, other replicas and later starts find it there (resets load it again).
@@ -193,7 +200,13 @@ impl Server {
                 rate_burst: config.rate_burst,
                 cache_ttl: config.auth_cache_ttl,
                 demo_account,
-                failures_per_address: config.auth_failures_per_address,
+                failures_per_address: config.auth_failures_per_address.unwrap_or(
+                    if config.simulate {
+                        0
+                    } else {
+                        crate::http::lockout::DEFAULT_ADDRESS_FAILURES
+                    },
+                ),
             },
             bench_floor: config.bench_floor,
             body_timeout: config.body_timeout,

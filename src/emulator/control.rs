@@ -111,7 +111,11 @@ async fn reset(State(state): State<AppState>, request: Request) -> Result<Respon
         Some(named) if crate::domain::ids::holds_nul(named) => {
             return Err(ApiError::NotFound(format!("no project {named:?}")))
         }
-        Some(named) => match state.store.find_project(named).await? {
+        Some(named) => match state
+            .emulator
+            .find_project(state.store.as_ref(), named)
+            .await?
+        {
             Some(found) => Some(ProjectId::parse(&found.id)?),
             None => return Err(ApiError::NotFound(format!("no project {named}"))),
         },
@@ -124,7 +128,8 @@ async fn reset(State(state): State<AppState>, request: Request) -> Result<Respon
 }
 
 /// Back to the start state: one project's jobs (and the start seed's jobs of it), or
-/// everything: jobs, projects and users made since, fault rules and the journal.
+/// everything: jobs, projects and users made since, fault rules, the journal, and the
+/// authentication's cache and lock-outs.
 pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyhow::Result<u64> {
     let store = state.store.as_ref();
     let start = state.emulator.start_state.clone();
@@ -189,6 +194,9 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
                 fleet,
             )
             .await?;
+            // Last: what was looked up before (users and keys now gone, grants now other)
+            // is not trusted for the rest of its time, and no lock-out outlives the reset.
+            state.authenticator.forget();
         }
     }
     Ok(erased)
@@ -196,8 +204,12 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
 
 async fn load_seed(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (_, body) = admin(&state, request).await?;
-    let seed: Seed = parse_json(&body)?;
+    let mut seed: Seed = parse_json(&body)?;
     seed.check().map_err(invalid)?;
+    state
+        .emulator
+        .resolve_seed(state.store.as_ref(), &mut seed)
+        .await?;
     let start = state.emulator.start_state.as_ref();
     seed::load(
         state.store.as_ref(),

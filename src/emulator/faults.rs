@@ -157,11 +157,16 @@ impl RuleSpec {
             return Err("a delay is at most 1h".into());
         }
         if let Some(code) = &self.error_code {
-            if code.is_empty() || code.len() > 64 || code.chars().any(char::is_control) {
+            let chars = code.chars().count();
+            if !(1..=64).contains(&chars) || code.chars().any(char::is_control) {
                 return Err("error_code must be 1 to 64 printable characters".into());
             }
         }
-        if self.error_msg.as_ref().is_some_and(|m| m.len() > 1024) {
+        if self
+            .error_msg
+            .as_ref()
+            .is_some_and(|m| m.chars().count() > 1024)
+        {
             return Err("error_msg is at most 1024 characters".into());
         }
         if self.task.is_some() {

@@ -9,7 +9,9 @@ use serde::Serialize;
 /// One request as received and answered. `status` 0: the connection was dropped.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
-    /// Order of arrival, from 1.
+    /// Order of answer, from 1: a request is numbered once it is answered, so a reader of
+    /// the entries after a `seq` never passes one still being answered. (Requests that
+    /// overlap are in the order their answers were made, which `at` and `elapsed_ms` show.)
     pub seq: u64,
     /// Epoch milliseconds of the answer.
     pub at: i64,

@@ -80,6 +80,48 @@ impl Emulator {
     pub fn project_named(&self, scope: &str) -> Option<&'static str> {
         (self.demo_account && scope == self.region).then_some(crate::iam::demo::PROJECT_ID)
     }
+
+    /// The project `named` (an id or a name) means: the store's, else the demo project for
+    /// the region name IAM gives it.
+    pub async fn find_project(
+        &self,
+        store: &dyn crate::store::Store,
+        named: &str,
+    ) -> crate::store::StoreResult<Option<crate::store::ProjectRecord>> {
+        if let Some(found) = store.find_project(named).await? {
+            return Ok(Some(found));
+        }
+        match self.project_named(named) {
+            Some(demo) => store.find_project(demo).await,
+            None => Ok(None),
+        }
+    }
+
+    /// `seed` with the demo project named by the region name IAM gives it (a grant's, a
+    /// server's or a job's `project`) named by its id: unless a project has that name, in
+    /// the store or the seed.
+    pub async fn resolve_seed(
+        &self,
+        store: &dyn crate::store::Store,
+        seed: &mut seed::Seed,
+    ) -> crate::store::StoreResult<()> {
+        let Some(demo) = self.project_named(&self.region) else {
+            return Ok(());
+        };
+        let region = self.region.as_str();
+        let its_own = |p: &seed::SeedProject| p.name == region || p.id.as_deref() == Some(region);
+        if seed.projects.iter().any(its_own) || store.find_project(region).await?.is_some() {
+            return Ok(());
+        }
+        let grants = seed.users.iter_mut().flat_map(|u| u.grants.iter_mut());
+        let named = (grants.map(|g| &mut g.project))
+            .chain(seed.servers.iter_mut().map(|s| &mut s.project))
+            .chain(seed.jobs.iter_mut().map(|j| &mut j.project));
+        for project in named.filter(|p| *p == region) {
+            *project = demo.to_string();
+        }
+        Ok(())
+    }
 }
 
 impl crate::worker::TaskFaults for Emulator {

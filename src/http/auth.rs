@@ -182,6 +182,14 @@ impl Authenticator {
         }
     }
 
+    /// Forgets what was looked up and every failure and lock: an emulator's reset, after
+    /// which users, keys and grants are those of the start state, and a suite's tests of
+    /// wrong credentials have left nothing behind.
+    pub fn forget(&self) {
+        self.cache.clear();
+        self.failures.clear();
+    }
+
     /// True for the public demo credentials on a server that does not accept them (another
     /// replica on the same database may be a simulating one on loopback).
     fn refuses_demo(&self, access_key: Option<&str>, user_project: Option<(&str, &str)>) -> bool {

@@ -189,6 +189,13 @@ impl FailureTracker {
         }
     }
 
+    /// Forgets every failure and lock (an emulator's reset).
+    pub fn clear(&self) {
+        self.last_failure.store(0, Ordering::Release);
+        self.credentials.invalidate_all();
+        self.addresses.invalidate_all();
+    }
+
     /// Forgets the failures of `credential` from `addr` after a success there.
     pub fn succeeded(&self, credential: &str, addr: IpAddr) {
         if self.recently_failed(Instant::now()) {

@@ -55,6 +55,14 @@ impl LookupCache {
         }
     }
 
+    /// Forgets everything looked up (an emulator's reset: the users and keys it knew may be
+    /// gone, or granted otherwise).
+    pub(super) fn clear(&self) {
+        self.keys.clear();
+        self.tokens.clear();
+        self.grants.clear();
+    }
+
     fn keep<K, T>(&self, map: &DashMap<K, Cached<T>>, key: K, value: T)
     where
         K: std::hash::Hash + Eq,

@@ -290,7 +290,7 @@ async fn a_user_locked_out_by_name_is_locked_out_by_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_failing_too_often_is_refused_and_no_other() {
-    let app = app_with(|c| c.auth_failures_per_address = 20).await;
+    let app = app_with(|c| c.auth_failures_per_address = Some(20)).await;
     for n in 0..20 {
         let guess = ClientAuth::AkSk(Credentials {
             access_key: format!("GUESS{n:015}"),
@@ -357,7 +357,7 @@ async fn bad_keys(app: &TestApp, tag: &str, n: usize, at_once: usize) {
 /// of them than before. (`LITEJOBS_LONG_TESTS=1`: 120,000 keys, past the tables' capacity.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_distinct_bad_keys_do_not_slow_a_good_one() {
-    let app = app_with(|c| c.auth_failures_per_address = 0).await;
+    let app = app_with(|c| c.auth_failures_per_address = Some(0)).await;
     let good = admin_from(&app, other_address(1), &app.credentials.secret_key);
     let trickle = |tag: &'static str| {
         let app_endpoint = app.endpoint.clone();

@@ -13,7 +13,7 @@ fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_litejobs"))
 }
 
-fn demo_client(endpoint: &str) -> Client {
+pub(crate) fn demo_client(endpoint: &str) -> Client {
     let auth = ClientAuth::AkSk(Credentials {
         access_key: demo::ACCESS_KEY.to_string(),
         secret_key: demo::SECRET_KEY.to_string(),
@@ -92,7 +92,7 @@ async fn spawn(dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
 }
 
 /// An emulator in memory that wrote its ready file; answers it too.
-async fn emulator(dir: &Path, args: &[&str]) -> (ServerProcess, serde_json::Value) {
+pub(crate) async fn emulator(dir: &Path, args: &[&str]) -> (ServerProcess, serde_json::Value) {
     let ready = dir.join("ready.json");
     let ready_arg = ready.display().to_string();
     let mut all = vec![
@@ -110,7 +110,7 @@ async fn emulator(dir: &Path, args: &[&str]) -> (ServerProcess, serde_json::Valu
     (server, info)
 }
 
-fn admin_client(info: &serde_json::Value) -> Client {
+pub(crate) fn admin_client(info: &serde_json::Value) -> Client {
     let admin = &info["admin"];
     let auth = ClientAuth::AkSk(Credentials {
         access_key: admin["access_key"].as_str().expect("ak").to_string(),
@@ -126,7 +126,7 @@ fn admin_client(info: &serde_json::Value) -> Client {
 }
 
 /// A call of `client` with no query or headers: its status and JSON answer.
-async fn call(
+pub(crate) async fn call(
     client: &Client,
     method: reqwest::Method,
     path: &str,

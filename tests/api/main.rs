@@ -14,6 +14,7 @@ mod console;
 mod crash;
 mod deploy;
 mod emulator;
+mod emulator_reset;
 mod emulator_seed;
 mod errors;
 mod fleet;

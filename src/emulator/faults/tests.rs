@@ -46,6 +46,21 @@ fn flags_parse_into_rules_and_nonsense_is_refused() {
     }
 }
 
+/// An answer's code and message are limited in characters, not bytes.
+#[test]
+fn an_error_code_and_message_are_counted_in_characters() {
+    let rule = |code: String, msg: String| RuleSpec {
+        status: Some(500),
+        error_code: Some(code),
+        error_msg: Some(msg),
+        ..RuleSpec::default()
+    };
+    assert!(rule("é".repeat(64), "é".repeat(1024)).check().is_ok());
+    assert!(rule("é".repeat(65), "x".into()).check().is_err());
+    assert!(rule("X".into(), "é".repeat(1025)).check().is_err());
+    assert!(rule(String::new(), "x".into()).check().is_err());
+}
+
 #[test]
 fn a_rule_for_the_next_two_calls_hits_two_then_goes() {
     let faults = Faults::default();
