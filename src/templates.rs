@@ -47,6 +47,8 @@ struct ParamRule {
     name: String,
     pattern: String,
     check: Check,
+    /// The parameter's value when an item's spec does not give one.
+    default: String,
 }
 
 /// How a rule is checked.
@@ -69,7 +71,7 @@ enum Check {
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
 
 impl ParamRule {
-    fn new(name: &str, pattern: &str) -> anyhow::Result<Self> {
+    fn new(name: &str, pattern: &str, default: &str) -> anyhow::Result<Self> {
         let hir = regex_syntax::ParserBuilder::new()
             .dot_matches_new_line(true)
             .build()
@@ -79,6 +81,7 @@ impl ParamRule {
             name: name.to_string(),
             pattern: pattern.to_string(),
             check,
+            default: default.to_string(),
         })
     }
 
@@ -153,7 +156,7 @@ fn length_rule(hir: &regex_syntax::hir::Hir) -> Option<Check> {
 fn rules(origin: &str, t: &TemplateDetail) -> anyhow::Result<Vec<ParamRule>> {
     let mut rules = Vec::new();
     for p in t.params.iter().filter(|p| !p.regex.is_empty()) {
-        let rule = ParamRule::new(&p.name, &p.regex)
+        let rule = ParamRule::new(&p.name, &p.regex, &p.value)
             .with_context(|| format!("template {origin}: parameter {}: bad regex", p.name))?;
         rules.push(rule);
     }
@@ -217,18 +220,26 @@ impl TemplateCatalog {
     }
 
     /// Checks an item's `spec` (at `items[index]`) against the rules of `template`'s
-    /// parameters: each value given for a parameter with a rule must match it.
+    /// parameters: the value each parameter with a rule takes (the spec's, else the
+    /// template's default, as the task runs with it) must match it. A parameter whose
+    /// default does not (COMMON's empty `cmd`) must be given.
     pub fn check_spec(
         &self,
         template: &TemplateDetail,
         index: usize,
         spec: Option<&BTreeMap<String, String>>,
     ) -> Result<Result<(), Invalid>, anyhow::Error> {
-        let (Some(spec), Some(rules)) = (spec, self.rules.get(&template.id)) else {
+        let Some(rules) = self.rules.get(&template.id) else {
             return Ok(Ok(()));
         };
         for rule in rules {
-            let Some(value) = spec.get(&rule.name) else {
+            let Some(value) = spec.and_then(|spec| spec.get(&rule.name)) else {
+                if !rule.matches(&rule.default)? {
+                    return Ok(Err(Invalid(format!(
+                        "items[{index}].spec.{} is required by the {} template (rule {})",
+                        rule.name, template.template_type, rule.pattern
+                    ))));
+                }
                 continue;
             };
             if !rule.matches(value)? {
@@ -334,10 +345,38 @@ mod tests {
         assert!(message.contains("items[2].spec.cmd"), "{message}");
         assert!(message.contains("^.{1,4096}$"), "{message}");
         assert!(ok("").is_err(), "at least one character");
-        assert!(matches!(catalog.check_spec(common, 0, None), Ok(Ok(()))));
+        // Without a `cmd`, the task would run COMMON's default, the empty command.
+        let missing = |spec: Option<&BTreeMap<String, String>>| {
+            let answer = catalog
+                .check_spec(common, 1, spec)
+                .expect("the rule compiles");
+            answer.expect_err("cmd is required").0
+        };
+        let message = missing(None);
+        assert!(
+            message.contains("items[1].spec.cmd is required"),
+            "{message}"
+        );
         let other = BTreeMap::from([("other".to_string(), "x".repeat(10_000))]);
-        let unruled = catalog.check_spec(common, 0, Some(&other));
-        assert!(matches!(unruled, Ok(Ok(()))), "no rule");
+        missing(Some(&other));
+        let with_other = BTreeMap::from([
+            ("cmd".to_string(), "true".to_string()),
+            ("other".to_string(), "x".repeat(10_000)),
+        ]);
+        let unruled = catalog.check_spec(common, 0, Some(&with_other));
+        assert!(matches!(unruled, Ok(Ok(()))), "no rule for other");
+        // The other built-ins' defaults follow their rules, but for the package to upgrade
+        // to: their specs may be left out.
+        for t in catalog.all() {
+            let answer = catalog.check_spec(t, 0, None).expect("the rules compile");
+            let required = ["COMMON", "ASCEND_SOFTWARE_UPGRADE"];
+            let kind = t.template_type.as_str();
+            assert_eq!(
+                answer.is_err(),
+                required.contains(&kind),
+                "{kind}: {answer:?}"
+            );
+        }
     }
 
     /// Length rules are checked by counting; every rule answers as the compiled expression.
@@ -378,7 +417,7 @@ mod tests {
             &longer,
         ];
         for (pattern, counted) in patterns {
-            let rule = ParamRule::new("p", pattern).expect("rule");
+            let rule = ParamRule::new("p", pattern, "").expect("rule");
             assert_eq!(
                 matches!(rule.check, Check::Length { .. }),
                 counted,

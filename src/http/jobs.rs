@@ -105,8 +105,18 @@ fn validate_create(req: &JobCreateRequest) -> Result<(), Invalid> {
     }
     for item in &req.items {
         simple_name("items[].type", &item.item_type)?;
-        for key in item.spec.iter().flat_map(|s| s.keys()) {
+        // Each entry is passed to the task's command as an environment variable: a name
+        // holds no `=`, and neither a name nor a value a NUL.
+        for (key, value) in item.spec.iter().flatten() {
             bounded("items[].spec key", key)?;
+            if key.contains('=') {
+                return Err(Invalid(format!("items[].spec key {key} holds '='")));
+            }
+            if value.contains('\0') {
+                return Err(Invalid(format!(
+                    "items[].spec.{key} holds a NUL character, which no command can be given"
+                )));
+            }
         }
     }
     Ok(())
@@ -120,7 +130,9 @@ fn client_token(headers: &HeaderMap) -> Result<Option<String>, Invalid> {
         .to_str()
         .ok()
         .filter(|t| (1..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| Invalid::new("X-Client-Token must be 1 to 64 printable ASCII characters"))?;
+        .ok_or_else(|| {
+            Invalid::new("X-Client-Token must be 1 to 64 visible ASCII characters (no spaces)")
+        })?;
     Ok(Some(token.to_string()))
 }
 

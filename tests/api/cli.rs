@@ -325,6 +325,8 @@ async fn create_from_a_body_file_hidden_and_idempotent() {
             "COMMON",
             "--server",
             "sim-server-01",
+            "--spec",
+            "cmd=true",
             "--hidden",
             "--reboot",
             "-o",
@@ -429,6 +431,8 @@ async fn api_errors_print_status_code_and_request_id_and_exit_1() {
             "COMMON",
             "--server",
             "no-such-server",
+            "--spec",
+            "cmd=true",
         ],
     )
     .await;
@@ -636,6 +640,8 @@ async fn read_only_user_lists_but_cannot_create_and_a_deleted_key_is_refused(app
             "COMMON",
             "--server",
             "sim-server-01",
+            "--spec",
+            "cmd=true",
         ],
     )
     .await;
@@ -829,8 +835,8 @@ async fn a_written_profile_connects_to_its_project(app: TestApp) {
     let created = run(
         cmd,
         &[
-            "jobs", "create", "--name", "carols", "--type", "COMMON", "--server", "srv-1", "-o",
-            "json",
+            "jobs", "create", "--name", "carols", "--type", "COMMON", "--server", "srv-1",
+            "--spec", "cmd=true", "-o", "json",
         ],
     )
     .await
@@ -1083,6 +1089,8 @@ async fn wait_gives_up_after_its_timeout() {
             "COMMON",
             "--server",
             "idle-node",
+            "--spec",
+            "cmd=true",
             "-o",
             "json",
         ],
@@ -1193,6 +1201,8 @@ async fn jobs_commands_read_a_strict_servers_answers() {
             "COMMON",
             "--server",
             "sim-server-01",
+            "--spec",
+            "cmd=true",
             "-o",
             "json",
         ],

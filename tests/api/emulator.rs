@@ -579,7 +579,7 @@ async fn jobs_wait_rides_through_failures_that_pass() {
                 is_reboot: None,
                 items: vec![litejobs::wire::JobItem {
                     item_type: "COMMON".into(),
-                    spec: None,
+                    spec: Some([("cmd".to_string(), "true".to_string())].into()),
                 }],
                 visible: None,
             },

@@ -602,6 +602,24 @@ async fn create_validates_and_creates_nothing_on_error(app: TestApp) {
             json!([{"type": "COMMON", "spec": {"cmd": "x".repeat(200_000)}}]),
         ),
         with("items", json!([{"type": "COMMON", "spec": {"cmd": ""}}])),
+        // Without a cmd the task would run COMMON's default, the empty command: it is
+        // required, whatever the item's type.
+        with("items", json!([{"type": "COMMON"}])),
+        with("items", json!([{"type": "COMMON", "spec": null}])),
+        with("items", json!([{"type": "COMMON", "spec": {"other": "x"}}])),
+        with(
+            "items",
+            json!([{"type": "DEVICE_LOG_COLLECT", "spec": {"dest": "/tmp"}}]),
+        ),
+        // A spec entry becomes an environment variable of the command.
+        with(
+            "items",
+            json!([{"type": "COMMON", "spec": {"cmd": "echo hi\u{0}there"}}]),
+        ),
+        with(
+            "items",
+            json!([{"type": "COMMON", "spec": {"cmd": "true", "a=b": "c"}}]),
+        ),
         with("is_reboot", json!("yes")),
         without("name"),
         without("items"),
@@ -700,6 +718,23 @@ async fn idempotent_create_answers_the_same_job(app: TestApp) {
         .await
         .expect("sent");
     assert_eq!(bad.status, 400);
+    let spaced = app
+        .admin
+        .send(
+            Method::POST,
+            &path,
+            &[],
+            Some(serde_json::to_vec(&req).expect("json")),
+            &[("X-Client-Token", "a b")],
+        )
+        .await
+        .expect("sent");
+    assert_eq!(spaced.status, 400, "a space is not a token's character");
+    let said = spaced.json()["error_msg"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(said.contains("no spaces"), "{said}");
     // Another user's token is not this one's: a user who may create but not read jobs does
     // not get the job another created with the same token and body.
     litejobs::iam::put_policy(
