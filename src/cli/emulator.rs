@@ -121,7 +121,9 @@ pub enum EmulatorCommand {
     },
     /// Back to the start state: everything, or one project's jobs.
     Reset {
-        #[arg(long)]
+        /// The project (an id or a name) whose jobs to erase, as written here: never the
+        /// project the command connects as (LITEJOBS_PROJECT_ID, a profile's).
+        #[arg(long, value_name = "ID")]
         project_id: Option<String>,
     },
     /// Load a seed file (JSON).

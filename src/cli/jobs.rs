@@ -416,7 +416,7 @@ async fn print_logs(
     follow: bool,
     format: output::Format,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
+    use std::fmt::Write as _;
     let mut printed: BTreeMap<String, String> = BTreeMap::new();
     loop {
         let job = client.get_job(id).await?;
@@ -429,7 +429,7 @@ async fn print_logs(
             bail!("job {id} has no task on server {s}");
         }
         let several = tasks.len() > 1;
-        let mut out = std::io::stdout().lock();
+        let mut out = String::new();
         for task in &tasks {
             let output = match client.task_output(id, &task.id).await {
                 Ok(o) => o.output,
@@ -444,21 +444,25 @@ async fn print_logs(
                     "task_id": task.id,
                     "output": new,
                 });
-                writeln!(out, "{line}")?;
+                let _ = writeln!(out, "{line}");
             } else if !new.is_empty() {
                 for line in new.split_inclusive('\n') {
                     if several {
-                        write!(out, "{}: ", task.server_id)?;
+                        out.push_str(&task.server_id);
+                        out.push_str(": ");
                     }
-                    write!(out, "{line}")?;
+                    out.push_str(line);
                 }
                 if several && !new.ends_with('\n') {
-                    writeln!(out)?;
+                    out.push('\n');
                 }
             }
             *before = output;
         }
-        out.flush()?;
+        // A reader that went away (`| head`) ends the command, as it ends the others.
+        if !output::write_out(&out)? {
+            return Ok(());
+        }
         let ended = matches!(job.status.as_str(), "FINISHED" | "DELETED");
         if !follow || ended {
             return Ok(());

@@ -32,6 +32,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The process's command line, parsed as [`clap::Parser::parse`] does (a wrong one
+    /// exits with its message).
+    pub fn from_command_line() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        // `emulator reset --project-id ID` resets that project only as written on the
+        // command line: the same flag is every command's project to connect as, which
+        // LITEJOBS_PROJECT_ID or a profile must not turn into a reset of one project.
+        if let Command::Emulator(args) = &mut cli.command {
+            if let emulator::EmulatorCommand::Reset { project_id } = &mut args.command {
+                let written = matches
+                    .subcommand_matches("emulator")
+                    .and_then(|m| m.subcommand_matches("reset"))
+                    .and_then(|m| m.value_source("project_id"));
+                if written != Some(clap::parser::ValueSource::CommandLine) {
+                    *project_id = None;
+                }
+            }
+        }
+        cli
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (SQLite file by default; PostgreSQL with a postgres:// URL).

@@ -203,16 +203,21 @@ pub fn pretty_json(raw: &[u8]) -> String {
 
 /// Writes `text` to stdout. A reader that went away (`| head`) is not an error.
 pub fn print(text: &str) -> anyhow::Result<()> {
+    write_out(text).map(drop)
+}
+
+/// Writes `text` to stdout; false when its reader went away (`| head`): a command that goes
+/// on printing (a watch, a follow) is then done.
+pub fn write_out(text: &str) -> anyhow::Result<bool> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::new(e).context("cannot write the output"))
-        }
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write the output")),
     }
 }
 

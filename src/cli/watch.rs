@@ -86,31 +86,33 @@ fn line(data: &serde_json::Value) -> String {
     out
 }
 
-/// Prints one event; true when the watch is over (the watched job was deleted).
+/// Prints one event; true when the watch is over (the watched job was deleted, or the
+/// output's reader went away).
 fn print_event(event: &StreamEvent, format: Format, one_job: bool) -> anyhow::Result<bool> {
     match event.event.as_str() {
         "job" => {
             let data: serde_json::Value =
                 serde_json::from_str(&event.data).context("a change that is not JSON")?;
-            match format {
-                Format::Json => output::print(&format!("{}\n", event.data))?,
-                Format::Table => output::print(&line(&data))?,
-            }
-            Ok(one_job && data["kind"] == "deleted")
+            let written = match format {
+                Format::Json => output::write_out(&format!("{}\n", event.data))?,
+                Format::Table => output::write_out(&line(&data))?,
+            };
+            Ok(!written || (one_job && data["kind"] == "deleted"))
         }
         "snapshot" => {
             let job: serde_json::Value =
                 serde_json::from_str(&event.data).context("a snapshot that is not JSON")?;
+            let mut written = true;
             if format == Format::Table {
                 let status = job["status"].as_str().unwrap_or("-");
-                output::print(&format!(
+                written = output::write_out(&format!(
                     "watching job {} ({}): {status}, abnormal={}\n",
                     job["id"].as_str().unwrap_or("-"),
                     job["name"].as_str().unwrap_or("-"),
                     job["abnormal_count"].as_i64().unwrap_or(0)
                 ))?;
             }
-            Ok(one_job && job["status"] == "DELETED")
+            Ok(!written || (one_job && job["status"] == "DELETED"))
         }
         _ => Ok(false),
     }

@@ -2,6 +2,7 @@
 //! real server: what they print (tables and JSON), their exit codes, and their effects.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -1104,6 +1105,58 @@ async fn wait_gives_up_after_its_timeout() {
         format!("error: job {id} is still PROCESSING after 300ms")
     );
     assert!(waited.stdout.is_empty());
+}
+
+/// `jobs watch | head -n 1`: once its reader went away, the watch ends at the next change
+/// (it would otherwise print into the void for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_reader_went_away_ends() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::sqlite().await;
+    let mut cmd = litejobs(&app);
+    cmd.env("LITEJOBS_ACCESS_KEY", &app.credentials.access_key)
+        .env("LITEJOBS_SECRET_KEY", &app.credentials.secret_key)
+        .args(["jobs", "watch", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut watch = cmd.spawn().expect("jobs watch runs");
+    let stdout = watch.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let create = || async {
+        app.admin
+            .create_job(
+                &crate::helpers::job_request("seen", &["sim-server-01"]),
+                None,
+            )
+            .await
+            .expect("created");
+    };
+    // The watch starts at the newest change: create until one reaches it.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            create().await;
+            let next = tokio::time::timeout(Duration::from_millis(500), lines.next_line());
+            if let Ok(line) = next.await {
+                return line.expect("read").expect("a line");
+            }
+        }
+    })
+    .await
+    .expect("a change is printed");
+    assert!(first.contains("\"kind\""), "{first}");
+    drop(lines);
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            create().await;
+            if let Ok(status) = tokio::time::timeout(Duration::from_millis(500), watch.wait()).await
+            {
+                return status.expect("waited");
+            }
+        }
+    })
+    .await
+    .expect("the watch ends once its reader is gone");
+    assert!(ended.success(), "{ended}");
 }
 
 /// `litejobs migrate` on `url`, which it cannot open: what it says on stderr, after

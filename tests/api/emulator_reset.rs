@@ -166,3 +166,52 @@ async fn reset_and_seed_name_the_demo_project_by_its_region() {
     assert_eq!(demo.list_jobs(&[]).await.expect("list").total, 0);
     server.terminate().await.expect("stops");
 }
+
+/// `litejobs emulator reset` resets everything though the environment names a project to
+/// connect as (as `litejobs env` and the test set-ups do); `--project-id` written on its
+/// command line resets that project's jobs only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_resets_one_project_only_when_its_command_line_says_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(dir.path(), &[]).await;
+    let admin = admin_client(&info);
+    let demo = demo_client(info["endpoint"].as_str().expect("endpoint"));
+    let ready = dir.path().join("ready.json");
+    let reset = |extra: &'static [&'static str]| {
+        let ready = ready.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_litejobs"));
+            cmd.args(["emulator", "--ready-file"])
+                .arg(&ready)
+                .arg("reset")
+                .args(extra)
+                .env("LITEJOBS_PROJECT_ID", demo::PROJECT_ID)
+                .env("HOME", ready.parent().expect("dir"));
+            let out = cmd.output().await.expect("runs");
+            assert!(out.status.success(), "{out:?}");
+            let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            answer["erased_jobs"].as_u64()
+        }
+    };
+    let create_both = || async {
+        for client in [&admin, &demo] {
+            client
+                .create_job(
+                    &crate::helpers::job_request("both", &["sim-server-01"]),
+                    None,
+                )
+                .await
+                .expect("created");
+        }
+    };
+    create_both().await;
+    assert_eq!(reset(&[]).await, Some(2), "everything");
+    create_both().await;
+    assert_eq!(
+        reset(&["--project-id", "demo"]).await,
+        Some(1),
+        "the demo project's"
+    );
+    assert_eq!(admin.list_jobs(&[]).await.expect("list").total, 1);
+    server.terminate().await.expect("stops");
+}

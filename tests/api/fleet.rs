@@ -713,5 +713,19 @@ async fn jobs_logs_follow_prints_a_running_commands_output_until_it_ends() {
     assert_eq!(pieces[0]["server_id"], "node-1");
     assert_eq!(pieces[0]["task_id"], created.tasks[0].id.as_str());
     assert_eq!(pieces[0]["output"], format!("{}\n", expected.join("\n")));
+    // A reader that went away (`| head`) ends the command without an error, as it ends the
+    // others.
+    for format in ["table", "json"] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let gone = std::process::Command::new(exe())
+            .current_dir(dir.path())
+            .args(["jobs", "logs", &created.id, "-o", format])
+            .stdout(writer)
+            .output()
+            .expect("jobs logs runs");
+        let said = String::from_utf8_lossy(&gone.stderr);
+        assert!(gone.status.success() && said.is_empty(), "{format}: {said}");
+    }
     agent.kill_hard().await;
 }
