@@ -40,6 +40,7 @@ impl Server {
     pub async fn bind(mut config: ServeConfig) -> anyhow::Result<Self> {
         // The recorder first: nothing counted from here on is lost.
         let _ = crate::metrics::handle();
+        survive_file_size_limit();
         if config.simulate && !config.addr.ip().is_loopback() && !config.control_on_any_address {
             anyhow::bail!(
                 "refusing to serve the emulator's control API (--simulate) on the non-loopback \
@@ -415,4 +416,30 @@ pub fn read_profile(path: &std::path::Path) -> anyhow::Result<Profile> {
     let raw =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&raw).with_context(|| format!("{} is not a profile", path.display()))
+}
+
+/// A write past the process's file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) sends
+/// `SIGXFSZ`, whose default is to kill the process: at every start again, once the database
+/// has grown to the limit. With a handler the write fails instead (`EFBIG`), as on a full
+/// disk: the change is refused and the server goes on. (A command an agent runs gets the
+/// default back when it starts.)
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kind = SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32);
+        match signal(kind) {
+            Ok(mut xfsz) => {
+                tokio::spawn(async move {
+                    while xfsz.recv().await.is_some() {
+                        tracing::warn!(
+                            "a write went past the process's file-size limit (ulimit -f) and \
+                             failed; raise the limit"
+                        );
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGXFSZ"),
+        }
+    }
 }

@@ -114,3 +114,43 @@ async fn sigterm_drains_and_exits_cleanly() {
     let exit = server.terminate().await.expect("exits after SIGTERM");
     assert!(exit.success(), "clean exit, got {exit:?}");
 }
+
+/// A server whose database reaches the process's file-size limit (`ulimit -f`) refuses the
+/// change that would pass it (503), as on a full disk, and goes on: the signal such a write
+/// sends would otherwise kill it, and again at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_the_file_size_limit_is_refused_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let args: Vec<std::ffi::OsString> = [
+        "-c",
+        // 2 MiB: the fresh database's write-ahead log is a good part of it already.
+        "ulimit -f 2048 && exec \"$0\" serve --simulate --addr 127.0.0.1:0 --rate-limit 0 \
+         --database-url lj.db",
+        env!("CARGO_BIN_EXE_litejobs"),
+    ]
+    .iter()
+    .map(std::ffi::OsString::from)
+    .collect();
+    let server =
+        litejobs::testkit::ServerProcess::spawn(std::path::Path::new("/bin/sh"), &args, dir.path())
+            .await
+            .expect("serves");
+    let demo = crate::emulator::demo_client(&server.endpoint);
+    let mut refused = None;
+    for n in 0..2000 {
+        let name = format!("big-{n}");
+        let mut request = job_request(&name, &["sim-server-01", "sim-server-02"]);
+        request.items[0].spec = Some([("cmd".to_string(), "x".repeat(4000))].into());
+        if let Err(e) = demo.create_job(&request, None).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    match refused {
+        Some(litejobs::client::ClientError::Api { status: 503, .. }) => {}
+        other => panic!("expected a 503 at the limit: {other:?}"),
+    }
+    let page = demo.list_jobs(&[]).await.expect("the server still answers");
+    assert!(page.total > 0);
+    server.terminate().await.expect("stops");
+}

@@ -35,6 +35,9 @@ pub(super) struct OpenedFile {
     /// The path could not be looked up at the last look (shared by the clones): warned of
     /// once until it can be again, not at every look.
     unreadable: Arc<AtomicBool>,
+    /// What happened to the file, once seen (shared by the clones): the writer is then
+    /// closed for good, so a file put back where it was changes nothing until a restart.
+    gone: Arc<std::sync::OnceLock<String>>,
 }
 
 impl OpenedFile {
@@ -43,6 +46,7 @@ impl OpenedFile {
             path: path.to_path_buf(),
             id: file_id(path).ok(),
             unreadable: Arc::default(),
+            gone: Arc::default(),
         }
     }
 
@@ -50,6 +54,9 @@ impl OpenedFile {
     /// be looked up for another reason, a permission or a network mount's hiccup, is looked
     /// at again later.)
     pub(super) fn lost(&self) -> Option<String> {
+        if let Some(gone) = self.gone.get() {
+            return Some(gone.clone());
+        }
         let opened = self.id?;
         let looked = file_id(&self.path);
         let unreadable = matches!(&looked, Err(e) if e.kind() != std::io::ErrorKind::NotFound);
@@ -70,11 +77,12 @@ impl OpenedFile {
                 return None;
             }
         };
-        Some(format!(
+        let gone = format!(
             "the database file {} was {how} while the server ran: changes are refused; \
              restart the server",
             self.path.display()
-        ))
+        );
+        Some(self.gone.get_or_init(|| gone).clone())
     }
 }
 
@@ -259,7 +267,7 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn a_database_file_that_cannot_be_looked_up_is_not_lost_and_is_warned_of_once() {
+    fn a_file_that_cannot_be_looked_up_is_warned_of_once_and_one_lost_stays_lost() {
         let dir = tempfile::tempdir().expect("dir");
         let folder = dir.path().join("data");
         std::fs::create_dir(&folder).expect("folder");
@@ -282,8 +290,11 @@ mod tests {
         std::fs::rename(dir.path().join("moved"), &folder).expect("back");
         assert_eq!(file.lost(), None);
         assert!(!file.unreadable.load(Ordering::Relaxed));
-        std::fs::remove_file(&path).expect("remove the database file");
+        std::fs::rename(&path, dir.path().join("aside.db")).expect("move the file away");
         assert!(file.lost().is_some_and(|lost| lost.contains("removed")));
+        // Put back, it is still lost: the writer was closed when the loss was seen.
+        std::fs::rename(dir.path().join("aside.db"), &path).expect("back");
+        assert!(clone.lost().is_some_and(|lost| lost.contains("removed")));
     }
 
     #[test]
