@@ -375,10 +375,16 @@ pub async fn revoke_token(
         ));
     }
     let hash = token_hash(subject);
+    // Refused unchecked where the token, or the address, is locked out, as the token's
+    // every other use is: else a locked-out address could go on trying tokens here.
+    let peer = peer_ip(&parts);
+    if state.authenticator.locked(&hash, peer) {
+        return Err(ApiError::Unauthenticated);
+    }
     let Some(token) = state.store.find_token(&hash, now_ms()).await? else {
         state
             .authenticator
-            .record_failure(AuthFailure::Token, &hash, peer_ip(&parts));
+            .record_failure(AuthFailure::Token, &hash, peer);
         return Err(ApiError::Unauthenticated);
     };
     state.store.revoke_token(&hash, now_ms()).await?;

@@ -291,6 +291,12 @@ async fn a_user_locked_out_by_name_is_locked_out_by_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_failing_too_often_is_refused_and_no_other() {
     let app = app_with(|c| c.auth_failures_per_address = Some(20)).await;
+    let profile =
+        litejobs::serve::read_profile(&app.dir.path().join("admin.json")).expect("profile");
+    let password = profile.password.expect("admin password");
+    let token = litejobs::client::issue_token(&app.endpoint, "admin", &password, &app.project_id)
+        .await
+        .expect("token");
     for n in 0..20 {
         let guess = ClientAuth::AkSk(Credentials {
             access_key: format!("GUESS{n:015}"),
@@ -311,6 +317,40 @@ async fn an_address_failing_too_often_is_refused_and_no_other() {
         list_status(&admin_from(&app, other_address(1), &secret)).await,
         200
     );
+    // Nor may the refused address try (and revoke) tokens at the revocation.
+    let revoke_from = |from: IpAddr| {
+        let token = token.clone();
+        let url = format!("{}/v3/auth/tokens", app.endpoint);
+        async move {
+            let http = reqwest::Client::builder()
+                .local_address(from)
+                .build()
+                .expect("client");
+            let answer = http
+                .delete(url)
+                .header("X-Auth-Token", &token)
+                .header("X-Subject-Token", &token)
+                .send()
+                .await
+                .expect("answer");
+            answer.status().as_u16()
+        }
+    };
+    assert_eq!(revoke_from(other_address(3)).await, 401);
+    let with_token = Client::new(
+        &app.endpoint,
+        &app.project_id,
+        ClientAuth::Token(token.clone()),
+    )
+    .expect("client")
+    .bound_to(other_address(1))
+    .expect("bound");
+    assert_eq!(
+        list_status(&with_token).await,
+        200,
+        "the token was not revoked"
+    );
+    assert_eq!(revoke_from(other_address(1)).await, 204);
 }
 
 /// The 99th percentile of `n` list requests' latencies, four at a time.
