@@ -115,7 +115,22 @@ impl Server {
             }
             Bootstrap::Created(profile) => {
                 admin = Some(profile.clone());
-                if let Err(e) = iam::write_profile(&config.admin_credentials, &profile) {
+                // A file there is another database's administrator (a database removed and
+                // made anew): kept aside, since its secret is nowhere else.
+                let written = iam::write_profile(
+                    &config.admin_credentials,
+                    &profile,
+                    iam::IfExists::KeepAside,
+                );
+                if let Ok(Some(kept)) = &written {
+                    tracing::warn!(
+                        path = %config.admin_credentials.display(),
+                        kept = %kept.display(),
+                        "the administrator's credentials file held another administrator's \
+                         (of another database?): it is kept aside"
+                    );
+                }
+                if let Err(e) = written {
                     // Without its credentials the administrator is of no use, and the next
                     // start would find it and write none: it goes, and the next start
                     // creates it again.

@@ -77,9 +77,13 @@ pub enum IamCommand {
         /// Service endpoint the profile points to, e.g. http://127.0.0.1:8080.
         #[arg(long, value_name = "URL")]
         endpoint: String,
-        /// File to write.
+        /// File to write (refused when it exists, unless --force).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Write over --out when it exists: the key of the profile it holds stays valid,
+        /// but its secret is lost with the file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -350,8 +354,16 @@ async fn iam_command(
             project,
             endpoint,
             out,
+            force,
         } => {
             check_endpoint(&endpoint)?;
+            if !force && std::fs::symlink_metadata(&out).is_ok() {
+                anyhow::bail!(
+                    "{} exists (another profile's secret key may be only there): give another \
+                     file, or --force to replace it",
+                    out.display()
+                );
+            }
             let u = find_user(store, &user).await?;
             let p = find_project(store, &project).await?;
             if store.project_actions(&u.id, &p.id).await?.is_none() {
@@ -377,7 +389,12 @@ async fn iam_command(
                 user_name: Some(u.name.clone()),
                 password: None,
             };
-            if let Err(e) = iam::write_profile(&out, &profile) {
+            let if_exists = if force {
+                iam::IfExists::Replace
+            } else {
+                iam::IfExists::Refuse
+            };
+            if let Err(e) = iam::write_profile(&out, &profile, if_exists) {
                 // Nobody has the key's secret: take the key back.
                 store.delete_access_key(&key.access_key).await?;
                 return Err(e);

@@ -307,9 +307,25 @@ pub async fn bootstrap_admin(
     }))
 }
 
+/// What [`write_profile`] does with a file already at its path: a profile's secret key is
+/// shown nowhere else, so it is never lost without being asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    /// Write nothing, and say so.
+    Refuse,
+    /// Rename it to `<file>.replaced-<epoch ms>` first (answered), then write.
+    KeepAside,
+    /// Write over it (asked for).
+    Replace,
+}
+
 /// Writes a profile to a file only its owner can read (its folder made, only its owner's,
-/// when missing).
-pub fn write_profile(path: &std::path::Path, profile: &Profile) -> anyhow::Result<()> {
+/// when missing); answers where a file it found there was kept ([`IfExists::KeepAside`]).
+pub fn write_profile(
+    path: &std::path::Path,
+    profile: &Profile,
+    if_exists: IfExists,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
     use std::io::Write;
     let json = serde_json::to_vec_pretty(profile)?;
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -324,16 +340,44 @@ pub fn write_profile(path: &std::path::Path, profile: &Profile) -> anyhow::Resul
             .create(folder)
             .with_context(|| format!("cannot make the folder {}", folder.display()))?;
     }
+    let mut kept = None;
+    if if_exists == IfExists::KeepAside && std::fs::symlink_metadata(path).is_ok() {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".replaced-{}", crate::domain::now_ms()));
+        let aside = std::path::PathBuf::from(aside);
+        std::fs::rename(path, &aside).with_context(|| {
+            format!(
+                "{} holds another profile, which cannot be kept aside as {}",
+                path.display(),
+                aside.display()
+            )
+        })?;
+        kept = Some(aside);
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true);
+    if if_exists == IfExists::Refuse {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = options.open(path).map_err(|e| {
+        let said = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!(
+                "{} exists (another profile's secret key may be only there): give another \
+                 file, or --force to replace it",
+                path.display()
+            )
+        } else {
+            format!("cannot write {}", path.display())
+        };
+        anyhow::Error::new(e).context(said)
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -342,7 +386,7 @@ pub fn write_profile(path: &std::path::Path, profile: &Profile) -> anyhow::Resul
     file.write_all(&json)?;
     file.write_all(b"\n")?;
     file.sync_all()?;
-    Ok(())
+    Ok(kept)
 }
 
 #[cfg(test)]

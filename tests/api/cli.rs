@@ -828,6 +828,43 @@ async fn a_written_profile_connects_to_its_project(app: TestApp) {
     assert_eq!(profile.endpoint, app.endpoint);
     assert_eq!(profile.user_name.as_deref(), Some("carol"));
     assert!(!wrote.stdout.contains(&profile.secret_key));
+    // A profile is not written over (its secret key is nowhere else) unless asked, and a
+    // refused one makes no key.
+    let on = &app;
+    let again = |force: bool| {
+        let mut args = vec![
+            "iam",
+            "profile",
+            "carol",
+            "team-x",
+            "--endpoint",
+            &app.endpoint,
+            "--out",
+            &out,
+        ];
+        if force {
+            args.push("--force");
+        }
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            admin(on, &args).await
+        }
+    };
+    let refused = again(false).await;
+    assert!(refused.failed().contains("--force"), "{refused:?}");
+    let kept: litejobs::iam::Profile =
+        serde_json::from_str(&std::fs::read_to_string(&home_profile).expect("read"))
+            .expect("profile");
+    assert_eq!(kept.secret_key, profile.secret_key);
+    let keys = admin(&app, &["iam", "key", "list", "carol", "-o", "json"]).await;
+    assert_eq!(keys.json().as_array().map(Vec::len), Some(1), "{keys:?}");
+    again(true).await.ok();
+    let replaced: litejobs::iam::Profile =
+        serde_json::from_str(&std::fs::read_to_string(&home_profile).expect("read"))
+            .expect("profile");
+    assert_ne!(replaced.secret_key, profile.secret_key);
+    let profile = replaced;
 
     // No endpoint, project or key in the environment: the profile in ~/.litejobs is used.
     let mut cmd = litejobs(&app);
@@ -878,6 +915,41 @@ async fn a_written_profile_connects_to_its_project(app: TestApp) {
         ids(&listed),
         [created["id"].as_str().expect("id").to_string()]
     );
+}
+
+/// A first start on a new database, where an administrator's credentials file of another
+/// database is, keeps that file aside (its secret key is nowhere else) before writing the
+/// new administrator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_administrator_keeps_an_older_credentials_file_aside() {
+    let dir = tempfile::tempdir().expect("dir");
+    let old =
+        r#"{"endpoint":"http://x","project_id":"p","access_key":"OLDAK","secret_key":"OLDSK"}"#;
+    let file = dir.path().join("litejobs-admin.json");
+    std::fs::write(&file, old).expect("an older file");
+    let db = dir.path().join("new.db").display().to_string();
+    let server = litejobs::testkit::ServerProcess::serve(
+        Path::new(env!("CARGO_BIN_EXE_litejobs")),
+        dir.path(),
+        &db,
+        &[],
+    )
+    .await
+    .expect("serves");
+    let new = litejobs::serve::read_profile(&file).expect("the new administrator's");
+    assert_ne!(new.access_key, "OLDAK");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("litejobs-admin.json.replaced-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the older file, kept aside");
+    assert_eq!(std::fs::read_to_string(aside[0].path()).expect("read"), old);
+    server.terminate().await.expect("stops");
 }
 
 #[cfg(unix)]
