@@ -864,7 +864,6 @@ async fn a_written_profile_connects_to_its_project(app: TestApp) {
         serde_json::from_str(&std::fs::read_to_string(&home_profile).expect("read"))
             .expect("profile");
     assert_ne!(replaced.secret_key, profile.secret_key);
-    let profile = replaced;
 
     // No endpoint, project or key in the environment: the profile in ~/.litejobs is used.
     let mut cmd = litejobs(&app);
