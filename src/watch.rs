@@ -6,7 +6,7 @@
 //! are written here or, on PostgreSQL, on another replica (`NOTIFY`); it reads nothing
 //! while nobody watches. On PostgreSQL a `seq` is handed out before its transaction
 //! commits, so a later `seq` may become visible first: the hub holds back at such a gap
-//! until it fills, or until every transaction that was writing to the database when the gap
+//! until it fills, or until every transaction that was writing job events when the gap
 //! was seen has ended and a read after that still finds it (a transaction that rolled back
 //! leaves its gap for good); at most [`GAP_MAX_WAIT`], or [`GAP_WAIT`] where the database
 //! cannot tell its writers. A slow commit is so delivered in order, not skipped, also by a

@@ -79,10 +79,10 @@ pub trait ActivityStore: Send + Sync {
     /// The last job event's `seq`; with none left (purged or erased), the last `seq` handed
     /// out; 0 when none ever was.
     async fn last_job_event(&self) -> StoreResult<i64>;
-    /// The transactions writing to the database now, where the database tells them
-    /// (PostgreSQL: the transaction ids of this database's sessions); `None` where it does
-    /// not. An event's `seq` is handed out before its transaction commits: one of these may
-    /// hold the `seq` of a gap in the events.
+    /// The transactions writing job events now, where the database tells them
+    /// (PostgreSQL: the transaction ids of the sessions holding the events table's write
+    /// lock); `None` where it does not. An event's `seq` is handed out before its
+    /// transaction commits: one of these may hold the `seq` of a gap in the events.
     async fn writers_now(&self) -> StoreResult<Option<Vec<String>>>;
     /// True while any of `writers` (from [`Self::writers_now`]) has not ended.
     async fn any_writing(&self, writers: &[String]) -> StoreResult<bool>;

@@ -726,3 +726,52 @@ async fn on_postgresql_a_change_committed_late_is_not_skipped() {
     assert_eq!(seen[0].1, first.id, "the late change first: {seen:?}");
     app.stop().await;
 }
+
+/// A hole a rolled-back change left is passed at once though another program holds a
+/// transaction that writes (to another table) open: only a transaction writing job events
+/// can hold a missing `seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_hole_is_passed_while_an_unrelated_transaction_writes() {
+    let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
+        return;
+    };
+    let client = &app.admin;
+    let first = app.create_job("first", &["sim-server-01"]).await;
+    app.wait_for_status(&first.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    let mut stream = client
+        .events(&list_path(client), &[], None)
+        .await
+        .expect("stream");
+    assert_eq!(next(&mut stream).await.event, "ready");
+    let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(&app.database_url)
+        .await
+        .expect("connect");
+    for statement in ["BEGIN", "CREATE TEMP TABLE held (i int)"] {
+        sqlx::query(statement)
+            .execute(&mut other)
+            .await
+            .expect(statement);
+    }
+    let (mut slow, hole) =
+        litejobs::testkit::uncommitted_job_event(&app.database_url, &first.id).await;
+    let second = app.create_job("second", &["sim-server-02"]).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut slow)
+        .await
+        .expect("rollback");
+    let seen = tokio::time::timeout(
+        Duration::from_secs(4),
+        changes_until(&mut stream, |seen| {
+            seen.iter().any(|(_, id)| *id == second.id)
+        }),
+    )
+    .await
+    .expect("the change after the hole, while the other transaction is open");
+    assert!(seen.iter().all(|(seq, _)| *seq != hole), "{seen:?}");
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("rollback");
+    app.stop().await;
+}

@@ -205,9 +205,15 @@ impl<P: SqlPools> ActivityStore for P {
         if super::is_sqlite::<P::Db>() {
             return Ok(None);
         }
+        // Only those that write events: an INSERT takes its table's lock before its rows
+        // take their `seq`, and keeps it until its transaction ends. (A transaction of
+        // another program, or of this one writing elsewhere, holds no gap.)
         let s = Statement::new(
-            "SELECT backend_xid::text FROM pg_stat_activity \
-             WHERE datname = current_database() AND backend_xid IS NOT NULL",
+            "SELECT DISTINCT a.backend_xid::text FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'relation' AND l.relation = 'job_events'::regclass \
+             AND l.mode = 'RowExclusiveLock' AND l.granted \
+             AND a.datname = current_database() AND a.backend_xid IS NOT NULL",
         );
         let rows = self.read_pool().acquire().await?.rows(s).await?;
         rows.iter()
