@@ -1,6 +1,8 @@
 //! A connection whose writes may wait only so long: a client that stops reading what it is
 //! sent loses its connection then, and with it whatever was kept to send it (an answer, a
 //! watch's events), rather than holding that memory for as long as it keeps the socket.
+//! Once the server stops, a write waits [`CLOSING_LIMIT`] at most: the last bytes of a
+//! stream whose client reads nothing hold up no stop.
 
 use std::future::Future;
 use std::io;
@@ -9,21 +11,30 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// `inner`, whose writes fail with `TimedOut` once one has waited `limit` for the client.
+/// Longest a write waits for its client once the server stops.
+pub const CLOSING_LIMIT: Duration = Duration::from_secs(1);
+
+/// `inner`, whose writes fail with `TimedOut` once one has waited `limit` for the client
+/// (or [`CLOSING_LIMIT`], once `closing` is cancelled).
 pub struct SendLimit<S> {
     inner: S,
     limit: Duration,
     /// Since when a write has been waiting, as the moment it may wait until.
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The server's stop; `None` once seen.
+    closing: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl<S> SendLimit<S> {
-    pub fn new(inner: S, limit: Duration) -> Self {
+    pub fn new(inner: S, limit: Duration, closing: CancellationToken) -> Self {
         Self {
             inner,
             limit,
             waiting: None,
+            closing: Some(Box::pin(closing.cancelled_owned())),
         }
     }
 
@@ -37,10 +48,23 @@ impl<S> SendLimit<S> {
             self.waiting = None;
             return polled;
         }
+        let stopped = match &mut self.closing {
+            Some(closing) => closing.as_mut().poll(cx).is_ready(),
+            None => true,
+        };
+        if stopped {
+            self.closing = None;
+            self.limit = self.limit.min(CLOSING_LIMIT);
+        }
         let limit = self.limit;
         let until = self
             .waiting
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        // A write that was waiting when the server stopped waits no longer than the limit.
+        let latest = Instant::now() + limit;
+        if until.deadline() > latest {
+            until.as_mut().reset(latest);
+        }
         match until.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -103,14 +127,16 @@ mod tests {
     async fn a_write_the_reader_never_takes_fails_after_the_limit() {
         // (The far end stays open, unread.)
         let (near, _far) = tokio::io::duplex(1024);
-        let mut limited = SendLimit::new(near, Duration::from_millis(100));
+        let mut limited =
+            SendLimit::new(near, Duration::from_millis(100), CancellationToken::new());
         let started = std::time::Instant::now();
         let failed = limited.write_all(&[7u8; 64 * 1024]).await;
         assert_eq!(failed.map_err(|e| e.kind()), Err(io::ErrorKind::TimedOut));
         assert!(started.elapsed() >= Duration::from_millis(100));
         // A reader that keeps reading is never cut off, however long the whole takes.
         let (near, mut far2) = tokio::io::duplex(1024);
-        let mut limited = SendLimit::new(near, Duration::from_millis(100));
+        let mut limited =
+            SendLimit::new(near, Duration::from_millis(100), CancellationToken::new());
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; 64 * 1024];
             let mut read = 0;
@@ -122,5 +148,24 @@ mod tests {
         });
         limited.write_all(&[7u8; 64 * 1024]).await.expect("written");
         assert_eq!(reader.await.expect("reader"), 64 * 1024);
+    }
+
+    /// Once the server stops, a write waiting for a client that reads nothing fails within
+    /// the closing limit, though its own limit is far off.
+    #[tokio::test]
+    async fn a_waiting_write_fails_soon_after_the_server_stops() {
+        let (near, _far) = tokio::io::duplex(1024);
+        let closing = CancellationToken::new();
+        let mut limited = SendLimit::new(near, Duration::from_secs(3600), closing.clone());
+        let stop = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            closing.cancel();
+        });
+        let started = std::time::Instant::now();
+        let failed = limited.write_all(&[7u8; 64 * 1024]).await;
+        assert_eq!(failed.map_err(|e| e.kind()), Err(io::ErrorKind::TimedOut));
+        let took = started.elapsed();
+        assert!(took < CLOSING_LIMIT + Duration::from_secs(2), "{took:?}");
+        stop.await.expect("stopped");
     }
 }

@@ -240,11 +240,12 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let (header_timeout, send_timeout) = (limits.header_timeout, limits.send_timeout);
+        let closing = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
             match tls {
                 None => {
-                    let stream = SendLimit::new(stream, send_timeout);
+                    let stream = SendLimit::new(stream, send_timeout, closing);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     finish(watcher.watch(conn).await, peer);
                 }
@@ -252,7 +253,7 @@ pub async fn serve(
                     let Some(stream) = acceptor.accept(stream, header_timeout, peer).await else {
                         return;
                     };
-                    let stream = SendLimit::new(stream, send_timeout);
+                    let stream = SendLimit::new(stream, send_timeout, closing);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     finish(watcher.watch(conn).await, peer);
                 }
