@@ -114,6 +114,13 @@ fn print_event(event: &StreamEvent, format: Format, one_job: bool) -> anyhow::Re
             }
             Ok(!written || (one_job && job["status"] == "DELETED"))
         }
+        "expired" => {
+            eprintln!(
+                "watch: the changes after the last one seen are no longer kept; some were \
+                 missed (list the jobs again): going on from the newest"
+            );
+            Ok(false)
+        }
         _ => Ok(false),
     }
 }

@@ -9,7 +9,10 @@
 //! reconnects with `Last-Event-ID` (or `?last_event_id=`) gets an opening event with that
 //! id, then every change after it (within the day the store keeps them); an id past every
 //! event of this history (a database restored, an emulator in memory started again) starts
-//! the stream afresh, as one without it. A stream ends when
+//! the stream afresh, as one without it. A list stream resuming after changes the store no
+//! longer keeps opens with `expired` (`{"after": id}`) instead of `ready`, and goes on
+//! from the newest change: the client lists the jobs again. (A job's stream opens with its
+//! detail, which is its state whatever was missed.) A stream ends when
 //! its caller's credentials no longer hold, checked as often as requests see revocations.
 
 use std::convert::Infallible;
@@ -125,6 +128,17 @@ async fn known(state: &AppState, resume: Option<i64>, start: i64) -> Result<Opti
         }
         resume => Ok(resume),
     }
+}
+
+/// True when a stream resuming after `after` would miss changes the store no longer keeps
+/// (purged a day after they were made, or erased by an emulator's reset): the first one it
+/// keeps is past the next. (The ids between may also have been holes of rolled-back
+/// changes: the client is then only asked to list again for nothing.)
+async fn expired(state: &AppState, after: i64) -> Result<bool, ApiError> {
+    Ok(match state.store.first_job_event().await? {
+        Some(first) => after.saturating_add(1) < first,
+        None => after < state.store.last_job_event().await?,
+    })
 }
 
 /// Where a stream's opening event puts the client: after the event it resumes from, or
@@ -251,7 +265,9 @@ async fn send_history(
         (`kind`: `created`, `task`, `finished` or `deleted`; `job`: the job's list item \
         after the change; `task`: the \
         task that ended); a quiet stream carries a `ping` event every 15 s. Reconnecting \
-        with `Last-Event-ID` (or `last_event_id`) first sends every change after that id. \
+        with `Last-Event-ID` (or `last_event_id`) first sends every change after that id; \
+        an id whose changes are no longer kept (a day) opens the stream with an `expired` \
+        event (`{\"after\": id}`, its id the newest change) instead: list the jobs again. \
         Needs `modelarts:devserverJob:list`.",
     params(
         ProjectPath,
@@ -284,10 +300,21 @@ pub async fn watch_jobs(
     let (live, start) = state.watch.subscribe().await?;
     let resume = known(&state, resume, start).await?;
     let (out, receiver) = mpsc::channel(QUEUE);
-    let ready = Event::default()
-        .event("ready")
-        .id(opening_id(start, resume).to_string())
-        .data("{}");
+    let (ready, resume) = match resume {
+        // Changes after it are no longer all kept: the stream starts afresh, and says so.
+        Some(after) if expired(&state, after).await? => {
+            let data = serde_json::json!({ "after": after }).to_string();
+            let expired = Event::default().event("expired").id(start.to_string());
+            (expired.data(data), None)
+        }
+        resume => {
+            let ready = Event::default().event("ready");
+            (
+                ready.id(opening_id(start, resume).to_string()).data("{}"),
+                resume,
+            )
+        }
+    };
     // The queue is empty: this cannot fail.
     let _ = out.try_send(ready);
     let watched = Watched::List(query.filter);

@@ -79,6 +79,9 @@ pub trait ActivityStore: Send + Sync {
     /// The last job event's `seq`; with none left (purged or erased), the last `seq` handed
     /// out; 0 when none ever was.
     async fn last_job_event(&self) -> StoreResult<i64>;
+    /// The first job event's `seq` the store keeps (older ones were purged or erased), or
+    /// `None` when it keeps none.
+    async fn first_job_event(&self) -> StoreResult<Option<i64>>;
     /// The transactions writing job events now, where the database tells them
     /// (PostgreSQL: the transaction ids of the sessions holding the events table's write
     /// lock); `None` where it does not. An event's `seq` is handed out before its

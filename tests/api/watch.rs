@@ -156,6 +156,57 @@ async fn the_list_watch_keeps_what_its_filters_match(app: TestApp) {
     }
 }
 
+/// A list stream resuming after changes since purged cannot deliver them: it opens with
+/// `expired` rather than `ready`, and goes on from the newest change; one resuming after the
+/// newest change misses nothing, purged or not.
+async fn a_resume_after_changes_no_longer_kept_is_told_so(app: TestApp) {
+    let client = &app.admin;
+    let mut stream = client
+        .events(&list_path(client), &[], None)
+        .await
+        .expect("stream");
+    next(&mut stream).await;
+    let first = app.create_job("seen", &["sim-server-01"]).await;
+    let (_, _, _, data) = next_change(&mut stream).await;
+    assert_eq!(data["job"]["id"], first.id.as_str());
+    let seen: i64 = data["seq"].as_i64().expect("seq");
+    drop(stream);
+    let missed = app.create_job("missed", &["sim-server-02"]).await;
+    app.wait_for_status(&missed.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    app.wait_for_status(&first.id, "FINISHED", Duration::from_secs(10))
+        .await;
+    let newest = app.store.last_job_event().await.expect("last");
+    // Every change so far is purged (as a day's age purges them).
+    app.store
+        .purge_activity(litejobs::domain::now_ms() + 1, 0)
+        .await
+        .expect("purged");
+    let mut resumed = client
+        .events(&list_path(client), &[], Some(seen))
+        .await
+        .expect("resumed");
+    let opening = next(&mut resumed).await;
+    assert_eq!(opening.event, "expired", "{opening:?}");
+    let said: Value = serde_json::from_str(&opening.data).expect("JSON");
+    assert_eq!(said["after"], seen);
+    assert_eq!(opening.id, newest.to_string(), "from the newest change");
+    let later = app.create_job("later", &["sim-server-01"]).await;
+    let (_, _, _, data) = next_change(&mut resumed).await;
+    assert_eq!(
+        data["job"]["id"],
+        later.id.as_str(),
+        "goes on from the newest"
+    );
+    drop(resumed);
+    let caught_up = app.store.last_job_event().await.expect("last");
+    let mut current = client
+        .events(&list_path(client), &[], Some(caught_up))
+        .await
+        .expect("resumed");
+    assert_eq!(next(&mut current).await.event, "ready");
+}
+
 async fn a_reconnect_with_last_event_id_replays_what_was_missed(app: TestApp) {
     let client = &app.admin;
     let mut stream = client
@@ -360,7 +411,9 @@ async fn erased_jobs_are_not_replayed(app: TestApp) {
         .events(&list_path(client), &[], Some(0))
         .await
         .expect("stream");
-    assert_eq!(next(&mut after).await.event, "ready");
+    // The changes after 0 are no longer all kept: the stream says so, and goes on from the
+    // newest.
+    assert_eq!(next(&mut after).await.event, "expired");
     let new = app.create_job("after-reset", &["sim-server-01"]).await;
     let (kind, _, _, data) = next_change(&mut after).await;
     assert_eq!(
@@ -505,6 +558,7 @@ backend_tests!(
     a_job_is_watched_from_creation_to_deletion_in_order,
     the_list_watch_keeps_what_its_filters_match,
     a_reconnect_with_last_event_id_replays_what_was_missed,
+    a_resume_after_changes_no_longer_kept_is_told_so,
     another_project_sees_nothing_of_this_one,
 );
 

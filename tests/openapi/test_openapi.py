@@ -107,7 +107,7 @@ def check_stream(response):
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers.get("x-request-id")
     first = next(response.iter_lines(decode_unicode=True))
-    assert first in ("event: ready", "event: snapshot"), first
+    assert first in ("event: ready", "event: expired", "event: snapshot"), first
 
 
 @schema.parametrize()

@@ -200,6 +200,16 @@ impl<P: SqlPools> ActivityStore for P {
         }
     }
 
+    async fn first_job_event(&self) -> StoreResult<Option<i64>> {
+        let s = Statement::new("SELECT MIN(seq) FROM job_events");
+        let row =
+            retry_read(|| async { self.read_pool().acquire().await?.row(s.clone()).await }).await?;
+        match row {
+            Some(row) => row.opt_int(0),
+            None => Ok(None),
+        }
+    }
+
     async fn writers_now(&self) -> StoreResult<Option<Vec<String>>> {
         // SQLite commits one writer at a time, in `seq` order: a gap is a rollback.
         if super::is_sqlite::<P::Db>() {
