@@ -154,3 +154,89 @@ async fn a_write_past_the_file_size_limit_is_refused_and_the_server_goes_on() {
     assert!(page.total > 0);
     server.terminate().await.expect("stops");
 }
+
+/// Creates whose clients reset their connections just after sending them are carried out
+/// whole, or not at all: every job made is in the audit trail, and no connection is left
+/// inside a transaction for a later request to find (PostgreSQL says so in a notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_whose_clients_went_away_are_carried_through() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let database = litejobs::testkit::test_database().await;
+    let sqlite = format!("sqlite://{}", dir.path().join("gone.db").display());
+    let urls: Vec<String> = std::iter::once(sqlite)
+        .chain(database.as_ref().map(|d| d.url.clone()))
+        .collect();
+    for (n, url) in urls.iter().enumerate() {
+        let here = dir.path().join(format!("server-{n}"));
+        std::fs::create_dir(&here).expect("dir");
+        let server = serve_process(&here, url, &["--simulate"]).await;
+        let profile =
+            litejobs::serve::read_profile(&here.join("litejobs-admin.json")).expect("profile");
+        let password = profile.password.clone().expect("password");
+        let token = litejobs::client::issue_token(
+            &server.endpoint,
+            "admin",
+            &password,
+            &profile.project_id,
+        )
+        .await
+        .expect("token");
+        for i in 0..200u64 {
+            let body = serde_json::to_string(&job_request(
+                &format!("gone-{i}"),
+                &["sim-server-01", "sim-server-02"],
+            ))
+            .expect("body");
+            let request = format!(
+                "POST /v1/{}/dev-servers/jobs HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                profile.project_id,
+                body.len()
+            );
+            let mut stream = tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("sent");
+            // Gone at moments from at once to a few milliseconds later, without a goodbye.
+            tokio::time::sleep(Duration::from_micros(i % 5 * 800)).await;
+            // (Deprecated for lingers that block a drop; a zero one does not: it resets.)
+            #[allow(deprecated)]
+            stream.set_linger(Some(Duration::ZERO)).expect("linger");
+            drop(stream);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let admin = Client::new(
+            &server.endpoint,
+            &profile.project_id,
+            ClientAuth::Token(token.clone()),
+        )
+        .expect("client");
+        let made = admin
+            .list_jobs(&[("name", "gone-".to_string()), ("limit", "1".to_string())])
+            .await
+            .expect("list")
+            .total;
+        let store = litejobs::store::open(url).await.expect("store");
+        let recorded = store
+            .list_audit(&litejobs::store::AuditFilter {
+                action: Some("job.create".into()),
+                outcome: Some("success".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        assert_eq!(
+            recorded.len() as u64,
+            made,
+            "{url}: every job made is recorded"
+        );
+        let log = server.log_tail();
+        assert!(
+            !log.contains("transaction in progress"),
+            "{url}: a connection was left in a transaction:\n{log}"
+        );
+        server.terminate().await.expect("stops");
+    }
+}

@@ -185,14 +185,27 @@ pub fn is_sqlite<Db: sqlx::Database>() -> bool {
 /// timeout allows): a transaction that reads first and writes after would otherwise fail at
 /// its first write, without waiting, whenever another connection (another process, such as
 /// the administration commands) committed since its read began.
+///
+/// The transaction is begun in a task of its own: a request that goes away while its
+/// `BEGIN` is on its way would otherwise leave the connection in a transaction the driver
+/// does not count (sqlx 0.8 rolls back, when given up, only a transaction whose `BEGIN` was
+/// answered), and the pool would lend it on, a later statement then running inside it, to
+/// be committed or rolled back with whatever came next on the connection. Begun whole, a
+/// transaction given up is rolled back when dropped.
 pub async fn begin_write<Db: sqlx::Database>(
     pool: &sqlx::Pool<Db>,
 ) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
-    if is_sqlite::<Db>() {
-        pool.begin_with("BEGIN IMMEDIATE").await
-    } else {
-        pool.begin().await
-    }
+    let pool = pool.clone();
+    let begun = tokio::spawn(async move {
+        if is_sqlite::<Db>() {
+            pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            pool.begin().await
+        }
+    });
+    begun
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("a transaction's begin failed: {e}")))?
 }
 
 /// Implements [`Exec`] for a sqlx connection type and [`SqlRow`] for its row type: the one
