@@ -25,7 +25,19 @@ pub const DEFAULT_ADMIN_FILE: &str = "litejobs-admin.json";
 /// directory), removed with everything in it when this is dropped.
 pub struct MemoryDir {
     path: PathBuf,
+    /// [`ALIVE`] in the directory, locked while the process lives (the system lets the lock
+    /// go with the process, however it ends).
+    _alive: std::fs::File,
 }
+
+/// The file in an in-memory server's directory whose lock says the server lives: seen from
+/// any process that shares the file system, where its process id may mean nothing (another
+/// PID namespace: a container sharing `/dev/shm`).
+const ALIVE: &str = "alive.lock";
+
+/// How old a directory without a lock must be before its process id alone may say it is
+/// dead (a server makes its directory, then its lock, a moment later).
+const UNLOCKED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl MemoryDir {
     pub fn create() -> anyhow::Result<Self> {
@@ -38,7 +50,11 @@ impl MemoryDir {
             tracing::warn!("no /dev/shm: the in-memory database goes to the temporary directory");
             std::env::temp_dir()
         };
-        sweep(&base);
+        Self::create_in(&base)
+    }
+
+    fn create_in(base: &std::path::Path) -> anyhow::Result<Self> {
+        sweep(base);
         let path = base.join(format!(
             "litejobs-{}-{}",
             std::process::id(),
@@ -53,7 +69,15 @@ impl MemoryDir {
         builder
             .create(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self { path })
+        let alive = std::fs::File::create(path.join(ALIVE))
+            .with_context(|| format!("cannot create {}", path.join(ALIVE).display()))?;
+        alive
+            .lock()
+            .with_context(|| format!("cannot lock {}", path.join(ALIVE).display()))?;
+        Ok(Self {
+            path,
+            _alive: alive,
+        })
     }
 
     /// The SQLite URL of the database in this directory.
@@ -63,7 +87,8 @@ impl MemoryDir {
 }
 
 /// Removes the directories of in-memory servers that ended without removing theirs (killed
-/// with SIGKILL): `litejobs-<pid>-<id>` whose process is gone.
+/// with SIGKILL): `litejobs-<pid>-<id>` whose [`ALIVE`] lock nobody holds (or, without one,
+/// a directory of an earlier version: old, and whose process is gone).
 fn sweep(base: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -76,7 +101,17 @@ fn sweep(base: &std::path::Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let dead = match std::fs::File::open(entry.path().join(ALIVE)) {
+            Ok(alive) => alive.try_lock().is_ok(),
+            Err(_) => {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > UNLOCKED_GRACE));
+                old && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            }
+        };
+        if dead {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -227,4 +262,35 @@ pub fn announce(
         out.flush()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory is swept when no process holds its lock, whatever its process id says
+    /// (another PID namespace's ids mean nothing here), and kept while one holds it.
+    #[test]
+    fn in_memory_directories_are_swept_by_their_locks_not_their_process_ids() {
+        let base = tempfile::tempdir().expect("base");
+        let live = MemoryDir::create_in(base.path()).expect("a live server's");
+        // A process id this system does not have, whose server lives elsewhere.
+        let elsewhere = base.path().join("litejobs-999999999-elsewhere");
+        std::fs::create_dir(&elsewhere).expect("dir");
+        let held = std::fs::File::create(elsewhere.join(ALIVE)).expect("lock file");
+        held.lock().expect("locked");
+        // This process's id, but a lock nobody holds: a server that ended.
+        let ended = base
+            .path()
+            .join(format!("litejobs-{}-ended", std::process::id()));
+        std::fs::create_dir(&ended).expect("dir");
+        std::fs::File::create(ended.join(ALIVE)).expect("lock file");
+        sweep(base.path());
+        assert!(live.path.is_dir(), "a live server's directory is kept");
+        assert!(elsewhere.is_dir(), "a locked directory is kept");
+        assert!(!ended.exists(), "an unlocked one is swept");
+        drop(held);
+        sweep(base.path());
+        assert!(!elsewhere.exists(), "swept once its lock is let go");
+    }
 }
