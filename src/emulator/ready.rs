@@ -27,7 +27,26 @@ pub struct MemoryDir {
     path: PathBuf,
     /// [`ALIVE`] in the directory, locked while the process lives (the system lets the lock
     /// go with the process, however it ends).
-    _alive: std::fs::File,
+    _alive: Alive,
+}
+
+/// A lock held on a file while it is kept.
+#[cfg(unix)]
+type Alive = nix::fcntl::Flock<std::fs::File>;
+#[cfg(not(unix))]
+type Alive = std::fs::File;
+
+/// `file`, locked for as long as it is kept.
+fn hold(file: std::fs::File) -> std::io::Result<Alive> {
+    #[cfg(unix)]
+    {
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| std::io::Error::from(errno))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(file)
+    }
 }
 
 /// The file in an in-memory server's directory whose lock says the server lives: seen from
@@ -70,9 +89,7 @@ impl MemoryDir {
             .create(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         let alive = std::fs::File::create(path.join(ALIVE))
-            .with_context(|| format!("cannot create {}", path.join(ALIVE).display()))?;
-        alive
-            .lock()
+            .and_then(hold)
             .with_context(|| format!("cannot lock {}", path.join(ALIVE).display()))?;
         Ok(Self {
             path,
@@ -102,7 +119,7 @@ fn sweep(base: &std::path::Path) {
             continue;
         };
         let dead = match std::fs::File::open(entry.path().join(ALIVE)) {
-            Ok(alive) => alive.try_lock().is_ok(),
+            Ok(alive) => hold(alive).is_ok(),
             Err(_) => {
                 let old = entry
                     .metadata()
@@ -277,8 +294,9 @@ mod tests {
         // A process id this system does not have, whose server lives elsewhere.
         let elsewhere = base.path().join("litejobs-999999999-elsewhere");
         std::fs::create_dir(&elsewhere).expect("dir");
-        let held = std::fs::File::create(elsewhere.join(ALIVE)).expect("lock file");
-        held.lock().expect("locked");
+        let held = std::fs::File::create(elsewhere.join(ALIVE))
+            .and_then(hold)
+            .expect("locked");
         // This process's id, but a lock nobody holds: a server that ended.
         let ended = base
             .path()

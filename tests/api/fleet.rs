@@ -716,12 +716,12 @@ async fn jobs_logs_follow_prints_a_running_commands_output_until_it_ends() {
     // A reader that went away (`| head`) ends the command without an error, as it ends the
     // others.
     for format in ["table", "json"] {
-        let (reader, writer) = std::io::pipe().expect("a pipe");
+        let (reader, writer) = nix::unistd::pipe().expect("a pipe");
         drop(reader);
         let gone = std::process::Command::new(exe())
             .current_dir(dir.path())
             .args(["jobs", "logs", &created.id, "-o", format])
-            .stdout(writer)
+            .stdout(Stdio::from(writer))
             .output()
             .expect("jobs logs runs");
         let said = String::from_utf8_lossy(&gone.stderr);
