@@ -1254,6 +1254,16 @@ async fn a_bad_database_url_is_said_once() {
         "{stderr}"
     );
     assert_eq!(stderr.matches("\"sometimes\"").count(), 1, "{stderr}");
+    // A SQLite file in a folder that does not exist: the file and the folder are named.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("missing").join("jobs.db");
+    let stderr = migrate_fails(&file.display().to_string()).await;
+    let folder = format!(
+        "its folder {} does not exist",
+        file.parent().expect("folder").display()
+    );
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert!(stderr.contains(&folder), "{stderr}");
 }
 
 /// So is a database an administration command cannot open; and one that does not exist is

@@ -140,6 +140,35 @@ fn sqlite_url(url: &str) -> String {
 /// Creates a missing database file readable by its owner alone: it holds password hashes,
 /// sealed secrets and the audit trail. (SQLite gives its WAL and shared-memory files the
 /// database's mode.) What cannot be created here is left to SQLite to report.
+/// The database file `file` could not be opened for `e`: said with the file, and what
+/// likely stands in the way (a folder missing, a file or folder not writable: SQLite makes
+/// its write-ahead log beside the file).
+fn cannot_open(file: Option<&std::path::Path>, e: sqlx::Error) -> StoreError {
+    let Some(file) = file else {
+        return e.into();
+    };
+    let folder = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let why = if !folder.is_dir() {
+        format!("its folder {} does not exist", folder.display())
+    } else if !file.exists() {
+        format!(
+            "it does not exist, and cannot be made in {} (is the folder writable by this user?)",
+            folder.display()
+        )
+    } else if e.to_string().contains("readonly") {
+        format!(
+            "it, or its folder {} (where the write-ahead log goes), is not writable by this user",
+            folder.display()
+        )
+    } else {
+        "it cannot be opened".to_string()
+    };
+    StoreError::Unavailable(format!("the SQLite database {}: {why} ({e})", file.display()).into())
+}
+
 fn create_private(file: &std::path::Path) {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -176,7 +205,8 @@ impl SqliteStore {
                     .clone()
                     .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string()),
             )
-            .await?;
+            .await
+            .map_err(|e| cannot_open(super::sqlite_file(&url).as_deref(), e))?;
         MIGRATOR.run(&write).await?;
         let checkpoint = SqlitePoolOptions::new()
             .max_connections(1)
