@@ -62,12 +62,21 @@ impl RawResponse {
                 error_msg: e.error_msg,
                 request_id,
             },
-            Err(_) => ClientError::Api {
-                status: self.status,
-                error_code: self.status.to_string(),
-                error_msg: String::from_utf8_lossy(&self.body).into_owned(),
-                request_id,
-            },
+            // Not the service's answer (a proxy's page, say): its start, on one line.
+            Err(_) => {
+                let text = String::from_utf8_lossy(&self.body);
+                let mut said: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                if let Some((cut, _)) = said.char_indices().nth(200) {
+                    said.truncate(cut);
+                    said.push('…');
+                }
+                ClientError::Api {
+                    status: self.status,
+                    error_code: self.status.to_string(),
+                    error_msg: format!("an answer that is not the service's: {said}"),
+                    request_id,
+                }
+            }
         }
     }
 

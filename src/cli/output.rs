@@ -237,6 +237,11 @@ pub fn describe(error: &anyhow::Error) -> String {
         if e.is_timeout() {
             return format!("cannot reach {url}: no answer in time");
         }
+        if e.is_builder() {
+            // A value no request may carry (a token or key with a line break, say): the
+            // caller's to mend, not the service's to answer.
+            return format!("cannot make the request: {cause} (a flag's value or the profile's)");
+        }
         return format!("cannot reach {url}: {cause}");
     }
     super::error_text(error)

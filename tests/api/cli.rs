@@ -492,6 +492,59 @@ async fn usage_errors_exit_2_and_connection_problems_exit_1() {
         "{stderr}"
     );
 
+    // A value no request may carry is the caller's to mend: said so, and not waited out.
+    let started = std::time::Instant::now();
+    let unsendable = admin(
+        &app,
+        &[
+            "jobs",
+            "wait",
+            "some-job",
+            "--timeout",
+            "20s",
+            "--token",
+            "a\nb",
+        ],
+    )
+    .await;
+    let stderr = unsendable.failed();
+    assert!(
+        stderr.starts_with("error: cannot make the request: "),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // An answer that is not the service's (a proxy's page) is said as such, on one line.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_endpoint = format!("http://{}", proxy.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = proxy.accept().await {
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head).await;
+            let page = "<html>\n<body>Bad Gateway</body>\n</html>";
+            let answer = format!(
+                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{page}",
+                page.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    let proxied = admin(&app, &["jobs", "list", "--endpoint", &proxy_endpoint]).await;
+    let stderr = proxied.failed();
+    assert_eq!(
+        stderr.trim_end(),
+        "error: 502 502: an answer that is not the service's: <html> <body>Bad Gateway</body> </html>",
+        "{stderr}"
+    );
+
     let mut cmd = litejobs(&app);
     cmd.env_remove("LITEJOBS_PROJECT_ID");
     let no_project = run(cmd, &["jobs", "list"]).await;

@@ -102,6 +102,29 @@ async fn https_is_served_verified_and_reloaded() {
     assert_eq!(json["total"], 0);
     let untrusted = cli_list(dir.path(), &server.endpoint, None);
     assert_eq!(untrusted.status.code(), Some(1));
+    // `jobs wait` waits out a service that cannot answer for a moment, not a certificate
+    // it does not trust: that fails at once.
+    let started = std::time::Instant::now();
+    let waited = std::process::Command::new(exe())
+        .current_dir(dir.path())
+        .args([
+            "jobs",
+            "wait",
+            "some-job",
+            "--timeout",
+            "20s",
+            "--endpoint",
+            &server.endpoint,
+        ])
+        .output()
+        .expect("the CLI runs");
+    assert_eq!(waited.status.code(), Some(1));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "waited {:?}: {}",
+        started.elapsed(),
+        String::from_utf8_lossy(&waited.stderr)
+    );
     // The client's error (as the agent logs it) says why: the certificate.
     let auth = litejobs::client::ClientAuth::AkSk(litejobs::sign::Credentials {
         access_key: profile.access_key.clone(),
