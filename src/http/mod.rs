@@ -272,12 +272,16 @@ pub fn router(state: AppState) -> Router {
 /// or not its client waits for the answer: a client gone midway (a timeout, a reset) would
 /// otherwise stop its change at whatever await it had reached, a transaction half begun or
 /// committed unanswered. (Its retry with the same `X-Client-Token` gets the job it made.)
+///
+/// An agent's lease is not: it waits (a long poll) for tasks to lease to its caller, and
+/// one whose caller went away must lease nothing.
 async fn carried_through(request: Request, next: middleware::Next) -> Response {
     let safe = matches!(
         request.method(),
         &axum::http::Method::GET | &axum::http::Method::HEAD
     );
-    if safe {
+    let long_poll = request.uri().path().ends_with("/lease");
+    if safe || long_poll {
         return next.run(request).await;
     }
     match tokio::spawn(next.run(request)).await {

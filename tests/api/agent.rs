@@ -362,6 +362,48 @@ backend_tests!(
     a_waiting_lease_of_a_key_deleted_meanwhile_leases_nothing,
 );
 
+/// A waiting lease whose agent went away (restarted, say) leases nothing: the task goes to
+/// the agent's next request, not to the gone one's until its lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_lease_whose_agent_went_away_leases_nothing() {
+    let app = TestApp::sqlite().await;
+    let r = app
+        .admin_send(
+            Method::PUT,
+            "/agent/servers/node-gone",
+            &[],
+            Some(serde_json::json!({"name": "node-gone"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let gone = app.admin.clone();
+    let waiting = tokio::spawn(async move { gone.lease_tasks("node-gone", 20, 4).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    waiting.abort();
+    let _ = waiting.await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let job = app
+        .admin
+        .create_job(&shell_job("after", &["node-gone"], "true"), None)
+        .await
+        .expect("create");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let lease = app
+        .admin
+        .lease_tasks("node-gone", 0, 4)
+        .await
+        .expect("lease");
+    assert_eq!(
+        lease
+            .tasks
+            .iter()
+            .map(|t| t.job_id.as_str())
+            .collect::<Vec<_>>(),
+        [job.id.as_str()],
+        "the task goes to the agent that asks now"
+    );
+}
+
 /// A registration's `cloud_server`, copied into every task of its server, holds a few
 /// facts of bounded length; a larger one is a 400 and registers nothing.
 #[tokio::test]
