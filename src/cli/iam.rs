@@ -358,11 +358,7 @@ async fn iam_command(
         } => {
             check_endpoint(&endpoint)?;
             if !force && std::fs::symlink_metadata(&out).is_ok() {
-                anyhow::bail!(
-                    "{} exists (another profile's secret key may be only there): give another \
-                     file, or --force to replace it",
-                    out.display()
-                );
+                anyhow::bail!(iam::profile_exists(&out));
             }
             let u = find_user(store, &user).await?;
             let p = find_project(store, &project).await?;

@@ -319,6 +319,15 @@ pub enum IfExists {
     Replace,
 }
 
+/// Why a profile is not written over the file at `path`, and what to do instead.
+pub fn profile_exists(path: &std::path::Path) -> String {
+    format!(
+        "{} exists (another profile's secret key may be only there): give another file, or \
+         --force to replace it",
+        path.display()
+    )
+}
+
 /// Writes a profile to a file only its owner can read (its folder made, only its owner's,
 /// when missing); answers where a file it found there was kept ([`IfExists::KeepAside`]).
 pub fn write_profile(
@@ -368,11 +377,7 @@ pub fn write_profile(
     }
     let mut file = options.open(path).map_err(|e| {
         let said = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            format!(
-                "{} exists (another profile's secret key may be only there): give another \
-                 file, or --force to replace it",
-                path.display()
-            )
+            profile_exists(path)
         } else {
             format!("cannot write {}", path.display())
         };
