@@ -126,8 +126,8 @@ impl Server {
                     tracing::warn!(
                         path = %config.admin_credentials.display(),
                         kept = %kept.display(),
-                        "the administrator's credentials file held another administrator's \
-                         (of another database?): it is kept aside"
+                        "a file was where the new administrator's credentials go (another \
+                         database's administrator?): it is kept aside"
                     );
                 }
                 if let Err(e) = written {

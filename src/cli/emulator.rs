@@ -105,7 +105,7 @@ pub struct EmulatorArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EmulatorCommand {
-    /// The last requests the server received, oldest first.
+    /// The last requests the server answered, oldest first (in the order of their answers).
     Requests {
         /// Only those after this sequence number.
         #[arg(long)]

@@ -138,7 +138,12 @@ pub async fn reset_state(state: &AppState, project: Option<&ProjectId>) -> anyho
         .and_then(|s| s.seed.clone())
         .unwrap_or_default();
     let fleet = start.as_ref().map(|s| &s.simulation);
+    let through = store.last_job_event().await?;
     let erased = store.erase_jobs(project).await?;
+    state
+        .emulator
+        .erased
+        .record(project.map(ProjectId::as_str), through);
     match project {
         Some(p) => {
             let mut jobs = Seed::default();

@@ -48,6 +48,34 @@ pub struct Emulator {
     pub journal: journal::Journal,
     /// What a reset brings back: the simulated fleet and the seed given at start.
     pub start_state: Option<control::StartState>,
+    /// Where the resets erased the job events.
+    pub erased: Erased,
+}
+
+/// The last job event handed out when a reset erased a project's events (by project id;
+/// `""` for every project): a watch resuming from it or before saw the project as it was
+/// before the reset, and may have missed changes no longer kept.
+#[derive(Default)]
+pub struct Erased(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl Erased {
+    /// A reset of `project` (or of every one) erased events up to `through`.
+    pub fn record(&self, project: Option<&str>, through: i64) {
+        let mut erased = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = erased.entry(project.unwrap_or("").to_string()).or_default();
+        *at = (*at).max(through);
+    }
+
+    /// Up to which event `project`'s events were last erased, if they were.
+    pub fn through(&self, project: &str) -> Option<i64> {
+        let erased = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        erased
+            .get(project)
+            .into_iter()
+            .chain(erased.get(""))
+            .copied()
+            .max()
+    }
 }
 
 impl Default for Emulator {
@@ -60,6 +88,7 @@ impl Default for Emulator {
             faults: faults::Faults::default(),
             journal: journal::Journal::new(1000),
             start_state: None,
+            erased: Erased::default(),
         }
     }
 }

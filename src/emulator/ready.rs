@@ -151,6 +151,7 @@ pub fn emulator(config: &ServeConfig) -> anyhow::Result<Emulator> {
         journal: super::journal::Journal::new(config.journal_size as usize),
         start_state: None,
         faults: super::faults::Faults::default(),
+        erased: super::Erased::default(),
     };
     if !config.simulate {
         anyhow::ensure!(

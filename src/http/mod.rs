@@ -5,6 +5,8 @@
 //! routes, authentication.
 
 mod agent;
+mod carry;
+pub use carry::MAX_ORPHANED_CHANGES;
 pub mod auth;
 pub mod console;
 pub mod error;
@@ -264,32 +266,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             request_context,
         ))
-        .layer(middleware::from_fn(carried_through))
+        .layer(middleware::from_fn(carry::carried_through))
         .with_state(state)
-}
-
-/// A request that may change something is served to its end, answered and recorded, whether
-/// or not its client waits for the answer: a client gone midway (a timeout, a reset) would
-/// otherwise stop its change at whatever await it had reached, a transaction half begun or
-/// committed unanswered. (Its retry with the same `X-Client-Token` gets the job it made.)
-///
-/// An agent's lease is not: it waits (a long poll) for tasks to lease to its caller, and
-/// one whose caller went away must lease nothing.
-async fn carried_through(request: Request, next: middleware::Next) -> Response {
-    let safe = matches!(
-        request.method(),
-        &axum::http::Method::GET | &axum::http::Method::HEAD
-    );
-    let long_poll = request.uri().path().ends_with("/lease");
-    if safe || long_poll {
-        return next.run(request).await;
-    }
-    match tokio::spawn(next.run(request)).await {
-        Ok(response) => response,
-        Err(e) => {
-            ApiError::Internal(anyhow::anyhow!("a request's task failed: {e}")).into_response()
-        }
-    }
 }
 
 async fn no_such_api() -> ApiError {

@@ -131,10 +131,14 @@ async fn known(state: &AppState, resume: Option<i64>, start: i64) -> Result<Opti
 }
 
 /// True when a stream resuming after `after` would miss changes the store no longer keeps
-/// (purged a day after they were made, or erased by an emulator's reset): the first one it
-/// keeps is past the next. (The ids between may also have been holes of rolled-back
+/// (purged a day after they were made, or erased by an emulator's reset): the project's
+/// were erased after it, or the first one it keeps is past the next. (The ids between may also have been holes of rolled-back
 /// changes: the client is then only asked to list again for nothing.)
-async fn expired(state: &AppState, after: i64) -> Result<bool, ApiError> {
+async fn expired(state: &AppState, project: &ProjectId, after: i64) -> Result<bool, ApiError> {
+    let erased = state.emulator.erased.through(project.as_str());
+    if erased.is_some_and(|through| after <= through) {
+        return Ok(true);
+    }
     Ok(match state.store.first_job_event().await? {
         Some(first) => after.saturating_add(1) < first,
         None => after < state.store.last_job_event().await?,
@@ -302,7 +306,7 @@ pub async fn watch_jobs(
     let (out, receiver) = mpsc::channel(QUEUE);
     let (ready, resume) = match resume {
         // Changes after it are no longer all kept: the stream starts afresh, and says so.
-        Some(after) if expired(&state, after).await? => {
+        Some(after) if expired(&state, &caller.project, after).await? => {
             let data = serde_json::json!({ "after": after }).to_string();
             let expired = Event::default().event("expired").id(start.to_string());
             (expired.data(data), None)

@@ -350,7 +350,15 @@ pub fn write_profile(
             .with_context(|| format!("cannot make the folder {}", folder.display()))?;
     }
     let mut kept = None;
-    if if_exists == IfExists::KeepAside && std::fs::symlink_metadata(path).is_ok() {
+    let found = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
+    if found.is_some_and(|k| !k.is_file() && !k.is_symlink()) {
+        // A device, a pipe, a folder: no profile to keep, and nothing to write a secret in.
+        anyhow::bail!(
+            "{} is not a file: give the path of a file to write the profile to",
+            path.display()
+        );
+    }
+    if if_exists == IfExists::KeepAside && found.is_some() {
         let mut aside = path.as_os_str().to_owned();
         aside.push(format!(".replaced-{}", crate::domain::now_ms()));
         let aside = std::path::PathBuf::from(aside);
@@ -397,6 +405,41 @@ pub fn write_profile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file already there is kept aside; a folder or a pipe there is neither moved nor
+    /// written to: there is no profile in it to keep, and no place for a secret.
+    #[cfg(unix)]
+    #[test]
+    fn a_profile_keeps_a_file_aside_and_touches_nothing_else() {
+        let dir = tempfile::tempdir().expect("dir");
+        let profile = Profile {
+            endpoint: "http://127.0.0.1:8080".into(),
+            project_id: "p".into(),
+            access_key: "AK".into(),
+            secret_key: "SK".into(),
+            user_name: None,
+            password: None,
+        };
+        let file = dir.path().join("admin.json");
+        std::fs::write(&file, "older").expect("older");
+        let kept = write_profile(&file, &profile, IfExists::KeepAside)
+            .expect("written")
+            .expect("kept aside");
+        assert_eq!(std::fs::read_to_string(kept).expect("read"), "older");
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).expect("folder");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        for path in [&folder, &fifo] {
+            for if_exists in [IfExists::KeepAside, IfExists::Replace] {
+                let refused = write_profile(path, &profile, if_exists).expect_err("refused");
+                assert!(refused.to_string().contains("is not a file"), "{refused}");
+            }
+        }
+        assert!(folder.is_dir() && fifo.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert_eq!(left.len(), 4, "nothing else moved: {left:?}");
+    }
 
     #[test]
     fn the_decoy_is_a_real_hash_of_new_passwords_parameters() {

@@ -240,3 +240,73 @@ async fn changes_whose_clients_went_away_are_carried_through() {
         server.terminate().await.expect("stops");
     }
 }
+
+/// Clients that send a change and go cannot pile up work without bound: while the database
+/// holds every create back, at most `MAX_ORPHANED_CHANGES` of theirs go on; the others are
+/// stopped, as a request whose client goes was before (and each one made is recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_whose_clients_went_away_are_carried_through_within_a_bound() {
+    use tokio::io::AsyncWriteExt;
+    let Some(database) = litejobs::testkit::test_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let server = serve_process(dir.path(), &database.url, &["--simulate"]).await;
+    let profile =
+        litejobs::serve::read_profile(&dir.path().join("litejobs-admin.json")).expect("profile");
+    let password = profile.password.clone().expect("password");
+    let token =
+        litejobs::client::issue_token(&server.endpoint, "admin", &password, &profile.project_id)
+            .await
+            .expect("token");
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url)
+        .await
+        .expect("connect");
+    for statement in ["BEGIN", "LOCK TABLE jobs IN EXCLUSIVE MODE"] {
+        sqlx::query(statement)
+            .execute(&mut holder)
+            .await
+            .expect(statement);
+    }
+    let sent = 3 * litejobs::http::MAX_ORPHANED_CHANGES;
+    for i in 0..sent {
+        let body = serde_json::to_string(&job_request(&format!("held-{i}"), &["sim-server-01"]))
+            .expect("body");
+        let request = format!(
+            "POST /v1/{}/dev-servers/jobs HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            profile.project_id,
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        #[allow(deprecated)]
+        stream.set_linger(Some(Duration::ZERO)).expect("linger");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sqlx::query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("commit");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let admin = Client::new(
+        &server.endpoint,
+        &profile.project_id,
+        ClientAuth::Token(token.clone()),
+    )
+    .expect("client");
+    let made = admin
+        .list_jobs(&[("name", "held-".to_string()), ("limit", "1".to_string())])
+        .await
+        .expect("list")
+        .total;
+    assert!(made > 0, "some were carried through");
+    assert!(
+        made <= litejobs::http::MAX_ORPHANED_CHANGES as u64,
+        "{made} of {sent} went on without their clients"
+    );
+    server.terminate().await.expect("stops");
+}

@@ -215,3 +215,56 @@ async fn the_cli_resets_one_project_only_when_its_command_line_says_so() {
     assert_eq!(admin.list_jobs(&[]).await.expect("list").total, 1);
     server.terminate().await.expect("stops");
 }
+
+/// A reset of one project erases its jobs' changes: a list watch of that project resuming
+/// from before the reset is told they are gone (`expired`), though other projects' older
+/// changes are still kept; one resuming from after it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resuming_from_before_a_projects_reset_is_told_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, info) = emulator(dir.path(), &[]).await;
+    let admin = admin_client(&info);
+    let demo = demo_client(info["endpoint"].as_str().expect("endpoint"));
+    let create = |client: &Client, name: &str| {
+        let request = crate::helpers::job_request(name, &["sim-server-01"]);
+        let client = client.clone();
+        async move { client.create_job(&request, None).await.expect("created") }
+    };
+    create(&admin, "older-elsewhere").await;
+    create(&demo, "seen").await;
+    let path = demo.project_path("/dev-servers/jobs/events");
+    let opening = |after: i64| {
+        let (demo, path) = (demo.clone(), path.clone());
+        async move {
+            let mut stream = demo.events(&path, &[], Some(after)).await.expect("stream");
+            stream.next().await.expect("read").expect("an event").event
+        }
+    };
+    let mut live = demo.events(&path, &[], None).await.expect("stream");
+    let ready = live.next().await.expect("read").expect("ready");
+    let seen: i64 = ready.id.parse().expect("id");
+    drop(live);
+    let body = serde_json::json!({ "project_id": demo::PROJECT_ID });
+    let (status, _) = call(
+        &admin,
+        Method::POST,
+        "/_litejobs/reset",
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(opening(seen).await, "expired");
+    create(&demo, "after").await;
+    let mut live = demo.events(&path, &[], None).await.expect("stream");
+    let now: i64 = live
+        .next()
+        .await
+        .expect("read")
+        .expect("ready")
+        .id
+        .parse()
+        .expect("id");
+    drop(live);
+    assert_eq!(opening(now).await, "ready");
+    server.terminate().await.expect("stops");
+}

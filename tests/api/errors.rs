@@ -303,10 +303,9 @@ async fn control_characters_match_nothing_and_are_never_stored(app: TestApp) {
     assert_error(r, 401, "APIG.0301").await;
     let list = app.admin.list_jobs(&[]).await.expect("list");
     assert_eq!(list.total, 1);
-    assert_eq!(
-        (list.data[0].id.as_str(), list.data[0].status.as_str()),
-        (job.id.as_str(), "PROCESSING")
-    );
+    // The one job, not deleted (its simulated task may have ended meanwhile).
+    assert_eq!(list.data[0].id, job.id);
+    assert_ne!(list.data[0].status, "DELETED");
     let servers = app
         .store
         .list_servers(&litejobs::domain::ProjectId::parse(&app.project_id).expect("project"))

@@ -151,8 +151,12 @@ fn cannot_open(file: Option<&std::path::Path>, e: sqlx::Error) -> StoreError {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let why = if !folder.is_dir() {
+    let why = if folder.exists() && !folder.is_dir() {
+        format!("{} is not a folder", folder.display())
+    } else if !folder.is_dir() {
         format!("its folder {} does not exist", folder.display())
+    } else if file.is_dir() {
+        "it is a folder".to_string()
     } else if !file.exists() {
         format!(
             "it does not exist, and cannot be made in {} (is the folder writable by this user?)",
