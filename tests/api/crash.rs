@@ -155,12 +155,60 @@ async fn a_write_past_the_file_size_limit_is_refused_and_the_server_goes_on() {
     server.terminate().await.expect("stops");
 }
 
+/// The administrator of the server started in `dir`, signing with a token; and the token.
+async fn admin_by_token(
+    server: &litejobs::testkit::ServerProcess,
+    dir: &std::path::Path,
+) -> (Client, String) {
+    let profile = litejobs::serve::read_profile(&dir.join("litejobs-admin.json")).expect("profile");
+    let password = profile.password.clone().expect("password");
+    let token =
+        litejobs::client::issue_token(&server.endpoint, "admin", &password, &profile.project_id)
+            .await
+            .expect("token");
+    let auth = ClientAuth::Token(token.clone());
+    let client = Client::new(&server.endpoint, &profile.project_id, auth).expect("client");
+    (client, token)
+}
+
+/// Sends a whole create of job `name` on `servers` as `client`'s caller, then resets the
+/// connection `after` later, without waiting for the answer.
+async fn create_and_go(
+    server: &litejobs::testkit::ServerProcess,
+    client: &Client,
+    token: &str,
+    (name, servers): (&str, &[&str]),
+    after: Duration,
+) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::to_string(&job_request(name, servers)).expect("body");
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        client.project_path("/dev-servers/jobs"),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    tokio::time::sleep(after).await;
+    // (Deprecated for lingers that block a drop; a zero one does not: it resets.)
+    #[allow(deprecated)]
+    stream.set_linger(Some(Duration::ZERO)).expect("linger");
+}
+
+/// The number of jobs whose names hold `name`.
+async fn jobs_named(client: &Client, name: &str) -> u64 {
+    let query = [("name", name.to_string()), ("limit", "1".to_string())];
+    client.list_jobs(&query).await.expect("list").total
+}
+
 /// Creates whose clients reset their connections just after sending them are carried out
 /// whole, or not at all: every job made is in the audit trail, and no connection is left
 /// inside a transaction for a later request to find (PostgreSQL says so in a notice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_whose_clients_went_away_are_carried_through() {
-    use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().expect("dir");
     let database = litejobs::testkit::test_database().await;
     let sqlite = format!("sqlite://{}", dir.path().join("gone.db").display());
@@ -171,52 +219,22 @@ async fn changes_whose_clients_went_away_are_carried_through() {
         let here = dir.path().join(format!("server-{n}"));
         std::fs::create_dir(&here).expect("dir");
         let server = serve_process(&here, url, &["--simulate"]).await;
-        let profile =
-            litejobs::serve::read_profile(&here.join("litejobs-admin.json")).expect("profile");
-        let password = profile.password.clone().expect("password");
-        let token = litejobs::client::issue_token(
-            &server.endpoint,
-            "admin",
-            &password,
-            &profile.project_id,
-        )
-        .await
-        .expect("token");
+        let (admin, token) = admin_by_token(&server, &here).await;
         for i in 0..200u64 {
-            let body = serde_json::to_string(&job_request(
-                &format!("gone-{i}"),
-                &["sim-server-01", "sim-server-02"],
-            ))
-            .expect("body");
-            let request = format!(
-                "POST /v1/{}/dev-servers/jobs HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                profile.project_id,
-                body.len()
-            );
-            let mut stream = tokio::net::TcpStream::connect(server.addr)
-                .await
-                .expect("connect");
-            stream.write_all(request.as_bytes()).await.expect("sent");
-            // Gone at moments from at once to a few milliseconds later, without a goodbye.
-            tokio::time::sleep(Duration::from_micros(i % 5 * 800)).await;
-            // (Deprecated for lingers that block a drop; a zero one does not: it resets.)
-            #[allow(deprecated)]
-            stream.set_linger(Some(Duration::ZERO)).expect("linger");
-            drop(stream);
+            // Gone at moments from at once to a few milliseconds later.
+            let name = format!("gone-{i}");
+            let after = Duration::from_micros(i % 5 * 800);
+            create_and_go(
+                &server,
+                &admin,
+                &token,
+                (&name, &["sim-server-01", "sim-server-02"]),
+                after,
+            )
+            .await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let admin = Client::new(
-            &server.endpoint,
-            &profile.project_id,
-            ClientAuth::Token(token.clone()),
-        )
-        .expect("client");
-        let made = admin
-            .list_jobs(&[("name", "gone-".to_string()), ("limit", "1".to_string())])
-            .await
-            .expect("list")
-            .total;
+        let made = jobs_named(&admin, "gone-").await;
         let store = litejobs::store::open(url).await.expect("store");
         let recorded = store
             .list_audit(&litejobs::store::AuditFilter {
@@ -246,19 +264,12 @@ async fn changes_whose_clients_went_away_are_carried_through() {
 /// stopped, as a request whose client goes was before (and each one made is recorded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_whose_clients_went_away_are_carried_through_within_a_bound() {
-    use tokio::io::AsyncWriteExt;
     let Some(database) = litejobs::testkit::test_database().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
     let server = serve_process(dir.path(), &database.url, &["--simulate"]).await;
-    let profile =
-        litejobs::serve::read_profile(&dir.path().join("litejobs-admin.json")).expect("profile");
-    let password = profile.password.clone().expect("password");
-    let token =
-        litejobs::client::issue_token(&server.endpoint, "admin", &password, &profile.project_id)
-            .await
-            .expect("token");
+    let (admin, token) = admin_by_token(&server, dir.path()).await;
     let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url)
         .await
         .expect("connect");
@@ -270,21 +281,9 @@ async fn changes_whose_clients_went_away_are_carried_through_within_a_bound() {
     }
     let sent = 3 * litejobs::http::MAX_ORPHANED_CHANGES;
     for i in 0..sent {
-        let body = serde_json::to_string(&job_request(&format!("held-{i}"), &["sim-server-01"]))
-            .expect("body");
-        let request = format!(
-            "POST /v1/{}/dev-servers/jobs HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            profile.project_id,
-            body.len()
-        );
-        let mut stream = tokio::net::TcpStream::connect(server.addr)
-            .await
-            .expect("connect");
-        stream.write_all(request.as_bytes()).await.expect("sent");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        #[allow(deprecated)]
-        stream.set_linger(Some(Duration::ZERO)).expect("linger");
+        let name = format!("held-{i}");
+        let after = Duration::from_millis(2);
+        create_and_go(&server, &admin, &token, (&name, &["sim-server-01"]), after).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     sqlx::query("COMMIT")
@@ -292,17 +291,7 @@ async fn changes_whose_clients_went_away_are_carried_through_within_a_bound() {
         .await
         .expect("commit");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let admin = Client::new(
-        &server.endpoint,
-        &profile.project_id,
-        ClientAuth::Token(token.clone()),
-    )
-    .expect("client");
-    let made = admin
-        .list_jobs(&[("name", "held-".to_string()), ("limit", "1".to_string())])
-        .await
-        .expect("list")
-        .total;
+    let made = jobs_named(&admin, "held-").await;
     assert!(made > 0, "some were carried through");
     assert!(
         made <= litejobs::http::MAX_ORPHANED_CHANGES as u64,
